@@ -1,0 +1,719 @@
+//! The MVCC store: every version of every key, by revision, in one redb file, plus an
+//! in-memory index from key to its revisions (etcd's `treeIndex`), rebuilt on open.
+//!
+//! On disk (`member/oxcd.db`, a redb database):
+//! - `kv`: `(main_rev u64, sub_rev u64)` -> `[flag u8][mvccpb.KeyValue protobuf]`, flag 0 = put,
+//!   1 = tombstone (the KeyValue then carries only key and mod_revision).
+//! - `meta`: `&str` -> `u64`: `format` (= [`FORMAT_VERSION`]), `consistent_index` and
+//!   `consistent_term` (the last raft entry applied), `current_rev`, `compact_rev`.
+//! - `aux`: `(table u8, key bytes)` -> bytes: state other modules apply from the log (v2 keys,
+//!   leases, members) under a table number of their own.
+//!
+//! Durability: a [`WriteBatch`] is one redb write transaction. The server commits most batches
+//! with `Durability::None` and every so often with `Durability::Immediate`; after a crash the
+//! backend is back at its last durable batch and the raft log is replayed from
+//! `consistent_index` + 1 (the log is never compacted past that point).
+//!
+//! Concurrency: one writer (the apply loop) holds the index write lock for the whole batch;
+//! readers hold the read lock while they resolve revisions and open their redb snapshot.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use oxcd_api::mvccpb::{event::EventType, KeyValue};
+use prost::Message;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const AUX: TableDefinition<(u8, &[u8]), &[u8]> = TableDefinition::new("aux");
+
+/// Bumped when the layout above changes; a database with another value is refused.
+pub const FORMAT_VERSION: u64 = 1;
+const FLAG_PUT: u8 = 0;
+const FLAG_TOMBSTONE: u8 = 1;
+
+/// Errors of the MVCC layer. The `Compacted` and `FutureRev` messages are etcd's, since
+/// clients match on them.
+#[derive(Debug, thiserror::Error)]
+pub enum MvccError {
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("mvcc: required revision is a future revision")]
+    FutureRev,
+    #[error("backend: {0}")]
+    Backend(String),
+    #[error("backend {path} is not an oxcd database: {reason}")]
+    NotOurs { path: String, reason: String },
+    #[error("backend record at revision {main}.{sub} is damaged: {reason}")]
+    Corrupt { main: u64, sub: u64, reason: String },
+}
+
+impl From<redb::Error> for MvccError {
+    fn from(e: redb::Error) -> Self {
+        MvccError::Backend(e.to_string())
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for MvccError {
+            fn from(e: $t) -> Self { MvccError::Backend(e.to_string()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::SetDurabilityError
+);
+
+/// A revision: `main` is the store-wide write counter, `sub` the position inside one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rev {
+    pub main: i64,
+    pub sub: i64,
+}
+
+/// The revisions of one key, oldest first; `true` marks a tombstone.
+#[derive(Debug, Default, Clone)]
+struct KeyHistory {
+    revs: Vec<(Rev, bool)>,
+}
+
+impl KeyHistory {
+    /// The revision holding the key's value as of `at`, or `None` if absent at `at`.
+    fn visible_at(&self, at: i64) -> Option<Rev> {
+        let pos = self.revs.partition_point(|(r, _)| r.main <= at);
+        if pos == 0 {
+            return None;
+        }
+        let (rev, tomb) = self.revs[pos - 1];
+        (!tomb).then_some(rev)
+    }
+
+    /// Drops revisions not needed to read at `at` or later; returns the dropped ones.
+    fn compact(&mut self, at: i64) -> Vec<Rev> {
+        let pos = self.revs.partition_point(|(r, _)| r.main <= at);
+        if pos == 0 {
+            return Vec::new();
+        }
+        // Keep the latest revision <= at unless it is a tombstone.
+        let keep_from = if self.revs[pos - 1].1 { pos } else { pos - 1 };
+        self.revs.drain(..keep_from).map(|(r, _)| r).collect()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    keys: BTreeMap<Vec<u8>, KeyHistory>,
+    current_rev: i64,
+    compact_rev: i64,
+    consistent_index: u64,
+    consistent_term: u64,
+}
+
+/// Which keys a range covers, etcd's way: empty end = one key, `\0` end = from key onwards.
+fn key_bounds<'a>(key: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    if end.is_empty() {
+        (Bound::Included(key), Bound::Included(key))
+    } else if end == [0] {
+        (Bound::Included(key), Bound::Unbounded)
+    } else {
+        (Bound::Included(key), Bound::Excluded(end))
+    }
+}
+
+/// What to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RangeOptions {
+    /// Maximum number of keys returned; 0 = no limit.
+    pub limit: usize,
+    /// Revision to read at; 0 = current.
+    pub rev: i64,
+    /// Only count, fetch no values.
+    pub count_only: bool,
+}
+
+/// What a range read found. `count` is the number of keys in the range, whatever the limit.
+#[derive(Debug, Default, Clone)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    pub count: usize,
+    pub rev: i64,
+}
+
+/// A change made by a write, for watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    pub prev_kv: Option<KeyValue>,
+}
+
+impl Event {
+    pub fn event_type(&self) -> EventType {
+        match self.kind {
+            EventKind::Put => EventType::Put,
+            EventKind::Delete => EventType::Delete,
+        }
+    }
+}
+
+/// The MVCC store. Cheap to share behind an `Arc`.
+pub struct Store {
+    db: Database,
+    index: RwLock<Index>,
+}
+
+fn decode_record(main: u64, sub: u64, bytes: &[u8]) -> Result<(bool, KeyValue), MvccError> {
+    let corrupt = |reason: String| MvccError::Corrupt { main, sub, reason };
+    let (flag, body) = bytes
+        .split_first()
+        .ok_or_else(|| corrupt("empty record".into()))?;
+    let kv = KeyValue::decode(body).map_err(|e| corrupt(e.to_string()))?;
+    match *flag {
+        FLAG_PUT => Ok((false, kv)),
+        FLAG_TOMBSTONE => Ok((true, kv)),
+        other => Err(corrupt(format!("unknown flag {other}"))),
+    }
+}
+
+fn encode_record(tombstone: bool, kv: &KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + kv.encoded_len());
+    out.push(if tombstone { FLAG_TOMBSTONE } else { FLAG_PUT });
+    kv.encode(&mut out).expect("Vec<u8> grows as needed");
+    out
+}
+
+fn rev_key(rev: Rev) -> (u64, u64) {
+    (rev.main as u64, rev.sub as u64)
+}
+
+impl Store {
+    /// Opens (or creates) the backend at `path` and rebuilds the key index from it.
+    pub fn open(path: &Path) -> Result<Store, MvccError> {
+        let not_ours = |reason: String| MvccError::NotOurs {
+            path: path.display().to_string(),
+            reason,
+        };
+        let existed = path.exists();
+        let db = Database::create(path).map_err(|e| not_ours(e.to_string()))?;
+        let mut index = Index::default();
+        {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut meta = txn.open_table(META)?;
+                let format = meta.get("format")?.map(|v| v.value());
+                match format {
+                    Some(FORMAT_VERSION) => {}
+                    Some(other) => {
+                        return Err(not_ours(format!(
+                            "format version {other}, this oxcd reads version {FORMAT_VERSION}"
+                        )))
+                    }
+                    None if existed && meta.len()? > 0 => {
+                        return Err(not_ours("no format version recorded".into()))
+                    }
+                    None => {
+                        meta.insert("format", FORMAT_VERSION)?;
+                    }
+                }
+                let get = |name: &str| -> Result<u64, MvccError> {
+                    Ok(meta.get(name)?.map(|v| v.value()).unwrap_or(0))
+                };
+                index.current_rev = get("current_rev")? as i64;
+                index.compact_rev = get("compact_rev")? as i64;
+                index.consistent_index = get("consistent_index")?;
+                index.consistent_term = get("consistent_term")?;
+            }
+            txn.open_table(KV)?;
+            txn.open_table(AUX)?;
+            txn.commit()?;
+        }
+        {
+            let txn = db.begin_read()?;
+            let kv = txn.open_table(KV)?;
+            for item in kv.iter()? {
+                let (k, v) = item?;
+                let (main, sub) = k.value();
+                let (tomb, record) = decode_record(main, sub, v.value())?;
+                let rev = Rev {
+                    main: main as i64,
+                    sub: sub as i64,
+                };
+                index.current_rev = index.current_rev.max(rev.main);
+                index
+                    .keys
+                    .entry(record.key)
+                    .or_default()
+                    .revs
+                    .push((rev, tomb));
+            }
+        }
+        Ok(Store {
+            db,
+            index: RwLock::new(index),
+        })
+    }
+
+    fn read_index(&self) -> RwLockReadGuard<'_, Index> {
+        // A poisoned lock means the apply loop panicked mid-batch: an invariant broke.
+        self.index.read().expect("mvcc index lock poisoned")
+    }
+
+    /// The latest revision.
+    pub fn current_rev(&self) -> i64 {
+        self.read_index().current_rev
+    }
+
+    /// The revision up to which history has been compacted.
+    pub fn compact_rev(&self) -> i64 {
+        self.read_index().compact_rev
+    }
+
+    /// The last raft entry applied to this backend (index, term).
+    pub fn consistent_index(&self) -> (u64, u64) {
+        let idx = self.read_index();
+        (idx.consistent_index, idx.consistent_term)
+    }
+
+    /// Reads keys in `[key, end)` (etcd's range rules) at a revision.
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        let idx = self.read_index();
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KV)?;
+        range_in(&idx, key, end, opts, idx.current_rev, |rev| {
+            let (main, sub) = rev_key(rev);
+            let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
+                main,
+                sub,
+                reason: "indexed revision missing from the backend".into(),
+            })?;
+            Ok(decode_record(main, sub, v.value())?.1)
+        })
+    }
+
+    /// Reads every row of an auxiliary table (v2 keys, leases, members) at open.
+    pub fn aux_load(&self, table: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MvccError> {
+        let txn = self.db.begin_read()?;
+        let aux = txn.open_table(AUX)?;
+        let mut out = Vec::new();
+        let start: (u8, &[u8]) = (table, &[]);
+        for item in aux.range(start..)? {
+            let (k, v) = item?;
+            let (t, key) = k.value();
+            if t != table {
+                break;
+            }
+            out.push((key.to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Starts the batch of writes the apply loop makes for a group of log entries.
+    pub fn batch(&self) -> Result<WriteBatch<'_>, MvccError> {
+        let index = self.index.write().expect("mvcc index lock poisoned");
+        let txn = self.db.begin_write()?;
+        Ok(WriteBatch { index, txn })
+    }
+
+    /// Serialises the whole backend (for a raft snapshot), consistent with one applied index.
+    /// Layout: records of `[table u8][klen u32 LE][key][vlen u32 LE][value]`; table 0 = kv
+    /// (key = main,sub as 16 big-endian bytes), 1 = meta, 2 = aux (key = table byte + key).
+    pub fn snapshot(&self) -> Result<(Vec<u8>, u64, u64), MvccError> {
+        let idx = self.read_index();
+        let (ci, ct) = (idx.consistent_index, idx.consistent_term);
+        let txn = self.db.begin_read()?;
+        drop(idx);
+        let mut out = Vec::new();
+        let mut put = |t: u8, k: &[u8], v: &[u8]| {
+            out.push(t);
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        };
+        for item in txn.open_table(KV)?.iter()? {
+            let (k, v) = item?;
+            let (main, sub) = k.value();
+            let mut key = main.to_be_bytes().to_vec();
+            key.extend_from_slice(&sub.to_be_bytes());
+            put(0, &key, v.value());
+        }
+        for item in txn.open_table(META)?.iter()? {
+            let (k, v) = item?;
+            put(1, k.value().as_bytes(), &v.value().to_le_bytes());
+        }
+        for item in txn.open_table(AUX)?.iter()? {
+            let (k, v) = item?;
+            let (t, key) = k.value();
+            let mut full = vec![t];
+            full.extend_from_slice(key);
+            put(2, &full, v.value());
+        }
+        Ok((out, ci, ct))
+    }
+}
+
+/// Resolves a range against the index, fetching values through `fetch`.
+/// `newest` is the highest readable revision: the current one, or inside a write
+/// transaction that has changed something, the transaction's own.
+fn range_in(
+    idx: &Index,
+    key: &[u8],
+    end: &[u8],
+    opts: RangeOptions,
+    newest: i64,
+    mut fetch: impl FnMut(Rev) -> Result<KeyValue, MvccError>,
+) -> Result<RangeResult, MvccError> {
+    let at = if opts.rev <= 0 { newest } else { opts.rev };
+    if at > newest {
+        return Err(MvccError::FutureRev);
+    }
+    if at < idx.compact_rev {
+        return Err(MvccError::Compacted);
+    }
+    let mut result = RangeResult {
+        rev: newest,
+        ..Default::default()
+    };
+    if !end.is_empty() && end != [0] && key >= end {
+        return Ok(result);
+    }
+    for (_, hist) in idx.keys.range::<[u8], _>(key_bounds(key, end)) {
+        let Some(rev) = hist.visible_at(at) else {
+            continue;
+        };
+        result.count += 1;
+        if opts.count_only || (opts.limit > 0 && result.kvs.len() >= opts.limit) {
+            continue;
+        }
+        result.kvs.push(fetch(rev)?);
+    }
+    Ok(result)
+}
+
+/// One batch of writes: a redb write transaction plus exclusive use of the index.
+pub struct WriteBatch<'a> {
+    index: RwLockWriteGuard<'a, Index>,
+    txn: redb::WriteTransaction,
+}
+
+/// One write transaction of etcd's (one request): all its changes share a main revision.
+pub struct TxnWrite<'b, 'a> {
+    batch: &'b mut WriteBatch<'a>,
+    main: i64,
+    sub: i64,
+    events: Vec<Event>,
+}
+
+impl<'a> WriteBatch<'a> {
+    /// Starts one request's write transaction.
+    pub fn txn(&mut self) -> TxnWrite<'_, 'a> {
+        let main = self.index.current_rev + 1;
+        TxnWrite {
+            batch: self,
+            main,
+            sub: 0,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn current_rev(&self) -> i64 {
+        self.index.current_rev
+    }
+
+    pub fn compact_rev(&self) -> i64 {
+        self.index.compact_rev
+    }
+
+    fn fetch(&self, rev: Rev) -> Result<KeyValue, MvccError> {
+        let table = self.txn.open_table(KV)?;
+        let (main, sub) = rev_key(rev);
+        let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
+            main,
+            sub,
+            reason: "indexed revision missing from the backend".into(),
+        })?;
+        Ok(decode_record(main, sub, v.value())?.1)
+    }
+
+    /// Reads inside the batch, seeing its own writes.
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        range_in(&self.index, key, end, opts, self.index.current_rev, |rev| {
+            self.fetch(rev)
+        })
+    }
+
+    /// Drops history below `rev` (etcd's compaction). Errors as etcd's.
+    pub fn compact(&mut self, rev: i64) -> Result<(), MvccError> {
+        if rev <= self.index.compact_rev {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.index.current_rev {
+            return Err(MvccError::FutureRev);
+        }
+        let mut dropped = Vec::new();
+        self.index.keys.retain(|_, hist| {
+            dropped.extend(hist.compact(rev));
+            !hist.revs.is_empty()
+        });
+        let mut table = self.txn.open_table(KV)?;
+        for r in dropped {
+            table.remove(rev_key(r))?;
+        }
+        drop(table);
+        self.index.compact_rev = rev;
+        self.txn.open_table(META)?.insert("compact_rev", rev as u64)?;
+        Ok(())
+    }
+
+    /// Records the last applied raft entry; written in the same transaction as its effects.
+    pub fn set_consistent_index(&mut self, index: u64, term: u64) -> Result<(), MvccError> {
+        self.index.consistent_index = index;
+        self.index.consistent_term = term;
+        let mut meta = self.txn.open_table(META)?;
+        meta.insert("consistent_index", index)?;
+        meta.insert("consistent_term", term)?;
+        Ok(())
+    }
+
+    /// Writes a row of an auxiliary table.
+    pub fn aux_put(&mut self, table: u8, key: &[u8], value: &[u8]) -> Result<(), MvccError> {
+        self.txn.open_table(AUX)?.insert((table, key), value)?;
+        Ok(())
+    }
+
+    /// Removes a row of an auxiliary table.
+    pub fn aux_delete(&mut self, table: u8, key: &[u8]) -> Result<(), MvccError> {
+        self.txn.open_table(AUX)?.remove((table, key))?;
+        Ok(())
+    }
+
+    /// Replaces the whole backend with a snapshot made by [`Store::snapshot`].
+    pub fn restore(&mut self, data: &[u8]) -> Result<(), MvccError> {
+        let bad = |reason: &str| MvccError::Corrupt {
+            main: 0,
+            sub: 0,
+            reason: format!("snapshot: {reason}"),
+        };
+        self.txn.delete_table(KV)?;
+        self.txn.delete_table(META)?;
+        self.txn.delete_table(AUX)?;
+        let mut index = Index::default();
+        {
+            let mut kv = self.txn.open_table(KV)?;
+            let mut meta = self.txn.open_table(META)?;
+            let mut aux = self.txn.open_table(AUX)?;
+            let mut rest = data;
+            let take = |n: usize, rest: &mut &[u8]| -> Result<Vec<u8>, MvccError> {
+                if rest.len() < n {
+                    return Err(bad("truncated"));
+                }
+                let (a, b) = rest.split_at(n);
+                *rest = b;
+                Ok(a.to_vec())
+            };
+            while !rest.is_empty() {
+                let t = take(1, &mut rest)?[0];
+                let klen = u32::from_le_bytes(
+                    take(4, &mut rest)?.try_into().map_err(|_| bad("length"))?,
+                ) as usize;
+                let k = take(klen, &mut rest)?;
+                let vlen = u32::from_le_bytes(
+                    take(4, &mut rest)?.try_into().map_err(|_| bad("length"))?,
+                ) as usize;
+                let v = take(vlen, &mut rest)?;
+                match t {
+                    0 if k.len() == 16 => {
+                        let main = u64::from_be_bytes(k[..8].try_into().map_err(|_| bad("rev"))?);
+                        let sub = u64::from_be_bytes(k[8..].try_into().map_err(|_| bad("rev"))?);
+                        let (tomb, rec) = decode_record(main, sub, &v)?;
+                        let rev = Rev {
+                            main: main as i64,
+                            sub: sub as i64,
+                        };
+                        index.keys.entry(rec.key).or_default().revs.push((rev, tomb));
+                        kv.insert((main, sub), v.as_slice())?;
+                    }
+                    1 if v.len() == 8 => {
+                        let name = String::from_utf8(k).map_err(|_| bad("meta name"))?;
+                        let val = u64::from_le_bytes(v.try_into().map_err(|_| bad("meta"))?);
+                        match name.as_str() {
+                            "current_rev" => index.current_rev = val as i64,
+                            "compact_rev" => index.compact_rev = val as i64,
+                            "consistent_index" => index.consistent_index = val,
+                            "consistent_term" => index.consistent_term = val,
+                            _ => {}
+                        }
+                        meta.insert(name.as_str(), val)?;
+                    }
+                    2 if !k.is_empty() => {
+                        aux.insert((k[0], &k[1..]), v.as_slice())?;
+                    }
+                    _ => return Err(bad("unknown record")),
+                }
+            }
+        }
+        *self.index = index;
+        Ok(())
+    }
+
+    /// Commits the batch; `durable` waits for fsync (redb `Durability::Immediate`).
+    pub fn commit(mut self, durable: bool) -> Result<(), MvccError> {
+        let rev = self.index.current_rev as u64;
+        self.txn.open_table(META)?.insert("current_rev", rev)?;
+        self.txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        self.txn.commit()?;
+        Ok(())
+    }
+}
+
+impl TxnWrite<'_, '_> {
+    /// The revision this transaction's writes get.
+    pub fn rev(&self) -> i64 {
+        self.main
+    }
+
+    /// Reads as of this transaction, seeing its own earlier writes (as etcd does).
+    pub fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, MvccError> {
+        let newest = if self.events.is_empty() {
+            self.batch.index.current_rev
+        } else {
+            self.main
+        };
+        range_in(&self.batch.index, key, end, opts, newest, |rev| {
+            self.batch.fetch(rev)
+        })
+    }
+
+    fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        let at = self.main;
+        let Some(hist) = self.batch.index.keys.get(key) else {
+            return Ok(None);
+        };
+        match hist.visible_at(at) {
+            Some(rev) => Ok(Some(self.batch.fetch(rev)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn record(&mut self, tombstone: bool, kv: &KeyValue) -> Result<Rev, MvccError> {
+        let rev = Rev {
+            main: self.main,
+            sub: self.sub,
+        };
+        self.sub += 1;
+        let bytes = encode_record(tombstone, kv);
+        self.batch
+            .txn
+            .open_table(KV)?
+            .insert(rev_key(rev), bytes.as_slice())?;
+        self.batch
+            .index
+            .keys
+            .entry(kv.key.clone())
+            .or_default()
+            .revs
+            .push((rev, tombstone));
+        Ok(rev)
+    }
+
+    /// Puts a key; returns the previous value if the key existed.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, MvccError> {
+        let prev = self.latest(key)?;
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (self.main, 1),
+        };
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: self.main,
+            version,
+            value,
+            lease,
+        };
+        self.record(false, &kv)?;
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: prev.clone(),
+        });
+        Ok(prev)
+    }
+
+    /// Deletes the keys in a range; returns their previous values.
+    pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, MvccError> {
+        let newest = self.main;
+        let found = range_in(
+            &self.batch.index,
+            key,
+            end,
+            RangeOptions::default(),
+            newest,
+            |rev| self.batch.fetch(rev),
+        )?;
+        for prev in &found.kvs {
+            let tomb = KeyValue {
+                key: prev.key.clone(),
+                mod_revision: self.main,
+                ..Default::default()
+            };
+            self.record(true, &tomb)?;
+            self.events.push(Event {
+                kind: EventKind::Delete,
+                kv: tomb,
+                prev_kv: Some(prev.clone()),
+            });
+        }
+        Ok(found.kvs)
+    }
+
+    /// Ends the transaction; the store's revision moves on only if something changed.
+    pub fn end(self) -> Vec<Event> {
+        if !self.events.is_empty() {
+            self.batch.index.current_rev = self.main;
+        }
+        self.events
+    }
+}
