@@ -172,7 +172,7 @@ fn gencert_parsed(parsed: &goflag::Parsed) -> Result<()> {
         let profile = config.profile(parsed.value("profile").unwrap_or(""))?;
         let ca_text = read_file(ca_path.as_ref(), "CA certificate")?;
         let ca = Authority::load(&ca_text, ca_path, load_key(key_path)?)?;
-        issue::sign(&request, &hosts, &ca, &profile, &log)?
+        issue::sign(&request, &hosts, &ca, &profile, None, &log)?
     };
     println!("{}", issued.to_json());
     Ok(())

@@ -168,16 +168,18 @@ pub fn init_ca(req: &CertRequest, existing: Option<PrivateKey>, log: &Log) -> Re
     })
 }
 
-/// `cfssl gencert -ca -ca-key -config -profile`: a new key and a certificate signed by `ca`.
+/// `cfssl gencert -ca -ca-key -config -profile`: a certificate signed by `ca`, for a new
+/// key, or for `existing` (re-signing keeps the key, so running members keep working).
 pub fn sign(
     req: &CertRequest,
     hosts: &[String],
     ca: &Authority,
     profile: &Profile,
+    existing: Option<PrivateKey>,
     log: &Log,
 ) -> Result<Issued> {
     let is_ca = profile.ca.clone().map_or(IsCa::ExplicitNoCa, IsCa::Ca);
-    let prepared = prepare(req, hosts, is_ca.clone(), None, log)?;
+    let prepared = prepare(req, hosts, is_ca.clone(), existing, log)?;
     let mut params = prepared.params.clone();
     params.is_ca = is_ca;
     let serial = set_common(&mut params, &prepared.key, profile.expiry)?;

@@ -7,13 +7,17 @@
 pub mod app;
 pub mod cfssl;
 pub mod cfssljson;
+pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod duration;
 pub mod goflag;
+pub mod inspect;
 pub mod issue;
 pub mod json;
 pub mod keys;
 pub mod log;
+pub mod member;
 pub mod output;
 pub mod pem;
 pub mod request;
