@@ -1,0 +1,261 @@
+//! Command line: etcdctl's global flags (and their `ETCDCTL_*` variables) and command tree.
+//! Argument checks that etcdctl does itself, with its messages, live in the commands.
+
+use std::ffi::OsString;
+use std::io::Write as _;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cmd;
+use crate::ctx::{CtlError, Ctx, EXIT_BAD_ARGS, EXIT_ERROR};
+
+/// Flags every command takes. Boolean flags accept `--flag`, `--flag=true` and `--flag=false`
+/// as Go's pflag does.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// gRPC endpoints
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// verify certificates of TLS-enabled secure servers using this CA bundle
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    pub cacert: Option<String>,
+    /// identify secure client using this TLS certificate file
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    pub cert: Option<String>,
+    /// identify secure client using this TLS key file
+    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    pub key: Option<String>,
+    /// username[:password] for authentication (prompt if password is not supplied)
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    pub user: Option<String>,
+    /// password for authentication (if this option is used, --user option shouldn't include password)
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
+    pub password: Option<String>,
+    /// dial timeout for client connections
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_DIAL_TIMEOUT",
+        default_value = "2s"
+    )]
+    pub dial_timeout: String,
+    /// timeout for short running command (excluding dial timeout)
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_COMMAND_TIMEOUT",
+        default_value = "5s"
+    )]
+    pub command_timeout: String,
+    /// keepalive time for client connections
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_KEEPALIVE_TIME",
+        default_value = "2s"
+    )]
+    pub keepalive_time: String,
+    /// keepalive timeout for client connections
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_KEEPALIVE_TIMEOUT",
+        default_value = "6s"
+    )]
+    pub keepalive_timeout: String,
+    /// set the output format (fields, json, protobuf, simple, table)
+    #[arg(
+        short = 'w',
+        long,
+        global = true,
+        env = "ETCDCTL_WRITE_OUT",
+        default_value = "simple"
+    )]
+    pub write_out: String,
+    /// print byte strings as hex encoded strings
+    #[arg(long, global = true, env = "ETCDCTL_HEX", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub hex: bool,
+    /// disable transport security for client connections
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+    pub insecure_transport: bool,
+    /// skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub insecure_skip_tls_verify: bool,
+    /// enable client-side debug logging
+    #[arg(long, global = true, env = "ETCDCTL_DEBUG", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub debug: bool,
+    /// domain name to query for SRV records describing cluster endpoints (not supported yet)
+    #[arg(short = 'd', long, global = true, env = "ETCDCTL_DISCOVERY_SRV")]
+    pub discovery_srv: Option<String>,
+    /// service name to query when using DNS discovery
+    #[arg(long, global = true, env = "ETCDCTL_DISCOVERY_SRV_NAME")]
+    pub discovery_srv_name: Option<String>,
+    /// accept insecure SRV records describing cluster endpoints
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+    pub insecure_discovery: bool,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "etcdctl",
+    about = "A simple command line client for etcd3.",
+    disable_help_subcommand = true,
+    disable_version_flag = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Gets the key or a range of keys
+    Get(cmd::kv::GetArgs),
+    /// Puts the given key into the store
+    Put(cmd::kv::PutArgs),
+    /// Removes the specified key or range of keys [key, range_end)
+    Del(cmd::kv::DelArgs),
+    /// Txn processes all the requests in one transaction
+    Txn(cmd::kv::TxnArgs),
+    /// Compacts the event history in etcd
+    Compaction(cmd::kv::CompactionArgs),
+    /// Watches events stream on keys or prefixes
+    Watch(cmd::watch::WatchArgs),
+    /// Lease related commands
+    #[command(subcommand)]
+    Lease(cmd::lease::LeaseCmd),
+    /// Membership related commands
+    #[command(subcommand)]
+    Member(cmd::cluster::MemberCmd),
+    /// Endpoint related commands
+    #[command(subcommand)]
+    Endpoint(cmd::cluster::EndpointCmd),
+    /// Alarm related commands
+    #[command(subcommand)]
+    Alarm(cmd::maintenance::AlarmCmd),
+    /// Defragments the storage of the etcd members with given endpoints
+    Defrag(cmd::maintenance::DefragArgs),
+    /// Manages etcd node snapshots
+    #[command(subcommand)]
+    Snapshot(cmd::maintenance::SnapshotCmd),
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader(cmd::maintenance::MoveLeaderArgs),
+    /// Acquires a named lock
+    Lock(cmd::concurrency::LockArgs),
+    /// Observes and participates in leader election
+    Elect(cmd::concurrency::ElectArgs),
+    /// Enable or disable authentication
+    #[command(subcommand)]
+    Auth(cmd::auth::AuthCmd),
+    /// User related commands
+    #[command(subcommand)]
+    User(cmd::auth::UserCmd),
+    /// Role related commands
+    #[command(subcommand)]
+    Role(cmd::auth::RoleCmd),
+    /// Prints the version of etcdctl
+    Version,
+    /// commands for checking properties of the etcd cluster
+    #[command(subcommand)]
+    Check(cmd::check::CheckCmd),
+    /// Makes a mirror at the destination etcd cluster
+    MakeMirror(cmd::mirror::MirrorArgs),
+}
+
+/// Parses, runs and reports; returns the process exit code.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CtlError::new(EXIT_ERROR, e.to_string()))
+        .and_then(|rt| rt.block_on(dispatch(cli)));
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("Error: {}", e.msg);
+            e.code
+        }
+    }
+}
+
+fn clap_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        ErrorKind::UnknownArgument => {
+            let arg = e
+                .get(clap::error::ContextKind::InvalidArg)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "Error: unknown flag: {}",
+                arg.split('=').next().unwrap_or_default()
+            );
+            EXIT_ERROR
+        }
+        ErrorKind::InvalidSubcommand => {
+            let sub = e
+                .get(clap::error::ContextKind::InvalidSubcommand)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            eprintln!(
+                "Error: unknown command {sub:?} for \"etcdctl\"\nRun 'etcdctl --help' for usage."
+            );
+            EXIT_ERROR
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("Error: {}", first.trim_start_matches("error: "));
+            EXIT_BAD_ARGS
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CtlError> {
+    if let Command::Version = cli.command {
+        print!("etcdctl version: 3.4.23\nAPI version: 3.4\n");
+        return Ok(());
+    }
+    let mut ctx = Ctx::from_flags(&cli.global)?;
+    match cli.command {
+        Command::Get(a) => cmd::kv::get(&mut ctx, a).await,
+        Command::Put(a) => cmd::kv::put(&ctx, a).await,
+        Command::Del(a) => cmd::kv::del(&ctx, a).await,
+        Command::Txn(a) => cmd::kv::txn(&ctx, a).await,
+        Command::Compaction(a) => cmd::kv::compaction(&ctx, a).await,
+        Command::Watch(a) => cmd::watch::run(&ctx, a).await,
+        Command::Lease(c) => cmd::lease::run(&ctx, c).await,
+        Command::Member(c) => cmd::cluster::member(&ctx, c).await,
+        Command::Endpoint(c) => cmd::cluster::endpoint(&ctx, c).await,
+        Command::Alarm(c) => cmd::maintenance::alarm(&ctx, c).await,
+        Command::Defrag(a) => cmd::maintenance::defrag(&ctx, a).await,
+        Command::Snapshot(c) => cmd::maintenance::snapshot(&ctx, c).await,
+        Command::MoveLeader(a) => cmd::maintenance::move_leader(&ctx, a).await,
+        Command::Lock(a) => cmd::concurrency::lock(&ctx, a).await,
+        Command::Elect(a) => cmd::concurrency::elect(&ctx, a).await,
+        Command::Auth(c) => cmd::auth::auth(&ctx, c).await,
+        Command::User(c) => cmd::auth::user(&ctx, c).await,
+        Command::Role(c) => cmd::auth::role(&ctx, c).await,
+        Command::Check(c) => cmd::check::run(&ctx, c).await,
+        Command::MakeMirror(a) => cmd::mirror::run(&ctx, a).await,
+        Command::Version => Ok(()),
+    }
+}

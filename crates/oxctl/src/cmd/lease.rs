@@ -1,0 +1,12 @@
+//! lease commands.
+
+use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_FEATURE};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LeaseCmd {
+    Todo { args: Vec<String> },
+}
+
+pub async fn run(_ctx: &Ctx, _a: LeaseCmd) -> CtlResult {
+    Err(CtlError::new(EXIT_BAD_FEATURE, "not implemented yet"))
+}

@@ -1,0 +1,12 @@
+//! watch commands.
+
+use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_FEATURE};
+
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    pub args: Vec<String>,
+}
+
+pub async fn run(_ctx: &Ctx, _a: WatchArgs) -> CtlResult {
+    Err(CtlError::new(EXIT_BAD_FEATURE, "not implemented yet"))
+}
