@@ -313,6 +313,57 @@ impl Store {
         })
     }
 
+    /// The changes made at revisions `from..=to`, oldest first, about `limit` of them, whole
+    /// revisions only (for
+    /// watchers that start in the past or fell behind). `prev_kv` is filled when asked.
+    pub fn history(
+        &self,
+        from: i64,
+        to: i64,
+        limit: usize,
+        with_prev: bool,
+    ) -> Result<Vec<Event>, MvccError> {
+        let idx = self.read_index();
+        if from < idx.compact_rev {
+            return Err(MvccError::Compacted);
+        }
+        let txn = self.db.begin_read()?;
+        drop(idx);
+        let table = txn.open_table(KV)?;
+        let mut out = Vec::new();
+        let start = (from.max(0) as u64, 0u64);
+        let end = (to.max(0) as u64 + 1, 0u64);
+        for item in table.range(start..end)? {
+            let (k, v) = item?;
+            let (main, sub) = k.value();
+            // Stop at the limit, but only between revisions: a chunk never splits one.
+            if out.len() >= limit && out.last().is_some_and(|e: &Event| e.kv.mod_revision != main as i64) {
+                break;
+            }
+            let (tomb, kv) = decode_record(main, sub, v.value())?;
+            let prev_kv = if with_prev && main > 1 {
+                self.range(
+                    &kv.key,
+                    &[],
+                    RangeOptions {
+                        rev: main as i64 - 1,
+                        ..Default::default()
+                    },
+                )
+                .ok()
+                .and_then(|r| r.kvs.into_iter().next())
+            } else {
+                None
+            };
+            out.push(Event {
+                kind: if tomb { EventKind::Delete } else { EventKind::Put },
+                kv,
+                prev_kv,
+            });
+        }
+        Ok(out)
+    }
+
     /// Reads every row of an auxiliary table (v2 keys, leases, members) at open.
     pub fn aux_load(&self, table: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MvccError> {
         let txn = self.db.begin_read()?;

@@ -1,0 +1,529 @@
+//! Server configuration: etcd's flags, parsed the way Go's `flag` package and etcd do
+//! (`-flag`/`--flag`, `=value` or a separate value, bare booleans), each also readable from
+//! its `ETCD_*` environment variable, then checked before anything touches the data dir.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// A configuration problem: printed as one line, exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    Str,
+    Uint,
+}
+
+/// Every flag oxcd takes: name, kind, default, help.
+const FLAGS: &[(&str, Kind, &str, &str)] = &[
+    ("name", Kind::Str, "default", "Human-readable name for this member."),
+    ("data-dir", Kind::Str, "", "Path to the data directory (default ${name}.etcd)."),
+    ("listen-client-urls", Kind::Str, "http://localhost:2379", "List of URLs to listen on for client traffic."),
+    ("advertise-client-urls", Kind::Str, "http://localhost:2379", "List of this member's client URLs to advertise to the public."),
+    ("listen-peer-urls", Kind::Str, "http://localhost:2380", "List of URLs to listen on for peer traffic."),
+    ("initial-advertise-peer-urls", Kind::Str, "http://localhost:2380", "List of this member's peer URLs to advertise to the rest of the cluster."),
+    ("initial-cluster", Kind::Str, "", "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls})."),
+    ("initial-cluster-token", Kind::Str, "etcd-cluster", "Initial cluster token for the etcd cluster during bootstrap."),
+    ("initial-cluster-state", Kind::Str, "new", "Initial cluster state ('new' or 'existing')."),
+    ("cert-file", Kind::Str, "", "Path to the client server TLS cert file."),
+    ("key-file", Kind::Str, "", "Path to the client server TLS key file."),
+    ("client-cert-auth", Kind::Bool, "false", "Enable client cert authentication."),
+    ("trusted-ca-file", Kind::Str, "", "Path to the client server TLS trusted CA cert file."),
+    ("peer-cert-file", Kind::Str, "", "Path to the peer server TLS cert file."),
+    ("peer-key-file", Kind::Str, "", "Path to the peer server TLS key file."),
+    ("peer-client-cert-auth", Kind::Bool, "false", "Enable peer client cert authentication."),
+    ("peer-trusted-ca-file", Kind::Str, "", "Path to the peer server TLS trusted CA file."),
+    ("enable-v2", Kind::Bool, "true", "Accept etcd V2 client requests."),
+    ("max-request-bytes", Kind::Uint, "1572864", "Maximum client request size in bytes the server will accept."),
+    ("max-txn-ops", Kind::Uint, "128", "Maximum number of operations permitted in a transaction."),
+    ("quota-backend-bytes", Kind::Uint, "0", "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."),
+    ("snapshot-count", Kind::Uint, "100000", "Number of committed transactions to trigger a snapshot to disk."),
+    ("heartbeat-interval", Kind::Uint, "100", "Time (in milliseconds) of a heartbeat interval."),
+    ("election-timeout", Kind::Uint, "1000", "Time (in milliseconds) for an election to timeout."),
+    ("pre-vote", Kind::Bool, "true", "Enable to run an additional Raft election phase."),
+    ("max-connections", Kind::Uint, "1024", "Maximum number of concurrent client connections per listener."),
+    ("max-watchers", Kind::Uint, "10000", "Maximum number of watchers per member."),
+    ("log-level", Kind::Str, "info", "Configures log level. Only supports debug, info, warn, error."),
+    ("version", Kind::Bool, "false", "Print the version and exit."),
+];
+
+/// What `parse` produced: run the server, or print something and exit.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Box<Config>),
+    Help(String),
+    Version,
+}
+
+/// A URL as etcd takes it: `http(s)://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Url {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The address to bind: an IP, or `localhost` (etcd allows it).
+    pub fn bind_addr(&self) -> Option<SocketAddr> {
+        let ip: IpAddr = if self.host == "localhost" {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            self.host.trim_matches(|c| c == '[' || c == ']').parse().ok()?
+        };
+        Some(SocketAddr::new(ip, self.port))
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme(), self.host, self.port)
+    }
+}
+
+/// The server's configuration, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// name -> peer URLs, in flag order.
+    pub initial_cluster: Vec<(String, Vec<Url>)>,
+    pub initial_cluster_token: String,
+    pub initial_cluster_new: bool,
+    pub client_tls: Option<oxcd_tls::ServerTlsFiles>,
+    pub peer_tls: Option<oxcd_tls::ServerTlsFiles>,
+    pub enable_v2: bool,
+    pub request_bytes_max: usize,
+    pub txn_ops_max: usize,
+    pub quota_backend_bytes: u64,
+    pub snapshot_count: u64,
+    pub heartbeat_ms: u64,
+    pub election_ms: u64,
+    pub pre_vote: bool,
+    pub connections_max: usize,
+    pub watchers_max: usize,
+    pub log_level: String,
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn env_name(flag: &str) -> String {
+    format!("ETCD_{}", flag.to_uppercase().replace('-', "_"))
+}
+
+/// Parses command-line arguments (without the program name) and the environment.
+pub fn parse(
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<Parsed, ConfigError> {
+    let mut set: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" || !arg.starts_with('-') || arg == "-" {
+            return err(format!(
+                "'{arg}' is not a valid flag (oxcd takes no positional arguments; run oxcd --help)"
+            ));
+        }
+        let body = arg.trim_start_matches('-');
+        if arg.starts_with("---") || body.is_empty() {
+            return err(format!("bad flag syntax: {arg}"));
+        }
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        if name == "h" || name == "help" {
+            return Ok(Parsed::Help(usage()));
+        }
+        let Some(&(fname, kind, _, _)) = FLAGS.iter().find(|f| f.0 == name) else {
+            return err(format!(
+                "flag provided but not defined: -{name} (run oxcd --help for the flags oxcd takes)"
+            ));
+        };
+        let value = match (kind, inline) {
+            (Kind::Bool, None) => "true".to_string(),
+            (_, Some(v)) => v,
+            (_, None) => {
+                let Some(v) = args.get(i) else {
+                    return err(format!("flag needs an argument: -{name}"));
+                };
+                i += 1;
+                v.clone()
+            }
+        };
+        if set.insert(fname, value).is_some() {
+            return err(format!("--{fname} is given more than once"));
+        }
+    }
+    for (key, _) in env.iter().filter(|(k, _)| k.starts_with("ETCD_")) {
+        let known = FLAGS.iter().any(|f| env_name(f.0) == *key);
+        if !known && key != "ETCD_UNSUPPORTED_ARCH" && key != "ETCDCTL_API" {
+            tracing::warn!("unrecognized environment variable {key}");
+        }
+    }
+    for &(fname, _, _, _) in FLAGS {
+        let ev = env_name(fname);
+        if let Some(v) = env.get(&ev) {
+            if set.contains_key(fname) {
+                return err(format!(
+                    "conflicting environment variable {ev:?} is shadowed by corresponding command-line flag (either unset environment variable or disable flag --{fname})"
+                ));
+            }
+            set.insert(fname, v.clone());
+        }
+    }
+    let raw = RawFlags { set };
+    if raw.bool("version")? {
+        return Ok(Parsed::Version);
+    }
+    Ok(Parsed::Run(Box::new(raw.into_config()?)))
+}
+
+struct RawFlags {
+    set: BTreeMap<&'static str, String>,
+}
+
+impl RawFlags {
+    fn str(&self, name: &str) -> String {
+        if let Some(v) = self.set.get(name) {
+            return v.clone();
+        }
+        FLAGS
+            .iter()
+            .find(|f| f.0 == name)
+            .map(|f| f.2.to_string())
+            .unwrap_or_default()
+    }
+
+    fn given(&self, name: &str) -> bool {
+        self.set.contains_key(name)
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, ConfigError> {
+        let v = self.str(name);
+        parse_bool(&v).ok_or_else(|| {
+            ConfigError(format!(
+                "invalid boolean value {v:?} for --{name}: use true or false"
+            ))
+        })
+    }
+
+    fn uint(&self, name: &str) -> Result<u64, ConfigError> {
+        let v = self.str(name);
+        v.parse::<u64>().map_err(|_| {
+            ConfigError(format!(
+                "invalid value {v:?} for --{name}: expected a non-negative integer"
+            ))
+        })
+    }
+
+    fn urls(&self, name: &str) -> Result<Vec<Url>, ConfigError> {
+        let v = self.str(name);
+        parse_urls(name, &v)
+    }
+
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        let v = self.str(name);
+        (!v.is_empty()).then(|| PathBuf::from(v))
+    }
+
+    fn into_config(self) -> Result<Config, ConfigError> {
+        let name = self.str("name");
+        let data_dir = self
+            .path("data-dir")
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
+        let listen_client_urls = self.urls("listen-client-urls")?;
+        let listen_peer_urls = self.urls("listen-peer-urls")?;
+        for (flag, urls) in [
+            ("listen-client-urls", &listen_client_urls),
+            ("listen-peer-urls", &listen_peer_urls),
+        ] {
+            for u in urls {
+                if u.bind_addr().is_none() {
+                    return err(format!(
+                        "--{flag}: expected IP in URL for binding ({u}); hostnames are not allowed here, use an IP address"
+                    ));
+                }
+            }
+        }
+        let advertise_client_urls = self.urls("advertise-client-urls")?;
+        let initial_advertise_peer_urls = self.urls("initial-advertise-peer-urls")?;
+        let initial_cluster = if self.given("initial-cluster") {
+            parse_initial_cluster(&self.str("initial-cluster"))?
+        } else {
+            vec![(name.clone(), initial_advertise_peer_urls.clone())]
+        };
+        let initial_cluster_new = match self.str("initial-cluster-state").as_str() {
+            "new" => true,
+            "existing" => false,
+            other => {
+                return err(format!(
+                    "invalid value {other:?} for --initial-cluster-state: use new or existing"
+                ))
+            }
+        };
+        let client_tls = self.tls_files(
+            &listen_client_urls,
+            "listen-client-urls",
+            ["cert-file", "key-file", "trusted-ca-file", "client-cert-auth"],
+        )?;
+        let peer_tls = self.tls_files(
+            &listen_peer_urls,
+            "listen-peer-urls",
+            [
+                "peer-cert-file",
+                "peer-key-file",
+                "peer-trusted-ca-file",
+                "peer-client-cert-auth",
+            ],
+        )?;
+        let cfg = Config {
+            name,
+            data_dir,
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_urls,
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_token: self.str("initial-cluster-token"),
+            initial_cluster_new,
+            client_tls,
+            peer_tls,
+            enable_v2: self.bool("enable-v2")?,
+            request_bytes_max: self.uint("max-request-bytes")? as usize,
+            txn_ops_max: self.uint("max-txn-ops")? as usize,
+            quota_backend_bytes: match self.uint("quota-backend-bytes")? {
+                0 => 2 * 1024 * 1024 * 1024,
+                n => n,
+            },
+            snapshot_count: self.uint("snapshot-count")?.max(1),
+            heartbeat_ms: self.uint("heartbeat-interval")?,
+            election_ms: self.uint("election-timeout")?,
+            pre_vote: self.bool("pre-vote")?,
+            connections_max: self.uint("max-connections")?.max(1) as usize,
+            watchers_max: self.uint("max-watchers")? as usize,
+            log_level: self.str("log-level"),
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// TLS files for one listener group; checks they exist and load.
+    fn tls_files(
+        &self,
+        urls: &[Url],
+        urls_flag: &str,
+        [cert, key, ca, auth]: [&str; 4],
+    ) -> Result<Option<oxcd_tls::ServerTlsFiles>, ConfigError> {
+        let https = urls.iter().any(|u| u.tls);
+        let cert_file = self.path(cert);
+        let key_file = self.path(key);
+        let trusted = self.path(ca);
+        let client_auth = self.bool(auth)?;
+        if client_auth && trusted.is_none() {
+            return err(format!("--{ca} is required when --{auth} is set"));
+        }
+        if !https {
+            return Ok(None);
+        }
+        let (Some(cert_file), Some(key_file)) = (cert_file, key_file) else {
+            return err(format!(
+                "--{urls_flag} has an https URL but --{cert} and --{key} are not both set"
+            ));
+        };
+        let files = oxcd_tls::ServerTlsFiles {
+            cert_file,
+            key_file,
+            trusted_ca_file: trusted,
+        };
+        oxcd_tls::server_config(&files).map_err(|e| ConfigError(format!("--{cert}/--{key}/--{ca}: {e}")))?;
+        Ok(Some(files))
+    }
+}
+
+impl Config {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_ms == 0 || self.election_ms < 5 * self.heartbeat_ms {
+            return err(format!(
+                "--election-timeout[{}ms] should be at least 5 times as --heartbeat-interval[{}ms]",
+                self.election_ms, self.heartbeat_ms
+            ));
+        }
+        let Some((_, urls)) = self.initial_cluster.iter().find(|(n, _)| *n == self.name) else {
+            return err(format!(
+                "couldn't find local name {:?} in the initial cluster configuration (--initial-cluster)",
+                self.name
+            ));
+        };
+        let mut mine: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        let mut adv: Vec<String> = self
+            .initial_advertise_peer_urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        mine.sort();
+        adv.sort();
+        if mine != adv {
+            return err(format!(
+                "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (they must match)",
+                self.name,
+                mine.join(","),
+                adv.join(",")
+            ));
+        }
+        if self.txn_ops_max == 0 || self.request_bytes_max == 0 {
+            return err("--max-txn-ops and --max-request-bytes must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Parses a comma-separated URL list, naming the flag in errors.
+pub fn parse_urls(flag: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
+    let mut out = Vec::new();
+    for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        out.push(parse_url(part).map_err(|why| {
+            ConfigError(format!("--{flag}: {part:?} is not a valid URL: {why}"))
+        })?);
+    }
+    if out.is_empty() {
+        return err(format!("--{flag} needs at least one URL"));
+    }
+    Ok(out)
+}
+
+fn parse_url(s: &str) -> Result<Url, String> {
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or("expected scheme://host:port")?;
+    let tls = match scheme {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("URL scheme must be http or https, not {other:?}")),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains('?') {
+        return Err("a URL here carries no path".into());
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or("expected host:port (the port is required)")?;
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    let port = port.parse::<u16>().map_err(|_| format!("bad port {port:?}"))?;
+    Ok(Url {
+        tls,
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn parse_initial_cluster(v: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
+    let mut out: Vec<(String, Vec<Url>)> = Vec::new();
+    for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((name, url)) = part.split_once('=') else {
+            return err(format!(
+                "--initial-cluster: {part:?} is not name=URL"
+            ));
+        };
+        let url = parse_url(url).map_err(|why| {
+            ConfigError(format!("--initial-cluster: {url:?} is not a valid URL: {why}"))
+        })?;
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url),
+            None => out.push((name.to_string(), vec![url])),
+        }
+    }
+    if out.is_empty() {
+        return err("--initial-cluster is empty");
+    }
+    Ok(out)
+}
+
+/// The help text.
+pub fn usage() -> String {
+    let mut s = String::from("Usage:\n\n  oxcd [flags]\n\nFlags (each also from ETCD_<NAME>):\n");
+    for (name, kind, default, help) in FLAGS {
+        let d = match kind {
+            Kind::Str if default.is_empty() => String::new(),
+            _ => format!(" (default {default:?})"),
+        };
+        s.push_str(&format!("  --{name}\n        {help}{d}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Parsed, ConfigError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse(&args, &BTreeMap::new())
+    }
+
+    #[test]
+    fn go_flag_forms() {
+        let Ok(Parsed::Run(c)) = p(&[
+            "-name", "n1", "--data-dir=/tmp/x", "--enable-v2=false", "-pre-vote",
+            "--listen-client-urls", "http://127.0.0.1:1,http://localhost:2",
+            "--initial-advertise-peer-urls=http://127.0.0.1:3", "--listen-peer-urls=http://127.0.0.1:3",
+        ]) else {
+            panic!("should parse")
+        };
+        assert_eq!(c.name, "n1");
+        assert!(!c.enable_v2);
+        assert_eq!(c.listen_client_urls.len(), 2);
+        assert_eq!(c.initial_cluster[0].0, "n1");
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let e = p(&["--nope"]).unwrap_err().0;
+        assert!(e.contains("-nope"), "{e}");
+        let e = p(&["--listen-client-urls=http://example.com:2379"]).unwrap_err().0;
+        assert!(e.contains("--listen-client-urls") && e.contains("IP"), "{e}");
+        let e = p(&["--listen-client-urls=https://127.0.0.1:2379"]).unwrap_err().0;
+        assert!(e.contains("--cert-file"), "{e}");
+        let e = p(&["--client-cert-auth=maybe"]).unwrap_err().0;
+        assert!(e.contains("--client-cert-auth"), "{e}");
+    }
+
+    #[test]
+    fn env_conflict_is_an_error() {
+        let mut env = BTreeMap::new();
+        env.insert("ETCD_NAME".to_string(), "x".to_string());
+        let e = parse(&["--name=y".to_string()], &env).unwrap_err().0;
+        assert!(e.contains("ETCD_NAME"), "{e}");
+    }
+}

@@ -1,0 +1,271 @@
+//! etcd's v3 gRPC services. Handlers are thin: check the request, delegate to the server
+//! facade or the KV semantics, map errors once (`ServerError::status`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use oxcd_api::etcdserverpb as pb;
+use oxcd_api::etcdserverpb::{
+    cluster_server::Cluster, kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance,
+};
+use tonic::{Request, Response, Status};
+
+use crate::apply::Applied;
+use crate::error::ServerError;
+use crate::kv;
+use crate::request::Op;
+use crate::server::{Server, ETCD_VERSION};
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+
+#[derive(Clone)]
+pub struct Services {
+    pub server: Arc<Server>,
+}
+
+impl Services {
+    async fn write(&self, op: Op) -> Result<(Applied, i64), Status> {
+        Ok(self.server.propose(op).await?)
+    }
+
+    fn unexpected(&self) -> Status {
+        ServerError::Internal("unexpected apply result".into()).status()
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for Services {
+    async fn range(&self, req: Request<pb::RangeRequest>) -> GrpcResult<pb::RangeResponse> {
+        let r = req.into_inner();
+        kv::check_range(&r)?;
+        if !r.serializable {
+            self.server.read_index().await?;
+        }
+        let mut resp = kv::range(self.server.store.as_ref(), &r)?;
+        resp.header = Some(self.server.header(resp.header.map(|h| h.revision).unwrap_or(0)));
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> GrpcResult<pb::PutResponse> {
+        let r = req.into_inner();
+        kv::check_put(&r)?;
+        match self.write(Op::Put(r)).await? {
+            (Applied::Put(mut resp), rev) => {
+                resp.header = Some(self.server.header(rev));
+                Ok(Response::new(resp))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> GrpcResult<pb::DeleteRangeResponse> {
+        let r = req.into_inner();
+        kv::check_delete(&r)?;
+        match self.write(Op::DeleteRange(r)).await? {
+            (Applied::Delete(mut resp), rev) => {
+                resp.header = Some(self.server.header(rev));
+                Ok(Response::new(resp))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> GrpcResult<pb::TxnResponse> {
+        let r = req.into_inner();
+        kv::check_txn(&r, self.server.cfg.txn_ops_max)?;
+        if kv::txn_is_read_only(&r) {
+            if !kv::txn_is_serializable(&r) {
+                self.server.read_index().await?;
+            }
+            let mut resp = kv::txn_read(self.server.store.as_ref(), &r)?;
+            resp.header = Some(self.server.header(self.server.store.current_rev()));
+            return Ok(Response::new(resp));
+        }
+        match self.write(Op::Txn(r)).await? {
+            (Applied::Txn(mut resp), rev) => {
+                resp.header = Some(self.server.header(rev));
+                Ok(Response::new(resp))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn compact(
+        &self,
+        req: Request<pb::CompactionRequest>,
+    ) -> GrpcResult<pb::CompactionResponse> {
+        let r = req.into_inner();
+        match self.write(Op::Compaction(r)).await? {
+            (Applied::Compaction(mut resp), rev) => {
+                resp.header = Some(self.server.header(rev));
+                Ok(Response::new(resp))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Maintenance for Services {
+    async fn alarm(&self, _req: Request<pb::AlarmRequest>) -> GrpcResult<pb::AlarmResponse> {
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.server.header(self.server.store.current_rev())),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> GrpcResult<pb::StatusResponse> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.server.status;
+        let size = self.server.db_size();
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.server.header(self.server.store.current_rev())),
+            version: ETCD_VERSION.into(),
+            db_size: size,
+            leader: s.leader.load(Relaxed),
+            raft_index: s.commit.load(Relaxed),
+            raft_term: s.term.load(Relaxed),
+            raft_applied_index: s.applied.load(Relaxed),
+            errors: Vec::new(),
+            db_size_in_use: size,
+            is_learner: false,
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<pb::DefragmentRequest>,
+    ) -> GrpcResult<pb::DefragmentResponse> {
+        // redb reuses freed pages itself; there is nothing to rewrite.
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.server.header(self.server.store.current_rev())),
+        }))
+    }
+
+    async fn hash(&self, _req: Request<pb::HashRequest>) -> GrpcResult<pb::HashResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> GrpcResult<pb::HashKvResponse> {
+        let r = req.into_inner();
+        let store = &self.server.store;
+        let rev = if r.revision > 0 { r.revision } else { store.current_rev() };
+        let events = store
+            .history(store.compact_rev(), rev, usize::MAX, false)
+            .map_err(ServerError::from)?;
+        let mut h = crc32fast::Hasher::new();
+        for e in &events {
+            h.update(&e.kv.key);
+            h.update(&e.kv.value);
+            h.update(&e.kv.mod_revision.to_be_bytes());
+        }
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.server.header(store.current_rev())),
+            hash: h.finalize(),
+            compact_revision: store.compact_rev(),
+            ..Default::default()
+        }))
+    }
+
+    type SnapshotStream = BoxStream<pb::SnapshotResponse>;
+
+    async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> GrpcResult<Self::SnapshotStream> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn move_leader(
+        &self,
+        _req: Request<pb::MoveLeaderRequest>,
+    ) -> GrpcResult<pb::MoveLeaderResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn downgrade(&self, _req: Request<pb::DowngradeRequest>) -> GrpcResult<pb::DowngradeResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for Services {
+    async fn member_add(&self, _r: Request<pb::MemberAddRequest>) -> GrpcResult<pb::MemberAddResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn member_remove(
+        &self,
+        _r: Request<pb::MemberRemoveRequest>,
+    ) -> GrpcResult<pb::MemberRemoveResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn member_update(
+        &self,
+        _r: Request<pb::MemberUpdateRequest>,
+    ) -> GrpcResult<pb::MemberUpdateResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn member_list(
+        &self,
+        _r: Request<pb::MemberListRequest>,
+    ) -> GrpcResult<pb::MemberListResponse> {
+        let members = self
+            .server
+            .members
+            .read()
+            .map_err(|_| ServerError::Internal("members lock".into()))?
+            .to_pb();
+        Ok(Response::new(pb::MemberListResponse {
+            header: Some(self.server.header(self.server.store.current_rev())),
+            members,
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _r: Request<pb::MemberPromoteRequest>,
+    ) -> GrpcResult<pb::MemberPromoteResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for Services {
+    async fn lease_grant(&self, _r: Request<pb::LeaseGrantRequest>) -> GrpcResult<pb::LeaseGrantResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn lease_revoke(
+        &self,
+        _r: Request<pb::LeaseRevokeRequest>,
+    ) -> GrpcResult<pb::LeaseRevokeResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        _r: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> GrpcResult<Self::LeaseKeepAliveStream> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        _r: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> GrpcResult<pb::LeaseTimeToLiveResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+
+    async fn lease_leases(&self, _r: Request<pb::LeaseLeasesRequest>) -> GrpcResult<pb::LeaseLeasesResponse> {
+        Err(ServerError::NotCapable.status())
+    }
+}

@@ -1,0 +1,126 @@
+//! Client listeners: one port per client URL serving gRPC (HTTP/2) and HTTP/1.1 (v2 keys,
+//! `/version`, `/health`) side by side, as etcd does, over TLS when the URL is https.
+//! Connections per listener are capped (`--max-connections`); every refused TLS handshake
+//! is logged once with the peer address and the reason in plain words.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use oxcd_api::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::grpc::Services;
+use crate::server::Server;
+
+/// A TLS handshake that has not finished in this long is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes allowed on top of `--max-request-bytes` for gRPC framing (etcd allows the same).
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Builds the router that serves every client request.
+pub fn router(server: Arc<Server>) -> Router {
+    let svc = Services {
+        server: server.clone(),
+    };
+    let limit = server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    let grpc = tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
+        .into_axum_router();
+    grpc.merge(crate::v2_http::router(server))
+}
+
+/// Binds every client URL (before anything else starts, so a bad address fails early).
+pub async fn bind(urls: &[crate::config::Url]) -> anyhow::Result<Vec<(crate::config::Url, TcpListener)>> {
+    let mut out = Vec::new();
+    for u in urls {
+        let addr = u
+            .bind_addr()
+            .ok_or_else(|| anyhow::anyhow!("cannot bind {u}: not an IP address"))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {u}: {e}"))?;
+        out.push((u.clone(), l));
+    }
+    Ok(out)
+}
+
+/// Serves one listener until `shutdown` flips.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    connections_max: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(connections_max));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("refusing connection from {peer}: --max-connections ({connections_max}) reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            serve_conn(stream, peer, tls, app).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_conn(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, app: Router) {
+    let svc = TowerToHyperService::new(app);
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let res = match tls {
+        None => builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .await,
+        Some(acceptor) => {
+            let tls_stream =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(
+                            "rejected connection from {peer}: TLS handshake failed: {}",
+                            oxcd_tls::explain(&e)
+                        );
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!("rejected connection from {peer}: TLS handshake timed out");
+                        return;
+                    }
+                };
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
+                .await
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!("connection from {peer} ended: {e}");
+    }
+}

@@ -1,0 +1,331 @@
+//! The peer transport: raft messages between members over (mutual) TLS on the peer URLs.
+//!
+//! Wire format (our own; etcd's peer protocol is not spoken): the dialer sends the 8-byte
+//! magic `OXCDPEER`, its member ID and the cluster ID (u64 big-endian each); the listener
+//! answers one byte, 0 = accepted, or 1 followed by a u16-length reason and closes. Then
+//! frames `[len u32 BE][raft Message protobuf]` flow from dialer to listener only: each member
+//! dials every other member once, for its own outgoing messages.
+//!
+//! Limits: each peer has a queue of [`PEER_QUEUE_MAX`] messages; when it is full (a slow or
+//! dead peer) messages are dropped (raft retransmits), so a bad peer never blocks the raft
+//! loop or grows memory. A frame larger than [`FRAME_BYTES_MAX`] closes the connection.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+use protobuf::Message as PbMessage;
+use raft::eraftpb::{Message, MessageType};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::members::Member;
+use crate::raft_node::{RaftEvent, Transport};
+
+pub const MAGIC: &[u8; 8] = b"OXCDPEER";
+pub const PEER_QUEUE_MAX: usize = 4096;
+pub const FRAME_BYTES_MAX: usize = 1 << 30;
+const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Sends raft messages to peers through one queue per peer.
+pub struct PeerTransport {
+    queues: HashMap<u64, mpsc::Sender<Message>>,
+}
+
+impl Transport for PeerTransport {
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            if let Some(q) = self.queues.get(&m.to) {
+                if q.try_send(m).is_err() {
+                    tracing::debug!("peer queue full or closed; dropping a raft message");
+                }
+            }
+        }
+    }
+}
+
+/// What both directions need to know.
+#[derive(Clone)]
+pub struct PeerContext {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub members: Vec<u64>,
+    pub raft_tx: SyncSender<RaftEvent>,
+    pub client_cert_auth: bool,
+}
+
+/// Starts one dialer per other member; returns the transport the raft loop sends through.
+pub fn start_dialers(
+    ctx: &PeerContext,
+    peers: &[Member],
+    tls: Option<TlsConnector>,
+    shutdown: watch::Receiver<bool>,
+) -> PeerTransport {
+    let mut queues = HashMap::new();
+    for p in peers.iter().filter(|p| p.id != ctx.member_id) {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        queues.insert(p.id, tx);
+        tokio::spawn(dial_loop(
+            ctx.clone(),
+            p.clone(),
+            tls.clone(),
+            rx,
+            shutdown.clone(),
+        ));
+    }
+    PeerTransport { queues }
+}
+
+async fn dial_loop(
+    ctx: PeerContext,
+    peer: Member,
+    tls: Option<TlsConnector>,
+    mut rx: mpsc::Receiver<Message>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut was_up = false;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match connect(&ctx, &peer, tls.as_ref()).await {
+            Ok(conn) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(
+                    "established a TCP streaming connection with peer {:x} (stream writer)",
+                    peer.id
+                );
+                was_up = true;
+                let err = tokio::select! {
+                    e = pump(conn, &mut rx, &ctx) => e,
+                    _ = shutdown.changed() => return,
+                };
+                tracing::warn!("lost TCP streaming connection with peer {:x}: {err}", peer.id);
+                let _ = ctx.raft_tx.try_send(RaftEvent::Unreachable(peer.id));
+            }
+            Err(e) => {
+                if was_up {
+                    tracing::warn!("failed to reach peer {:x}: {e}", peer.id);
+                    was_up = false;
+                } else {
+                    tracing::debug!("failed to reach peer {:x}: {e}", peer.id);
+                }
+                let _ = ctx.raft_tx.try_send(RaftEvent::Unreachable(peer.id));
+            }
+        }
+        // Drop what queued up while the peer was away; raft will resend what matters.
+        while rx.try_recv().is_ok() {}
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(RETRY_MAX);
+    }
+}
+
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+async fn connect(
+    ctx: &PeerContext,
+    peer: &Member,
+    tls: Option<&TlsConnector>,
+) -> Result<Box<dyn Conn>, String> {
+    let url = peer.peer_urls.first().ok_or("no peer URL")?;
+    let parsed = crate::config::parse_urls("initial-cluster", url).map_err(|e| e.to_string())?;
+    let u = &parsed[0];
+    let addr = format!("{}:{}", u.host.trim_matches(|c| c == '[' || c == ']'), u.port);
+    let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| format!("dial {addr} timed out"))?
+        .map_err(|e| format!("dial {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let mut conn: Box<dyn Conn> = if u.tls {
+        let tls = tls.ok_or("peer URL is https but no --peer-cert-file/--peer-key-file are set")?;
+        let name = oxcd_tls::server_name(&u.host).ok_or("bad peer host")?;
+        let s = tokio::time::timeout(DIAL_TIMEOUT, tls.connect(name, tcp))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS handshake with {addr} failed: {}", oxcd_tls::explain(&e)))?;
+        Box::new(s)
+    } else {
+        Box::new(tcp)
+    };
+    let mut hello = MAGIC.to_vec();
+    hello.extend_from_slice(&ctx.member_id.to_be_bytes());
+    hello.extend_from_slice(&ctx.cluster_id.to_be_bytes());
+    conn.write_all(&hello).await.map_err(|e| e.to_string())?;
+    conn.flush().await.map_err(|e| e.to_string())?;
+    let mut ok = [0u8; 1];
+    tokio::time::timeout(DIAL_TIMEOUT, conn.read_exact(&mut ok))
+        .await
+        .map_err(|_| "peer did not answer the handshake".to_string())?
+        .map_err(|e| format!("peer closed the connection during the handshake: {}", oxcd_tls::explain(&e)))?;
+    if ok[0] != 0 {
+        let mut len = [0u8; 2];
+        let _ = conn.read_exact(&mut len).await;
+        let mut why = vec![0u8; u16::from_be_bytes(len) as usize];
+        let _ = conn.read_exact(&mut why).await;
+        return Err(format!("peer refused us: {}", String::from_utf8_lossy(&why)));
+    }
+    Ok(conn)
+}
+
+/// Writes queued messages until the connection fails. Batches what is waiting into one write.
+async fn pump(conn: Box<dyn Conn>, rx: &mut mpsc::Receiver<Message>, ctx: &PeerContext) -> String {
+    let mut w = BufWriter::with_capacity(256 * 1024, conn);
+    loop {
+        let Some(first) = rx.recv().await else {
+            return "transport closed".into();
+        };
+        let mut batch = vec![first];
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        for m in &batch {
+            let Ok(bytes) = m.write_to_bytes() else { continue };
+            let res = async {
+                w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+                w.write_all(&bytes).await
+            }
+            .await;
+            if let Err(e) = res {
+                report_snapshot_failures(&batch, ctx);
+                return e.to_string();
+            }
+        }
+        if let Err(e) = w.flush().await {
+            report_snapshot_failures(&batch, ctx);
+            return e.to_string();
+        }
+    }
+}
+
+fn report_snapshot_failures(batch: &[Message], ctx: &PeerContext) {
+    for m in batch {
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            let _ = ctx.raft_tx.try_send(RaftEvent::SnapshotFailed(m.to));
+        }
+    }
+}
+
+/// Accepts peer connections on one listener.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: PeerContext,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            if let Err(e) = accept(stream, addr, tls, ctx).await {
+                tracing::warn!("rejected peer connection from {addr}: {e}");
+            }
+        });
+    }
+}
+
+async fn accept(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    ctx: PeerContext,
+) -> Result<(), String> {
+    let mut conn: Box<dyn Conn> = match tls {
+        Some(acc) => {
+            let s = tokio::time::timeout(DIAL_TIMEOUT, acc.accept(stream))
+                .await
+                .map_err(|_| "TLS handshake timed out".to_string())?
+                .map_err(|e| format!("TLS handshake failed: {}", oxcd_tls::explain(&e)))?;
+            if ctx.client_cert_auth {
+                let cert = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .ok_or("no client certificate")?;
+                oxcd_tls::cert_covers_ip(cert, addr.ip()).map_err(|e| {
+                    format!("peer certificate does not cover the address it connects from: {e}")
+                })?;
+            }
+            Box::new(s)
+        }
+        None => Box::new(stream),
+    };
+    let mut hello = [0u8; 24];
+    tokio::time::timeout(DIAL_TIMEOUT, conn.read_exact(&mut hello))
+        .await
+        .map_err(|_| "no handshake".to_string())?
+        .map_err(|e| format!("handshake: {e}"))?;
+    let from = u64::from_be_bytes(hello[8..16].try_into().map_err(|_| "bad handshake")?);
+    let cluster = u64::from_be_bytes(hello[16..24].try_into().map_err(|_| "bad handshake")?);
+    let refusal = if &hello[..8] != MAGIC {
+        Some("not an oxcd peer (bad magic)".to_string())
+    } else if cluster != ctx.cluster_id {
+        Some(format!(
+            "cluster ID mismatch: this member is in cluster {:x}, the peer says {:x}",
+            ctx.cluster_id, cluster
+        ))
+    } else if !ctx.members.contains(&from) {
+        Some(format!("member {from:x} is not in this cluster"))
+    } else {
+        None
+    };
+    if let Some(why) = refusal {
+        let mut out = vec![1u8];
+        out.extend_from_slice(&(why.len() as u16).to_be_bytes());
+        out.extend_from_slice(why.as_bytes());
+        let _ = conn.write_all(&out).await;
+        return Err(why);
+    }
+    conn.write_all(&[0]).await.map_err(|e| e.to_string())?;
+    conn.flush().await.map_err(|e| e.to_string())?;
+    tracing::info!("established a TCP streaming connection with peer {from:x} (stream reader)");
+    let err = read_frames(&mut conn, &ctx).await;
+    tracing::warn!("lost TCP streaming connection with peer {from:x}: {err}");
+    Ok(())
+}
+
+async fn read_frames(conn: &mut Box<dyn Conn>, ctx: &PeerContext) -> String {
+    let mut buf = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        if let Err(e) = conn.read_exact(&mut len).await {
+            return e.to_string();
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > FRAME_BYTES_MAX {
+            return format!("frame of {len} bytes exceeds the limit");
+        }
+        buf.resize(len, 0);
+        if let Err(e) = conn.read_exact(&mut buf).await {
+            return e.to_string();
+        }
+        match Message::parse_from_bytes(&buf) {
+            Ok(m) => {
+                if ctx.raft_tx.try_send(RaftEvent::Step(Box::new(m))).is_err() {
+                    tracing::debug!("raft loop busy; dropping a peer message");
+                }
+            }
+            Err(e) => return format!("bad frame: {e}"),
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! The raft loop: the only code that drives raft and does raft I/O. One OS thread owns the
+//! `RawNode`, the WAL and the apply path; everything else talks to it through a bounded
+//! channel of [`RaftEvent`]s.
+//!
+//! Each turn: take every waiting event (up to [`EVENTS_PER_TURN_MAX`]), tick if due, issue
+//! one ReadIndex for all new linearizable reads, then handle `Ready` in raft-rs's order:
+//! send messages (the leader sends appends before its own fsync), apply a received snapshot,
+//! apply committed entries (one backend batch), append new entries and hard state to the WAL
+//! with one fsync for the whole group, send messages that had to wait for that fsync,
+//! advance. This is the group commit: every proposal that arrived during a turn shares one
+//! WAL write and one fsync.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as PbMessage;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
+use raft::{RawNode, StateRole, Storage};
+use tokio::sync::oneshot;
+
+use crate::apply::{Applied, Applier, Outcome};
+use crate::error::ServerError;
+use crate::request::{LogRequest, MemberAttrs, Op, V2Expire};
+use crate::storage::LogStore;
+use crate::watch::WatchHub;
+
+/// Events handled per loop turn before `Ready` is processed (bounds latency of a turn).
+pub const EVENTS_PER_TURN_MAX: usize = 4096;
+/// Capacity of the channel into the loop; a full channel answers "too many requests".
+pub const EVENT_QUEUE_MAX: usize = 16384;
+/// Entries kept behind a raft snapshot for slow followers (etcd: 5000), capped by
+/// `--snapshot-count`.
+pub const CATCHUP_ENTRIES_MAX: u64 = 5000;
+/// The backend is made durable at least this often (bounds replay after a crash).
+pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+pub type ApplyResult = Result<(Applied, i64), ServerError>;
+
+pub enum RaftEvent {
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+    },
+    ReadIndex(oneshot::Sender<Result<(), ServerError>>),
+    Step(Box<Message>),
+    Unreachable(u64),
+    SnapshotFailed(u64),
+    Shutdown,
+}
+
+/// Where outgoing raft messages go (the peer transport).
+pub trait Transport: Send + Sync {
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// Numbers the loop publishes for status requests and response headers.
+#[derive(Default)]
+pub struct RaftStatus {
+    pub term: AtomicU64,
+    pub leader: AtomicU64,
+    pub commit: AtomicU64,
+    pub applied: AtomicU64,
+    pub last_index: AtomicU64,
+}
+
+/// Proposers waiting for their entries to be applied, by request ID.
+pub type Waiters = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<ApplyResult>>>>;
+
+pub struct RaftLoop {
+    pub node: RawNode<LogStore>,
+    pub wal: oxcd_storage::Wal,
+    pub applier: Applier,
+    pub rx: Receiver<RaftEvent>,
+    pub transport: Arc<dyn Transport>,
+    pub waiters: Waiters,
+    pub status: Arc<RaftStatus>,
+    pub watch: Arc<WatchHub>,
+    pub v2_index: tokio::sync::watch::Sender<u64>,
+    pub tick: Duration,
+    pub snapshot_count: u64,
+    pub member_id: u64,
+    pub attrs: MemberAttrs,
+    pub conf_state: ConfState,
+    pub last_snapshot_index: u64,
+    reads_new: Vec<oneshot::Sender<Result<(), ServerError>>>,
+    reads_by_ctx: HashMap<Vec<u8>, Vec<oneshot::Sender<Result<(), ServerError>>>>,
+    reads_ready: Vec<(u64, Vec<oneshot::Sender<Result<(), ServerError>>>)>,
+    read_ctx: u64,
+    last_durable: Instant,
+    durable_index: u64,
+    leader: u64,
+    last_housekeeping: Instant,
+}
+
+/// The encoded WAL snapshot marker: term, then the conf state.
+pub fn encode_snapshot_meta(term: u64, cs: &ConfState) -> Vec<u8> {
+    let mut out = term.to_le_bytes().to_vec();
+    out.extend(cs.write_to_bytes().unwrap_or_default());
+    out
+}
+
+pub fn decode_snapshot_meta(b: &[u8]) -> Option<(u64, ConfState)> {
+    let term = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
+    let cs = ConfState::parse_from_bytes(&b[8..]).ok()?;
+    Some((term, cs))
+}
+
+impl RaftLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: RawNode<LogStore>,
+        wal: oxcd_storage::Wal,
+        applier: Applier,
+        rx: Receiver<RaftEvent>,
+        transport: Arc<dyn Transport>,
+        waiters: Waiters,
+        status: Arc<RaftStatus>,
+        watch: Arc<WatchHub>,
+        v2_index: tokio::sync::watch::Sender<u64>,
+        cfg: &crate::config::Config,
+        member_id: u64,
+        attrs: MemberAttrs,
+        conf_state: ConfState,
+        last_snapshot_index: u64,
+    ) -> RaftLoop {
+        let durable_index = applier.store.consistent_index().0;
+        RaftLoop {
+            node,
+            wal,
+            applier,
+            rx,
+            transport,
+            waiters,
+            status,
+            watch,
+            v2_index,
+            tick: Duration::from_millis(cfg.heartbeat_ms),
+            snapshot_count: cfg.snapshot_count,
+            member_id,
+            attrs,
+            conf_state,
+            last_snapshot_index,
+            reads_new: Vec::new(),
+            reads_by_ctx: HashMap::new(),
+            reads_ready: Vec::new(),
+            read_ctx: 0,
+            last_durable: Instant::now(),
+            durable_index,
+            leader: 0,
+            last_housekeeping: Instant::now(),
+        }
+    }
+
+    /// Runs until shutdown. An I/O failure of the WAL or backend is fatal: the member cannot
+    /// go on without breaking its promises, so it stops (exit status 1).
+    pub fn run(mut self) {
+        let mut last_tick = Instant::now();
+        loop {
+            let wait = self.tick.saturating_sub(last_tick.elapsed());
+            match self.rx.recv_timeout(wait) {
+                Ok(RaftEvent::Shutdown) => break,
+                Ok(ev) => self.handle(ev),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let mut n = 0;
+            while n < EVENTS_PER_TURN_MAX {
+                match self.rx.try_recv() {
+                    Ok(RaftEvent::Shutdown) => return self.shutdown(),
+                    Ok(ev) => self.handle(ev),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            if last_tick.elapsed() >= self.tick {
+                last_tick = Instant::now();
+                self.node.tick();
+                self.housekeeping();
+            }
+            if !self.reads_new.is_empty() {
+                self.read_ctx += 1;
+                let ctx = self.read_ctx.to_be_bytes().to_vec();
+                self.node.read_index(ctx.clone());
+                self.reads_by_ctx
+                    .insert(ctx, std::mem::take(&mut self.reads_new));
+            }
+            if let Err(e) = self.on_ready() {
+                tracing::error!("fatal storage error in the raft loop: {e}");
+                std::process::exit(1);
+            }
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // Make the backend durable so the next start replays little.
+        if let Ok(b) = self.applier.store.batch() {
+            let _ = b.commit(true);
+        }
+    }
+
+    fn handle(&mut self, ev: RaftEvent) {
+        match ev {
+            RaftEvent::Propose { id, data } => {
+                if self.node.propose(vec![], data).is_err() {
+                    self.reply(id, Err(ServerError::NoLeader));
+                }
+            }
+            RaftEvent::ReadIndex(tx) => self.reads_new.push(tx),
+            RaftEvent::Step(m) => {
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!("dropped a raft message: {e}");
+                }
+            }
+            RaftEvent::Unreachable(id) => self.node.report_unreachable(id),
+            RaftEvent::SnapshotFailed(id) => {
+                self.node.report_snapshot(id, raft::SnapshotStatus::Failure)
+            }
+            RaftEvent::Shutdown => {}
+        }
+    }
+
+    fn reply(&self, id: u64, res: ApplyResult) {
+        let tx = self
+            .waiters
+            .lock()
+            .expect("waiters lock poisoned")
+            .remove(&id);
+        if let Some(tx) = tx {
+            let _ = tx.send(res);
+        }
+    }
+
+    /// Leader duties on each tick: expire v2 TTLs; every member: publish its attributes.
+    fn housekeeping(&mut self) {
+        if self.last_housekeeping.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last_housekeeping = Instant::now();
+        let now_ms = now_ms();
+        if self.node.raft.state == StateRole::Leader {
+            let expired = self
+                .applier
+                .v2
+                .lock()
+                .map(|v2| v2.has_expired(now_ms))
+                .unwrap_or(false);
+            if expired {
+                let req = LogRequest {
+                    id: 0,
+                    op: Some(Op::V2Expire(V2Expire { now_ms })),
+                };
+                let _ = self.node.propose(vec![], prost::Message::encode_to_vec(&req));
+            }
+        }
+        if self.leader != 0 {
+            let published = self
+                .applier
+                .members
+                .read()
+                .map(|m| {
+                    m.get(self.member_id)
+                        .map(|me| me.client_urls == self.attrs.client_urls && me.name == self.attrs.name)
+                        .unwrap_or(true)
+                })
+                .unwrap_or(true);
+            if !published {
+                let req = LogRequest {
+                    id: 0,
+                    op: Some(Op::MemberAttrs(self.attrs.clone())),
+                };
+                let _ = self.node.propose(vec![], prost::Message::encode_to_vec(&req));
+            }
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), String> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.node.ready();
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+        if !rd.snapshot().is_empty() {
+            self.apply_snapshot(rd.snapshot().clone())?;
+        }
+        for rs in rd.take_read_states() {
+            if let Some(ws) = self.reads_by_ctx.remove(&rs.request_ctx) {
+                self.reads_ready.push((rs.index, ws));
+            }
+        }
+        self.apply_committed(rd.take_committed_entries())?;
+        if !rd.entries().is_empty() {
+            for e in rd.entries() {
+                let bytes = e.write_to_bytes().map_err(|e| e.to_string())?;
+                self.wal.append_entry(e.index, &bytes);
+            }
+            self.node
+                .mut_store()
+                .mem
+                .wl()
+                .append(rd.entries())
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(hs) = rd.hs() {
+            self.persist_hard_state(hs.clone())?;
+        }
+        self.wal.sync().map_err(|e| e.to_string())?;
+        if !rd.persisted_messages().is_empty() {
+            self.transport.send(rd.take_persisted_messages());
+        }
+        let mut light = self.node.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.node
+                .mut_store()
+                .mem
+                .wl()
+                .mut_hard_state()
+                .set_commit(commit);
+        }
+        self.transport.send(light.take_messages());
+        self.apply_committed(light.take_committed_entries())?;
+        self.node.advance_apply();
+        let last = self.node.raft.raft_log.last_index();
+        self.wal.maybe_rotate(last + 1).map_err(|e| e.to_string())?;
+        self.publish_status();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    fn persist_hard_state(&mut self, hs: HardState) -> Result<(), String> {
+        let bytes = hs.write_to_bytes().map_err(|e| e.to_string())?;
+        self.wal.append_state(&bytes);
+        self.node.mut_store().mem.wl().set_hardstate(hs);
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        if leader != self.leader {
+            if leader == 0 {
+                tracing::warn!(
+                    "raft.node: {:x} lost leader {:x} at term {}",
+                    self.member_id,
+                    self.leader,
+                    self.node.raft.term
+                );
+            } else {
+                tracing::info!(
+                    "raft.node: {:x} elected leader {:x} at term {} (this member is {:?})",
+                    self.member_id,
+                    leader,
+                    self.node.raft.term,
+                    role
+                );
+            }
+            // Reads waiting on the old leader's ReadIndex will not be answered.
+            for (_, ws) in self.reads_by_ctx.drain() {
+                for w in ws {
+                    let _ = w.send(Err(ServerError::LeaderChanged));
+                }
+            }
+            self.leader = leader;
+        }
+    }
+
+    fn publish_status(&self) {
+        let s = &self.status;
+        s.term.store(self.node.raft.term, Ordering::Relaxed);
+        s.leader.store(self.leader, Ordering::Relaxed);
+        s.commit
+            .store(self.node.raft.raft_log.committed, Ordering::Relaxed);
+        s.last_index
+            .store(self.node.raft.raft_log.last_index(), Ordering::Relaxed);
+    }
+
+    /// Applies committed entries in one backend batch, then answers proposers and watchers.
+    fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let (last_index, last_term) = (last.index, last.term);
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
+        {
+            let store = self.applier.store.clone();
+            let mut batch = store.batch().map_err(|e| e.to_string())?;
+            for e in &entries {
+                match e.get_entry_type() {
+                    EntryType::EntryNormal if e.data.is_empty() => {}
+                    EntryType::EntryNormal => outcomes.push(self.applier.apply(&mut batch, &e.data)),
+                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                        self.apply_conf_change(e)?;
+                    }
+                }
+            }
+            batch
+                .set_consistent_index(last_index, last_term)
+                .map_err(|e| e.to_string())?;
+            let durable = self.last_durable.elapsed() >= BACKEND_SYNC_INTERVAL
+                || last_index - self.last_snapshot_index >= self.snapshot_count;
+            batch.commit(durable).map_err(|e| e.to_string())?;
+            if durable {
+                self.last_durable = Instant::now();
+                self.durable_index = last_index;
+            }
+        }
+        self.status.applied.store(last_index, Ordering::Relaxed);
+        for o in outcomes {
+            if !o.events.is_empty() {
+                self.watch.notify(o.rev, &o.events);
+            }
+            if o.id != 0 {
+                self.reply(o.id, o.result.map(|a| (a, o.rev)));
+            }
+        }
+        if let Ok(v2) = self.applier.v2.lock() {
+            self.v2_index.send_replace(v2.index);
+        }
+        self.release_reads(last_index);
+        Ok(())
+    }
+
+    fn release_reads(&mut self, applied: u64) {
+        let mut i = 0;
+        while i < self.reads_ready.len() {
+            if self.reads_ready[i].0 <= applied {
+                let (_, ws) = self.reads_ready.swap_remove(i);
+                for w in ws {
+                    let _ = w.send(Ok(()));
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), String> {
+        let cc = raft::eraftpb::ConfChange::parse_from_bytes(&e.data).map_err(|e| e.to_string())?;
+        let cs = self
+            .node
+            .apply_conf_change(&cc)
+            .map_err(|e| e.to_string())?;
+        self.node.mut_store().mem.wl().set_conf_state(cs.clone());
+        self.conf_state = cs;
+        Ok(())
+    }
+
+    /// Replaces local state with a snapshot from the leader.
+    fn apply_snapshot(&mut self, snap: Snapshot) -> Result<(), String> {
+        let meta = snap.get_metadata();
+        let (index, term) = (meta.index, meta.term);
+        tracing::info!("applying snapshot at index {index} (term {term}) from the leader");
+        let mut batch = self.applier.store.batch().map_err(|e| e.to_string())?;
+        batch.restore(&snap.data).map_err(|e| e.to_string())?;
+        batch
+            .set_consistent_index(index, term)
+            .map_err(|e| e.to_string())?;
+        batch.commit(true).map_err(|e| e.to_string())?;
+        self.applier.reload()?;
+        self.conf_state = meta.get_conf_state().clone();
+        self.node
+            .mut_store()
+            .mem
+            .wl()
+            .apply_snapshot(snap.clone())
+            .map_err(|e| e.to_string())?;
+        self.wal
+            .append_snapshot(index, &encode_snapshot_meta(term, &self.conf_state));
+        self.last_snapshot_index = index;
+        self.durable_index = index;
+        self.status.applied.store(index, Ordering::Relaxed);
+        if let Ok(v2) = self.applier.v2.lock() {
+            self.v2_index.send_replace(v2.index);
+        }
+        self.watch.notify(self.applier.store.current_rev(), &[]);
+        Ok(())
+    }
+
+    /// Every `--snapshot-count` applied entries: make the backend durable, drop the log
+    /// behind it (keeping some for slow followers) and the WAL segments that held it.
+    fn maybe_compact(&mut self) -> Result<(), String> {
+        let applied = self.node.raft.raft_log.applied;
+        if applied < self.last_snapshot_index + self.snapshot_count || self.durable_index < applied {
+            return Ok(());
+        }
+        let keep = self.snapshot_count.clamp(1, CATCHUP_ENTRIES_MAX);
+        let upto = applied.saturating_sub(keep);
+        self.last_snapshot_index = applied;
+        if upto <= self.node.store().first_index().map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        let term = self.node.store().term(upto).map_err(|e| e.to_string())?;
+        self.node
+            .mut_store()
+            .mem
+            .wl()
+            .compact(upto + 1)
+            .map_err(|e| e.to_string())?;
+        self.wal
+            .append_snapshot(upto, &encode_snapshot_meta(term, &self.conf_state));
+        self.wal.sync().map_err(|e| e.to_string())?;
+        self.wal.release_to(upto).map_err(|e| e.to_string())?;
+        tracing::info!("compacted the raft log up to index {upto} (applied {applied})");
+        Ok(())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,121 @@
+//! The server facade request handlers talk to: propose a write and wait for it to be applied,
+//! wait for a linearizable read point, fill response headers. It owns no state of its own
+//! beyond handles: the raft loop owns the log and the stores' writes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use oxcd_api::etcdserverpb::ResponseHeader;
+use oxcd_storage::Store;
+use prost::Message;
+use tokio::sync::oneshot;
+
+use crate::apply::Applied;
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::members::Members;
+use crate::raft_node::{RaftEvent, RaftStatus, Waiters};
+use crate::request::{LogRequest, Op};
+use crate::v2::V2Store;
+use crate::watch::WatchHub;
+
+/// The version oxcd reports to clients: the etcd API level it implements, so that clients
+/// that gate features on the server version behave as with etcd 3.4.
+pub const ETCD_VERSION: &str = "3.4.23";
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+
+pub struct Server {
+    pub cfg: Config,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub store: Arc<Store>,
+    pub v2: Arc<Mutex<V2Store>>,
+    pub v2_index: tokio::sync::watch::Receiver<u64>,
+    pub members: Arc<RwLock<Members>>,
+    pub status: Arc<RaftStatus>,
+    pub watch: Arc<WatchHub>,
+    pub raft_tx: SyncSender<RaftEvent>,
+    pub waiters: Waiters,
+    pub next_id: AtomicU64,
+    pub request_timeout: Duration,
+    pub started: Instant,
+    pub db_path: std::path::PathBuf,
+}
+
+impl Server {
+    /// A response header: IDs, the given revision, the current term.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.status.term.load(Ordering::Relaxed),
+        }
+    }
+
+    fn send(&self, ev: RaftEvent) -> Result<(), ServerError> {
+        self.raft_tx.try_send(ev).map_err(|e| match e {
+            TrySendError::Full(_) => ServerError::TooManyRequests,
+            TrySendError::Disconnected(_) => ServerError::Stopped,
+        })
+    }
+
+    /// Proposes a write and waits until it is applied here. Acknowledged only then: the
+    /// entry is durable on a majority (committed) and applied to this member's stores.
+    pub async fn propose(&self, op: Op) -> Result<(Applied, i64), ServerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = LogRequest { id, op: Some(op) }.encode_to_vec();
+        if data.len() > self.cfg.request_bytes_max {
+            return Err(ServerError::RequestTooLarge);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock poisoned")
+            .insert(id, tx);
+        if let Err(e) = self.send(RaftEvent::Propose { id, data }) {
+            self.forget(id);
+            return Err(e);
+        }
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => {
+                self.forget(id);
+                Err(ServerError::Timeout)
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        self.waiters
+            .lock()
+            .expect("waiters lock poisoned")
+            .remove(&id);
+    }
+
+    /// Waits until this member has applied everything committed when the call started
+    /// (raft ReadIndex), so that a local read is linearizable.
+    pub async fn read_index(&self) -> Result<(), ServerError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(RaftEvent::ReadIndex(tx))?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    pub fn leader(&self) -> u64 {
+        self.status.leader.load(Ordering::Relaxed)
+    }
+
+    /// Size of the backend file in bytes.
+    pub fn db_size(&self) -> i64 {
+        std::fs::metadata(&self.db_path)
+            .map(|m| m.len() as i64)
+            .unwrap_or(0)
+    }
+}
