@@ -9,6 +9,10 @@ use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
 
 use crate::{ClientError, Endpoint, Scheme};
 
+/// HTTP/2 ping interval and how long to wait for the answer.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// Whether endpoints without a scheme use TLS, and with which configuration.
 #[derive(Clone)]
 pub enum TlsMode {
@@ -40,8 +44,10 @@ pub async fn connect(
         .map_err(|e| connect_err(ep, e.to_string()))?
         .connect_timeout(dial_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(2))
-        .keep_alive_timeout(Duration::from_secs(6));
+        // etcd refuses pings more often than every 5s (GOAWAY too_many_pings), and grpc-go
+        // clients never ping more often than every 10s; do the same.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let host = ep.host.clone();
     let connector = tower::service_fn(move |uri: Uri| {
         let tls = use_tls.clone();

@@ -186,7 +186,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             let _ = std::io::stdout().flush();
-            eprintln!("Error: {}", e.msg);
+            if !e.msg.is_empty() {
+                eprintln!("Error: {}", e.msg);
+            }
             e.code
         }
     }

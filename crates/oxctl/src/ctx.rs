@@ -50,7 +50,7 @@ pub struct Ctx {
     pub user: Option<(String, String)>,
     pub printer: Printer,
     /// The id etcd's client puts in its log lines (`endpoint://client-<uuid>/...`).
-    client_uuid: String,
+    pub client_uuid: String,
 }
 
 impl Ctx {
@@ -80,6 +80,19 @@ impl Ctx {
             printer: Printer::new(format, g.hex),
             client_uuid: uuid_v4(),
         })
+    }
+
+    /// The same settings for another set of endpoints.
+    pub fn clone_settings(&self) -> Ctx {
+        Ctx {
+            endpoints: self.endpoints.clone(),
+            tls: self.tls.clone(),
+            dial_timeout: self.dial_timeout,
+            command_timeout: self.command_timeout,
+            user: self.user.clone(),
+            printer: Printer::new(self.printer.format, self.printer.hex),
+            client_uuid: uuid_v4(),
+        }
     }
 
     /// Connects to the first endpoint that answers before the command timeout, and logs in.
