@@ -181,13 +181,18 @@ fn run_cluster(args: ClusterArgs) -> Result<String> {
     if !args.add.is_empty() {
         return cluster::add(&args.out, &parse_members(&args.add)?, args.force);
     }
-    let (algo, size) = args
-        .key
-        .split_once('-')
-        .ok_or_else(|| anyhow!("--key {:?} is not ALGO-SIZE (e.g. ecdsa-256, rsa-2048)", args.key))?;
-    let size = size
-        .parse()
-        .map_err(|_| anyhow!("--key {:?} is not ALGO-SIZE (e.g. ecdsa-256, rsa-2048)", args.key))?;
+    let (algo, size) = args.key.split_once('-').ok_or_else(|| {
+        anyhow!(
+            "--key {:?} is not ALGO-SIZE (e.g. ecdsa-256, rsa-2048)",
+            args.key
+        )
+    })?;
+    let size = size.parse().map_err(|_| {
+        anyhow!(
+            "--key {:?} is not ALGO-SIZE (e.g. ecdsa-256, rsa-2048)",
+            args.key
+        )
+    })?;
     let key = KeySpec::from_request(algo, Some(size)).context("--key")?;
     let expiry = duration::parse(&args.expiry).context("--expiry")?;
     let ca_expiry = duration::parse(&args.ca_expiry).context("--ca-expiry")?;
@@ -218,8 +223,12 @@ fn run_cluster(args: ClusterArgs) -> Result<String> {
 
 fn run_check(args: CheckArgs) -> Result<(), Failure> {
     let now = match &args.at {
-        Some(text) => time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| anyhow!("--at {text:?} is not an RFC 3339 time like 2030-01-02T15:04:05Z: {e}"))?,
+        Some(text) => {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| {
+                    anyhow!("--at {text:?} is not an RFC 3339 time like 2030-01-02T15:04:05Z: {e}")
+                })?
+        }
         None => time::OffsetDateTime::now_utc(),
     };
     let mut doctor = Doctor::new(now);
@@ -275,7 +284,12 @@ fn files_to_check(args: &CheckArgs) -> Result<TlsFiles> {
         (None, None) => Role::Server,
     };
     let mut hosts = Vec::new();
-    for entry in args.hosts.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+    for entry in args
+        .hosts
+        .iter()
+        .map(|h| h.trim())
+        .filter(|h| !h.is_empty())
+    {
         let host = match url_host(entry) {
             Some((_, host)) => host,
             None if entry.contains("://") => bail!("--hosts entry {entry:?} is not a URL"),

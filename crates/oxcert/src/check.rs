@@ -39,7 +39,11 @@ impl fmt::Display for Finding {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{severity}: {}: {}; fix: {}", self.subject, self.problem, self.fix)
+        write!(
+            f,
+            "{severity}: {}: {}; fix: {}",
+            self.subject, self.problem, self.fix
+        )
     }
 }
 
@@ -105,12 +109,27 @@ impl Doctor {
         }
     }
 
-    pub fn error(&mut self, subject: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        subject: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.push(Severity::Error, subject.into(), problem.into(), fix.into());
     }
 
-    pub fn warning(&mut self, subject: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
-        self.push(Severity::Warning, subject.into(), problem.into(), fix.into());
+    pub fn warning(
+        &mut self,
+        subject: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.push(
+            Severity::Warning,
+            subject.into(),
+            problem.into(),
+            fix.into(),
+        );
     }
 
     fn push(&mut self, severity: Severity, subject: String, problem: String, fix: String) {
@@ -161,11 +180,19 @@ impl Doctor {
         };
         let Some(cert_path) = cert_path else { return };
         let subject = format!("{} {}", files.cert_flag, cert_path.display());
-        self.checked.push(format!("{} cert {}", files.role.name(), cert_path.display()));
+        self.checked.push(format!(
+            "{} cert {}",
+            files.role.name(),
+            cert_path.display()
+        ));
         let certs = match CertInfo::load_all(cert_path) {
             Ok(certs) => certs,
             Err(e) => {
-                self.error(&subject, format!("{e:#}"), "pass a readable PEM certificate file");
+                self.error(
+                    &subject,
+                    format!("{e:#}"),
+                    "pass a readable PEM certificate file",
+                );
                 return;
             }
         };
@@ -175,7 +202,11 @@ impl Doctor {
         }
         self.check_validity(&subject, leaf, "certificate");
         self.check_usages(&subject, leaf, files.role);
-        if let Some(reason) = files.used_as_client.as_deref().filter(|_| !leaf.allows_client_auth()) {
+        if let Some(reason) = files
+            .used_as_client
+            .as_deref()
+            .filter(|_| !leaf.allows_client_auth())
+        {
             self.warning(
                 &subject,
                 format!("server certificate lacks client auth, but {reason}"),
@@ -194,7 +225,11 @@ impl Doctor {
             Ok(meta) => {
                 let mode = meta.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
-                    let who = if mode & 0o007 != 0 { "others" } else { "its group" };
+                    let who = if mode & 0o007 != 0 {
+                        "others"
+                    } else {
+                        "its group"
+                    };
                     self.warning(
                         &subject,
                         format!("private key is readable by {who} (mode {mode:04o})"),
@@ -203,17 +238,26 @@ impl Doctor {
                 }
             }
             Err(e) => {
-                self.error(&subject, format!("cannot read private key: {}", describe(&e)), format!("pass an existing key file with {}", files.key_flag));
+                self.error(
+                    &subject,
+                    format!("cannot read private key: {}", describe(&e)),
+                    format!("pass an existing key file with {}", files.key_flag),
+                );
                 return;
             }
         }
-        let key = match read_file(key_path, "private key").and_then(|text| PrivateKey::from_pem(&text)) {
-            Ok(key) => key,
-            Err(e) => {
-                self.error(&subject, format!("{e:#}"), "pass the PEM private key written with the certificate (NAME-key.pem)");
-                return;
-            }
-        };
+        let key =
+            match read_file(key_path, "private key").and_then(|text| PrivateKey::from_pem(&text)) {
+                Ok(key) => key,
+                Err(e) => {
+                    self.error(
+                        &subject,
+                        format!("{e:#}"),
+                        "pass the PEM private key written with the certificate (NAME-key.pem)",
+                    );
+                    return;
+                }
+            };
         if key.public_key_raw() != leaf.public_key_raw.as_slice() {
             self.error(
                 &subject,
@@ -242,7 +286,10 @@ impl Doctor {
             let days = (cert.not_after - now).whole_days();
             self.warning(
                 subject,
-                format!("{what} expires on {} (in {days} days)", rfc3339(cert.not_after)),
+                format!(
+                    "{what} expires on {} (in {days} days)",
+                    rfc3339(cert.not_after)
+                ),
                 "issue a new one before then",
             );
         }
@@ -250,8 +297,14 @@ impl Doctor {
 
     fn check_usages(&mut self, subject: &str, cert: &CertInfo, role: Role) {
         let missing: Vec<&str> = [
-            (role != Role::Client && !cert.allows_server_auth(), "server auth"),
-            (role != Role::Server && !cert.allows_client_auth(), "client auth"),
+            (
+                role != Role::Client && !cert.allows_server_auth(),
+                "server auth",
+            ),
+            (
+                role != Role::Server && !cert.allows_client_auth(),
+                "client auth",
+            ),
         ]
         .into_iter()
         .filter_map(|(missing, usage)| missing.then_some(usage))
@@ -271,7 +324,11 @@ impl Doctor {
         };
         self.error(
             subject,
-            format!("{} certificate lacks extended key usage {}: {why}", role.name(), missing.join(" and ")),
+            format!(
+                "{} certificate lacks extended key usage {}: {why}",
+                role.name(),
+                missing.join(" and ")
+            ),
             format!("reissue it with a profile whose usages are {profile}"),
         );
     }
@@ -281,12 +338,20 @@ impl Doctor {
         let roots = match CertInfo::load_all(ca_path) {
             Ok(roots) => roots,
             Err(e) => {
-                self.error(&ca_subject, format!("{e:#}"), "pass the CA certificate (e.g. ca.pem) as a readable PEM file");
+                self.error(
+                    &ca_subject,
+                    format!("{e:#}"),
+                    "pass the CA certificate (e.g. ca.pem) as a readable PEM file",
+                );
                 return;
             }
         };
         for root in &roots {
-            self.check_validity(&ca_subject, root, &format!("CA certificate {}", root.subject));
+            self.check_validity(
+                &ca_subject,
+                root,
+                &format!("CA certificate {}", root.subject),
+            );
             if !root.is_ca {
                 self.error(
                     &ca_subject,
@@ -297,7 +362,10 @@ impl Doctor {
         }
         let mut current = &certs[0];
         for _ in 0..CHAIN_DEPTH_MAX {
-            if roots.iter().any(|r| r.der == current.der || (r.subject_raw == current.issuer_raw && current.signed_by(r))) {
+            if roots.iter().any(|r| {
+                r.der == current.der
+                    || (r.subject_raw == current.issuer_raw && current.signed_by(r))
+            }) {
                 return;
             }
             let next = certs[1..]
@@ -305,7 +373,11 @@ impl Doctor {
                 .find(|c| c.subject_raw == current.issuer_raw && current.signed_by(c));
             match next {
                 Some(intermediate) => {
-                    self.check_validity(subject, intermediate, &format!("intermediate certificate {}", intermediate.subject));
+                    self.check_validity(
+                        subject,
+                        intermediate,
+                        &format!("intermediate certificate {}", intermediate.subject),
+                    );
                     current = intermediate;
                 }
                 None => break,
@@ -319,7 +391,11 @@ impl Doctor {
                 ca_path.display()
             )
         } else if current.is_self_signed() {
-            format!("certificate is self-signed (\"{}\"), not signed by the CA in {}", current.subject, ca_path.display())
+            format!(
+                "certificate is self-signed (\"{}\"), not signed by the CA in {}",
+                current.subject,
+                ca_path.display()
+            )
         } else {
             format!(
                 "certificate is signed by \"{}\", but {} holds only \"{}\": the other side will fail with \"unknown authority\" / \"bad certificate\"",
@@ -331,7 +407,11 @@ impl Doctor {
         self.error(
             subject,
             problem,
-            format!("reissue the certificate with the CA in {}, or pass the CA that signed it to {}", ca_path.display(), files.ca_flag),
+            format!(
+                "reissue the certificate with the CA in {}, or pass the CA that signed it to {}",
+                ca_path.display(),
+                files.ca_flag
+            ),
         );
     }
 
@@ -353,8 +433,14 @@ impl Doctor {
             wanted.push(required.host.clone());
             self.error(
                 subject,
-                format!("{valid_for}, not {} (from {})", required.host, required.origin),
-                format!("reissue it with -hostname={} (or that address in the CSR's hosts)", wanted.join(",")),
+                format!(
+                    "{valid_for}, not {} (from {})",
+                    required.host, required.origin
+                ),
+                format!(
+                    "reissue it with -hostname={} (or that address in the CSR's hosts)",
+                    wanted.join(",")
+                ),
             );
         }
     }

@@ -42,18 +42,21 @@ pub struct MemberSpec {
 impl MemberSpec {
     /// `NAME=HOST`, `NAME=HOST:CLIENT_PORT:PEER_PORT`, `NAME=[V6]:CLIENT_PORT:PEER_PORT`.
     pub fn parse(spec: &str, client_port: u16, peer_port: u16) -> Result<MemberSpec> {
-        let (name, address) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow!("member {spec:?} is not NAME=ADDRESS (e.g. etcd1=127.0.0.11)"))?;
+        let (name, address) = spec.split_once('=').ok_or_else(|| {
+            anyhow!("member {spec:?} is not NAME=ADDRESS (e.g. etcd1=127.0.0.11)")
+        })?;
         validate_name(name)?;
-        let (host, ports) = split_address(address)
-            .ok_or_else(|| anyhow!("member {spec:?}: address must be HOST or HOST:CLIENT_PORT:PEER_PORT"))?;
+        let (host, ports) = split_address(address).ok_or_else(|| {
+            anyhow!("member {spec:?}: address must be HOST or HOST:CLIENT_PORT:PEER_PORT")
+        })?;
         validate_host(&host).with_context(|| format!("member {spec:?}"))?;
         let (client_port, peer_port) = match ports {
             None => (client_port, peer_port),
             Some((c, p)) => (
-                c.parse().map_err(|_| anyhow!("member {spec:?}: bad client port {c:?}"))?,
-                p.parse().map_err(|_| anyhow!("member {spec:?}: bad peer port {p:?}"))?,
+                c.parse()
+                    .map_err(|_| anyhow!("member {spec:?}: bad client port {c:?}"))?,
+                p.parse()
+                    .map_err(|_| anyhow!("member {spec:?}: bad peer port {p:?}"))?,
             ),
         };
         Ok(MemberSpec {
@@ -132,7 +135,10 @@ fn validate_name(name: &str) -> Result<()> {
         bail!("member name {name:?} must be letters, digits, '-', '_' or '.' (it names files), starting with a letter or digit");
     }
     if RESERVED_NAMES.contains(&name) {
-        bail!("member name {name:?} is taken by the cluster's own files ({})", RESERVED_NAMES.join(", "));
+        bail!(
+            "member name {name:?} is taken by the cluster's own files ({})",
+            RESERVED_NAMES.join(", ")
+        );
     }
     Ok(())
 }
@@ -143,10 +149,7 @@ fn validate_host(host: &str) -> Result<()> {
     }
     let valid = !host.is_empty()
         && host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !valid {
         bail!("{host:?} is neither an IP address nor a DNS name");
@@ -195,7 +198,11 @@ impl ClusterPlan {
 
     /// The member's start flags in etcd's names, in the tutorial's order.
     pub fn member_flags(&self, member: &MemberSpec, state: &str) -> Vec<(&'static str, String)> {
-        let mut listen_client = vec![format!("https://{}:{}", member.listen_host(), member.client_port)];
+        let mut listen_client = vec![format!(
+            "https://{}:{}",
+            member.listen_host(),
+            member.client_port
+        )];
         if member.also_listens_on_loopback() {
             listen_client.push(format!("https://127.0.0.1:{}", member.client_port));
         }
@@ -206,7 +213,10 @@ impl ClusterPlan {
         vec![
             ("name", member.name.clone()),
             ("initial-advertise-peer-urls", member.peer_url()),
-            ("listen-peer-urls", format!("https://{}:{}", member.listen_host(), member.peer_port)),
+            (
+                "listen-peer-urls",
+                format!("https://{}:{}", member.listen_host(), member.peer_port),
+            ),
             ("listen-client-urls", listen_client.join(",")),
             ("advertise-client-urls", member.client_url()),
             ("initial-cluster-token", self.token.clone()),
@@ -217,7 +227,10 @@ impl ClusterPlan {
             ("client-cert-auth", "true".to_string()),
             ("trusted-ca-file", self.file("ca.pem")),
             ("peer-cert-file", self.file(&format!("{}.pem", member.name))),
-            ("peer-key-file", self.file(&format!("{}-key.pem", member.name))),
+            (
+                "peer-key-file",
+                self.file(&format!("{}-key.pem", member.name)),
+            ),
             ("peer-client-cert-auth", "true".to_string()),
             ("peer-trusted-ca-file", self.file("ca.pem")),
             ("data-dir", data_dir),
@@ -230,7 +243,10 @@ impl ClusterPlan {
         for (flag, value) in self.member_flags(member, state) {
             // Go's flag package reads `--bool true` as a flag and a stray argument.
             let separator = if value == "true" { "=" } else { " " };
-            out.push_str(&format!(" \\\n  --{flag}{separator}{}", shell_quote(&value)));
+            out.push_str(&format!(
+                " \\\n  --{flag}{separator}{}",
+                shell_quote(&value)
+            ));
         }
         out
     }
@@ -301,8 +317,17 @@ pub fn create(options: &NewCluster) -> Result<String> {
     check_unique(&plan.members)?;
     let out = &options.out;
     let mut names: Vec<String> = [
-        "ca.pem", "ca-key.pem", "ca.csr", "ca-config.json", "server.pem", "server-key.pem",
-        "server.csr", "client.pem", "client-key.pem", "client.csr", "cluster.json",
+        "ca.pem",
+        "ca-key.pem",
+        "ca.csr",
+        "ca-config.json",
+        "server.pem",
+        "server-key.pem",
+        "server.csr",
+        "client.pem",
+        "client-key.pem",
+        "client.csr",
+        "cluster.json",
     ]
     .iter()
     .map(|n| n.to_string())
@@ -311,21 +336,38 @@ pub fn create(options: &NewCluster) -> Result<String> {
         names.extend(member_file_names(&m.name));
     }
     if !options.force {
-        refuse_existing(out, &names, "replace the whole PKI (every existing certificate stops being trusted)")?;
+        refuse_existing(
+            out,
+            &names,
+            "replace the whole PKI (every existing certificate stops being trusted)",
+        )?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let log = Log::new(3);
-    let ca_request = request(&options.ca_cn, Vec::new(), options.key, Some(options.ca_expiry));
+    let ca_request = request(
+        &options.ca_cn,
+        Vec::new(),
+        options.key,
+        Some(options.ca_expiry),
+    );
     let ca_issued = issue::init_ca(&ca_request, None, &log)?;
     let ca_key_pem = ca_issued
         .key_pem
         .clone()
         .ok_or_else(|| anyhow!("the new CA has no key"))?;
-    let ca = Authority::load(&ca_issued.cert_pem, "ca.pem", PrivateKey::from_pem(&ca_key_pem)?)?;
+    let ca = Authority::load(
+        &ca_issued.cert_pem,
+        "ca.pem",
+        PrivateKey::from_pem(&ca_key_pem)?,
+    )?;
     let config = signing_config(&plan.expiry);
     let profiles = Config::parse(&config, "ca-config.json")?;
     let mut files = issued_files(out, "ca", &ca_issued);
-    files.push(OutFile::new(out.join("ca-config.json"), config, PUBLIC_MODE));
+    files.push(OutFile::new(
+        out.join("ca-config.json"),
+        config,
+        PUBLIC_MODE,
+    ));
     let server = issue::sign(
         &request("server", Vec::new(), options.key, None),
         &server_hosts(&plan.members),
@@ -335,12 +377,23 @@ pub fn create(options: &NewCluster) -> Result<String> {
         &log,
     )?;
     files.extend(issued_files(out, "server", &server));
-    let client = issue::sign(&request(&plan.client_cn, Vec::new(), options.key, None), &[], &ca, &profiles.profile("client")?, None, &log)?;
+    let client = issue::sign(
+        &request(&plan.client_cn, Vec::new(), options.key, None),
+        &[],
+        &ca,
+        &profiles.profile("client")?,
+        None,
+        &log,
+    )?;
     files.extend(issued_files(out, "client", &client));
     for member in &plan.members {
         files.extend(member_files(out, plan, member, &ca, &profiles, "new")?);
     }
-    files.push(OutFile::new(out.join("cluster.json"), plan_json(plan)?, PUBLIC_MODE));
+    files.push(OutFile::new(
+        out.join("cluster.json"),
+        plan_json(plan)?,
+        PUBLIC_MODE,
+    ));
     write_all(&files)?;
     let mut report = format!(
         "wrote the PKI ({} keys) for {} members to {}\n",
@@ -371,12 +424,15 @@ pub fn add(out: &Path, new_members: &[MemberSpec], force: bool) -> Result<String
     let plan_path = out.join("cluster.json");
     let plan_text = read_file(&plan_path, "cluster description")
         .context("--add extends a directory made by oxcert cluster")?;
-    let mut plan: ClusterPlan = serde_json::from_str(&plan_text)
-        .map_err(|e| anyhow!("{}: {e}", plan_path.display()))?;
+    let mut plan: ClusterPlan =
+        serde_json::from_str(&plan_text).map_err(|e| anyhow!("{}: {e}", plan_path.display()))?;
     for member in new_members {
         if plan.members.iter().any(|m| m.name == member.name) {
             if !force {
-                bail!("member {} is already in the cluster: pass --force to reissue its certificate", member.name);
+                bail!(
+                    "member {} is already in the cluster: pass --force to reissue its certificate",
+                    member.name
+                );
             }
             plan.members.retain(|m| m.name != member.name);
         }
@@ -391,7 +447,11 @@ pub fn add(out: &Path, new_members: &[MemberSpec], force: bool) -> Result<String
     let ca_key = PrivateKey::from_pem(&read_file(&ca_key_path, "CA key")?)
         .with_context(|| format!("CA key {}", ca_key_path.display()))?;
     let ca_path = out.join("ca.pem");
-    let ca = Authority::load(&read_file(&ca_path, "CA certificate")?, &ca_path.display().to_string(), ca_key)?;
+    let ca = Authority::load(
+        &read_file(&ca_path, "CA certificate")?,
+        &ca_path.display().to_string(),
+        ca_key,
+    )?;
     let profiles = Config::parse(&signing_config(&plan.expiry), "ca-config.json")?;
     let server_key_path = out.join("server-key.pem");
     let server_key = PrivateKey::from_pem(&read_file(&server_key_path, "server key")?)
@@ -410,7 +470,9 @@ pub fn add(out: &Path, new_members: &[MemberSpec], force: bool) -> Result<String
         OutFile::new(out.join("server.csr"), server.csr_pem.clone(), PUBLIC_MODE),
     ];
     for member in new_members {
-        files.extend(member_files(out, &plan, member, &ca, &profiles, "existing")?);
+        files.extend(member_files(
+            out, &plan, member, &ca, &profiles, "existing",
+        )?);
     }
     files.push(OutFile::new(plan_path, plan_json(&plan)?, PUBLIC_MODE));
     write_all(&files)?;
@@ -451,7 +513,12 @@ fn refuse_existing(out: &Path, names: &[String], force_does: &str) -> Result<()>
     if existing.is_empty() {
         return Ok(());
     }
-    let shown = existing.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    let shown = existing
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     let more = match existing.len() {
         n if n > 3 => format!(" and {} more", n - 3),
         _ => String::new(),
@@ -471,12 +538,18 @@ fn check_unique(members: &[MemberSpec]) -> Result<()> {
                 bail!("member name {} is given twice", a.name);
             }
             let ports_a = [a.client_port, a.peer_port];
-            if a.host == b.host && (ports_a.contains(&b.client_port) || ports_a.contains(&b.peer_port)) {
+            if a.host == b.host
+                && (ports_a.contains(&b.client_port) || ports_a.contains(&b.peer_port))
+            {
                 bail!("members {} and {} would listen on the same address {} and port: give them different addresses or ports (NAME=HOST:CLIENT_PORT:PEER_PORT)", a.name, b.name, a.host);
             }
         }
         if a.client_port == a.peer_port {
-            bail!("member {}: client and peer ports are both {}", a.name, a.client_port);
+            bail!(
+                "member {}: client and peer ports are both {}",
+                a.name,
+                a.client_port
+            );
         }
     }
     Ok(())
@@ -518,7 +591,14 @@ fn dedup(items: Vec<String>) -> Vec<String> {
 /// A member's peer certificate (its own address, plus loopback: members on one machine
 /// connect from 127.0.0.1, and etcd checks a peer's source IP against its certificate),
 /// with its start script and env file.
-fn member_files(out: &Path, plan: &ClusterPlan, member: &MemberSpec, ca: &Authority, profiles: &Config, state: &str) -> Result<Vec<OutFile>> {
+fn member_files(
+    out: &Path,
+    plan: &ClusterPlan,
+    member: &MemberSpec,
+    ca: &Authority,
+    profiles: &Config,
+    state: &str,
+) -> Result<Vec<OutFile>> {
     let hosts = dedup(vec![
         member.host.clone(),
         "127.0.0.1".to_string(),
@@ -535,7 +615,12 @@ fn member_files(out: &Path, plan: &ClusterPlan, member: &MemberSpec, ca: &Author
     let mut files = issued_files(out, &member.name, &issued);
     files.push(OutFile::new(
         out.join(format!("{}.sh", member.name)),
-        format!("#!/bin/sh\n# start member {} of cluster {}\nexec {}\n", member.name, plan.token, plan.command(member, state)),
+        format!(
+            "#!/bin/sh\n# start member {} of cluster {}\nexec {}\n",
+            member.name,
+            plan.token,
+            plan.command(member, state)
+        ),
         SCRIPT_MODE,
     ));
     files.push(OutFile::new(
@@ -548,11 +633,23 @@ fn member_files(out: &Path, plan: &ClusterPlan, member: &MemberSpec, ca: &Author
 
 fn issued_files(out: &Path, name: &str, issued: &Issued) -> Vec<OutFile> {
     let mut files = vec![
-        OutFile::new(out.join(format!("{name}.pem")), issued.cert_pem.clone(), PUBLIC_MODE),
-        OutFile::new(out.join(format!("{name}.csr")), issued.csr_pem.clone(), PUBLIC_MODE),
+        OutFile::new(
+            out.join(format!("{name}.pem")),
+            issued.cert_pem.clone(),
+            PUBLIC_MODE,
+        ),
+        OutFile::new(
+            out.join(format!("{name}.csr")),
+            issued.csr_pem.clone(),
+            PUBLIC_MODE,
+        ),
     ];
     if let Some(key) = &issued.key_pem {
-        files.push(OutFile::new(out.join(format!("{name}-key.pem")), key.clone(), KEY_MODE));
+        files.push(OutFile::new(
+            out.join(format!("{name}-key.pem")),
+            key.clone(),
+            KEY_MODE,
+        ));
     }
     files
 }
@@ -575,7 +672,10 @@ fn signing_config(expiry: &str) -> String {
             }
         }
     });
-    format!("{}\n", serde_json::to_string_pretty(&config).unwrap_or_default())
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&config).unwrap_or_default()
+    )
 }
 
 fn plan_json(plan: &ClusterPlan) -> Result<String> {

@@ -105,7 +105,7 @@ impl Config {
             usages,
             key_usages,
             extended_key_usages,
-            ca: raw.ca.clone(),
+            ca: raw.ca,
         })
     }
 

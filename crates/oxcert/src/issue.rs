@@ -59,7 +59,7 @@ pub struct Authority {
 impl Authority {
     /// Loads `-ca` and `-ca-key`; `cert_source`/`key_source` name them in errors.
     pub fn load(cert_pem: &str, cert_source: &str, key: PrivateKey) -> Result<Authority> {
-        let blocks = pem::parse(cert_pem).with_context(|| format!("{cert_source}"))?;
+        let blocks = pem::parse(cert_pem).with_context(|| cert_source.to_string())?;
         let block = blocks
             .iter()
             .find(|b| b.label == "CERTIFICATE")
@@ -178,8 +178,8 @@ pub fn sign(
     existing: Option<PrivateKey>,
     log: &Log,
 ) -> Result<Issued> {
-    let is_ca = profile.ca.clone().map_or(IsCa::ExplicitNoCa, IsCa::Ca);
-    let prepared = prepare(req, hosts, is_ca.clone(), existing, log)?;
+    let is_ca = profile.ca.map_or(IsCa::ExplicitNoCa, IsCa::Ca);
+    let prepared = prepare(req, hosts, is_ca, existing, log)?;
     let mut params = prepared.params.clone();
     params.is_ca = is_ca;
     let serial = set_common(&mut params, &prepared.key, profile.expiry)?;

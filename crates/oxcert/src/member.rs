@@ -74,7 +74,10 @@ impl MemberFlags {
             let Some(name) = key.trim().strip_prefix("ETCD_") else {
                 continue;
             };
-            values.insert(name.to_ascii_lowercase().replace('_', "-"), unquote(value.trim()));
+            values.insert(
+                name.to_ascii_lowercase().replace('_', "-"),
+                unquote(value.trim()),
+            );
         }
         MemberFlags { values }
     }
@@ -199,7 +202,10 @@ fn check_side(doctor: &mut Doctor, flags: &MemberFlags, side: &Side) {
     if flags.is_true(side.auth) && flags.get(&ca_flag).is_none() {
         doctor.error(
             format!("--{}", side.auth),
-            format!("--{} is set but --{ca_flag} is not: there is no CA to check certificates with", side.auth),
+            format!(
+                "--{} is set but --{ca_flag} is not: there is no CA to check certificates with",
+                side.auth
+            ),
             format!("pass the CA that signed the certificates with --{ca_flag}"),
         );
     }
@@ -225,7 +231,11 @@ fn check_initial_cluster(doctor: &mut Doctor, flags: &MemberFlags) {
     let name = flags.get("name").unwrap_or("default");
     let mut own: Vec<&str> = Vec::new();
     let mut other_schemes = Vec::new();
-    for entry in initial_cluster.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in initial_cluster
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         let Some((member, url)) = entry.split_once('=') else {
             doctor.error(
                 "--initial-cluster",
@@ -237,15 +247,25 @@ fn check_initial_cluster(doctor: &mut Doctor, flags: &MemberFlags) {
         if member == name {
             own.push(url);
         }
-        other_schemes.push((entry, url.split("://").next().unwrap_or("").to_ascii_lowercase()));
+        other_schemes.push((
+            entry,
+            url.split("://").next().unwrap_or("").to_ascii_lowercase(),
+        ));
     }
     let (advertised, _) = flags.urls("initial-advertise-peer-urls");
-    let mut advertised: Vec<&str> = advertised.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let mut advertised: Vec<&str> = advertised
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
     if own.is_empty() {
         doctor.error(
             "--initial-cluster",
             format!("has no entry for this member (--name {name})"),
-            format!("add {name}={} to --initial-cluster", advertised.join(&format!(",{name}="))),
+            format!(
+                "add {name}={} to --initial-cluster",
+                advertised.join(&format!(",{name}="))
+            ),
         );
     } else {
         own.sort_unstable();

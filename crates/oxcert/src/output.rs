@@ -80,9 +80,8 @@ fn write_temporary(file: &OutFile) -> Result<PathBuf> {
         out.sync_all()
     })();
     result
-        .map_err(|e| {
+        .inspect_err(|_| {
             let _ = fs::remove_file(&tmp);
-            e
         })
         .with_context(|| format!("cannot write {}", file.path.display()))?;
     Ok(tmp)

@@ -80,7 +80,8 @@ impl CertRequest {
     pub fn distinguished_name(&self) -> Result<(DistinguishedName, Vec<String>)> {
         let mut dn = DistinguishedName::new();
         let mut warnings = Vec::new();
-        let fields: [(DnType, &str, fn(&Name) -> &str); 5] = [
+        type Field = (DnType, &'static str, fn(&Name) -> &str);
+        let fields: [Field; 5] = [
             (DnType::CountryName, "C", |n| &n.country),
             (DnType::StateOrProvinceName, "ST", |n| &n.state),
             (DnType::LocalityName, "L", |n| &n.locality),

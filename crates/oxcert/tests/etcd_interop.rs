@@ -47,13 +47,20 @@ fn put_when_ready(dir: &Path, tls: &[String], servers: &mut [Server], key: &str,
         done.then_some(())
     });
     if ok.is_none() {
-        let logs: Vec<String> = servers.iter().map(|s| format!("--- {}:\n{}", s.name, s.log_text())).collect();
+        let logs: Vec<String> = servers
+            .iter()
+            .map(|s| format!("--- {}:\n{}", s.name, s.log_text()))
+            .collect();
         panic!("put never succeeded: {last:?}\n{}", logs.join("\n"));
     }
 }
 
 fn get(dir: &Path, tls: &[String], key: &str) -> String {
-    etcdctl(dir, tls, &["get", key, "--print-value-only"]).ok().stdout.trim().to_string()
+    etcdctl(dir, tls, &["get", key, "--print-value-only"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
 }
 
 #[test]
@@ -85,13 +92,31 @@ fn tutorial_certificates_serve_a_real_etcd() {
     assert!(out.stdout.contains("etcd's gRPC gateway"), "{}", out.stdout);
     assert!(!out.stdout.contains("error:"), "{}", out.stdout);
 
-    let mut servers = vec![Server::start("etcd infra0", Command::new(etcd).args(&flags).current_dir(dir), dir.join("infra0.log"))];
-    let tls = tls_flags(&client_url, &dir.join("etcd-root-ca.pem"), &dir.join("client.pem"), &dir.join("client-key.pem"));
+    let mut servers = vec![Server::start(
+        "etcd infra0",
+        Command::new(etcd).args(&flags).current_dir(dir),
+        dir.join("infra0.log"),
+    )];
+    let tls = tls_flags(
+        &client_url,
+        &dir.join("etcd-root-ca.pem"),
+        &dir.join("client.pem"),
+        &dir.join("client-key.pem"),
+    );
     put_when_ready(dir, &tls, &mut servers, "foo", "bar");
     assert_eq!(get(dir, &tls, "foo"), "bar");
     // client-cert-auth is really on: a certificate from another CA is turned away.
-    ox(dir, &["cluster", "--members", "x=127.0.0.1", "--out", "other"]).ok();
-    let stranger = tls_flags(&client_url, &dir.join("etcd-root-ca.pem"), &dir.join("other/client.pem"), &dir.join("other/client-key.pem"));
+    ox(
+        dir,
+        &["cluster", "--members", "x=127.0.0.1", "--out", "other"],
+    )
+    .ok();
+    let stranger = tls_flags(
+        &client_url,
+        &dir.join("etcd-root-ca.pem"),
+        &dir.join("other/client.pem"),
+        &dir.join("other/client-key.pem"),
+    );
     etcdctl(dir, &stranger, &["get", "foo"]).failed();
 }
 
@@ -102,13 +127,21 @@ fn printed_commands(stdout: &str, program: &str) -> Vec<String> {
         .split("\n\n")
         .filter_map(|block| {
             let (comment, command) = block.trim().split_once('\n')?;
-            (comment.starts_with("# ") && command.starts_with(&format!("{program} "))).then(|| command.to_string())
+            (comment.starts_with("# ") && command.starts_with(&format!("{program} ")))
+                .then(|| command.to_string())
         })
         .collect()
 }
 
 fn start_printed(dir: &Path, name: &str, command: &str) -> Server {
-    Server::start(name, Command::new("sh").arg("-c").arg(format!("exec {command}")).current_dir(dir), dir.join(format!("{name}.log")))
+    Server::start(
+        name,
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec {command}"))
+            .current_dir(dir),
+        dir.join(format!("{name}.log")),
+    )
 }
 
 #[test]
@@ -124,7 +157,19 @@ fn cluster_commands_bring_up_a_tls_cluster_and_add_a_member() {
     let pki: PathBuf = dir.join("pki");
     let out = ox(
         dir,
-        &["cluster", "--members", &members.join(","), "--out", "pki", "--binary", "etcd", "--data-dir", dir.join("data").to_str().expect("utf-8"), "--token", "oxcert-test"],
+        &[
+            "cluster",
+            "--members",
+            &members.join(","),
+            "--out",
+            "pki",
+            "--binary",
+            "etcd",
+            "--data-dir",
+            dir.join("data").to_str().expect("utf-8"),
+            "--token",
+            "oxcert-test",
+        ],
     )
     .ok();
     let commands = printed_commands(&out.stdout, "etcd");
@@ -142,10 +187,25 @@ fn cluster_commands_bring_up_a_tls_cluster_and_add_a_member() {
         .enumerate()
         .map(|(i, c)| start_printed(dir, &format!("etcd{}", i + 1), c))
         .collect();
-    let client = |endpoints: &str| tls_flags(endpoints, &pki.join("ca.pem"), &pki.join("client.pem"), &pki.join("client-key.pem"));
-    put_when_ready(dir, &client(&endpoint(&members[0])), &mut servers, "foo", "bar");
+    let client = |endpoints: &str| {
+        tls_flags(
+            endpoints,
+            &pki.join("ca.pem"),
+            &pki.join("client.pem"),
+            &pki.join("client-key.pem"),
+        )
+    };
+    put_when_ready(
+        dir,
+        &client(&endpoint(&members[0])),
+        &mut servers,
+        "foo",
+        "bar",
+    );
     assert_eq!(get(dir, &client(&endpoint(&members[2])), "foo"), "bar");
-    let list = etcdctl(dir, &client(&endpoint(&members[1])), &["member", "list"]).ok().stdout;
+    let list = etcdctl(dir, &client(&endpoint(&members[1])), &["member", "list"])
+        .ok()
+        .stdout;
     assert_eq!(list.matches(", started, ").count(), 3, "{list}");
 
     // Grow it: oxcert prints the member add and the start command; run both.
@@ -157,7 +217,14 @@ fn cluster_commands_bring_up_a_tls_cluster_and_add_a_member() {
     // etcd refuses member add until every member has been connected for a while (5s).
     let mut last = None;
     let registered = wait_for(READY_TIMEOUT, || {
-        let out = run(Command::new("sh").arg("-c").arg(&register[0]).env("ETCDCTL_API", "3").current_dir(dir), "");
+        let out = run(
+            Command::new("sh")
+                .arg("-c")
+                .arg(&register[0])
+                .env("ETCDCTL_API", "3")
+                .current_dir(dir),
+            "",
+        );
         let done = out.code == 0;
         last = Some(out);
         done.then_some(())
@@ -166,9 +233,21 @@ fn cluster_commands_bring_up_a_tls_cluster_and_add_a_member() {
     servers.push(start_printed(dir, "etcd4", &start[0]));
     let ok = wait_for(READY_TIMEOUT, || {
         servers.iter_mut().for_each(Server::assert_running);
-        (etcdctl(dir, &client(&endpoint(&added)), &["get", "foo", "--print-value-only"]).stdout.trim() == "bar").then_some(())
+        (etcdctl(
+            dir,
+            &client(&endpoint(&added)),
+            &["get", "foo", "--print-value-only"],
+        )
+        .stdout
+        .trim()
+            == "bar")
+            .then_some(())
     });
-    assert!(ok.is_some(), "etcd4 never served foo:\n{}", servers[3].log_text());
+    assert!(
+        ok.is_some(),
+        "etcd4 never served foo:\n{}",
+        servers[3].log_text()
+    );
     let env = pki.join("etcd4.env").display().to_string();
     ox(dir, &["check", "--env-file", &env, "--strict"]).ok();
 }

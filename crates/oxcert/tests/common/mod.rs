@@ -27,12 +27,20 @@ pub struct Output {
 
 impl Output {
     pub fn ok(self) -> Output {
-        assert_eq!(self.code, 0, "command failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     pub fn failed(self) -> Output {
-        assert_ne!(self.code, 0, "command should have failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "command should have failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -114,7 +122,11 @@ pub fn compat_links(dir: &Path) -> PathBuf {
 
 /// Runs a shell script in `dir` with `bin` first on PATH.
 pub fn sh(dir: &Path, bin: &Path, script: &str) -> Output {
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     run(
         Command::new("sh")
             .arg("-ec")
@@ -239,6 +251,10 @@ pub fn tutorial_pki(dir: &Path) {
     write(&dir.join("ca-config.json"), CA_CONFIG);
     let bin = compat_links(dir);
     let version = sh(dir, &bin, "cfssl version").ok();
-    assert!(version.stdout.contains("oxcert"), "cfssl on PATH is not oxcert: {}", version.stdout);
+    assert!(
+        version.stdout.contains("oxcert"),
+        "cfssl on PATH is not oxcert: {}",
+        version.stdout
+    );
     sh(dir, &bin, TUTORIAL_TLDR).ok();
 }
