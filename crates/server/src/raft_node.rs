@@ -182,7 +182,9 @@ impl RaftLoop {
             }
             if !self.reads_new.is_empty() {
                 self.read_ctx += 1;
-                let ctx = self.read_ctx.to_be_bytes().to_vec();
+                // The leader keys pending reads by ctx: make it unique across members.
+                let mut ctx = self.member_id.to_be_bytes().to_vec();
+                ctx.extend_from_slice(&self.read_ctx.to_be_bytes());
                 self.node.read_index(ctx.clone());
                 self.reads_by_ctx
                     .insert(ctx, std::mem::take(&mut self.reads_new));
@@ -328,6 +330,7 @@ impl RaftLoop {
         self.transport.send(light.take_messages());
         self.apply_committed(light.take_committed_entries())?;
         self.node.advance_apply();
+        self.release_reads(self.node.raft.raft_log.applied);
         let last = self.node.raft.raft_log.last_index();
         self.wal.maybe_rotate(last + 1).map_err(|e| e.to_string())?;
         self.publish_status();
