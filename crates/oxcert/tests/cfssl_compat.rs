@@ -445,3 +445,26 @@ fn cfssljson_writes_keys_0600_even_over_a_readable_file() {
     ox(dir, &["json", "-f=y.json", "--bare", "y"]).ok();
     assert!(dir.join("y.pem").exists() && dir.join("y.csr").exists());
 }
+
+#[test]
+fn genkey_and_a_ca_renewed_with_its_own_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let bin = compat_links(dir);
+    let out = sh(
+        dir,
+        &bin,
+        r#"echo '{"CN":"ca","host":["typo"]}' | cfssl gencert -initca - | cfssljson -bare ca
+           echo '{"CN":"ca renewed"}' | cfssl gencert -initca -ca-key ca-key.pem - | cfssljson -bare renewed
+           echo '{"CN":"k","hosts":["k.example.com"]}' | cfssl genkey - | cfssljson -bare k"#,
+    )
+    .ok();
+    assert!(out.stderr.contains("[WARNING] ignoring unknown field \"host\""), "{}", out.stderr);
+    assert!(!dir.join("renewed-key.pem").exists(), "a renewed CA keeps its key; no new key is written");
+    let pubkey = |file: &str| openssl(dir, &["x509", "-in", file, "-noout", "-pubkey"]).ok().stdout;
+    assert_eq!(pubkey("ca.pem"), pubkey("renewed.pem"));
+    assert!(x509_text(dir, "renewed.pem").contains("CN = ca renewed"));
+    assert_eq!(mode(&dir.join("k-key.pem")), 0o600);
+    let csr = openssl(dir, &["req", "-in", "k.csr", "-noout", "-text"]).ok().stdout;
+    assert!(csr.contains("DNS:k.example.com"), "{csr}");
+}
