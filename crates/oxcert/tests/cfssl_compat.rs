@@ -459,12 +459,26 @@ fn genkey_and_a_ca_renewed_with_its_own_key() {
            echo '{"CN":"k","hosts":["k.example.com"]}' | cfssl genkey - | cfssljson -bare k"#,
     )
     .ok();
-    assert!(out.stderr.contains("[WARNING] ignoring unknown field \"host\""), "{}", out.stderr);
-    assert!(!dir.join("renewed-key.pem").exists(), "a renewed CA keeps its key; no new key is written");
-    let pubkey = |file: &str| openssl(dir, &["x509", "-in", file, "-noout", "-pubkey"]).ok().stdout;
+    assert!(
+        out.stderr
+            .contains("[WARNING] ignoring unknown field \"host\""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !dir.join("renewed-key.pem").exists(),
+        "a renewed CA keeps its key; no new key is written"
+    );
+    let pubkey = |file: &str| {
+        openssl(dir, &["x509", "-in", file, "-noout", "-pubkey"])
+            .ok()
+            .stdout
+    };
     assert_eq!(pubkey("ca.pem"), pubkey("renewed.pem"));
     assert!(x509_text(dir, "renewed.pem").contains("CN = ca renewed"));
     assert_eq!(mode(&dir.join("k-key.pem")), 0o600);
-    let csr = openssl(dir, &["req", "-in", "k.csr", "-noout", "-text"]).ok().stdout;
+    let csr = openssl(dir, &["req", "-in", "k.csr", "-noout", "-text"])
+        .ok()
+        .stdout;
     assert!(csr.contains("DNS:k.example.com"), "{csr}");
 }
