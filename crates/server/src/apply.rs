@@ -178,7 +178,11 @@ pub fn load_v2(store: &Store) -> Result<V2Store, String> {
     V2Store::load(rows, index)
 }
 
-fn persist_v2(batch: &mut WriteBatch<'_>, changes: &Changes, index: u64) -> Result<(), ServerError> {
+fn persist_v2(
+    batch: &mut WriteBatch<'_>,
+    changes: &Changes,
+    index: u64,
+) -> Result<(), ServerError> {
     for (path, node) in &changes.put {
         let row = serde_json::to_vec(node).map_err(|e| ServerError::Internal(e.to_string()))?;
         batch.aux_put(AUX_V2_NODES, path.as_bytes(), &row)?;

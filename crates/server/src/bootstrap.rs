@@ -105,7 +105,8 @@ pub fn open(cfg: &Config) -> anyhow::Result<Boot> {
         let (wal, replay) = Wal::open(&wal_dir)?;
         (wal, replay)
     } else {
-        Wal::open(&wal_dir).with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?
+        Wal::open(&wal_dir)
+            .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?
     };
     let meta: WalMeta = serde_json::from_slice(replay.meta.as_deref().unwrap_or_default())
         .context("the write-ahead log has no readable member record; the data dir is damaged")?;
@@ -116,7 +117,8 @@ pub fn open(cfg: &Config) -> anyhow::Result<Boot> {
         );
     }
     let store = Arc::new(
-        Store::open(&db_path).with_context(|| format!("cannot open backend {}", db_path.display()))?,
+        Store::open(&db_path)
+            .with_context(|| format!("cannot open backend {}", db_path.display()))?,
     );
     let (snap_index, snap_payload) = replay
         .snapshot
@@ -128,13 +130,17 @@ pub fn open(cfg: &Config) -> anyhow::Result<Boot> {
     if snap_index == 0 {
         mem.initialize_with_conf_state(conf_state.clone());
     } else {
-        mem.wl().apply_snapshot(snapshot(snap_index, snap_term, &conf_state))?;
+        mem.wl()
+            .apply_snapshot(snapshot(snap_index, snap_term, &conf_state))?;
     }
     let mut entries = Vec::with_capacity(replay.entries.len());
     let mut expect = snap_index + 1;
     for (index, bytes) in &replay.entries {
         if *index != expect {
-            bail!("the write-ahead log skips from index {} to {index}; it is damaged", expect - 1);
+            bail!(
+                "the write-ahead log skips from index {} to {index}; it is damaged",
+                expect - 1
+            );
         }
         entries.push(Entry::parse_from_bytes(bytes).context("a log entry does not decode")?);
         expect += 1;

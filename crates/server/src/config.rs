@@ -85,7 +85,10 @@ impl Url {
         let ip: IpAddr = if self.host == "localhost" {
             IpAddr::from([127, 0, 0, 1])
         } else {
-            self.host.trim_matches(|c| c == '[' || c == ']').parse().ok()?
+            self.host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse()
+                .ok()?
         };
         Some(SocketAddr::new(ip, self.port))
     }
@@ -139,10 +142,7 @@ fn env_name(flag: &str) -> String {
 }
 
 /// Parses command-line arguments (without the program name) and the environment.
-pub fn parse(
-    args: &[String],
-    env: &BTreeMap<String, String>,
-) -> Result<Parsed, ConfigError> {
+pub fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Parsed, ConfigError> {
     let mut set: BTreeMap<&'static str, String> = BTreeMap::new();
     let mut i = 0;
     while i < args.len() {
@@ -294,7 +294,12 @@ impl RawFlags {
         let client_tls = self.tls_files(
             &listen_client_urls,
             "listen-client-urls",
-            ["cert-file", "key-file", "trusted-ca-file", "client-cert-auth"],
+            [
+                "cert-file",
+                "key-file",
+                "trusted-ca-file",
+                "client-cert-auth",
+            ],
         )?;
         let peer_tls = self.tls_files(
             &listen_peer_urls,
@@ -365,7 +370,8 @@ impl RawFlags {
             key_file,
             trusted_ca_file: trusted,
         };
-        oxcd_tls::server_config(&files).map_err(|e| ConfigError(format!("--{cert}/--{key}/--{ca}: {e}")))?;
+        oxcd_tls::server_config(&files)
+            .map_err(|e| ConfigError(format!("--{cert}/--{key}/--{ca}: {e}")))?;
         Ok(Some(files))
     }
 }
@@ -411,9 +417,11 @@ impl Config {
 pub fn parse_urls(flag: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
     let mut out = Vec::new();
     for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        out.push(parse_url(part).map_err(|why| {
-            ConfigError(format!("--{flag}: {part:?} is not a valid URL: {why}"))
-        })?);
+        out.push(
+            parse_url(part).map_err(|why| {
+                ConfigError(format!("--{flag}: {part:?} is not a valid URL: {why}"))
+            })?,
+        );
     }
     if out.is_empty() {
         return err(format!("--{flag} needs at least one URL"));
@@ -422,9 +430,7 @@ pub fn parse_urls(flag: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
 }
 
 fn parse_url(s: &str) -> Result<Url, String> {
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or("expected scheme://host:port")?;
+    let (scheme, rest) = s.split_once("://").ok_or("expected scheme://host:port")?;
     let tls = match scheme {
         "http" => false,
         "https" => true,
@@ -440,7 +446,9 @@ fn parse_url(s: &str) -> Result<Url, String> {
     if host.is_empty() {
         return Err("missing host".into());
     }
-    let port = port.parse::<u16>().map_err(|_| format!("bad port {port:?}"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("bad port {port:?}"))?;
     Ok(Url {
         tls,
         host: host.to_string(),
@@ -452,12 +460,12 @@ fn parse_initial_cluster(v: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError
     let mut out: Vec<(String, Vec<Url>)> = Vec::new();
     for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let Some((name, url)) = part.split_once('=') else {
-            return err(format!(
-                "--initial-cluster: {part:?} is not name=URL"
-            ));
+            return err(format!("--initial-cluster: {part:?} is not name=URL"));
         };
         let url = parse_url(url).map_err(|why| {
-            ConfigError(format!("--initial-cluster: {url:?} is not a valid URL: {why}"))
+            ConfigError(format!(
+                "--initial-cluster: {url:?} is not a valid URL: {why}"
+            ))
         })?;
         match out.iter_mut().find(|(n, _)| n == name) {
             Some((_, urls)) => urls.push(url),
@@ -495,9 +503,15 @@ mod tests {
     #[test]
     fn go_flag_forms() {
         let Ok(Parsed::Run(c)) = p(&[
-            "-name", "n1", "--data-dir=/tmp/x", "--enable-v2=false", "-pre-vote",
-            "--listen-client-urls", "http://127.0.0.1:1,http://localhost:2",
-            "--initial-advertise-peer-urls=http://127.0.0.1:3", "--listen-peer-urls=http://127.0.0.1:3",
+            "-name",
+            "n1",
+            "--data-dir=/tmp/x",
+            "--enable-v2=false",
+            "-pre-vote",
+            "--listen-client-urls",
+            "http://127.0.0.1:1,http://localhost:2",
+            "--initial-advertise-peer-urls=http://127.0.0.1:3",
+            "--listen-peer-urls=http://127.0.0.1:3",
         ]) else {
             panic!("should parse")
         };
@@ -511,9 +525,16 @@ mod tests {
     fn errors_name_the_flag() {
         let e = p(&["--nope"]).unwrap_err().0;
         assert!(e.contains("-nope"), "{e}");
-        let e = p(&["--listen-client-urls=http://example.com:2379"]).unwrap_err().0;
-        assert!(e.contains("--listen-client-urls") && e.contains("IP"), "{e}");
-        let e = p(&["--listen-client-urls=https://127.0.0.1:2379"]).unwrap_err().0;
+        let e = p(&["--listen-client-urls=http://example.com:2379"])
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("--listen-client-urls") && e.contains("IP"),
+            "{e}"
+        );
+        let e = p(&["--listen-client-urls=https://127.0.0.1:2379"])
+            .unwrap_err()
+            .0;
         assert!(e.contains("--cert-file"), "{e}");
         let e = p(&["--client-cert-auth=maybe"]).unwrap_err().0;
         assert!(e.contains("--client-cert-auth"), "{e}");

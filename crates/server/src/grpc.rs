@@ -43,7 +43,10 @@ impl Kv for Services {
             self.server.read_index().await?;
         }
         let mut resp = kv::range(self.server.store.as_ref(), &r)?;
-        resp.header = Some(self.server.header(resp.header.map(|h| h.revision).unwrap_or(0)));
+        resp.header = Some(
+            self.server
+                .header(resp.header.map(|h| h.revision).unwrap_or(0)),
+        );
         Ok(Response::new(resp))
     }
 
@@ -156,7 +159,11 @@ impl Maintenance for Services {
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> GrpcResult<pb::HashKvResponse> {
         let r = req.into_inner();
         let store = &self.server.store;
-        let rev = if r.revision > 0 { r.revision } else { store.current_rev() };
+        let rev = if r.revision > 0 {
+            r.revision
+        } else {
+            store.current_rev()
+        };
         let events = store
             .history(store.compact_rev(), rev, usize::MAX, false)
             .map_err(ServerError::from)?;
@@ -176,7 +183,10 @@ impl Maintenance for Services {
 
     type SnapshotStream = BoxStream<pb::SnapshotResponse>;
 
-    async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> GrpcResult<Self::SnapshotStream> {
+    async fn snapshot(
+        &self,
+        _req: Request<pb::SnapshotRequest>,
+    ) -> GrpcResult<Self::SnapshotStream> {
         Err(ServerError::NotCapable.status())
     }
 
@@ -187,14 +197,20 @@ impl Maintenance for Services {
         Err(ServerError::NotCapable.status())
     }
 
-    async fn downgrade(&self, _req: Request<pb::DowngradeRequest>) -> GrpcResult<pb::DowngradeResponse> {
+    async fn downgrade(
+        &self,
+        _req: Request<pb::DowngradeRequest>,
+    ) -> GrpcResult<pb::DowngradeResponse> {
         Err(ServerError::NotCapable.status())
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for Services {
-    async fn member_add(&self, _r: Request<pb::MemberAddRequest>) -> GrpcResult<pb::MemberAddResponse> {
+    async fn member_add(
+        &self,
+        _r: Request<pb::MemberAddRequest>,
+    ) -> GrpcResult<pb::MemberAddResponse> {
         Err(ServerError::NotCapable.status())
     }
 
@@ -238,7 +254,10 @@ impl Cluster for Services {
 
 #[tonic::async_trait]
 impl Lease for Services {
-    async fn lease_grant(&self, _r: Request<pb::LeaseGrantRequest>) -> GrpcResult<pb::LeaseGrantResponse> {
+    async fn lease_grant(
+        &self,
+        _r: Request<pb::LeaseGrantRequest>,
+    ) -> GrpcResult<pb::LeaseGrantResponse> {
         Err(ServerError::NotCapable.status())
     }
 
@@ -265,7 +284,10 @@ impl Lease for Services {
         Err(ServerError::NotCapable.status())
     }
 
-    async fn lease_leases(&self, _r: Request<pb::LeaseLeasesRequest>) -> GrpcResult<pb::LeaseLeasesResponse> {
+    async fn lease_leases(
+        &self,
+        _r: Request<pb::LeaseLeasesRequest>,
+    ) -> GrpcResult<pb::LeaseLeasesResponse> {
         Err(ServerError::NotCapable.status())
     }
 }

@@ -32,17 +32,20 @@ pub fn router(server: Arc<Server>) -> Router {
         server: server.clone(),
     };
     let limit = server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES;
-    let grpc = tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
-        .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
-        .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
-        .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
-        .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
-        .into_axum_router();
+    let grpc =
+        tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
+            .into_axum_router();
     grpc.merge(crate::v2_http::router(server))
 }
 
 /// Binds every client URL (before anything else starts, so a bad address fails early).
-pub async fn bind(urls: &[crate::config::Url]) -> anyhow::Result<Vec<(crate::config::Url, TcpListener)>> {
+pub async fn bind(
+    urls: &[crate::config::Url],
+) -> anyhow::Result<Vec<(crate::config::Url, TcpListener)>> {
     let mut out = Vec::new();
     for u in urls {
         let addr = u
@@ -78,7 +81,9 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!("refusing connection from {peer}: --max-connections ({connections_max}) reached");
+            tracing::warn!(
+                "refusing connection from {peer}: --max-connections ({connections_max}) reached"
+            );
             drop(stream);
             continue;
         };
@@ -96,9 +101,11 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor
     let svc = TowerToHyperService::new(app);
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let res = match tls {
-        None => builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .await,
+        None => {
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await
+        }
         Some(acceptor) => {
             let tls_stream =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

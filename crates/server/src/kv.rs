@@ -17,17 +17,27 @@ use crate::error::ServerError;
 
 /// Something ranges can be read from: the store (reads) or a write transaction (txns).
 pub trait KvRead {
-    fn range_kv(&self, key: &[u8], end: &[u8], opts: RangeOptions)
-        -> Result<RangeResult, ServerError>;
+    fn range_kv(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, ServerError>;
 }
 
 /// Something writes go to: a write transaction of the apply loop.
 pub trait KvWrite: KvRead {
-    fn put_kv(&mut self, key: &[u8], value: Vec<u8>, lease: i64)
-        -> Result<Option<KeyValue>, ServerError>;
+    fn put_kv(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, ServerError>;
     fn delete_kv(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, ServerError>;
     /// True if a lease exists (puts to an unknown lease fail).
     fn lease_exists(&self, lease: i64) -> bool;
+    /// The revision a read sees now: the write's own once it changed something.
+    fn read_rev(&self) -> i64;
 }
 
 impl KvRead for Store {
@@ -74,6 +84,10 @@ impl<F: Fn(i64) -> bool> KvWrite for Writer<'_, '_, '_, F> {
 
     fn lease_exists(&self, lease: i64) -> bool {
         (self.lease_exists)(lease)
+    }
+
+    fn read_rev(&self) -> i64 {
+        self.txn.read_rev()
     }
 }
 
@@ -176,8 +190,10 @@ pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerEr
         return Err(ServerError::LeaseNotFound);
     }
     let prev = w.put_kv(&r.key, value, lease)?;
+    // Inside a txn etcd leaves this header (revision only) in the response; outside one the
+    // server replaces it with a full header.
     Ok(PutResponse {
-        header: None,
+        header: Some(header(w.read_rev())),
         prev_kv: if r.prev_kv { prev } else { None },
     })
 }
@@ -188,7 +204,7 @@ pub fn delete(
 ) -> Result<DeleteRangeResponse, ServerError> {
     let deleted = w.delete_kv(&r.key, &r.range_end)?;
     Ok(DeleteRangeResponse {
-        header: None,
+        header: Some(header(w.read_rev())),
         deleted: deleted.len() as i64,
         prev_kvs: if r.prev_kv { deleted } else { Vec::new() },
     })
@@ -221,9 +237,7 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
     let ord = match (&c.target_union, target) {
         (Some(TargetUnion::Value(v)), CompareTarget::Value) => kv.value.as_slice().cmp(v),
         (Some(TargetUnion::Version(v)), CompareTarget::Version) => kv.version.cmp(v),
-        (Some(TargetUnion::CreateRevision(v)), CompareTarget::Create) => {
-            kv.create_revision.cmp(v)
-        }
+        (Some(TargetUnion::CreateRevision(v)), CompareTarget::Create) => kv.create_revision.cmp(v),
         (Some(TargetUnion::ModRevision(v)), CompareTarget::Mod) => kv.mod_revision.cmp(v),
         (Some(TargetUnion::Lease(v)), CompareTarget::Lease) => kv.lease.cmp(v),
         // A missing or mismatched union compares as the zero value, as in etcd.
@@ -267,7 +281,7 @@ pub fn txn(w: &mut impl KvWrite, r: &TxnRequest) -> Result<TxnResponse, ServerEr
         });
     }
     Ok(TxnResponse {
-        header: None,
+        header: Some(ResponseHeader::default()),
         succeeded,
         responses,
     })
@@ -293,7 +307,7 @@ pub fn txn_read(view: &impl KvRead, r: &TxnRequest) -> Result<TxnResponse, Serve
         });
     }
     Ok(TxnResponse {
-        header: None,
+        header: Some(ResponseHeader::default()),
         succeeded,
         responses,
     })
@@ -301,20 +315,26 @@ pub fn txn_read(view: &impl KvRead, r: &TxnRequest) -> Result<TxnResponse, Serve
 
 /// True when neither branch (nor any nested txn) writes.
 pub fn txn_is_read_only(r: &TxnRequest) -> bool {
-    r.success.iter().chain(r.failure.iter()).all(|op| match &op.request {
-        Some(request_op::Request::RequestRange(_)) | None => true,
-        Some(request_op::Request::RequestTxn(t)) => txn_is_read_only(t),
-        _ => false,
-    })
+    r.success
+        .iter()
+        .chain(r.failure.iter())
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(_)) | None => true,
+            Some(request_op::Request::RequestTxn(t)) => txn_is_read_only(t),
+            _ => false,
+        })
 }
 
 /// True when every range in the txn asks for serializable reads.
 pub fn txn_is_serializable(r: &TxnRequest) -> bool {
-    r.success.iter().chain(r.failure.iter()).all(|op| match &op.request {
-        Some(request_op::Request::RequestRange(rr)) => rr.serializable,
-        Some(request_op::Request::RequestTxn(t)) => txn_is_serializable(t),
-        _ => true,
-    })
+    r.success
+        .iter()
+        .chain(r.failure.iter())
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(rr)) => rr.serializable,
+            Some(request_op::Request::RequestTxn(t)) => txn_is_serializable(t),
+            _ => true,
+        })
 }
 
 pub fn check_range(r: &RangeRequest) -> Result<(), ServerError> {

@@ -36,7 +36,11 @@ use crate::storage::{raft_logger, LogStore};
 
 /// Runs a member until `shutdown` resolves. Listeners are bound before the data dir is
 /// touched, so a port in use fails without side effects.
-pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut shutdown = std::pin::pin!(shutdown);
     let client_listeners = http::bind(&cfg.listen_client_urls).await?;
     let single = cfg.initial_cluster.len() == 1;
     let peer_listeners = if single && !cfg.initial_cluster_new {
@@ -77,10 +81,13 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let status = Arc::new(RaftStatus::default());
     let watch = Arc::new(watch::WatchHub::new(cfg.watchers_max));
     let v2 = Arc::new(Mutex::new(
-        apply::load_v2(&boot.store).map_err(|e| anyhow::anyhow!("cannot load the v2 store: {e}"))?,
+        apply::load_v2(&boot.store)
+            .map_err(|e| anyhow::anyhow!("cannot load the v2 store: {e}"))?,
     ));
     let (v2_index_tx, v2_index_rx) = tokio_watch::channel(0u64);
-    let members = Arc::new(RwLock::new(members::Members::new(boot.members.list.clone())));
+    let members = Arc::new(RwLock::new(members::Members::new(
+        boot.members.list.clone(),
+    )));
     let waiters: raft_node::Waiters = Default::default();
 
     let peer_ctx = peer::PeerContext {
@@ -88,7 +95,10 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         cluster_id: boot.cluster_id,
         members: boot.members.list.iter().map(|m| m.id).collect(),
         raft_tx: raft_tx.clone(),
-        client_cert_auth: cfg.peer_tls.as_ref().is_some_and(|t| t.trusted_ca_file.is_some()),
+        client_cert_auth: cfg
+            .peer_tls
+            .as_ref()
+            .is_some_and(|t| t.trusted_ca_file.is_some()),
     };
     let transport = Arc::new(peer::start_dialers(
         &peer_ctx,
@@ -98,7 +108,12 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     ));
     for (u, l) in peer_listeners {
         tracing::info!("listening for peers on {u}");
-        tokio::spawn(peer::serve(l, if u.tls { peer_tls.clone() } else { None }, peer_ctx.clone(), shutdown_rx.clone()));
+        tokio::spawn(peer::serve(
+            l,
+            if u.tls { peer_tls.clone() } else { None },
+            peer_ctx.clone(),
+            shutdown_rx.clone(),
+        ));
     }
 
     let raft_cfg = raft::Config {
@@ -134,7 +149,11 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
     let attrs = MemberAttrs {
         id: boot.member_id,
         name: cfg.name.clone(),
-        client_urls: cfg.advertise_client_urls.iter().map(|u| u.to_string()).collect(),
+        client_urls: cfg
+            .advertise_client_urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect(),
     };
     let raft_loop = RaftLoop::new(
         node,
@@ -152,6 +171,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         boot.conf_state,
         boot.last_snapshot_index,
     );
+    let mut published = raft_loop.published.subscribe();
     let raft_thread = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || raft_loop.run())
@@ -177,13 +197,28 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         started: Instant::now(),
     });
     let app = http::router(server.clone());
+    // As etcd: serve clients once this member's attributes are published through the log.
+    tokio::select! {
+        _ = published.wait_for(|p| *p) => {}
+        _ = &mut shutdown => {
+            let _ = raft_tx.send(RaftEvent::Shutdown);
+            let _ = tokio::task::spawn_blocking(move || raft_thread.join()).await;
+            return Ok(());
+        }
+    }
     for (u, l) in client_listeners {
         tracing::info!("serving client requests on {u}");
         let tls = if u.tls { client_tls.clone() } else { None };
         if u.tls && tls.is_none() {
             anyhow::bail!("{u} is https but no client TLS configuration was loaded");
         }
-        tokio::spawn(http::serve(l, tls, app.clone(), server.cfg.connections_max, shutdown_rx.clone()));
+        tokio::spawn(http::serve(
+            l,
+            tls,
+            app.clone(),
+            server.cfg.connections_max,
+            shutdown_rx.clone(),
+        ));
     }
     if let Some(files) = &server.cfg.client_tls {
         if files.trusted_ca_file.is_some() {
@@ -194,7 +229,7 @@ pub async fn run(cfg: Config, shutdown: impl std::future::Future<Output = ()>) -
         }
     }
     tracing::info!("ready to serve client requests");
-    shutdown.await;
+    shutdown.as_mut().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = raft_tx.send(RaftEvent::Shutdown);

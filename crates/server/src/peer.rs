@@ -105,7 +105,10 @@ async fn dial_loop(
                     e = pump(conn, &mut rx, &ctx) => e,
                     _ = shutdown.changed() => return,
                 };
-                tracing::warn!("lost TCP streaming connection with peer {:x}: {err}", peer.id);
+                tracing::warn!(
+                    "lost TCP streaming connection with peer {:x}: {err}",
+                    peer.id
+                );
                 let _ = ctx.raft_tx.try_send(RaftEvent::Unreachable(peer.id));
             }
             Err(e) => {
@@ -139,7 +142,11 @@ async fn connect(
     let url = peer.peer_urls.first().ok_or("no peer URL")?;
     let parsed = crate::config::parse_urls("initial-cluster", url).map_err(|e| e.to_string())?;
     let u = &parsed[0];
-    let addr = format!("{}:{}", u.host.trim_matches(|c| c == '[' || c == ']'), u.port);
+    let addr = format!(
+        "{}:{}",
+        u.host.trim_matches(|c| c == '[' || c == ']'),
+        u.port
+    );
     let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
         .await
         .map_err(|_| format!("dial {addr} timed out"))?
@@ -151,7 +158,12 @@ async fn connect(
         let s = tokio::time::timeout(DIAL_TIMEOUT, tls.connect(name, tcp))
             .await
             .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| format!("TLS handshake with {addr} failed: {}", oxcd_tls::explain(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "TLS handshake with {addr} failed: {}",
+                    oxcd_tls::explain(&e)
+                )
+            })?;
         Box::new(s)
     } else {
         Box::new(tcp)
@@ -165,13 +177,21 @@ async fn connect(
     tokio::time::timeout(DIAL_TIMEOUT, conn.read_exact(&mut ok))
         .await
         .map_err(|_| "peer did not answer the handshake".to_string())?
-        .map_err(|e| format!("peer closed the connection during the handshake: {}", oxcd_tls::explain(&e)))?;
+        .map_err(|e| {
+            format!(
+                "peer closed the connection during the handshake: {}",
+                oxcd_tls::explain(&e)
+            )
+        })?;
     if ok[0] != 0 {
         let mut len = [0u8; 2];
         let _ = conn.read_exact(&mut len).await;
         let mut why = vec![0u8; u16::from_be_bytes(len) as usize];
         let _ = conn.read_exact(&mut why).await;
-        return Err(format!("peer refused us: {}", String::from_utf8_lossy(&why)));
+        return Err(format!(
+            "peer refused us: {}",
+            String::from_utf8_lossy(&why)
+        ));
     }
     Ok(conn)
 }
@@ -191,7 +211,9 @@ async fn pump(conn: Box<dyn Conn>, rx: &mut mpsc::Receiver<Message>, ctx: &PeerC
             }
         }
         for m in &batch {
-            let Ok(bytes) = m.write_to_bytes() else { continue };
+            let Ok(bytes) = m.write_to_bytes() else {
+                continue;
+            };
             let res = async {
                 w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
                 w.write_all(&bytes).await

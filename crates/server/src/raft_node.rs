@@ -40,10 +40,7 @@ pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 pub type ApplyResult = Result<(Applied, i64), ServerError>;
 
 pub enum RaftEvent {
-    Propose {
-        id: u64,
-        data: Vec<u8>,
-    },
+    Propose { id: u64, data: Vec<u8> },
     ReadIndex(oneshot::Sender<Result<(), ServerError>>),
     Step(Box<Message>),
     Unreachable(u64),
@@ -93,6 +90,11 @@ pub struct RaftLoop {
     durable_index: u64,
     leader: u64,
     last_housekeeping: Instant,
+    /// Proposals that arrived while no leader was known.
+    held: Vec<(u64, Vec<u8>)>,
+    /// Flipped once this member's attributes are in the member table (etcd's "published"):
+    /// client listeners open only then.
+    pub published: tokio::sync::watch::Sender<bool>,
 }
 
 /// The encoded WAL snapshot marker: term, then the conf state.
@@ -151,6 +153,8 @@ impl RaftLoop {
             durable_index,
             leader: 0,
             last_housekeeping: Instant::now(),
+            held: Vec::new(),
+            published: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -207,7 +211,15 @@ impl RaftLoop {
     fn handle(&mut self, ev: RaftEvent) {
         match ev {
             RaftEvent::Propose { id, data } => {
-                if self.node.propose(vec![], data).is_err() {
+                if self.leader == 0 {
+                    // No leader to forward to: hold the proposal until one is elected
+                    // (the proposer's own timeout bounds the wait), as etcd does.
+                    if self.held.len() >= EVENT_QUEUE_MAX {
+                        self.reply(id, Err(ServerError::NoLeader));
+                    } else {
+                        self.held.push((id, data));
+                    }
+                } else if self.node.propose(vec![], data).is_err() {
                     self.reply(id, Err(ServerError::NoLeader));
                 }
             }
@@ -255,7 +267,9 @@ impl RaftLoop {
                     id: 0,
                     op: Some(Op::V2Expire(V2Expire { now_ms })),
                 };
-                let _ = self.node.propose(vec![], prost::Message::encode_to_vec(&req));
+                let _ = self
+                    .node
+                    .propose(vec![], prost::Message::encode_to_vec(&req));
             }
         }
         if self.leader != 0 {
@@ -265,16 +279,22 @@ impl RaftLoop {
                 .read()
                 .map(|m| {
                     m.get(self.member_id)
-                        .map(|me| me.client_urls == self.attrs.client_urls && me.name == self.attrs.name)
+                        .map(|me| {
+                            me.client_urls == self.attrs.client_urls && me.name == self.attrs.name
+                        })
                         .unwrap_or(true)
                 })
                 .unwrap_or(true);
-            if !published {
+            if published {
+                self.published.send_replace(true);
+            } else {
                 let req = LogRequest {
                     id: 0,
                     op: Some(Op::MemberAttrs(self.attrs.clone())),
                 };
-                let _ = self.node.propose(vec![], prost::Message::encode_to_vec(&req));
+                let _ = self
+                    .node
+                    .propose(vec![], prost::Message::encode_to_vec(&req));
             }
         }
     }
@@ -370,6 +390,15 @@ impl RaftLoop {
                 }
             }
             self.leader = leader;
+            if leader != 0 {
+                // Publish attributes on the next tick rather than after the usual pause.
+                self.last_housekeeping = Instant::now() - Duration::from_secs(1);
+                for (id, data) in std::mem::take(&mut self.held) {
+                    if self.node.propose(vec![], data).is_err() {
+                        self.reply(id, Err(ServerError::NoLeader));
+                    }
+                }
+            }
         }
     }
 
@@ -396,7 +425,9 @@ impl RaftLoop {
             for e in &entries {
                 match e.get_entry_type() {
                     EntryType::EntryNormal if e.data.is_empty() => {}
-                    EntryType::EntryNormal => outcomes.push(self.applier.apply(&mut batch, &e.data)),
+                    EntryType::EntryNormal => {
+                        outcomes.push(self.applier.apply(&mut batch, &e.data))
+                    }
                     EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                         self.apply_conf_change(e)?;
                     }
@@ -489,7 +520,8 @@ impl RaftLoop {
     /// behind it (keeping some for slow followers) and the WAL segments that held it.
     fn maybe_compact(&mut self) -> Result<(), String> {
         let applied = self.node.raft.raft_log.applied;
-        if applied < self.last_snapshot_index + self.snapshot_count || self.durable_index < applied {
+        if applied < self.last_snapshot_index + self.snapshot_count || self.durable_index < applied
+        {
             return Ok(());
         }
         let keep = self.snapshot_count.clamp(1, CATCHUP_ENTRIES_MAX);

@@ -201,7 +201,8 @@ impl V2Store {
         let mut nodes = BTreeMap::new();
         for (k, v) in rows {
             let path = String::from_utf8(k).map_err(|_| "v2 path is not UTF-8".to_string())?;
-            let node: Node = serde_json::from_slice(&v).map_err(|e| format!("v2 node {path}: {e}"))?;
+            let node: Node =
+                serde_json::from_slice(&v).map_err(|e| format!("v2 node {path}: {e}"))?;
             nodes.insert(path, node);
         }
         Ok(V2Store {
@@ -249,7 +250,9 @@ impl V2Store {
             if name.starts_with('_') {
                 continue; // hidden, as in etcd 2
             }
-            let Some(n) = self.nodes.get(&child) else { continue };
+            let Some(n) = self.nodes.get(&child) else {
+                continue;
+            };
             let mut j = self.json(&child, n, now_ms);
             if n.dir && recursive {
                 j.nodes = Some(self.dir_json(&child, true, sorted, now_ms));
@@ -263,7 +266,13 @@ impl V2Store {
     }
 
     /// A GET.
-    pub fn get(&self, path: &str, recursive: bool, sorted: bool, now_ms: i64) -> Result<V2Event, V2Error> {
+    pub fn get(
+        &self,
+        path: &str,
+        recursive: bool,
+        sorted: bool,
+        now_ms: i64,
+    ) -> Result<V2Event, V2Error> {
         let path = clean_path(path);
         let node = if path == "/" {
             NodeJson {
@@ -294,13 +303,21 @@ impl V2Store {
 
     /// The first event at or after `since` that concerns `path` (or, if recursive, a
     /// descendant); `Err` when that history has been cleared.
-    pub fn event_since(&self, path: &str, recursive: bool, since: u64) -> Result<Option<V2Event>, V2Error> {
+    pub fn event_since(
+        &self,
+        path: &str,
+        recursive: bool,
+        since: u64,
+    ) -> Result<Option<V2Event>, V2Error> {
         let path = clean_path(path);
         if let Some(first) = self.history.front() {
             if since < first.index && since > 0 && self.index >= HISTORY_MAX as u64 {
                 return Err(V2Error::new(
                     401,
-                    format!("the requested history has been cleared [{}/{}]", first.index, since),
+                    format!(
+                        "the requested history has been cleared [{}/{}]",
+                        first.index, since
+                    ),
                     self.index,
                 ));
             }
@@ -308,8 +325,7 @@ impl V2Store {
         let hit = self.history.iter().find(|e| {
             e.index >= since
                 && (e.path == path
-                    || (recursive
-                        && (path == "/" || e.path.starts_with(&format!("{path}/")))))
+                    || (recursive && (path == "/" || e.path.starts_with(&format!("{path}/")))))
         });
         Ok(hit.cloned())
     }
@@ -348,7 +364,12 @@ impl V2Store {
         Ok(ev)
     }
 
-    fn put(&mut self, path: &str, r: &V2Request, changes: &mut Changes) -> Result<V2Event, V2Error> {
+    fn put(
+        &mut self,
+        path: &str,
+        r: &V2Request,
+        changes: &mut Changes,
+    ) -> Result<V2Event, V2Error> {
         let existing = self.nodes.get(path).cloned();
         if r.prev_value.is_some() || r.prev_index.is_some() {
             let n = existing.ok_or_else(|| V2Error::new(100, path, self.index))?;
@@ -418,7 +439,13 @@ impl V2Store {
         self.nodes.insert(dir.to_string(), n);
     }
 
-    fn set(&mut self, path: &str, r: &V2Request, action: &str, changes: &mut Changes) -> Result<V2Event, V2Error> {
+    fn set(
+        &mut self,
+        path: &str,
+        r: &V2Request,
+        action: &str,
+        changes: &mut Changes,
+    ) -> Result<V2Event, V2Error> {
         let existing = self.nodes.get(path).cloned();
         if let Some(n) = &existing {
             if n.dir && !r.dir {
@@ -432,7 +459,10 @@ impl V2Store {
         let index = self.index + 1;
         let prev_json = existing.as_ref().map(|n| self.json(path, n, r.now_ms));
         let value = if r.refresh {
-            existing.as_ref().map(|n| n.value.clone()).unwrap_or_default()
+            existing
+                .as_ref()
+                .map(|n| n.value.clone())
+                .unwrap_or_default()
         } else {
             r.value.clone().unwrap_or_default()
         };
@@ -464,7 +494,12 @@ impl V2Store {
         })
     }
 
-    fn delete(&mut self, path: &str, r: &V2Request, changes: &mut Changes) -> Result<V2Event, V2Error> {
+    fn delete(
+        &mut self,
+        path: &str,
+        r: &V2Request,
+        changes: &mut Changes,
+    ) -> Result<V2Event, V2Error> {
         let n = self
             .nodes
             .get(path)
@@ -580,7 +615,9 @@ mod tests {
     fn set_get_cas_delete() {
         let mut s = V2Store::default();
         let mut c = Changes::default();
-        let ev = s.apply(&req("PUT", "/foo", Some("bar")), &mut c).expect("set");
+        let ev = s
+            .apply(&req("PUT", "/foo", Some("bar")), &mut c)
+            .expect("set");
         assert_eq!(ev.action, "set");
         assert!(ev.created);
         let mut cas = req("PUT", "/foo", Some("baz"));
@@ -589,9 +626,13 @@ mod tests {
         assert_eq!((e.code, e.cause.as_str()), (101, "[nope != bar]"));
         let got = s.get("/foo", false, false, 0).expect("get");
         assert_eq!(got.node.value.as_deref(), Some("bar"));
-        let ev = s.apply(&req("PUT", "/d/x", Some("1")), &mut c).expect("nested");
+        let ev = s
+            .apply(&req("PUT", "/d/x", Some("1")), &mut c)
+            .expect("nested");
         assert_eq!(ev.node.key.as_deref(), Some("/d/x"));
-        let e = s.apply(&req("DELETE", "/d", None), &mut c).expect_err("dir");
+        let e = s
+            .apply(&req("DELETE", "/d", None), &mut c)
+            .expect_err("dir");
         assert_eq!(e.code, 102);
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");

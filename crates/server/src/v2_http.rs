@@ -106,13 +106,22 @@ impl Ctx {
         };
         put(&mut h, "x-etcd-cluster-id", format!("{:x}", s.cluster_id));
         put(&mut h, "x-etcd-index", etcd_index.to_string());
-        put(&mut h, "x-raft-index", s.status.applied.load(Ordering::Relaxed).to_string());
-        put(&mut h, "x-raft-term", s.status.term.load(Ordering::Relaxed).to_string());
+        put(
+            &mut h,
+            "x-raft-index",
+            s.status.applied.load(Ordering::Relaxed).to_string(),
+        );
+        put(
+            &mut h,
+            "x-raft-term",
+            s.status.term.load(Ordering::Relaxed).to_string(),
+        );
         h
     }
 
     fn error(&self, e: V2Error) -> Response {
-        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_string(&e).unwrap_or_default() + "\n";
         json_response(status, self.headers(e.index), body)
     }
@@ -127,12 +136,20 @@ impl Ctx {
     }
 }
 
-fn bool_param(p: &HashMap<String, String>, name: &str, index: u64) -> Result<Option<bool>, V2Error> {
+fn bool_param(
+    p: &HashMap<String, String>,
+    name: &str,
+    index: u64,
+) -> Result<Option<bool>, V2Error> {
     match p.get(name).map(String::as_str) {
         None | Some("") => Ok(None),
         Some("true") => Ok(Some(true)),
         Some("false") => Ok(Some(false)),
-        Some(_) => Err(V2Error::new(209, format!("invalid value for \"{name}\""), index)),
+        Some(_) => Err(V2Error::new(
+            209,
+            format!("invalid value for \"{name}\""),
+            index,
+        )),
     }
 }
 
@@ -157,7 +174,9 @@ async fn keys(
     }
     let res = match method {
         Method::GET | Method::HEAD => get_keys(&ctx, &path, &params).await,
-        Method::PUT | Method::POST | Method::DELETE => write_keys(&ctx, method.as_str(), &path, &params).await,
+        Method::PUT | Method::POST | Method::DELETE => {
+            write_keys(&ctx, method.as_str(), &path, &params).await
+        }
         _ => return (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response(),
     };
     match res {
@@ -179,12 +198,21 @@ async fn get_keys(ctx: &Ctx, path: &str, p: &HashMap<String, String>) -> Result<
             .await
             .map_err(|e| V2Error::new(300, e.to_string(), index))?;
     }
-    let v2 = ctx.server.v2.lock().map_err(|_| V2Error::new(300, "v2 store lock", index))?;
+    let v2 = ctx
+        .server
+        .v2
+        .lock()
+        .map_err(|_| V2Error::new(300, "v2 store lock", index))?;
     let ev = v2.get(path, recursive, sorted, now_ms())?;
     Ok(ctx.event(&ev, StatusCode::OK, v2.index))
 }
 
-async fn wait(ctx: &Ctx, path: &str, p: &HashMap<String, String>, recursive: bool) -> Result<Response, V2Error> {
+async fn wait(
+    ctx: &Ctx,
+    path: &str,
+    p: &HashMap<String, String>,
+    recursive: bool,
+) -> Result<Response, V2Error> {
     let index = ctx.current_index();
     let since = match p.get("waitIndex").map(String::as_str) {
         None | Some("") => index + 1,
@@ -196,19 +224,34 @@ async fn wait(ctx: &Ctx, path: &str, p: &HashMap<String, String>, recursive: boo
     let deadline = tokio::time::Instant::now() + WAIT_MAX;
     loop {
         {
-            let v2 = ctx.server.v2.lock().map_err(|_| V2Error::new(300, "v2 store lock", index))?;
+            let v2 = ctx
+                .server
+                .v2
+                .lock()
+                .map_err(|_| V2Error::new(300, "v2 store lock", index))?;
             if let Some(ev) = v2.event_since(path, recursive, since)? {
                 return Ok(ctx.event(&ev, StatusCode::OK, ev.index));
             }
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
-            _ => return Ok(json_response(StatusCode::OK, ctx.headers(ctx.current_index()), String::new())),
+            _ => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    ctx.headers(ctx.current_index()),
+                    String::new(),
+                ))
+            }
         }
     }
 }
 
-async fn write_keys(ctx: &Ctx, method: &str, path: &str, p: &HashMap<String, String>) -> Result<Response, V2Error> {
+async fn write_keys(
+    ctx: &Ctx,
+    method: &str,
+    path: &str,
+    p: &HashMap<String, String>,
+) -> Result<Response, V2Error> {
     let index = ctx.current_index();
     let ttl = match p.get("ttl").map(String::as_str) {
         None => None,
@@ -243,7 +286,11 @@ async fn write_keys(ctx: &Ctx, method: &str, path: &str, p: &HashMap<String, Str
     };
     match ctx.server.propose(Op::V2(req)).await {
         Ok((Applied::V2(Ok(ev)), _)) => {
-            let status = if ev.created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if ev.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             Ok(ctx.event(&ev, status, ev.index))
         }
         Ok((Applied::V2(Err(e)), _)) => Err(e),

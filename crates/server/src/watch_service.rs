@@ -113,7 +113,11 @@ async fn create(
     hub_tx: &mpsc::Sender<HubMsg>,
     out: &Out,
 ) -> bool {
-    let watch_id = if c.watch_id != 0 { c.watch_id } else { *next_id };
+    let watch_id = if c.watch_id != 0 {
+        c.watch_id
+    } else {
+        *next_id
+    };
     *next_id = (*next_id).max(watch_id + 1);
     let store = &server.store;
     let compact = store.compact_rev();
@@ -127,9 +131,9 @@ async fn create(
         no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
     };
     let start = c.start_revision;
-    let joined = server.watch.register(spec, hub_tx.clone(), || {
-        store.current_rev().max(start - 1)
-    });
+    let joined = server
+        .watch
+        .register(spec, hub_tx.clone(), || store.current_rev().max(start - 1));
     let joined = match joined {
         Ok(rev) => rev,
         Err(reason) => {

@@ -27,8 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OXCD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{},raft=warn", cfg.log_level)));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OXCD_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},raft=warn", cfg.log_level))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
