@@ -47,6 +47,11 @@ impl Output {
 
 /// Runs `command` to completion with `stdin`, killing it after COMMAND_TIMEOUT.
 pub fn run(command: &mut Command, stdin: &str) -> Output {
+    run_for(command, stdin, COMMAND_TIMEOUT)
+}
+
+/// Runs `command` to completion with `stdin`, killing it after `timeout`.
+pub fn run_for(command: &mut Command, stdin: &str, timeout: Duration) -> Output {
     let description = format!("{command:?}");
     let mut child = command
         .stdin(Stdio::piped())
@@ -71,7 +76,7 @@ pub fn run(command: &mut Command, stdin: &str) -> Output {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
@@ -79,7 +84,7 @@ pub fn run(command: &mut Command, stdin: &str) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{description} did not finish within {COMMAND_TIMEOUT:?}");
+            panic!("{description} did not finish within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(10));
     };
