@@ -118,9 +118,7 @@ impl Ctx {
             }
             if tokio::time::Instant::now() + pause >= deadline {
                 tokio::time::sleep_until(deadline).await;
-                let status = tonic::Status::deadline_exceeded(
-                    "latest balancer error: all SubConns are in TransientFailure",
-                );
+                let status = tonic::Status::deadline_exceeded(BALANCER_ERROR);
                 self.warn_unary(&status);
                 return Err(CtlError::new(EXIT_ERROR, "context deadline exceeded"));
             }
@@ -142,10 +140,18 @@ impl Ctx {
     where
         F: Future<Output = Result<T, E>>,
     {
-        match tokio::time::timeout(self.command_timeout, fut).await {
+        let deadline = tokio::time::Instant::now() + self.command_timeout;
+        match tokio::time::timeout_at(deadline, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let s = status(e);
+                if is_connection_failure(&s) {
+                    // grpc-go keeps retrying a broken connection until the deadline.
+                    tokio::time::sleep_until(deadline).await;
+                    let s = tonic::Status::deadline_exceeded(BALANCER_ERROR);
+                    self.warn_unary(&s);
+                    return Err(CtlError::new(EXIT_ERROR, "context deadline exceeded"));
+                }
                 self.warn_unary(&s);
                 Err(CtlError::new(EXIT_ERROR, status_message(&s)))
             }
@@ -219,6 +225,18 @@ fn read_password() -> CtlResult<String> {
         .read_line(&mut line)
         .map_err(|e| CtlError::args(format!("bad password: {e}")))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// What grpc-go reports when no connection to the endpoint could be made in time.
+const BALANCER_ERROR: &str = "latest balancer error: all SubConns are in TransientFailure";
+
+/// A status that comes from the connection breaking, not from the server answering.
+fn is_connection_failure(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) && !s.message().starts_with("etcdserver:")
 }
 
 /// What etcd's Go client returns as the error text for a gRPC status: the server's own
@@ -318,10 +336,7 @@ impl Format {
             "fields" => Ok(Format::Fields),
             "protobuf" => Ok(Format::Protobuf),
             "table" => Ok(Format::Table),
-            other => Err(CtlError::new(
-                EXIT_BAD_FEATURE,
-                format!("unsupported output format {other:?}"),
-            )),
+            _ => Err(CtlError::new(EXIT_BAD_FEATURE, "unsupported output format")),
         }
     }
 }

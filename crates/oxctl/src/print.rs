@@ -81,7 +81,7 @@ impl Printer {
             Format::Protobuf => Ok(r
                 .events
                 .iter()
-                .flat_map(|e| go_printf_bytes(&e.encode_to_vec()))
+                .flat_map(|e| raw_bytes(&e.encode_to_vec()))
                 .collect()),
             _ => self.dispatch(
                 r,
@@ -104,7 +104,7 @@ impl Printer {
             Format::Simple => simple(self, &mut out),
             Format::Json => out = (to_json(msg) + "\n").into_bytes(),
             Format::Fields => fields(&mut out),
-            Format::Protobuf => return Ok(go_printf_bytes(&msg.encode_to_vec())),
+            Format::Protobuf => return Ok(raw_bytes(&msg.encode_to_vec())),
             Format::Table => return Err(table_unsupported()),
         }
         Ok(out)
@@ -199,9 +199,7 @@ fn watch_json(r: &pb::WatchResponse) -> String {
     json::Obj::new()
         .opt(
             "Header",
-            Some(
-                json::header_fields(json::Obj::new(), &r.header.clone().unwrap_or_default()).done(),
-            ),
+            Some(json::header_fields(json::Obj::new(), &r.header.unwrap_or_default()).done()),
         )
         .raw("Events", &events_json(&r.events))
         .raw("CompactRevision", &r.compact_revision.to_string())
@@ -211,14 +209,12 @@ fn watch_json(r: &pb::WatchResponse) -> String {
 }
 
 fn events_json(events: &[mvccpb::Event]) -> String {
-    if events.is_empty() {
-        return "null".into();
-    }
+    // clientv3 builds the slice with make(), so an empty one is `[]`, never `null`.
     json::array(events.iter().map(json::event).collect())
 }
 
 pub fn fields_hdr(h: &Option<pb::ResponseHeader>, out: &mut Vec<u8>) {
-    let h = h.clone().unwrap_or_default();
+    let h = h.unwrap_or_default();
     let _ = writeln!(out, "\"ClusterID\" : {}", h.cluster_id);
     let _ = writeln!(out, "\"MemberID\" : {}", h.member_id);
     let _ = writeln!(out, "\"Revision\" : {}", h.revision);
@@ -289,47 +285,7 @@ fn fields_watch(r: &pb::WatchResponse, out: &mut Vec<u8>) {
     }
 }
 
-/// etcdctl prints protobuf output with `fmt.Printf(string(b))`: the encoded bytes are the
-/// format string, so `%` sequences are rewritten exactly as Go's fmt does with no arguments.
-pub fn go_printf_bytes(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'%' {
-            out.push(b[i]);
-            i += 1;
-            continue;
-        }
-        i += 1;
-        while i < b.len() && b"+-# 0".contains(&b[i]) {
-            i += 1;
-        }
-        while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
-            i += 1;
-        }
-        match b.get(i) {
-            None => out.extend_from_slice(b"%!(NOVERB)"),
-            Some(b'%') => {
-                out.push(b'%');
-                i += 1;
-            }
-            Some(_) => {
-                let len = utf8_len(b[i]).min(b.len() - i);
-                out.extend_from_slice(b"%!");
-                out.extend_from_slice(&b[i..i + len]);
-                out.extend_from_slice(b"(MISSING)");
-                i += len;
-            }
-        }
-    }
-    out
-}
-
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0xf0..=0xf7 => 4,
-        0xe0..=0xef => 3,
-        0xc0..=0xdf => 2,
-        _ => 1,
-    }
+/// etcdctl writes the encoded message to stdout as it is.
+pub fn raw_bytes(b: &[u8]) -> Vec<u8> {
+    b.to_vec()
 }

@@ -11,7 +11,7 @@ use super::emit;
 use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_ERROR};
 use crate::gofmt::{duration, human_bytes, json_string, quote, table};
 use crate::json::{self, Obj};
-use crate::print::{fields_hdr, go_printf_bytes, Format};
+use crate::print::{fields_hdr, raw_bytes, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum MemberCmd {
@@ -165,7 +165,7 @@ async fn member_add(ctx: &Ctx, args: Vec<String>, peer_urls: String, learner: bo
     };
     let r = ctx.call(client.cluster().member_add(req)).await?;
     let new_id = r.member.as_ref().map(|m| m.id).unwrap_or_default();
-    let cid = r.header.clone().unwrap_or_default().cluster_id;
+    let cid = r.header.unwrap_or_default().cluster_id;
     let what = if learner { " as learner" } else { "" };
     let mut out = format!("Member {new_id:16x} added to cluster {cid:16x}{what}\n");
     if ctx.printer.format == Format::Simple {
@@ -256,7 +256,7 @@ async fn member_list(ctx: &Ctx) -> CtlResult {
             }
             out
         }
-        Format::Protobuf => return emit(&go_printf_bytes(&prost::Message::encode_to_vec(&r))),
+        Format::Protobuf => return emit(&raw_bytes(&prost::Message::encode_to_vec(&r))),
     };
     emit(out.as_bytes())
 }
@@ -456,7 +456,7 @@ async fn status(ctx: &Ctx, cluster: bool) -> CtlResult {
     let rows = || -> Vec<Vec<String>> {
         list.iter()
             .map(|(ep, r)| {
-                let member = r.header.clone().unwrap_or_default().member_id;
+                let member = r.header.unwrap_or_default().member_id;
                 vec![
                     ep.clone(),
                     format!("{member:x}"),

@@ -54,7 +54,7 @@ fn lease_arg(args: &[String], usage: &str) -> CtlResult<i64> {
 
 /// etcdctl's lease structs embed the header, so its fields come first at the top level.
 fn inline_header(h: &Option<pb::ResponseHeader>) -> Obj {
-    header_fields(Obj::new(), &h.clone().unwrap_or_default())
+    header_fields(Obj::new(), &h.unwrap_or_default())
 }
 
 async fn grant(ctx: &Ctx, args: Vec<String>) -> CtlResult {
@@ -90,9 +90,7 @@ async fn grant(ctx: &Ctx, args: Vec<String>) -> CtlResult {
             out
         }
         Format::Protobuf => {
-            return emit(&crate::print::go_printf_bytes(
-                &prost::Message::encode_to_vec(&r),
-            ))
+            return emit(&crate::print::raw_bytes(&prost::Message::encode_to_vec(&r)))
         }
         Format::Table => return Err(table_unsupported()),
     };
@@ -117,9 +115,7 @@ async fn revoke(ctx: &Ctx, args: Vec<String>) -> CtlResult {
         Format::Json => crate::json::header_only(&r.header) + "\n",
         Format::Fields => fields(&r.header),
         Format::Protobuf => {
-            return emit(&crate::print::go_printf_bytes(
-                &prost::Message::encode_to_vec(&r),
-            ))
+            return emit(&crate::print::raw_bytes(&prost::Message::encode_to_vec(&r)))
         }
         Format::Table => return Err(table_unsupported()),
     };
@@ -171,9 +167,7 @@ async fn timetolive(ctx: &Ctx, args: Vec<String>, keys: bool) -> CtlResult {
             out
         }
         Format::Protobuf => {
-            return emit(&crate::print::go_printf_bytes(
-                &prost::Message::encode_to_vec(&r),
-            ))
+            return emit(&crate::print::raw_bytes(&prost::Message::encode_to_vec(&r)))
         }
         Format::Table => return Err(table_unsupported()),
     };
@@ -227,9 +221,7 @@ async fn list(ctx: &Ctx) -> CtlResult {
             s
         }),
         Format::Protobuf => {
-            return emit(&crate::print::go_printf_bytes(
-                &prost::Message::encode_to_vec(&r),
-            ))
+            return emit(&crate::print::raw_bytes(&prost::Message::encode_to_vec(&r)))
         }
         Format::Table => return Err(table_unsupported()),
     };

@@ -13,7 +13,7 @@ use crate::ctx::{
 };
 use crate::gofmt::human_bytes;
 use crate::json;
-use crate::print::{fields_hdr, go_printf_bytes, table_unsupported, Format};
+use crate::print::{fields_hdr, raw_bytes, table_unsupported, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AlarmCmd {
@@ -71,7 +71,7 @@ pub async fn alarm(ctx: &Ctx, c: AlarmCmd) -> CtlResult {
             };
             let list = ctx.call(maint.alarm(req)).await?;
             let mut last = pb::AlarmResponse {
-                header: list.header.clone(),
+                header: list.header,
                 alarms: Vec::new(),
             };
             for a in &list.alarms {
@@ -108,7 +108,7 @@ pub async fn alarm(ctx: &Ctx, c: AlarmCmd) -> CtlResult {
                     s
                 })
         }
-        Format::Protobuf => return emit(&go_printf_bytes(&prost::Message::encode_to_vec(&r))),
+        Format::Protobuf => return emit(&raw_bytes(&prost::Message::encode_to_vec(&r))),
         Format::Table => return Err(table_unsupported()),
     };
     emit(out.as_bytes())

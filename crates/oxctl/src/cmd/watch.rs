@@ -134,7 +134,7 @@ async fn run_exec(exec: &[String], resp: &pb::WatchResponse) {
             .args(&exec[1..])
             .env(
                 "ETCD_WATCH_REVISION",
-                resp.header.clone().unwrap_or_default().revision.to_string(),
+                resp.header.unwrap_or_default().revision.to_string(),
             )
             .env("ETCD_WATCH_EVENT_TYPE", event_type(e.r#type))
             .env("ETCD_WATCH_KEY", String::from_utf8_lossy(&kv.key).as_ref())
