@@ -99,6 +99,19 @@ pub async fn run(
             .peer_tls
             .as_ref()
             .is_some_and(|t| t.trusted_ca_file.is_some()),
+        table: members.clone(),
+        local_ip: cfg
+            .listen_peer_urls
+            .first()
+            .and_then(|u| u.bind_addr())
+            .map(|a| a.ip()),
+        fresh: {
+            let status = status.clone();
+            let fresh = boot.fresh;
+            Arc::new(move || {
+                fresh && status.applied.load(std::sync::atomic::Ordering::Relaxed) == 0
+            })
+        },
     };
     let transport = Arc::new(peer::start_dialers(
         &peer_ctx,

@@ -1,8 +1,10 @@
 //! The peer transport: raft messages between members over (mutual) TLS on the peer URLs.
 //!
 //! Wire format (our own; etcd's peer protocol is not spoken): the dialer sends the 8-byte
-//! magic `OXCDPEER`, its member ID and the cluster ID (u64 big-endian each); the listener
-//! answers one byte, 0 = accepted, or 1 followed by a u16-length reason and closes. Then
+//! magic `OXCDPEER`, its member ID and the cluster ID (u64 big-endian each) and a flags byte
+//! (1 = my data dir is new, 2 = my member table says you have been in the cluster before);
+//! the listener answers one byte, 0 = accepted, 1 = refused, or 2 = refused because the
+//! dialer's data dir was wiped, 1 and 2 followed by a u16-length reason; then it closes. Then
 //! frames `[len u32 BE][raft Message protobuf]` flow from dialer to listener only: each member
 //! dials every other member once, for its own outgoing messages.
 //!
@@ -22,7 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::members::Member;
+use std::sync::{Arc, RwLock};
+
+use crate::members::{Member, Members};
 use crate::raft_node::{RaftEvent, Transport};
 
 pub const MAGIC: &[u8; 8] = b"OXCDPEER";
@@ -56,6 +60,37 @@ pub struct PeerContext {
     pub members: Vec<u64>,
     pub raft_tx: SyncSender<RaftEvent>,
     pub client_cert_auth: bool,
+    /// The member table, to tell whether a peer has been part of the cluster before.
+    pub table: Arc<RwLock<Members>>,
+    /// True while this member's data dir is new and nothing has been applied to it.
+    pub fresh: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The IP peer connections are made from (this member's listen-peer address).
+    pub local_ip: Option<std::net::IpAddr>,
+}
+
+const FLAG_FRESH: u8 = 1;
+const FLAG_YOU_PUBLISHED: u8 = 2;
+
+impl PeerContext {
+    /// True when `id` has published its attributes: it has applied this cluster's log
+    /// before, so a fresh data dir under that ID means the old one was wiped.
+    fn has_published(&self, id: u64) -> bool {
+        self.table
+            .read()
+            .map(|t| t.get(id).is_some_and(|m| !m.client_urls.is_empty()))
+            .unwrap_or(false)
+    }
+}
+
+/// A member whose data dir was wiped must not rejoin under its old identity: raft would
+/// find its log gone (etcd refuses the same way). Say what to do and stop.
+fn wiped_exit(member_id: u64) -> ! {
+    tracing::error!(
+        "this member ({member_id:x}) was part of the cluster before, but its data dir is empty: it was wiped or replaced. \
+         Remove it from the cluster (etcdctl member remove {member_id:x}), add it again (etcdctl member add), \
+         and start it with an empty data dir and --initial-cluster-state existing"
+    );
+    std::process::exit(1);
 }
 
 /// Starts one dialer per other member; returns the transport the raft loop sends through.
@@ -131,6 +166,26 @@ async fn dial_loop(
     }
 }
 
+/// Connects from this member's own peer address when it has one, so that the other side
+/// sees (and checks the certificate against) the address this member is known by.
+async fn dial(addr: &str, local_ip: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let target: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => return TcpStream::connect(addr).await,
+    };
+    let Some(ip) = local_ip.filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == target.is_ipv4())
+    else {
+        return TcpStream::connect(target).await;
+    };
+    let sock = if target.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.bind(SocketAddr::new(ip, 0))?;
+    sock.connect(target).await
+}
+
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
@@ -147,7 +202,7 @@ async fn connect(
         u.host.trim_matches(|c| c == '[' || c == ']'),
         u.port
     );
-    let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
+    let tcp = tokio::time::timeout(DIAL_TIMEOUT, dial(&addr, ctx.local_ip))
         .await
         .map_err(|_| format!("dial {addr} timed out"))?
         .map_err(|e| format!("dial {addr}: {e}"))?;
@@ -171,6 +226,14 @@ async fn connect(
     let mut hello = MAGIC.to_vec();
     hello.extend_from_slice(&ctx.member_id.to_be_bytes());
     hello.extend_from_slice(&ctx.cluster_id.to_be_bytes());
+    let mut flags = 0u8;
+    if (ctx.fresh)() {
+        flags |= FLAG_FRESH;
+    }
+    if ctx.has_published(peer.id) {
+        flags |= FLAG_YOU_PUBLISHED;
+    }
+    hello.push(flags);
     conn.write_all(&hello).await.map_err(|e| e.to_string())?;
     conn.flush().await.map_err(|e| e.to_string())?;
     let mut ok = [0u8; 1];
@@ -183,6 +246,9 @@ async fn connect(
                 oxcd_tls::explain(&e)
             )
         })?;
+    if ok[0] == 2 {
+        wiped_exit(ctx.member_id);
+    }
     if ok[0] != 0 {
         let mut len = [0u8; 2];
         let _ = conn.read_exact(&mut len).await;
@@ -292,7 +358,7 @@ async fn accept(
         }
         None => Box::new(stream),
     };
-    let mut hello = [0u8; 24];
+    let mut hello = [0u8; 25];
     tokio::time::timeout(DIAL_TIMEOUT, conn.read_exact(&mut hello))
         .await
         .map_err(|_| "no handshake".to_string())?
@@ -311,8 +377,20 @@ async fn accept(
     } else {
         None
     };
+    let flags = hello[24];
+    if refusal.is_none() && flags & FLAG_YOU_PUBLISHED != 0 && (ctx.fresh)() {
+        wiped_exit(ctx.member_id);
+    }
+    let wiped = refusal.is_none() && flags & FLAG_FRESH != 0 && ctx.has_published(from);
+    let refusal = if wiped {
+        Some(format!(
+            "member {from:x} comes back with an empty data dir; it must be removed and added again"
+        ))
+    } else {
+        refusal
+    };
     if let Some(why) = refusal {
-        let mut out = vec![1u8];
+        let mut out = vec![if wiped { 2u8 } else { 1u8 }];
         out.extend_from_slice(&(why.len() as u16).to_be_bytes());
         out.extend_from_slice(why.as_bytes());
         let _ = conn.write_all(&out).await;

@@ -1,0 +1,580 @@
+//! Process-level tests of a 3-member cluster: real `oxcd` processes on 127.0.0.x, driven
+//! over gRPC. Each test uses its own block of loopback addresses so tests run in parallel.
+//! Every process is killed when its test ends (the `Cluster` guard).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oxcd_api::etcdserverpb::{
+    kv_client::KvClient, maintenance_client::MaintenanceClient, PutRequest, RangeRequest,
+    StatusRequest,
+};
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_oxcd");
+
+struct Member {
+    name: String,
+    ip: String,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    members: Vec<Member>,
+    extra: Vec<String>,
+    tls: Option<PathBuf>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Three members on `127.0.0.{base+1..3}`, plain http unless `tls` names a dir of
+    /// tutorial-style certificates.
+    fn start(base: u8, extra: &[&str], tls: Option<PathBuf>) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let members = (1..=3)
+            .map(|n| Member {
+                name: format!("m{n}"),
+                ip: format!("127.0.0.{}", base + n),
+                data: dir.path().join(format!("m{n}")),
+                log: dir.path().join(format!("m{n}.log")),
+                child: None,
+            })
+            .collect();
+        let mut c = Cluster {
+            _dir: dir,
+            members,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tls,
+        };
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        c
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn args(&self, i: usize) -> Vec<String> {
+        let s = self.scheme();
+        let m = &self.members[i];
+        let cluster: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={s}://{}:2380", m.name, m.ip))
+            .collect();
+        let mut a = vec![
+            format!("--name={}", m.name),
+            format!("--data-dir={}", m.data.display()),
+            format!("--initial-advertise-peer-urls={s}://{}:2380", m.ip),
+            format!("--listen-peer-urls={s}://{}:2380", m.ip),
+            format!("--listen-client-urls=http://{}:2379", m.ip),
+            format!("--advertise-client-urls=http://{}:2379", m.ip),
+            "--initial-cluster-token=test-cluster".into(),
+            format!("--initial-cluster={}", cluster.join(",")),
+        ];
+        if let Some(d) = &self.tls {
+            let n = i + 1;
+            a.push(format!(
+                "--peer-cert-file={}",
+                d.join(format!("peer{n}.pem")).display()
+            ));
+            a.push(format!(
+                "--peer-key-file={}",
+                d.join(format!("peer{n}-key.pem")).display()
+            ));
+            a.push(format!(
+                "--peer-trusted-ca-file={}",
+                d.join("ca.pem").display()
+            ));
+            a.push("--peer-client-cert-auth=true".into());
+        }
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let args = self.args(i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.members[i].log)
+            .expect("log file");
+        let child = Command::new(BIN)
+            .args(&args)
+            .env("OXCD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start oxcd");
+        self.members[i].child = Some(child);
+    }
+
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    fn endpoint(&self, i: usize) -> String {
+        format!("http://{}:2379", self.members[i].ip)
+    }
+
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+
+    async fn kv(&self, i: usize) -> Option<KvClient<Channel>> {
+        let ch = Channel::from_shared(self.endpoint(i))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(3))
+            .connect()
+            .await
+            .ok()?;
+        Some(KvClient::new(ch))
+    }
+
+    /// Index of the member every reachable member names as leader.
+    async fn leader(&self) -> Option<usize> {
+        for i in 0..3 {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            let Ok(ch) = Channel::from_shared(self.endpoint(i)) else {
+                continue;
+            };
+            let Ok(ch) = ch.timeout(Duration::from_secs(2)).connect().await else {
+                continue;
+            };
+            let Ok(st) = MaintenanceClient::new(ch).status(StatusRequest {}).await else {
+                continue;
+            };
+            let leader = st.into_inner().leader;
+            if leader == 0 {
+                continue;
+            }
+            let ids = self.member_ids().await;
+            return ids.iter().position(|id| *id == leader);
+        }
+        None
+    }
+
+    async fn member_ids(&self) -> Vec<u64> {
+        (0..3)
+            .map(|i| {
+                let m = &self.members[i];
+                let url = format!("{}://{}:2380", self.scheme(), m.ip);
+                member_id(&url, "test-cluster")
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until a put through member `i` succeeds.
+    async fn wait_writable(&self, i: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(mut kv) = self.kv(i).await {
+                let put = PutRequest {
+                    key: b"probe".to_vec(),
+                    value: b"1".to_vec(),
+                    ..Default::default()
+                };
+                if kv.put(put).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "member {i} not writable within {within:?}; log:\n{}",
+            self.log(i)
+        );
+    }
+
+    /// Every key under `prefix` as member `i` has it (serializable: its local state).
+    async fn local_keys(&self, i: usize, prefix: &str) -> Option<BTreeMap<String, String>> {
+        let mut kv = self.kv(i).await?;
+        let mut end = prefix.as_bytes().to_vec();
+        *end.last_mut()? += 1;
+        let r = RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: end,
+            serializable: true,
+            ..Default::default()
+        };
+        let resp = kv.range(r).await.ok()?.into_inner();
+        Some(
+            resp.kvs
+                .into_iter()
+                .map(|kv| {
+                    (
+                        String::from_utf8_lossy(&kv.key).into_owned(),
+                        String::from_utf8_lossy(&kv.value).into_owned(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits (bounded) until member `i` holds every expected key with its value.
+    async fn expect_keys(
+        &self,
+        i: usize,
+        prefix: &str,
+        want: &BTreeMap<String, String>,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        let mut last_missing = usize::MAX;
+        while Instant::now() < deadline {
+            if let Some(have) = self.local_keys(i, prefix).await {
+                let missing: Vec<_> = want
+                    .iter()
+                    .filter(|(k, v)| have.get(*k) != Some(v))
+                    .collect();
+                if missing.is_empty() {
+                    return;
+                }
+                last_missing = missing.len();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "member {i} misses {last_missing} of {} acknowledged writes; log:\n{}",
+            want.len(),
+            self.log(i)
+        );
+    }
+}
+
+fn member_id(peer_url: &str, token: &str) -> u64 {
+    oxcd_server::ids::member_id(&[peer_url.to_string()], token)
+}
+
+/// Puts `count` keys `prefix{n}` through any member that answers; returns what was acked.
+async fn write_keys(c: &Cluster, prefix: &str, count: usize) -> BTreeMap<String, String> {
+    let mut acked = BTreeMap::new();
+    let live: Vec<usize> = (0..3).filter(|i| c.members[*i].child.is_some()).collect();
+    let mut clients = Vec::new();
+    for i in &live {
+        if let Some(kv) = c.kv(*i).await {
+            clients.push(kv);
+        }
+    }
+    assert!(!clients.is_empty(), "no member reachable");
+    for n in 0..count {
+        let key = format!("{prefix}{n:06}");
+        let value = format!("value-{n}");
+        let mut done = false;
+        for attempt in 0..20 {
+            let pick = (n + attempt) % clients.len();
+            let kv = &mut clients[pick];
+            let put = PutRequest {
+                key: key.clone().into_bytes(),
+                value: value.clone().into_bytes(),
+                ..Default::default()
+            };
+            if kv.put(put).await.is_ok() {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(done, "put {key} never succeeded");
+        acked.insert(key, value);
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_under_load_loses_nothing() {
+    let mut c = Cluster::start(20, &[], None);
+    c.wait_writable(0, Duration::from_secs(15)).await;
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let first_ack_after_kill: Arc<Mutex<Option<Instant>>> = Default::default();
+    let killed_at: Arc<Mutex<Option<Instant>>> = Default::default();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let eps: Vec<String> = (0..3).map(|i| c.endpoint(i)).collect();
+        let (acked, stop, first, killed) = (
+            acked.clone(),
+            stop.clone(),
+            first_ack_after_kill.clone(),
+            killed_at.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let mut target = w;
+            // Bounded: at most 100000 puts per writer, and the stop flag after a few seconds.
+            while !stop.load(Ordering::Relaxed) && n < 100_000 {
+                let key = format!("load/{w}/{n:08}");
+                let ep = &eps[target % eps.len()];
+                let ok = async {
+                    let ch = Channel::from_shared(ep.clone())
+                        .ok()?
+                        .connect_timeout(Duration::from_millis(300))
+                        .timeout(Duration::from_secs(3))
+                        .connect()
+                        .await
+                        .ok()?;
+                    let started = Instant::now();
+                    KvClient::new(ch)
+                        .put(PutRequest {
+                            key: key.clone().into_bytes(),
+                            value: format!("v{n}").into_bytes(),
+                            ..Default::default()
+                        })
+                        .await
+                        .ok()?;
+                    Some(started)
+                }
+                .await;
+                match ok {
+                    Some(started) => {
+                        acked.lock().expect("lock").insert(key, format!("v{n}"));
+                        let k = *killed.lock().expect("lock");
+                        if k.is_some_and(|k| started > k) {
+                            let mut f = first.lock().expect("lock");
+                            if f.is_none() {
+                                *f = Some(Instant::now());
+                            }
+                        }
+                        n += 1;
+                    }
+                    None => target += 1,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let leader = c.leader().await.expect("a leader");
+    c.kill9(leader);
+    *killed_at.lock().expect("lock") = Some(Instant::now());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.await;
+    }
+    let kill = killed_at.lock().expect("lock").expect("killed");
+    let first = first_ack_after_kill
+        .lock()
+        .expect("lock")
+        .expect("no write succeeded after the leader was killed");
+    let failover = first.duration_since(kill);
+    eprintln!("failover: first acknowledged write {failover:?} after kill -9 of the leader");
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?} (more than 5 election timeouts)"
+    );
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 50,
+        "too few writes under load: {}",
+        acked.len()
+    );
+    c.spawn(leader);
+    for i in 0..3 {
+        c.expect_keys(i, "load/", &acked, Duration::from_secs(30))
+            .await;
+    }
+    eprintln!(
+        "{} acknowledged writes present on all 3 members",
+        acked.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_catches_up_by_log_and_by_snapshot() {
+    let mut c = Cluster::start(30, &["--snapshot-count=100"], None);
+    c.wait_writable(0, Duration::from_secs(15)).await;
+    let leader = c.leader().await.expect("leader");
+    let f = (leader + 1) % 3;
+    let mut want = write_keys(&c, "a/", 10).await;
+    c.kill9(f);
+    want.extend(write_keys(&c, "a/b", 40).await);
+    c.spawn(f);
+    c.expect_keys(f, "a/", &want, Duration::from_secs(20)).await;
+    assert!(
+        !c.log(f).contains("applying snapshot"),
+        "a short absence should be caught up by log"
+    );
+    c.kill9(f);
+    want.extend(write_keys(&c, "a/c", 450).await);
+    c.spawn(f);
+    c.expect_keys(f, "a/", &want, Duration::from_secs(30)).await;
+    assert!(
+        c.log(f).contains("applying snapshot"),
+        "a long absence should need a snapshot; log:\n{}",
+        c.log(f)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_all_members_keeps_every_write() {
+    let mut c = Cluster::start(40, &[], None);
+    c.wait_writable(0, Duration::from_secs(15)).await;
+    let want = write_keys(&c, "r/", 100).await;
+    for i in 0..3 {
+        c.kill9(i);
+    }
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    c.wait_writable(1, Duration::from_secs(20)).await;
+    for i in 0..3 {
+        c.expect_keys(i, "r/", &want, Duration::from_secs(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wiped_member_is_refused() {
+    let mut c = Cluster::start(50, &[], None);
+    c.wait_writable(0, Duration::from_secs(15)).await;
+    write_keys(&c, "w/", 5).await;
+    let leader = c.leader().await.expect("leader");
+    let f = (leader + 1) % 3;
+    c.kill9(f);
+    std::fs::remove_dir_all(&c.members[f].data).expect("wipe");
+    c.spawn(f);
+    let mut child = c.members[f].child.take().expect("child");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a wiped member kept running; log:\n{}",
+            c.log(f)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(1));
+    let log = c.log(f);
+    assert!(
+        log.contains("member remove") && log.contains("member add"),
+        "log:\n{log}"
+    );
+    // The other two still serve writes.
+    write_keys(&c, "w/after", 3).await;
+}
+
+/// Certificates for a TLS peer test: a CA, three peer certs; `bad` = member 3's cert is
+/// from another CA, or covers another address.
+fn make_peer_certs(dir: &Path, ips: [&str; 3], bad: Option<&str>) {
+    let run = |cmd: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    if Command::new("cfssl").arg("version").output().is_err() {
+        panic!("cfssl is missing: install the Debian package golang-cfssl (scripts/install-deps)");
+    }
+    std::fs::write(
+        dir.join("ca-csr.json"),
+        r#"{"CN":"test ca","key":{"algo":"ecdsa","size":256}}"#,
+    )
+    .expect("w");
+    std::fs::write(
+        dir.join("cfg.json"),
+        r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{"peer":{"expiry":"8760h","usages":["signing","key encipherment","server auth","client auth"]}}}}"#,
+    )
+    .expect("w");
+    run("cfssl gencert -initca ca-csr.json 2>/dev/null | cfssljson -bare ca");
+    std::fs::write(
+        dir.join("other-csr.json"),
+        r#"{"CN":"another ca","key":{"algo":"ecdsa","size":256}}"#,
+    )
+    .expect("w");
+    run("cfssl gencert -initca other-csr.json 2>/dev/null | cfssljson -bare otherca");
+    for (n, ip) in ips.iter().enumerate() {
+        let n = n + 1;
+        let (ca, host) = match (n, bad) {
+            (3, Some("ca")) => ("otherca", ip.to_string()),
+            (3, Some("san")) => ("ca", "127.0.0.99".to_string()),
+            _ => ("ca", ip.to_string()),
+        };
+        run(&format!(
+            "echo '{{\"CN\":\"peer{n}\",\"hosts\":[\"\"],\"key\":{{\"algo\":\"ecdsa\",\"size\":256}}}}' | cfssl gencert -ca={ca}.pem -ca-key={ca}-key.pem -config=cfg.json -profile=peer -hostname={host} - 2>/dev/null | cfssljson -bare peer{n}"
+        ));
+    }
+}
+
+async fn peer_refused(base: u8, bad: &str, expect_in_log: &str) {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ips = [
+        format!("127.0.0.{}", base + 1),
+        format!("127.0.0.{}", base + 2),
+        format!("127.0.0.{}", base + 3),
+    ];
+    make_peer_certs(certs.path(), [&ips[0], &ips[1], &ips[2]], Some(bad));
+    let c = Cluster::start(base, &[], Some(certs.path().to_path_buf()));
+    // Members 1 and 2 form a quorum; member 3 is refused by both.
+    c.wait_writable(0, Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = c.log(0) + &c.log(1);
+        if logs.contains("rejected peer connection") && logs.contains(expect_in_log) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged; logs:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let st = c.kv(2).await;
+    if let Some(mut kv) = st {
+        let r = RangeRequest {
+            key: b"probe".to_vec(),
+            ..Default::default()
+        };
+        assert!(
+            kv.range(r).await.is_err(),
+            "member 3 should not be able to serve linearizable reads"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peer_with_cert_from_another_ca_is_refused() {
+    peer_refused(60, "ca", "unknown authority").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peer_cert_not_covering_its_address_is_refused() {
+    peer_refused(70, "san", "does not cover the address").await;
+}
