@@ -37,7 +37,9 @@ const HEADER_BYTES: usize = 4 + 4 + 1 + 8;
 pub enum WalError {
     #[error("wal {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("wal {path} is not an oxcd write-ahead log (bad magic); refusing to use this data dir")]
+    #[error(
+        "wal {path} is not an oxcd write-ahead log (bad magic); refusing to use this data dir"
+    )]
     NotOurs { path: PathBuf },
     #[error("wal {path} is damaged at offset {offset}: {reason}")]
     Corrupt {
@@ -116,7 +118,10 @@ fn segment_name(seq: u64, first_index: u64) -> String {
 fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
     let stem = name.strip_suffix(".wal")?;
     let (a, b) = stem.split_once('-')?;
-    Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), WalError> {
@@ -283,7 +288,9 @@ impl Wal {
 
     fn start_segment(&mut self, seq: u64, first_index: u64) -> Result<(), WalError> {
         let path = self.dir.join(segment_name(seq, first_index));
-        let tmp = self.dir.join(format!("{}.tmp", segment_name(seq, first_index)));
+        let tmp = self
+            .dir
+            .join(format!("{}.tmp", segment_name(seq, first_index)));
         let mut data = MAGIC.to_vec();
         encode(&mut data, KIND_META, 0, &self.last_meta);
         if let Some((index, snap)) = &self.last_snapshot {
@@ -413,6 +420,9 @@ mod tests {
             b"etcd wal bytes",
         )
         .expect("write");
-        assert!(matches!(Wal::open(dir.path()), Err(WalError::NotOurs { .. })));
+        assert!(matches!(
+            Wal::open(dir.path()),
+            Err(WalError::NotOurs { .. })
+        ));
     }
 }

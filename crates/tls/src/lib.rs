@@ -121,14 +121,13 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsErr
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config =
-        builder
-            .with_single_cert(certs, key)
-            .map_err(|e| TlsError::Mismatch {
-                cert: files.cert_file.clone(),
-                key: files.key_file.clone(),
-                reason: e.to_string(),
-            })?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Mismatch {
+            cert: files.cert_file.clone(),
+            key: files.key_file.clone(),
+            reason: e.to_string(),
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
