@@ -13,6 +13,7 @@ use prost::Message;
 
 use crate::error::ServerError;
 use crate::kv::{self, KvRead, Writer};
+use crate::lease::{Lease, LeaseTable, AUX_LEASES, TTL_MAX};
 use crate::members::{Members, AUX_MEMBERS};
 use crate::request::{LogRequest, Op};
 use crate::v2::{Changes, V2Error, V2Event, V2Store, AUX_V2_META, AUX_V2_NODES};
@@ -25,6 +26,8 @@ pub enum Applied {
     Txn(oxcd_api::etcdserverpb::TxnResponse),
     Compaction(CompactionResponse),
     V2(Result<V2Event, V2Error>),
+    LeaseGrant { id: i64, ttl: i64 },
+    LeaseRenewed { ttl: i64 },
     Done,
 }
 
@@ -42,6 +45,7 @@ pub struct Applier {
     pub store: Arc<Store>,
     pub v2: Arc<Mutex<V2Store>>,
     pub members: Arc<RwLock<Members>>,
+    pub leases: Arc<Mutex<LeaseTable>>,
 }
 
 impl Applier {
@@ -66,6 +70,17 @@ impl Applier {
             Some(op) => self.apply_op(batch, op, &mut events),
             None => Ok(Applied::Done),
         };
+        if !events.is_empty() {
+            let mut leases = self.leases.lock().expect("lease table lock poisoned");
+            for e in &events {
+                let old = e.prev_kv.as_ref().map(|p| p.lease).unwrap_or(0);
+                let new = match e.kind {
+                    oxcd_storage::EventKind::Put => e.kv.lease,
+                    oxcd_storage::EventKind::Delete => 0,
+                };
+                leases.reattach(&e.kv.key, old, new);
+            }
+        }
         Outcome {
             id: req.id,
             result,
@@ -80,7 +95,10 @@ impl Applier {
         op: Op,
         events: &mut Vec<Event>,
     ) -> Result<Applied, ServerError> {
-        let no_leases = |_: i64| false;
+        let table = self.leases.lock().expect("lease table lock poisoned");
+        let known: std::collections::BTreeSet<i64> = table.leases.keys().copied().collect();
+        drop(table);
+        let no_leases = |l: i64| known.contains(&l);
         match op {
             Op::Put(p) => {
                 precheck_put(batch, &p, &no_leases)?;
@@ -145,8 +163,59 @@ impl Applier {
                 }
                 Ok(Applied::Done)
             }
-            Op::LeaseGrant(_) | Op::LeaseRevoke(_) => Err(ServerError::NotCapable),
+            Op::LeaseGrant(g) => self.lease_grant(batch, &g),
+            Op::LeaseRenew(r) => {
+                let mut leases = self.leases.lock().expect("lease table lock poisoned");
+                let Some(l) = leases.leases.get_mut(&r.id) else {
+                    return Err(ServerError::LeaseNotFound);
+                };
+                l.renewed_ms = r.now_ms;
+                let (ttl, row) = (l.ttl, LeaseTable::row(l));
+                batch.aux_put(AUX_LEASES, &r.id.to_be_bytes(), &row)?;
+                Ok(Applied::LeaseRenewed { ttl })
+            }
+            Op::LeaseRevoke(r) => {
+                let keys = {
+                    let mut leases = self.leases.lock().expect("lease table lock poisoned");
+                    match leases.leases.remove(&r.id) {
+                        Some(l) => l.keys,
+                        None => return Err(ServerError::LeaseNotFound),
+                    }
+                };
+                batch.aux_delete(AUX_LEASES, &r.id.to_be_bytes())?;
+                let mut t = batch.txn();
+                for key in &keys {
+                    t.delete_range(key, &[])?;
+                }
+                events.extend(t.end());
+                Ok(Applied::Done)
+            }
         }
+    }
+
+    fn lease_grant(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        g: &crate::request::LeaseOp,
+    ) -> Result<Applied, ServerError> {
+        if g.ttl > TTL_MAX {
+            return Err(ServerError::LeaseTtlTooLarge);
+        }
+        let mut leases = self.leases.lock().expect("lease table lock poisoned");
+        if leases.contains(g.id) {
+            return Err(ServerError::LeaseExist);
+        }
+        let lease = Lease {
+            ttl: g.ttl,
+            renewed_ms: g.now_ms,
+            keys: Default::default(),
+        };
+        batch.aux_put(AUX_LEASES, &g.id.to_be_bytes(), &LeaseTable::row(&lease))?;
+        leases.leases.insert(g.id, lease);
+        Ok(Applied::LeaseGrant {
+            id: g.id,
+            ttl: g.ttl,
+        })
     }
 
     /// Reloads the stores that live in memory after a snapshot replaced the backend.
@@ -161,8 +230,24 @@ impl Applier {
             .write()
             .expect("members lock poisoned")
             .load_attrs(rows);
+        *self.leases.lock().expect("lease table lock poisoned") = load_leases(&self.store)?;
         Ok(())
     }
+}
+
+/// Loads the lease table: its rows, and the keys that name a lease.
+pub fn load_leases(store: &Store) -> Result<LeaseTable, String> {
+    let rows = store.aux_load(AUX_LEASES).map_err(|e| e.to_string())?;
+    let all = store
+        .range(&[0], &[0], Default::default())
+        .map_err(|e| e.to_string())?;
+    let attached = all
+        .kvs
+        .into_iter()
+        .filter(|kv| kv.lease != 0)
+        .map(|kv| (kv.key, kv.lease))
+        .collect();
+    Ok(LeaseTable::load(rows, attached))
 }
 
 /// Loads the v2 store from the backend.

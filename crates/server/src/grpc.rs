@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::Stream;
 use oxcd_api::etcdserverpb as pb;
 use oxcd_api::etcdserverpb::{
-    cluster_server::Cluster, kv_server::Kv, lease_server::Lease, maintenance_server::Maintenance,
+    cluster_server::Cluster, kv_server::Kv, maintenance_server::Maintenance,
 };
 use tonic::{Request, Response, Status};
 
@@ -112,7 +112,7 @@ impl Kv for Services {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Maintenance for Services {
@@ -248,46 +248,6 @@ impl Cluster for Services {
         &self,
         _r: Request<pb::MemberPromoteRequest>,
     ) -> GrpcResult<pb::MemberPromoteResponse> {
-        Err(ServerError::NotCapable.status())
-    }
-}
-
-#[tonic::async_trait]
-impl Lease for Services {
-    async fn lease_grant(
-        &self,
-        _r: Request<pb::LeaseGrantRequest>,
-    ) -> GrpcResult<pb::LeaseGrantResponse> {
-        Err(ServerError::NotCapable.status())
-    }
-
-    async fn lease_revoke(
-        &self,
-        _r: Request<pb::LeaseRevokeRequest>,
-    ) -> GrpcResult<pb::LeaseRevokeResponse> {
-        Err(ServerError::NotCapable.status())
-    }
-
-    type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;
-
-    async fn lease_keep_alive(
-        &self,
-        _r: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
-    ) -> GrpcResult<Self::LeaseKeepAliveStream> {
-        Err(ServerError::NotCapable.status())
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        _r: Request<pb::LeaseTimeToLiveRequest>,
-    ) -> GrpcResult<pb::LeaseTimeToLiveResponse> {
-        Err(ServerError::NotCapable.status())
-    }
-
-    async fn lease_leases(
-        &self,
-        _r: Request<pb::LeaseLeasesRequest>,
-    ) -> GrpcResult<pb::LeaseLeasesResponse> {
         Err(ServerError::NotCapable.status())
     }
 }

@@ -9,6 +9,8 @@ pub mod grpc;
 pub mod http;
 pub mod ids;
 pub mod kv;
+pub mod lease;
+pub mod lease_service;
 pub mod members;
 pub mod peer;
 pub mod raft_node;
@@ -154,10 +156,14 @@ pub async fn run(
     if boot.conf_state.voters == [boot.member_id] {
         let _ = node.campaign();
     }
+    let leases = Arc::new(Mutex::new(
+        apply::load_leases(&boot.store).map_err(|e| anyhow::anyhow!("cannot load leases: {e}"))?,
+    ));
     let applier = apply::Applier {
         store: boot.store.clone(),
         v2: v2.clone(),
         members: members.clone(),
+        leases: leases.clone(),
     };
     let attrs = MemberAttrs {
         id: boot.member_id,
@@ -202,6 +208,7 @@ pub async fn run(
         v2,
         v2_index: v2_index_rx,
         members,
+        leases,
         status,
         watch,
         raft_tx: raft_tx.clone(),

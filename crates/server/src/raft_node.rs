@@ -92,6 +92,10 @@ pub struct RaftLoop {
     last_housekeeping: Instant,
     /// Proposals that arrived while no leader was known.
     held: Vec<(u64, Vec<u8>)>,
+    /// When this member last became leader (leases get a full TTL from then).
+    leader_since_ms: i64,
+    /// Lease revokes proposed, and when.
+    revoking: HashMap<i64, i64>,
     /// Flipped once this member's attributes are in the member table (etcd's "published"):
     /// client listeners open only then.
     pub published: tokio::sync::watch::Sender<bool>,
@@ -154,6 +158,8 @@ impl RaftLoop {
             leader: 0,
             last_housekeeping: Instant::now(),
             held: Vec::new(),
+            leader_since_ms: 0,
+            revoking: HashMap::new(),
             published: tokio::sync::watch::channel(false).0,
         }
     }
@@ -256,6 +262,7 @@ impl RaftLoop {
         self.last_housekeeping = Instant::now();
         let now_ms = now_ms();
         if self.node.raft.state == StateRole::Leader {
+            self.revoke_expired_leases(now_ms);
             let expired = self
                 .applier
                 .v2
@@ -296,6 +303,34 @@ impl RaftLoop {
                     .node
                     .propose(vec![], prost::Message::encode_to_vec(&req));
             }
+        }
+    }
+
+    /// Leader only: propose a revoke for each lease whose time is up (once per lease every
+    /// few seconds, in case a proposal is lost).
+    fn revoke_expired_leases(&mut self, now_ms: i64) {
+        let expired = match self.applier.leases.lock() {
+            Ok(t) => t.expired(now_ms, self.leader_since_ms),
+            Err(_) => return,
+        };
+        self.revoking
+            .retain(|id, at| expired.contains(id) && now_ms - *at < 3000);
+        for id in expired {
+            if self.revoking.contains_key(&id) {
+                continue;
+            }
+            self.revoking.insert(id, now_ms);
+            let req = LogRequest {
+                id: 0,
+                op: Some(Op::LeaseRevoke(crate::request::LeaseOp {
+                    id,
+                    ttl: 0,
+                    now_ms,
+                })),
+            };
+            let _ = self
+                .node
+                .propose(vec![], prost::Message::encode_to_vec(&req));
         }
     }
 
@@ -390,6 +425,9 @@ impl RaftLoop {
                 }
             }
             self.leader = leader;
+            if leader == self.member_id {
+                self.leader_since_ms = now_ms();
+            }
             if leader != 0 {
                 // Publish attributes on the next tick rather than after the usual pause.
                 self.last_housekeeping = Instant::now() - Duration::from_secs(1);

@@ -3,17 +3,14 @@
 //!
 //! Tags are part of the on-disk and on-wire format (`docs/design.md`): never renumber.
 
-use oxcd_api::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    TxnRequest,
-};
+use oxcd_api::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LogRequest {
     /// Unique per proposal (member-ID prefix + counter): how the proposer finds its waiter.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub op: Option<Op>,
 }
 
@@ -30,15 +27,29 @@ pub enum Op {
     #[prost(message, tag = "6")]
     V2(V2Request),
     #[prost(message, tag = "7")]
-    LeaseGrant(LeaseGrantRequest),
+    LeaseGrant(LeaseOp),
     #[prost(message, tag = "8")]
-    LeaseRevoke(LeaseRevokeRequest),
+    LeaseRevoke(LeaseOp),
     /// Expire v2 keys whose TTL has passed, as of the leader's clock.
     #[prost(message, tag = "9")]
     V2Expire(V2Expire),
     /// A member publishes its name and client URLs (etcd's member attributes).
     #[prost(message, tag = "10")]
     MemberAttrs(MemberAttrs),
+    /// A keep-alive: the lease's TTL starts again at `now_ms`.
+    #[prost(message, tag = "11")]
+    LeaseRenew(LeaseOp),
+}
+
+/// A lease grant, renewal or revoke; `now_ms` is the proposer's clock.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseOp {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(int64, tag = "2")]
+    pub ttl: i64,
+    #[prost(int64, tag = "3")]
+    pub now_ms: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

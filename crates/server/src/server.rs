@@ -34,6 +34,7 @@ pub struct Server {
     pub v2: Arc<Mutex<V2Store>>,
     pub v2_index: tokio::sync::watch::Receiver<u64>,
     pub members: Arc<RwLock<Members>>,
+    pub leases: Arc<Mutex<crate::lease::LeaseTable>>,
     pub status: Arc<RaftStatus>,
     pub watch: Arc<WatchHub>,
     pub raft_tx: SyncSender<RaftEvent>,
@@ -110,6 +111,11 @@ impl Server {
 
     pub fn leader(&self) -> u64 {
         self.status.leader.load(Ordering::Relaxed)
+    }
+
+    /// A fresh ID for a lease or similar: unique across members and restarts, positive.
+    pub fn new_lease_id(&self) -> i64 {
+        (self.next_id.fetch_add(1, Ordering::Relaxed) & (i64::MAX as u64)) as i64
     }
 
     /// Size of the backend file in bytes.

@@ -1,0 +1,180 @@
+//! The Lease gRPC service. Grants, keep-alives and revokes are proposed through the log (so
+//! every member agrees on each lease's expiry); time-to-live and listing read the local table.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use oxcd_api::etcdserverpb as pb;
+use oxcd_api::etcdserverpb::lease_server::Lease;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::apply::Applied;
+use crate::error::ServerError;
+use crate::grpc::{BoxStream, Services};
+use crate::raft_node::now_ms;
+use crate::request::{LeaseOp, Op};
+
+/// Keep-alive responses queued per stream before the stream is closed as too slow.
+const KEEPALIVE_QUEUE_MAX: usize = 64;
+
+type GrpcResult<T> = Result<Response<T>, Status>;
+
+impl Services {
+    /// etcd's minimum TTL: 1.5 election timeouts, rounded up to whole seconds.
+    fn lease_ttl_min(&self) -> i64 {
+        let ms = self.server.cfg.election_ms * 3 / 2;
+        ms.div_ceil(1000) as i64
+    }
+
+    async fn renew(&self, id: i64) -> Result<i64, ServerError> {
+        let op = Op::LeaseRenew(LeaseOp {
+            id,
+            ttl: 0,
+            now_ms: now_ms(),
+        });
+        match self.server.propose(op).await {
+            Ok((Applied::LeaseRenewed { ttl }, _)) => Ok(ttl),
+            Ok(_) => Err(ServerError::Internal("unexpected apply result".into())),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for Services {
+    async fn lease_grant(
+        &self,
+        r: Request<pb::LeaseGrantRequest>,
+    ) -> GrpcResult<pb::LeaseGrantResponse> {
+        let r = r.into_inner();
+        let id = if r.id != 0 {
+            r.id
+        } else {
+            self.server.new_lease_id()
+        };
+        let op = Op::LeaseGrant(LeaseOp {
+            id,
+            ttl: r.ttl.max(self.lease_ttl_min()),
+            now_ms: now_ms(),
+        });
+        match self.server.propose(op).await? {
+            (Applied::LeaseGrant { id, ttl }, rev) => Ok(Response::new(pb::LeaseGrantResponse {
+                header: Some(self.server.header(rev)),
+                id,
+                ttl,
+                error: String::new(),
+            })),
+            _ => Err(ServerError::Internal("unexpected apply result".into()).status()),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        r: Request<pb::LeaseRevokeRequest>,
+    ) -> GrpcResult<pb::LeaseRevokeResponse> {
+        let id = r.into_inner().id;
+        let op = Op::LeaseRevoke(LeaseOp {
+            id,
+            ttl: 0,
+            now_ms: now_ms(),
+        });
+        let (_, rev) = self.server.propose(op).await?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: Some(self.server.header(rev)),
+        }))
+    }
+
+    type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        r: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> GrpcResult<Self::LeaseKeepAliveStream> {
+        let mut inbound = r.into_inner();
+        let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE_MAX);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = inbound.next().await {
+                let resp = match svc.renew(req.id).await {
+                    Ok(ttl) => pb::LeaseKeepAliveResponse {
+                        header: Some(svc.server.header(svc.server.store.current_rev())),
+                        id: req.id,
+                        ttl,
+                    },
+                    // etcd answers a keep-alive for an unknown lease with TTL 0.
+                    Err(ServerError::LeaseNotFound) => pb::LeaseKeepAliveResponse {
+                        header: Some(svc.server.header(svc.server.store.current_rev())),
+                        id: req.id,
+                        ttl: 0,
+                    },
+                    Err(e) => {
+                        let _ = tx.send(Err(e.status())).await;
+                        return;
+                    }
+                };
+                let sent = tokio::time::timeout(Duration::from_secs(10), tx.send(Ok(resp))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        r: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> GrpcResult<pb::LeaseTimeToLiveResponse> {
+        let r = r.into_inner();
+        self.server.read_index().await?;
+        let table = self
+            .server
+            .leases
+            .lock()
+            .map_err(|_| ServerError::Internal("lease table lock".into()))?;
+        let header = Some(self.server.header(self.server.store.current_rev()));
+        let Some(lease) = table.leases.get(&r.id) else {
+            // etcd reports an unknown (expired) lease as TTL -1.
+            return Ok(Response::new(pb::LeaseTimeToLiveResponse {
+                header,
+                id: r.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            }));
+        };
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header,
+            id: r.id,
+            ttl: table.remaining_secs(r.id, now_ms()).unwrap_or(0),
+            granted_ttl: lease.ttl,
+            keys: if r.keys {
+                lease.keys.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _r: Request<pb::LeaseLeasesRequest>,
+    ) -> GrpcResult<pb::LeaseLeasesResponse> {
+        self.server.read_index().await?;
+        let table = self
+            .server
+            .leases
+            .lock()
+            .map_err(|_| ServerError::Internal("lease table lock".into()))?;
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: Some(self.server.header(self.server.store.current_rev())),
+            leases: table
+                .leases
+                .keys()
+                .map(|id| pb::LeaseStatus { id: *id })
+                .collect(),
+        }))
+    }
+}
