@@ -19,6 +19,9 @@ use crate::server::{Server, ETCD_VERSION};
 
 type GrpcResult<T> = Result<Response<T>, Status>;
 
+/// Bytes per message of a snapshot stream (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+
 #[derive(Clone)]
 pub struct Services {
     pub server: Arc<Server>,
@@ -116,10 +119,19 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 
 #[tonic::async_trait]
 impl Maintenance for Services {
+    /// The only alarm oxcd raises is NOSPACE, while the backend exceeds
+    /// `--quota-backend-bytes`; it clears itself once there is room again.
     async fn alarm(&self, _req: Request<pb::AlarmRequest>) -> GrpcResult<pb::AlarmResponse> {
+        let mut alarms = Vec::new();
+        if self.server.db_size() as u64 > self.server.cfg.quota_backend_bytes {
+            alarms.push(pb::AlarmMember {
+                member_id: self.server.member_id,
+                alarm: pb::AlarmType::Nospace as i32,
+            });
+        }
         Ok(Response::new(pb::AlarmResponse {
             header: Some(self.server.header(self.server.store.current_rev())),
-            alarms: Vec::new(),
+            alarms,
         }))
     }
 
@@ -183,18 +195,61 @@ impl Maintenance for Services {
 
     type SnapshotStream = BoxStream<pb::SnapshotResponse>;
 
+    /// Streams the whole backend as a snapshot file: magic `OXCDSNP1`, body length (u64 LE),
+    /// the backend records (`docs/design.md`), zero padding to a multiple of 512 bytes, then
+    /// the SHA-256 of everything before it. etcdctl checks that shape (etcd's bbolt file is a
+    /// multiple of 512 bytes with its SHA-256 appended).
     async fn snapshot(
         &self,
         _req: Request<pb::SnapshotRequest>,
     ) -> GrpcResult<Self::SnapshotStream> {
-        Err(ServerError::NotCapable.status())
+        use sha2::Digest;
+        let (body, _, _) = self.server.store.snapshot().map_err(ServerError::from)?;
+        let mut data = b"OXCDSNP1".to_vec();
+        data.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        data.extend_from_slice(&body);
+        data.resize(data.len().div_ceil(512) * 512, 0);
+        let sum = sha2::Sha256::digest(&data);
+        data.extend_from_slice(&sum);
+        let header = self.server.header(self.server.store.current_rev());
+        let total = data.len();
+        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = data
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .scan(0usize, |sent, chunk| {
+                *sent += chunk.len();
+                Some(Ok(pb::SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: (total - *sent) as u64,
+                    blob: chunk.to_vec(),
+                    ..Default::default()
+                }))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
+    /// Transfers leadership to `target_id` and waits (bounded) until it has happened.
     async fn move_leader(
         &self,
-        _req: Request<pb::MoveLeaderRequest>,
+        req: Request<pb::MoveLeaderRequest>,
     ) -> GrpcResult<pb::MoveLeaderResponse> {
-        Err(ServerError::NotCapable.status())
+        let target = req.into_inner().target_id;
+        let known = self
+            .server
+            .members
+            .read()
+            .map(|m| m.get(target).is_some())
+            .unwrap_or(false);
+        if !known {
+            return Err(ServerError::MemberNotFound.status());
+        }
+        if self.server.leader() != self.server.member_id {
+            return Err(Status::failed_precondition("etcdserver: not leader"));
+        }
+        self.server.transfer_leader(target).await?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(self.server.header(self.server.store.current_rev())),
+        }))
     }
 
     async fn downgrade(

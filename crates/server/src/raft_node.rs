@@ -45,6 +45,7 @@ pub enum RaftEvent {
     Step(Box<Message>),
     Unreachable(u64),
     SnapshotFailed(u64),
+    TransferLeader(u64),
     Shutdown,
 }
 
@@ -236,6 +237,7 @@ impl RaftLoop {
                 }
             }
             RaftEvent::Unreachable(id) => self.node.report_unreachable(id),
+            RaftEvent::TransferLeader(id) => self.node.transfer_leader(id),
             RaftEvent::SnapshotFailed(id) => {
                 self.node.report_snapshot(id, raft::SnapshotStatus::Failure)
             }

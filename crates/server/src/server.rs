@@ -45,6 +45,15 @@ pub struct Server {
     pub db_path: std::path::PathBuf,
 }
 
+/// True for requests that can make the backend bigger.
+fn grows_data(op: &Op) -> bool {
+    match op {
+        Op::Put(_) | Op::LeaseGrant(_) | Op::V2(_) => true,
+        Op::Txn(t) => !crate::kv::txn_is_read_only(t),
+        _ => false,
+    }
+}
+
 impl Server {
     /// A response header: IDs, the given revision, the current term.
     pub fn header(&self, revision: i64) -> ResponseHeader {
@@ -66,6 +75,10 @@ impl Server {
     /// Proposes a write and waits until it is applied here. Acknowledged only then: the
     /// entry is durable on a majority (committed) and applied to this member's stores.
     pub async fn propose(&self, op: Op) -> Result<(Applied, i64), ServerError> {
+        if grows_data(&op) && self.db_size() as u64 > self.cfg.quota_backend_bytes {
+            // etcd's space quota: writes that add data fail, deletes and compaction still work.
+            return Err(ServerError::NoSpace);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let data = LogRequest { id, op: Some(op) }.encode_to_vec();
         if data.len() > self.cfg.request_bytes_max {
@@ -107,6 +120,19 @@ impl Server {
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
         }
+    }
+
+    /// Asks raft to hand leadership to `target` and waits until it has.
+    pub async fn transfer_leader(&self, target: u64) -> Result<(), ServerError> {
+        self.send(RaftEvent::TransferLeader(target))?;
+        let deadline = Instant::now() + self.request_timeout;
+        while Instant::now() < deadline {
+            if self.leader() == target {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(ServerError::Timeout)
     }
 
     pub fn leader(&self) -> u64 {
