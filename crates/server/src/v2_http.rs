@@ -26,14 +26,35 @@ pub const WAIT_MAX: Duration = Duration::from_secs(300);
 pub fn router(server: Arc<Server>) -> Router {
     let mut r = Router::new()
         .route("/version", get(version))
-        .route("/health", get(health));
+        .route("/health", any(health));
     if server.cfg.enable_v2 {
         r = r
             .route("/v2/keys", any(keys))
             .route("/v2/keys/", any(keys))
             .route("/v2/keys/{*path}", any(keys));
     }
-    r.with_state(server)
+    r.layer(axum::middleware::from_fn(cors)).with_state(server)
+}
+
+/// etcd wraps its HTTP API in a CORS handler that allows every origin (its default
+/// `--cors=*`): every response carries these headers and OPTIONS answers 200 with no body.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut resp = if req.method() == Method::OPTIONS {
+        StatusCode::OK.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
+    );
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("accept, content-type, authorization"),
+    );
+    resp
 }
 
 async fn version() -> Response {
@@ -44,14 +65,44 @@ async fn version() -> Response {
     )
 }
 
-async fn health(State(server): State<Arc<Server>>) -> Response {
+/// etcd 3.4's `/health`: GET only; the body is written without a content type, so Go's
+/// server labels it text/plain.
+async fn health(State(server): State<Arc<Server>>, method: Method) -> Response {
+    if method != Method::GET {
+        return method_not_allowed("GET");
+    }
     let ok = server.leader() != 0 && server.read_index().await.is_ok();
     let (status, body) = if ok {
         (StatusCode::OK, r#"{"health":"true"}"#)
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#)
+        (StatusCode::SERVICE_UNAVAILABLE, "{\"health\":\"false\"}\n")
     };
-    json_response(status, HeaderMap::new(), body.to_string())
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    (status, headers, body.to_string()).into_response()
+}
+
+/// Go's `http.Error` with status 405, as etcd's `allowMethod` writes it.
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert("allow", HeaderValue::from_static(allow));
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        headers,
+        "Method Not Allowed\n",
+    )
+        .into_response()
 }
 
 fn json_response(status: StatusCode, mut headers: HeaderMap, body: String) -> Response {
@@ -59,15 +110,42 @@ fn json_response(status: StatusCode, mut headers: HeaderMap, body: String) -> Re
     (status, headers, body).into_response()
 }
 
-/// Decodes `application/x-www-form-urlencoded` (also used for query strings).
-fn parse_form(s: &str, into: &mut HashMap<String, String>) {
+/// Form values as Go's `Request.ParseForm` collects them: the body (PUT and POST with a
+/// form content type) first, then the query string; a name's first value wins.
+fn parse_form(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> HashMap<String, String> {
+    let mut form = HashMap::new();
+    let is_form = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if (method == Method::PUT || method == Method::POST) && is_form {
+        add_form_pairs(&String::from_utf8_lossy(body), &mut form);
+    }
+    if let Some(q) = uri.query() {
+        add_form_pairs(q, &mut form);
+    }
+    form
+}
+
+fn add_form_pairs(s: &str, into: &mut HashMap<String, String>) {
     for pair in s.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        into.entry(unescape(k)).or_insert_with(|| unescape(v));
+        into.entry(unescape(k, true))
+            .or_insert_with(|| unescape(v, true));
     }
 }
 
-fn unescape(s: &str) -> String {
+/// Percent-decoding; `plus_is_space` for form values (not for paths, as Go's `url.PathUnescape`).
+fn unescape(s: &str, plus_is_space: bool) -> String {
     fn hex(c: u8) -> Option<u8> {
         (c as char).to_digit(16).map(|d| d as u8)
     }
@@ -76,7 +154,7 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h * 16 + l);
@@ -96,26 +174,35 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn headers(&self, etcd_index: u64) -> HeaderMap {
+    /// Headers of an error: etcd's `Error.WriteTo` sets only the store index.
+    fn error_headers(&self, etcd_index: u64) -> HeaderMap {
         let mut h = HeaderMap::new();
-        let s = &self.server;
         let put = |h: &mut HeaderMap, k: &'static str, v: String| {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 h.insert(k, v);
             }
         };
-        put(&mut h, "x-etcd-cluster-id", format!("{:x}", s.cluster_id));
+        put(
+            &mut h,
+            "x-etcd-cluster-id",
+            format!("{:x}", self.server.cluster_id),
+        );
         put(&mut h, "x-etcd-index", etcd_index.to_string());
-        put(
-            &mut h,
-            "x-raft-index",
-            s.status.applied.load(Ordering::Relaxed).to_string(),
-        );
-        put(
-            &mut h,
-            "x-raft-term",
-            s.status.term.load(Ordering::Relaxed).to_string(),
-        );
+        h
+    }
+
+    /// Headers of an event: the store index and raft's commit index and term.
+    fn headers(&self, etcd_index: u64) -> HeaderMap {
+        let mut h = self.error_headers(etcd_index);
+        let s = &self.server;
+        for (k, v) in [
+            ("x-raft-index", s.status.commit.load(Ordering::Relaxed)),
+            ("x-raft-term", s.status.term.load(Ordering::Relaxed)),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&v.to_string()) {
+                h.insert(k, v);
+            }
+        }
         h
     }
 
@@ -123,7 +210,7 @@ impl Ctx {
         let status =
             StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_string(&e).unwrap_or_default() + "\n";
-        json_response(status, self.headers(e.index), body)
+        json_response(status, self.error_headers(e.index), body)
     }
 
     fn event(&self, ev: &V2Event, status: StatusCode, etcd_index: u64) -> Response {
@@ -136,48 +223,152 @@ impl Ctx {
     }
 }
 
-fn bool_param(
-    p: &HashMap<String, String>,
-    name: &str,
-    index: u64,
-) -> Result<Option<bool>, V2Error> {
-    match p.get(name).map(String::as_str) {
-        None | Some("") => Ok(None),
-        Some("true") => Ok(Some(true)),
-        Some("false") => Ok(Some(false)),
-        Some(_) => Err(V2Error::new(
-            209,
-            format!("invalid value for \"{name}\""),
-            index,
-        )),
+/// A `/v2/keys` request, checked as etcd's `parseKeyRequest` checks it (same order, same
+/// errors: these carry index 0 because they never reach the store).
+struct KeyRequest {
+    path: String,
+    value: Option<String>,
+    dir: bool,
+    recursive: bool,
+    sorted: bool,
+    wait: bool,
+    wait_index: u64,
+    quorum: bool,
+    prev_value: Option<String>,
+    prev_index: u64,
+    prev_exist: Option<bool>,
+    ttl: Option<u64>,
+    refresh: bool,
+}
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
+}
+
+/// Go's `strconv.ParseUint(v, 10, 64)`: digits only.
+fn go_uint(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+fn request_error(code: u32, cause: &str) -> V2Error {
+    V2Error::new(code, cause, 0)
+}
+
+fn parse_key_request(
+    method: &Method,
+    path: String,
+    f: &HashMap<String, String>,
+) -> Result<KeyRequest, V2Error> {
+    let uint = |name: &str| -> Result<u64, V2Error> {
+        match f.get(name) {
+            None => Ok(0),
+            Some(v) => go_uint(v)
+                .ok_or_else(|| request_error(203, &format!("invalid value for \"{name}\""))),
+        }
+    };
+    let flag = |name: &str| -> Result<bool, V2Error> {
+        match f.get(name) {
+            None => Ok(false),
+            Some(v) => go_bool(v)
+                .ok_or_else(|| request_error(209, &format!("invalid value for \"{name}\""))),
+        }
+    };
+    let prev_index = uint("prevIndex")?;
+    let wait_index = uint("waitIndex")?;
+    let recursive = flag("recursive")?;
+    let sorted = flag("sorted")?;
+    let wait = flag("wait")?;
+    let dir = flag("dir")?;
+    let quorum = flag("quorum")?;
+    flag("stream")?;
+    if wait && method != Method::GET {
+        return Err(request_error(
+            209,
+            "\"wait\" can only be used with GET requests",
+        ));
+    }
+    let prev_value = f.get("prevValue").cloned();
+    if prev_value.as_deref() == Some("") {
+        return Err(request_error(201, "\"prevValue\" cannot be empty"));
+    }
+    flag("noValueOnSuccess")?;
+    let ttl = match f.get("ttl").map(String::as_str) {
+        None | Some("") => None,
+        Some(v) => Some(go_uint(v).ok_or_else(|| request_error(202, "invalid value for \"ttl\""))?),
+    };
+    let prev_exist = match f.get("prevExist") {
+        None => None,
+        Some(v) => {
+            Some(go_bool(v).ok_or_else(|| request_error(209, "invalid value for prevExist"))?)
+        }
+    };
+    let refresh = match f.get("refresh") {
+        None => false,
+        Some(v) => go_bool(v).ok_or_else(|| request_error(209, "invalid value for refresh"))?,
+    };
+    let value = f.get("value").cloned();
+    if refresh {
+        if value.as_deref().is_some_and(|v| !v.is_empty()) {
+            return Err(request_error(211, "A value was provided on a refresh"));
+        }
+        if ttl.is_none() {
+            return Err(request_error(212, "No TTL value set"));
+        }
+    }
+    Ok(KeyRequest {
+        path,
+        value,
+        dir,
+        recursive,
+        sorted,
+        wait,
+        wait_index,
+        quorum,
+        prev_value,
+        prev_index,
+        prev_exist,
+        ttl,
+        refresh,
+    })
 }
 
 async fn keys(
     State(server): State<Arc<Server>>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let ctx = Ctx { server };
+    if ![
+        Method::HEAD,
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+    ]
+    .contains(&method)
+    {
+        return method_not_allowed("HEAD,GET,PUT,POST,DELETE");
+    }
     let path = uri
         .path()
         .strip_prefix("/v2/keys")
-        .map(unescape)
+        .map(|p| unescape(p, false))
         .unwrap_or_default();
-    let mut params = HashMap::new();
-    if let Some(q) = uri.query() {
-        parse_form(q, &mut params);
-    }
-    if method == Method::PUT || method == Method::POST || method == Method::DELETE {
-        parse_form(&String::from_utf8_lossy(&body), &mut params);
-    }
-    let res = match method {
-        Method::GET | Method::HEAD => get_keys(&ctx, &path, &params).await,
-        Method::PUT | Method::POST | Method::DELETE => {
-            write_keys(&ctx, method.as_str(), &path, &params).await
-        }
-        _ => return (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").into_response(),
+    let form = parse_form(&method, &uri, &headers, &body);
+    let res = match parse_key_request(&method, path, &form) {
+        Err(e) => Err(e),
+        Ok(req) if method == Method::GET || method == Method::HEAD => get_keys(&ctx, &req).await,
+        Ok(req) => write_keys(&ctx, method.as_str(), req).await,
     };
     match res {
         Ok(r) => r,
@@ -185,40 +376,32 @@ async fn keys(
     }
 }
 
-async fn get_keys(ctx: &Ctx, path: &str, p: &HashMap<String, String>) -> Result<Response, V2Error> {
-    let index = ctx.current_index();
-    let recursive = bool_param(p, "recursive", index)?.unwrap_or(false);
-    let sorted = bool_param(p, "sorted", index)?.unwrap_or(false);
-    if bool_param(p, "wait", index)?.unwrap_or(false) {
-        return wait(ctx, path, p, recursive).await;
+async fn get_keys(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
+    if req.wait {
+        return wait(ctx, req).await;
     }
-    if bool_param(p, "quorum", index)?.unwrap_or(false) {
+    if req.quorum {
         ctx.server
             .read_index()
             .await
-            .map_err(|e| V2Error::new(300, e.to_string(), index))?;
+            .map_err(|e| V2Error::new(300, e.to_string(), 0))?;
     }
     let v2 = ctx
         .server
         .v2
         .lock()
-        .map_err(|_| V2Error::new(300, "v2 store lock", index))?;
-    let ev = v2.get(path, recursive, sorted, now_ms())?;
+        .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
+    let ev = v2.get(&req.path, req.recursive, req.sorted, now_ms())?;
     Ok(ctx.event(&ev, StatusCode::OK, v2.index))
 }
 
-async fn wait(
-    ctx: &Ctx,
-    path: &str,
-    p: &HashMap<String, String>,
-    recursive: bool,
-) -> Result<Response, V2Error> {
-    let index = ctx.current_index();
-    let since = match p.get("waitIndex").map(String::as_str) {
-        None | Some("") => index + 1,
-        Some(s) => s
-            .parse::<u64>()
-            .map_err(|_| V2Error::new(203, "invalid value for \"waitIndex\"", index))?,
+/// A long poll. As etcd, the response's `X-Etcd-Index` is the store index when the watch
+/// started, whatever event answers it.
+async fn wait(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
+    let start_index = ctx.current_index();
+    let since = match req.wait_index {
+        0 => start_index + 1,
+        n => n,
     };
     let mut rx = ctx.server.v2_index.clone();
     let deadline = tokio::time::Instant::now() + WAIT_MAX;
@@ -228,9 +411,9 @@ async fn wait(
                 .server
                 .v2
                 .lock()
-                .map_err(|_| V2Error::new(300, "v2 store lock", index))?;
-            if let Some(ev) = v2.event_since(path, recursive, since)? {
-                return Ok(ctx.event(&ev, StatusCode::OK, ev.index));
+                .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
+            if let Some(ev) = v2.event_since(&req.path, req.recursive, since)? {
+                return Ok(ctx.event(&ev, StatusCode::OK, start_index));
             }
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
@@ -238,7 +421,7 @@ async fn wait(
             _ => {
                 return Ok(json_response(
                     StatusCode::OK,
-                    ctx.headers(ctx.current_index()),
+                    ctx.headers(start_index),
                     String::new(),
                 ))
             }
@@ -246,43 +429,21 @@ async fn wait(
     }
 }
 
-async fn write_keys(
-    ctx: &Ctx,
-    method: &str,
-    path: &str,
-    p: &HashMap<String, String>,
-) -> Result<Response, V2Error> {
-    let index = ctx.current_index();
-    let ttl = match p.get("ttl").map(String::as_str) {
-        None => None,
-        Some("") => Some(0),
-        Some(s) => Some(
-            s.parse::<i64>()
-                .ok()
-                .filter(|t| *t >= 0)
-                .ok_or_else(|| V2Error::new(202, "", index))?,
-        ),
-    };
-    let prev_index = match p.get("prevIndex").map(String::as_str) {
-        None | Some("") => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| V2Error::new(203, "", index))?),
-    };
-    let prev_value = p.get("prevValue").cloned();
-    if prev_value.as_deref() == Some("") && method == "PUT" {
-        return Err(V2Error::new(201, "", index));
-    }
+async fn write_keys(ctx: &Ctx, method: &str, req: KeyRequest) -> Result<Response, V2Error> {
     let req = V2Request {
         method: method.into(),
-        path: path.into(),
-        value: p.get("value").cloned(),
-        dir: bool_param(p, "dir", index)?.unwrap_or(false),
-        ttl,
-        prev_exist: bool_param(p, "prevExist", index)?,
-        prev_value,
-        prev_index,
-        recursive: bool_param(p, "recursive", index)?.unwrap_or(false),
+        path: req.path,
+        value: req.value,
+        dir: req.dir,
+        // An explicit empty `ttl=` clears a TTL on update; etcd treats it as "no TTL" too.
+        ttl: req.ttl.map(|t| t.min(i64::MAX as u64 / 1000) as i64),
+        prev_exist: req.prev_exist,
+        prev_value: req.prev_value,
+        // etcd's prevIndex=0 means "do not compare the index".
+        prev_index: (req.prev_index != 0).then_some(req.prev_index),
+        recursive: req.recursive,
         now_ms: now_ms(),
-        refresh: bool_param(p, "refresh", index)?.unwrap_or(false),
+        refresh: req.refresh,
     };
     match ctx.server.propose(Op::V2(req)).await {
         Ok((Applied::V2(Ok(ev)), _)) => {
@@ -294,7 +455,7 @@ async fn write_keys(
             Ok(ctx.event(&ev, status, ev.index))
         }
         Ok((Applied::V2(Err(e)), _)) => Err(e),
-        Ok(_) => Err(V2Error::new(300, "unexpected apply result", index)),
-        Err(e) => Err(V2Error::new(300, e.to_string(), index)),
+        Ok(_) => Err(V2Error::new(300, "unexpected apply result", 0)),
+        Err(e) => Err(V2Error::new(300, e.to_string(), 0)),
     }
 }

@@ -111,13 +111,29 @@ impl KeyHistory {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Index {
     keys: BTreeMap<Vec<u8>, KeyHistory>,
     current_rev: i64,
     compact_rev: i64,
     consistent_index: u64,
     consistent_term: u64,
+}
+
+/// The revision of an empty store. etcd starts at 1, so the first write gets revision 2;
+/// clients see (and tests compare) the same numbers.
+pub const INITIAL_REV: i64 = 1;
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            keys: BTreeMap::new(),
+            current_rev: INITIAL_REV,
+            compact_rev: 0,
+            consistent_index: 0,
+            consistent_term: 0,
+        }
+    }
 }
 
 /// Which keys a range covers, etcd's way: empty end = one key, `\0` end = from key onwards.
@@ -236,7 +252,7 @@ impl Store {
                 let get = |name: &str| -> Result<u64, MvccError> {
                     Ok(meta.get(name)?.map(|v| v.value()).unwrap_or(0))
                 };
-                index.current_rev = get("current_rev")? as i64;
+                index.current_rev = (get("current_rev")? as i64).max(INITIAL_REV);
                 index.compact_rev = get("compact_rev")? as i64;
                 index.consistent_index = get("consistent_index")?;
                 index.consistent_term = get("consistent_term")?;
@@ -337,7 +353,11 @@ impl Store {
             let (k, v) = item?;
             let (main, sub) = k.value();
             // Stop at the limit, but only between revisions: a chunk never splits one.
-            if out.len() >= limit && out.last().is_some_and(|e: &Event| e.kv.mod_revision != main as i64) {
+            if out.len() >= limit
+                && out
+                    .last()
+                    .is_some_and(|e: &Event| e.kv.mod_revision != main as i64)
+            {
                 break;
             }
             let (tomb, kv) = decode_record(main, sub, v.value())?;
@@ -356,7 +376,11 @@ impl Store {
                 None
             };
             out.push(Event {
-                kind: if tomb { EventKind::Delete } else { EventKind::Put },
+                kind: if tomb {
+                    EventKind::Delete
+                } else {
+                    EventKind::Put
+                },
                 kv,
                 prev_kv,
             });
@@ -540,7 +564,9 @@ impl<'a> WriteBatch<'a> {
         }
         drop(table);
         self.index.compact_rev = rev;
-        self.txn.open_table(META)?.insert("compact_rev", rev as u64)?;
+        self.txn
+            .open_table(META)?
+            .insert("compact_rev", rev as u64)?;
         Ok(())
     }
 
@@ -592,13 +618,13 @@ impl<'a> WriteBatch<'a> {
             };
             while !rest.is_empty() {
                 let t = take(1, &mut rest)?[0];
-                let klen = u32::from_le_bytes(
-                    take(4, &mut rest)?.try_into().map_err(|_| bad("length"))?,
-                ) as usize;
+                let klen =
+                    u32::from_le_bytes(take(4, &mut rest)?.try_into().map_err(|_| bad("length"))?)
+                        as usize;
                 let k = take(klen, &mut rest)?;
-                let vlen = u32::from_le_bytes(
-                    take(4, &mut rest)?.try_into().map_err(|_| bad("length"))?,
-                ) as usize;
+                let vlen =
+                    u32::from_le_bytes(take(4, &mut rest)?.try_into().map_err(|_| bad("length"))?)
+                        as usize;
                 let v = take(vlen, &mut rest)?;
                 match t {
                     0 if k.len() == 16 => {
@@ -609,14 +635,19 @@ impl<'a> WriteBatch<'a> {
                             main: main as i64,
                             sub: sub as i64,
                         };
-                        index.keys.entry(rec.key).or_default().revs.push((rev, tomb));
+                        index
+                            .keys
+                            .entry(rec.key)
+                            .or_default()
+                            .revs
+                            .push((rev, tomb));
                         kv.insert((main, sub), v.as_slice())?;
                     }
                     1 if v.len() == 8 => {
                         let name = String::from_utf8(k).map_err(|_| bad("meta name"))?;
                         let val = u64::from_le_bytes(v.try_into().map_err(|_| bad("meta"))?);
                         match name.as_str() {
-                            "current_rev" => index.current_rev = val as i64,
+                            "current_rev" => index.current_rev = (val as i64).max(INITIAL_REV),
                             "compact_rev" => index.compact_rev = val as i64,
                             "consistent_index" => index.consistent_index = val,
                             "consistent_term" => index.consistent_term = val,
@@ -655,6 +686,16 @@ impl TxnWrite<'_, '_> {
         self.main
     }
 
+    /// The revision a read sees at this point of the transaction: its own once it has
+    /// changed something, the store's before (etcd's `storeTxnWrite.Range`).
+    pub fn read_rev(&self) -> i64 {
+        if self.events.is_empty() {
+            self.batch.index.current_rev
+        } else {
+            self.main
+        }
+    }
+
     /// Reads as of this transaction, seeing its own earlier writes (as etcd does).
     pub fn range(
         &self,
@@ -662,12 +703,7 @@ impl TxnWrite<'_, '_> {
         end: &[u8],
         opts: RangeOptions,
     ) -> Result<RangeResult, MvccError> {
-        let newest = if self.events.is_empty() {
-            self.batch.index.current_rev
-        } else {
-            self.main
-        };
-        range_in(&self.batch.index, key, end, opts, newest, |rev| {
+        range_in(&self.batch.index, key, end, opts, self.read_rev(), |rev| {
             self.batch.fetch(rev)
         })
     }
