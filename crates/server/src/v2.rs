@@ -43,7 +43,8 @@ pub struct NodeJson {
     pub expiration: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Omitted when empty, as Go's `omitempty` does for an empty directory.
+    #[serde(skip_serializing_if = "no_nodes")]
     pub nodes: Option<Vec<NodeJson>>,
     #[serde(rename = "modifiedIndex", skip_serializing_if = "is_zero")]
     pub modified_index: u64,
@@ -53,6 +54,10 @@ pub struct NodeJson {
 
 fn is_zero(v: &u64) -> bool {
     *v == 0
+}
+
+fn no_nodes(v: &Option<Vec<NodeJson>>) -> bool {
+    v.as_ref().is_none_or(|n| n.is_empty())
 }
 
 /// One change, as returned to the writer and to waiters.
@@ -93,12 +98,15 @@ impl V2Error {
             105 => "Key already exists",
             107 => "Root is read only",
             108 => "Directory not empty",
+            110 => "The request requires user authentication",
             200 => "Value is Required in POST form",
             201 => "PrevValue is Required in POST form",
             202 => "The given TTL in POST form is not a number",
             203 => "The given index in POST form is not a number",
             209 => "Invalid field",
             210 => "Invalid POST form",
+            211 => "Value provided on refresh",
+            212 => "A TTL must be provided on refresh",
             300 => "Raft Internal Error",
             301 => "During Leader Election",
             401 => "The event in requested index is outdated and cleared",
@@ -112,15 +120,15 @@ impl V2Error {
         }
     }
 
-    /// The HTTP status etcd uses for this code.
+    /// The HTTP status etcd uses for this code (its `errorStatus` table; 400 otherwise).
     pub fn http_status(&self) -> u16 {
         match self.code {
             100 => 404,
             101 | 105 => 412,
-            102 | 104 | 107 | 108 => 403,
-            200..=299 | 401 => 400,
+            102 | 108 => 403,
+            110 => 401,
             300 | 301 => 500,
-            _ => 500,
+            _ => 400,
         }
     }
 }
@@ -364,6 +372,8 @@ impl V2Store {
         Ok(ev)
     }
 
+    /// A PUT, dispatched as etcd's v2 apply does: `prevExist` first (true: update, or
+    /// compare-and-swap with a condition; false: create), then a condition alone, then set.
     fn put(
         &mut self,
         path: &str,
@@ -371,21 +381,57 @@ impl V2Store {
         changes: &mut Changes,
     ) -> Result<V2Event, V2Error> {
         let existing = self.nodes.get(path).cloned();
-        if r.prev_value.is_some() || r.prev_index.is_some() {
-            let n = existing.ok_or_else(|| V2Error::new(100, path, self.index))?;
-            if n.dir {
-                return Err(V2Error::new(102, path, self.index));
-            }
-            self.compare(&n, r)?;
-            return self.set(path, r, "compareAndSwap", changes);
-        }
+        let conditional = r.prev_value.is_some() || r.prev_index.is_some();
         match (r.prev_exist, existing) {
             (Some(false), Some(_)) => Err(V2Error::new(105, path, self.index)),
             (Some(false), None) => self.set(path, r, "create", changes),
-            (Some(true), None) => Err(V2Error::new(100, path, self.index)),
+            (_, None) if conditional || r.prev_exist == Some(true) => {
+                Err(V2Error::new(100, path, self.index))
+            }
+            (_, Some(n)) if conditional => {
+                if n.dir {
+                    return Err(V2Error::new(102, path, self.index));
+                }
+                self.compare(&n, r)?;
+                self.set(path, r, "compareAndSwap", changes)
+            }
+            (Some(true), Some(n)) if n.dir => self.update_dir(path, &n, r, changes),
             (Some(true), Some(_)) => self.set(path, r, "update", changes),
-            (None, _) => self.set(path, r, "set", changes),
+            (_, _) => self.set(path, r, "set", changes),
         }
+    }
+
+    /// An update of a directory: only its TTL changes. As in etcd, the event carries the new
+    /// index but the directory keeps its modifiedIndex.
+    fn update_dir(
+        &mut self,
+        path: &str,
+        n: &Node,
+        r: &V2Request,
+        changes: &mut Changes,
+    ) -> Result<V2Event, V2Error> {
+        if r.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            return Err(V2Error::new(102, path, self.index));
+        }
+        let index = self.index + 1;
+        let prev = self.json(path, n, r.now_ms);
+        let node = Node {
+            expire_ms: r.ttl.filter(|t| *t > 0).map(|t| r.now_ms + t * 1000),
+            ..n.clone()
+        };
+        self.index = index;
+        let mut json = self.json(path, &node, r.now_ms);
+        json.modified_index = index;
+        changes.put.push((path.to_string(), node.clone()));
+        self.nodes.insert(path.to_string(), node);
+        Ok(V2Event {
+            action: "update".into(),
+            node: json,
+            prev_node: Some(prev),
+            index,
+            path: path.to_string(),
+            created: false,
+        })
     }
 
     fn compare(&self, n: &Node, r: &V2Request) -> Result<(), V2Error> {
