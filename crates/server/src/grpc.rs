@@ -293,8 +293,9 @@ impl Cluster for Services {
             .read()
             .map_err(|_| ServerError::Internal("members lock".into()))?
             .to_pb();
+        // etcd's cluster service fills IDs and term but no revision.
         Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.server.header(self.server.store.current_rev())),
+            header: Some(self.server.header(0)),
             members,
         }))
     }
