@@ -112,7 +112,8 @@ impl Ctx {
                         oxcd_client::ClientError::Status(s) => s,
                         other => tonic::Status::unavailable(other.to_string()),
                     })
-                    .await?;
+                    .await
+                    .map_err(|e| CtlError::new(EXIT_BAD_CONNECTION, e.msg))?;
                 }
                 return Ok(client);
             }

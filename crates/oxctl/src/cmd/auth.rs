@@ -1,30 +1,586 @@
-//! auth commands.
+//! auth enable | disable, user add | delete | get | list | passwd | grant-role | revoke-role,
+//! role add | delete | get | list | grant-permission | revoke-permission.
 
-use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_FEATURE};
+use std::fmt::Write as _;
+
+use oxcd_api::authpb::{self, permission::Type as PermType};
+use oxcd_api::etcdserverpb as pb;
+
+use super::{emit, prefix_end};
+use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_ERROR};
+use crate::json::{self, Obj};
+use crate::print::{fields_hdr, table_unsupported, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AuthCmd {
-    Todo { args: Vec<String> },
-}
-
-pub async fn auth(_ctx: &Ctx, _a: AuthCmd) -> CtlResult {
-    Err(CtlError::new(EXIT_BAD_FEATURE, "not implemented yet"))
+    /// Enables authentication
+    Enable,
+    /// Disables authentication
+    Disable,
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum UserCmd {
-    Todo { args: Vec<String> },
-}
-
-pub async fn user(_ctx: &Ctx, _a: UserCmd) -> CtlResult {
-    Err(CtlError::new(EXIT_BAD_FEATURE, "not implemented yet"))
+    /// Adds a new user
+    Add {
+        /// Read password from stdin instead of interactive terminal
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+        interactive: bool,
+        /// Supply password from the command line flag
+        #[arg(long, default_value = "")]
+        new_user_password: String,
+        args: Vec<String>,
+    },
+    /// Deletes a user
+    Delete { args: Vec<String> },
+    /// Gets detailed information of a user
+    Get {
+        /// Show permissions of roles granted to the user
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+        detail: bool,
+        args: Vec<String>,
+    },
+    /// Lists all users
+    List,
+    /// Changes password of user
+    Passwd {
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+        interactive: bool,
+        args: Vec<String>,
+    },
+    /// Grants a role to a user
+    GrantRole { args: Vec<String> },
+    /// Revokes a role from a user
+    RevokeRole { args: Vec<String> },
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RoleCmd {
-    Todo { args: Vec<String> },
+    /// Adds a new role
+    Add { args: Vec<String> },
+    /// Deletes a role
+    Delete { args: Vec<String> },
+    /// Gets detailed information of a role
+    Get { args: Vec<String> },
+    /// Lists all roles
+    List,
+    /// Grants a key to a role
+    GrantPermission {
+        #[command(flatten)]
+        range: RangeFlags,
+        args: Vec<String>,
+    },
+    /// Revokes a key from a role
+    RevokePermission {
+        #[command(flatten)]
+        range: RangeFlags,
+        args: Vec<String>,
+    },
 }
 
-pub async fn role(_ctx: &Ctx, _a: RoleCmd) -> CtlResult {
-    Err(CtlError::new(EXIT_BAD_FEATURE, "not implemented yet"))
+#[derive(clap::Args, Debug)]
+pub struct RangeFlags {
+    /// grant a prefix permission
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    prefix: bool,
+    /// grant a permission of keys that are greater than or equal to the given key using byte compare
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    from_key: bool,
+}
+
+/// Prints a response that carries only a header: `simple` text, or its json/fields form.
+fn header_out(ctx: &Ctx, h: &Option<pb::ResponseHeader>, simple: String) -> CtlResult {
+    match ctx.printer.format {
+        Format::Simple => emit(simple.as_bytes()),
+        Format::Json => emit((json::header_only(h) + "\n").as_bytes()),
+        Format::Fields => {
+            let mut out = Vec::new();
+            fields_hdr(h, &mut out);
+            emit(&out)
+        }
+        Format::Protobuf => emit(simple.as_bytes()),
+        Format::Table => Err(table_unsupported()),
+    }
+}
+
+pub async fn auth(ctx: &Ctx, c: AuthCmd) -> CtlResult {
+    let client = ctx.client().await?;
+    match c {
+        AuthCmd::Enable => {
+            let mut auth = client.auth();
+            loop {
+                match auth.auth_enable(pb::AuthEnableRequest {}).await {
+                    Ok(_) => break,
+                    Err(s) if s.message() == "etcdserver: root user does not have root role" => {
+                        // As etcdctl: make the root role, give it to root, and try again.
+                        ctx.warn_unary(&s);
+                        ctx.call(auth.role_add(pb::AuthRoleAddRequest {
+                            name: "root".into(),
+                        }))
+                        .await?;
+                        let grant = pb::AuthUserGrantRoleRequest {
+                            user: "root".into(),
+                            role: "root".into(),
+                        };
+                        ctx.call(auth.user_grant_role(grant)).await?;
+                    }
+                    Err(s) => {
+                        ctx.warn_unary(&s);
+                        return Err(CtlError::new(EXIT_ERROR, crate::ctx::status_message(&s)));
+                    }
+                }
+            }
+            emit(b"Authentication Enabled\n")
+        }
+        AuthCmd::Disable => {
+            ctx.call(client.auth().auth_disable(pb::AuthDisableRequest {}))
+                .await?;
+            emit(b"Authentication Disabled\n")
+        }
+    }
+}
+
+fn one_arg<'a>(args: &'a [String], msg: &str) -> CtlResult<&'a str> {
+    match args {
+        [a] => Ok(a),
+        _ => Err(CtlError::args(msg)),
+    }
+}
+
+fn read_password_line(prompt: &str, interactive: bool) -> CtlResult<String> {
+    if interactive {
+        eprint!("{prompt}");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CtlError::new(EXIT_ERROR, e.to_string()))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub async fn user(ctx: &Ctx, c: UserCmd) -> CtlResult {
+    match c {
+        UserCmd::Add {
+            interactive,
+            new_user_password,
+            args,
+        } => {
+            let arg = one_arg(&args, "user add command requires user name as its argument")?;
+            let (name, password) = if !new_user_password.is_empty() {
+                (arg.to_string(), new_user_password)
+            } else if let Some((u, p)) = arg.split_once(':') {
+                if u.is_empty() {
+                    return Err(CtlError::args("empty user name is not allowed"));
+                }
+                (u.to_string(), p.to_string())
+            } else {
+                (
+                    arg.to_string(),
+                    read_password_line(&format!("Password of {arg}: "), interactive)?,
+                )
+            };
+            let client = ctx.client().await?;
+            let req = pb::AuthUserAddRequest {
+                name: name.clone(),
+                password,
+                ..Default::default()
+            };
+            let r = ctx.call(client.auth().user_add(req)).await?;
+            header_out(ctx, &r.header, format!("User {name} created\n"))
+        }
+        UserCmd::Delete { args } => {
+            let name = one_arg(
+                &args,
+                "user delete command requires user name as its argument",
+            )?
+            .to_string();
+            let client = ctx.client().await?;
+            let r = ctx
+                .call(
+                    client
+                        .auth()
+                        .user_delete(pb::AuthUserDeleteRequest { name: name.clone() }),
+                )
+                .await?;
+            header_out(ctx, &r.header, format!("User {name} deleted\n"))
+        }
+        UserCmd::Get { detail, args } => user_get(ctx, &args, detail).await,
+        UserCmd::List => {
+            let client = ctx.client().await?;
+            let r = ctx
+                .call(client.auth().user_list(pb::AuthUserListRequest {}))
+                .await?;
+            if ctx.printer.format == Format::Fields {
+                return Err(fields_unsupported());
+            }
+            names_out(ctx, &r.header, "users", "Users", &r.users)
+        }
+        UserCmd::Passwd { interactive, args } => {
+            let name = one_arg(
+                &args,
+                "user passwd command requires user name as its argument",
+            )?
+            .to_string();
+            let password = read_password_line(&format!("Password of {name}: "), interactive)?;
+            let client = ctx.client().await?;
+            let req = pb::AuthUserChangePasswordRequest {
+                name,
+                password,
+                ..Default::default()
+            };
+            let r = ctx.call(client.auth().user_change_password(req)).await?;
+            header_out(ctx, &r.header, "Password updated\n".into())
+        }
+        UserCmd::GrantRole { args } => {
+            let [user, role] = two(
+                &args,
+                "user grant command requires user name and role name as its argument",
+            )?;
+            let client = ctx.client().await?;
+            let req = pb::AuthUserGrantRoleRequest {
+                user: user.clone(),
+                role: role.clone(),
+            };
+            let r = ctx.call(client.auth().user_grant_role(req)).await?;
+            header_out(
+                ctx,
+                &r.header,
+                format!("Role {role} is granted to user {user}\n"),
+            )
+        }
+        UserCmd::RevokeRole { args } => {
+            let [user, role] = two(
+                &args,
+                "user revoke-role requires user name and role name as its argument",
+            )?;
+            let client = ctx.client().await?;
+            let req = pb::AuthUserRevokeRoleRequest {
+                name: user.clone(),
+                role: role.clone(),
+            };
+            let r = ctx.call(client.auth().user_revoke_role(req)).await?;
+            header_out(
+                ctx,
+                &r.header,
+                format!("Role {role} is revoked from user {user}\n"),
+            )
+        }
+    }
+}
+
+fn two(args: &[String], msg: &str) -> CtlResult<[String; 2]> {
+    match args {
+        [a, b] => Ok([a.clone(), b.clone()]),
+        _ => Err(CtlError::args(msg)),
+    }
+}
+
+async fn user_get(ctx: &Ctx, args: &[String], detail: bool) -> CtlResult {
+    let name = one_arg(args, "user get command requires user name as its argument")?.to_string();
+    let client = ctx.client().await?;
+    let r = ctx
+        .call(
+            client
+                .auth()
+                .user_get(pb::AuthUserGetRequest { name: name.clone() }),
+        )
+        .await?;
+    if detail && ctx.printer.format == Format::Simple {
+        let mut out = format!("User: {name}\n");
+        for role in &r.roles {
+            let rr = ctx
+                .call(
+                    client
+                        .auth()
+                        .role_get(pb::AuthRoleGetRequest { role: role.clone() }),
+                )
+                .await?;
+            out += "\n";
+            out += &role_get_simple(role, &rr.perm);
+        }
+        return emit(out.as_bytes());
+    }
+    match ctx.printer.format {
+        Format::Simple => {
+            let roles: String = r.roles.iter().map(|x| format!(" {x}")).collect();
+            emit(format!("User: {name}\nRoles:{roles}\n").as_bytes())
+        }
+        Format::Json => emit(
+            (Obj::new()
+                .opt("header", json::header(&r.header))
+                .list("roles", json::strings(&r.roles))
+                .done()
+                + "\n")
+                .as_bytes(),
+        ),
+        _ => Err(fields_unsupported()),
+    }
+}
+
+fn fields_unsupported() -> CtlError {
+    CtlError::new(
+        crate::ctx::EXIT_BAD_FEATURE,
+        "fields not supported as output format",
+    )
+}
+
+fn names_out(
+    ctx: &Ctx,
+    h: &Option<pb::ResponseHeader>,
+    json_name: &str,
+    fields_name: &str,
+    names: &[String],
+) -> CtlResult {
+    match ctx.printer.format {
+        Format::Simple => emit(
+            names
+                .iter()
+                .map(|n| format!("{n}\n"))
+                .collect::<String>()
+                .as_bytes(),
+        ),
+        Format::Json => emit(
+            (Obj::new()
+                .opt("header", json::header(h))
+                .list(json_name, json::strings(names))
+                .done()
+                + "\n")
+                .as_bytes(),
+        ),
+        Format::Fields => {
+            let mut out = Vec::new();
+            fields_hdr(h, &mut out);
+            let mut s = String::from_utf8_lossy(&out).into_owned();
+            let _ = write!(s, "\"{fields_name}\" :");
+            for n in names {
+                let _ = write!(s, " {}", crate::gofmt::quote(n.as_bytes()));
+            }
+            s.push('\n');
+            emit(s.as_bytes())
+        }
+        _ => Err(table_unsupported()),
+    }
+}
+
+/// `[key, end)`, `[key, <open ended>` and the `(prefix key)` note, as etcdctl prints ranges.
+fn print_range(p: &authpb::Permission) -> String {
+    let key = String::from_utf8_lossy(&p.key);
+    let end = String::from_utf8_lossy(&p.range_end);
+    let mut s = if p.range_end != [0] {
+        format!("\t[{key}, {end})")
+    } else {
+        format!("\t[{key}, <open ended>")
+    };
+    if prefix_end(&p.key) == p.range_end {
+        let _ = write!(s, " (prefix {key})");
+    }
+    s + "\n"
+}
+
+fn role_get_simple(role: &str, perms: &[authpb::Permission]) -> String {
+    let mut out = format!("Role {role}\nKV Read:\n");
+    let line = |p: &authpb::Permission| {
+        if p.range_end.is_empty() {
+            format!("\t{}\n", String::from_utf8_lossy(&p.key))
+        } else {
+            print_range(p)
+        }
+    };
+    for p in perms.iter().filter(|p| {
+        p.perm_type == PermType::Read as i32 || p.perm_type == PermType::Readwrite as i32
+    }) {
+        out += &line(p);
+    }
+    out += "KV Write:\n";
+    for p in perms.iter().filter(|p| {
+        p.perm_type == PermType::Write as i32 || p.perm_type == PermType::Readwrite as i32
+    }) {
+        out += &line(p);
+    }
+    out
+}
+
+fn perm_range(args: &[String], at: usize, f: &RangeFlags) -> CtlResult<(Vec<u8>, Vec<u8>)> {
+    let key = args[at].clone().into_bytes();
+    let mut end = args
+        .get(at + 1)
+        .map(|e| e.clone().into_bytes())
+        .unwrap_or_default();
+    if f.prefix && f.from_key {
+        return Err(CtlError::args(
+            "--from-key and --prefix flags are mutually exclusive",
+        ));
+    }
+    if (f.prefix || f.from_key) && args.len() > at + 1 {
+        return Err(CtlError::args(
+            "too many arguments, only accept one argument when `--prefix` or `--from-key` is set",
+        ));
+    }
+    if f.prefix {
+        end = if key.is_empty() {
+            vec![0]
+        } else {
+            prefix_end(&key)
+        };
+    }
+    if f.from_key {
+        end = vec![0];
+    }
+    Ok((key, end))
+}
+
+pub async fn role(ctx: &Ctx, c: RoleCmd) -> CtlResult {
+    match c {
+        RoleCmd::Add { args } => {
+            let name =
+                one_arg(&args, "role add command requires role name as its argument")?.to_string();
+            let client = ctx.client().await?;
+            let r = ctx
+                .call(
+                    client
+                        .auth()
+                        .role_add(pb::AuthRoleAddRequest { name: name.clone() }),
+                )
+                .await?;
+            header_out(ctx, &r.header, format!("Role {name} created\n"))
+        }
+        RoleCmd::Delete { args } => {
+            let role = one_arg(
+                &args,
+                "role delete command requires role name as its argument",
+            )?
+            .to_string();
+            let client = ctx.client().await?;
+            let r = ctx
+                .call(
+                    client
+                        .auth()
+                        .role_delete(pb::AuthRoleDeleteRequest { role: role.clone() }),
+                )
+                .await?;
+            header_out(ctx, &r.header, format!("Role {role} deleted\n"))
+        }
+        RoleCmd::Get { args } => {
+            let role =
+                one_arg(&args, "role get command requires role name as its argument")?.to_string();
+            let client = ctx.client().await?;
+            let r = ctx
+                .call(
+                    client
+                        .auth()
+                        .role_get(pb::AuthRoleGetRequest { role: role.clone() }),
+                )
+                .await?;
+            match ctx.printer.format {
+                Format::Simple => emit(role_get_simple(&role, &r.perm).as_bytes()),
+                Format::Json => {
+                    let perm = |p: &authpb::Permission| {
+                        Obj::new()
+                            .num("permType", p.perm_type)
+                            .bytes("key", &p.key)
+                            .bytes("range_end", &p.range_end)
+                            .done()
+                    };
+                    emit(
+                        (Obj::new()
+                            .opt("header", json::header(&r.header))
+                            .list("perm", r.perm.iter().map(perm).collect())
+                            .done()
+                            + "\n")
+                            .as_bytes(),
+                    )
+                }
+                Format::Fields => {
+                    let mut out = Vec::new();
+                    fields_hdr(&r.header, &mut out);
+                    let mut s = String::from_utf8_lossy(&out).into_owned();
+                    for p in &r.perm {
+                        let t = PermType::try_from(p.perm_type)
+                            .map(|t| t.as_str_name())
+                            .unwrap_or("READ");
+                        let _ = write!(
+                            s,
+                            "\"PermType\" :  {t}\n\"Key\" : {}\n\"RangeEnd\" : {}\n",
+                            crate::gofmt::quote(&p.key),
+                            crate::gofmt::quote(&p.range_end)
+                        );
+                    }
+                    emit(s.as_bytes())
+                }
+                _ => header_out(ctx, &r.header, String::new()),
+            }
+        }
+        RoleCmd::List => {
+            let client = ctx.client().await?;
+            let r = ctx
+                .call(client.auth().role_list(pb::AuthRoleListRequest {}))
+                .await?;
+            names_out(ctx, &r.header, "roles", "Roles", &r.roles)
+        }
+        RoleCmd::GrantPermission { range, args } => {
+            if args.len() < 3 {
+                return Err(CtlError::args("role grant command requires role name, permission type, and key [endkey] as its argument"));
+            }
+            let perm_type = match args[1].to_uppercase().as_str() {
+                "READ" => PermType::Read,
+                "WRITE" => PermType::Write,
+                "READWRITE" => PermType::Readwrite,
+                _ => {
+                    return Err(CtlError::args(format!(
+                        "invalid permission type: {}",
+                        args[1]
+                    )))
+                }
+            };
+            let (key, range_end) = perm_range(&args, 2, &range)?;
+            let client = ctx.client().await?;
+            let perm = authpb::Permission {
+                perm_type: perm_type as i32,
+                key,
+                range_end,
+            };
+            let req = pb::AuthRoleGrantPermissionRequest {
+                name: args[0].clone(),
+                perm: Some(perm),
+            };
+            let r = ctx.call(client.auth().role_grant_permission(req)).await?;
+            header_out(ctx, &r.header, format!("Role {} updated\n", args[0]))
+        }
+        RoleCmd::RevokePermission { range, args } => role_revoke(ctx, &args, &range).await,
+    }
+}
+
+async fn role_revoke(ctx: &Ctx, args: &[String], range: &RangeFlags) -> CtlResult {
+    if args.len() < 2 {
+        return Err(CtlError::new(
+            EXIT_BAD_ARGS,
+            "role revoke-permission command requires role name and key [endkey] as its argument",
+        ));
+    }
+    let (key, range_end) = perm_range(args, 1, range)?;
+    let client = ctx.client().await?;
+    let req = pb::AuthRoleRevokePermissionRequest {
+        role: args[0].clone(),
+        key: key.clone(),
+        range_end: range_end.clone(),
+    };
+    let r = ctx.call(client.auth().role_revoke_permission(req)).await?;
+    let (k, e) = (
+        String::from_utf8_lossy(&key),
+        String::from_utf8_lossy(&range_end),
+    );
+    let simple = if range_end.is_empty() {
+        format!("Permission of key {k} is revoked from role {}\n", args[0])
+    } else if range_end != [0] {
+        format!(
+            "Permission of range [{k}, {e}) is revoked from role {}\n",
+            args[0]
+        )
+    } else {
+        format!(
+            "Permission of range [{k}, <open ended> is revoked from role {}\n",
+            args[0]
+        )
+    };
+    header_out(ctx, &r.header, simple)
 }

@@ -1,12 +1,210 @@
-//! check commands.
+//! check perf: etcdctl's 60-second write load (256-byte keys, 1 KiB values) at a fixed rate
+//! with many clients, judged on throughput, slowest request and standard deviation.
 
-use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_FEATURE};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use oxcd_api::etcdserverpb as pb;
+use tokio::sync::mpsc;
+
+use super::{emit, prefix_end};
+use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CheckCmd {
-    Todo { args: Vec<String> },
+    /// Check the performance of the etcd cluster
+    Perf {
+        /// The performance check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)
+        #[arg(long, default_value = "s")]
+        load: String,
+        /// The prefix for writing the performance check's keys.
+        #[arg(long, default_value = "/etcdctl-check-perf/")]
+        prefix: String,
+        /// Compact storage with last revision after test is finished.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+        auto_compact: bool,
+        /// Defragment storage after test is finished.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+        auto_defrag: bool,
+    },
 }
 
-pub async fn run(_ctx: &Ctx, _a: CheckCmd) -> CtlResult {
-    Err(CtlError::new(EXIT_BAD_FEATURE, "not implemented yet"))
+/// Writes per second, clients and seconds of each load model (etcdctl's table).
+fn model(load: &str) -> Option<(u32, usize, u64)> {
+    match load {
+        "s" | "small" => Some((150, 50, 60)),
+        "m" | "medium" => Some((1000, 200, 60)),
+        "l" | "large" => Some((8000, 500, 60)),
+        "xl" | "xLarge" => Some((15000, 1000, 60)),
+        _ => None,
+    }
+}
+
+const KEY_BYTES: usize = 256;
+const VALUE_BYTES: usize = 1024;
+
+pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
+    let CheckCmd::Perf {
+        load,
+        prefix,
+        auto_compact,
+        auto_defrag,
+    } = c;
+    let Some((limit, clients, secs)) = model(&load) else {
+        return Err(CtlError::new(
+            EXIT_BAD_FEATURE,
+            format!("unknown load option {load}"),
+        ));
+    };
+    let first = ctx.client().await?;
+    let probe = pb::RangeRequest {
+        key: prefix.clone().into_bytes(),
+        range_end: prefix_end(prefix.as_bytes()),
+        limit: 1,
+        ..Default::default()
+    };
+    let r = ctx.call(first.kv().range(probe)).await?;
+    if !r.kvs.is_empty() {
+        return Err(CtlError::new(
+            EXIT_INVALID_INPUT,
+            format!(
+                "prefix {} has keys. Delete with etcdctl del --prefix {prefix} first",
+                crate::gofmt::quote(prefix.as_bytes())
+            ),
+        ));
+    }
+    let (tx, rx) = mpsc::channel::<pb::PutRequest>(clients);
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let client = ctx.client().await?;
+        let rx = rx.clone();
+        workers.spawn(async move {
+            let (mut lats, mut errs) = (Vec::new(), BTreeMap::<String, usize>::new());
+            loop {
+                let Some(req) = rx.lock().await.recv().await else {
+                    break;
+                };
+                let t = Instant::now();
+                match client.kv().put(req).await {
+                    Ok(_) => lats.push(t.elapsed().as_secs_f64()),
+                    Err(s) => *errs.entry(crate::ctx::status_message(&s)).or_default() += 1,
+                }
+            }
+            (lats, errs)
+        });
+    }
+    let start = Instant::now();
+    produce(tx, &prefix, limit, Duration::from_secs(secs)).await;
+    let (mut lats, mut errs) = (Vec::new(), BTreeMap::new());
+    while let Some(Ok((l, e))) = workers.join_next().await {
+        lats.extend(l);
+        for (k, v) in e {
+            *errs.entry(k).or_insert(0) += v;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let del = pb::DeleteRangeRequest {
+        key: prefix.clone().into_bytes(),
+        range_end: prefix_end(prefix.as_bytes()),
+        prev_kv: false,
+    };
+    let d = ctx.call(first.kv().delete_range(del)).await?;
+    if auto_compact {
+        let rev = d.header.map(|h| h.revision).unwrap_or(0);
+        ctx.call(first.kv().compact(pb::CompactionRequest {
+            revision: rev,
+            physical: true,
+        }))
+        .await?;
+        emit(format!("Compacted with revision {rev}\n").as_bytes())?;
+    }
+    if auto_defrag {
+        ctx.call(first.maintenance().defragment(pb::DefragmentRequest {}))
+            .await?;
+        emit(format!("Defragmented {:?}\n", first.endpoint.original).as_bytes())?;
+    }
+    verdict(&lats, &errs, elapsed, limit)
+}
+
+/// Sends puts at `limit` per second for `dur`, then closes the queue.
+async fn produce(tx: mpsc::Sender<pb::PutRequest>, prefix: &str, limit: u32, dur: Duration) {
+    let start = tokio::time::Instant::now();
+    let value = vec![0u8; VALUE_BYTES];
+    for i in 0u64.. {
+        let at = start + Duration::from_secs_f64(i as f64 / f64::from(limit));
+        if at - start >= dur {
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        let mut key = prefix.as_bytes().to_vec();
+        let mut k = crate::cmd::check::varint(rand::random::<u64>() >> 1);
+        k.resize(KEY_BYTES, 0);
+        key.extend(k);
+        if tx
+            .send(pb::PutRequest {
+                key,
+                value: value.clone(),
+                ..Default::default()
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Go's `binary.PutVarint` (zigzag) of a non-negative number.
+pub fn varint(n: u64) -> Vec<u8> {
+    let mut v = n << 1;
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+fn verdict(lats: &[f64], errs: &BTreeMap<String, usize>, elapsed: f64, limit: u32) -> CtlResult {
+    let n = lats.len().max(1) as f64;
+    let avg = lats.iter().sum::<f64>() / n;
+    let stddev = (lats.iter().map(|l| (l - avg).powi(2)).sum::<f64>() / n).sqrt();
+    let slowest = lats.iter().copied().fold(0.0, f64::max);
+    let rps = lats.len() as f64 / elapsed.max(1e-9);
+    let mut out = String::new();
+    let mut ok = true;
+    if !errs.is_empty() {
+        out += "FAIL: too many errors\n";
+        for (k, v) in errs {
+            out += &format!("FAIL: ERROR({k}) -> {v}\n");
+        }
+        ok = false;
+    }
+    if rps / f64::from(limit) <= 0.9 {
+        out += &format!("FAIL: Throughput too low: {} writes/s\n", rps as i64 + 1);
+        ok = false;
+    } else {
+        out += &format!("PASS: Throughput is {} writes/s\n", rps as i64 + 1);
+    }
+    if slowest > 0.5 {
+        out += &format!("Slowest request took too long: {slowest:.6}s\n");
+        ok = false;
+    } else {
+        out += &format!("PASS: Slowest request took {slowest:.6}s\n");
+    }
+    if stddev > 0.1 {
+        out += &format!("Stddev too high: {stddev:.6}s\n");
+        ok = false;
+    } else {
+        out += &format!("PASS: Stddev is {stddev:.6}s\n");
+    }
+    out += if ok { "PASS\n" } else { "FAIL\n" };
+    emit(out.as_bytes())?;
+    if ok {
+        Ok(())
+    } else {
+        Err(CtlError::new(EXIT_ERROR, ""))
+    }
 }
