@@ -26,8 +26,18 @@ pub enum Applied {
     Txn(oxcd_api::etcdserverpb::TxnResponse),
     Compaction(CompactionResponse),
     V2(Result<V2Event, V2Error>),
-    LeaseGrant { id: i64, ttl: i64 },
-    LeaseRenewed { ttl: i64 },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRenewed {
+        ttl: i64,
+    },
+    /// A membership change: the member it concerns and the table after it.
+    Members {
+        member: Option<crate::members::Member>,
+        list: Vec<crate::members::Member>,
+    },
     Done,
 }
 
@@ -163,6 +173,19 @@ impl Applier {
                 }
                 Ok(Applied::Done)
             }
+            Op::MemberUpdate(u) => {
+                let mut members = self.members.write().expect("members lock poisoned");
+                let Some(m) = members.list.iter_mut().find(|m| m.id == u.id) else {
+                    return Err(ServerError::MemberNotFound);
+                };
+                m.peer_urls = u.peer_urls.clone();
+                let (row, member) = (m.row(), m.clone());
+                batch.aux_put(AUX_MEMBERS, &u.id.to_be_bytes(), &row)?;
+                Ok(Applied::Members {
+                    member: Some(member),
+                    list: members.list.clone(),
+                })
+            }
             Op::LeaseGrant(g) => self.lease_grant(batch, &g),
             Op::LeaseRenew(r) => {
                 let mut leases = self.leases.lock().expect("lease table lock poisoned");
@@ -218,6 +241,41 @@ impl Applier {
         })
     }
 
+    /// Applies a membership change carried by a raft ConfChange entry (its context names
+    /// the member). Returns the proposer's request ID and the result.
+    pub fn apply_member_change(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        change: &MemberChange,
+        kind: raft::eraftpb::ConfChangeType,
+    ) -> Result<Applied, ServerError> {
+        use raft::eraftpb::ConfChangeType as T;
+        let mut members = self.members.write().expect("members lock poisoned");
+        let m = change.member.clone();
+        match kind {
+            T::AddNode | T::AddLearnerNode => {
+                match members.list.iter_mut().find(|x| x.id == m.id) {
+                    Some(x) => x.is_learner = kind == T::AddLearnerNode,
+                    None => members.list.push(m.clone()),
+                }
+            }
+            T::RemoveNode => members.list.retain(|x| x.id != m.id),
+        }
+        // From the first change on, the rows are the whole table.
+        for x in &members.list {
+            batch.aux_put(AUX_MEMBERS, &x.id.to_be_bytes(), &x.row())?;
+        }
+        if kind == T::RemoveNode {
+            batch.aux_delete(AUX_MEMBERS, &m.id.to_be_bytes())?;
+        }
+        batch.aux_put(AUX_MEMBERS, crate::members::COMPLETE_KEY, b"1")?;
+        let member = members.get(m.id).cloned().or(Some(m));
+        Ok(Applied::Members {
+            member,
+            list: members.list.clone(),
+        })
+    }
+
     /// Reloads the stores that live in memory after a snapshot replaced the backend.
     pub fn reload(&self) -> Result<(), String> {
         let v2 = load_v2(&self.store)?;
@@ -229,10 +287,18 @@ impl Applier {
         self.members
             .write()
             .expect("members lock poisoned")
-            .load_attrs(rows);
+            .load_rows(rows);
         *self.leases.lock().expect("lease table lock poisoned") = load_leases(&self.store)?;
         Ok(())
     }
+}
+
+/// The context of a membership ConfChange entry.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MemberChange {
+    /// The proposer's request ID (0 = nobody waits).
+    pub req: u64,
+    pub member: crate::members::Member,
 }
 
 /// Loads the lease table: its rows, and the keys that name a lease.

@@ -56,6 +56,7 @@ pub fn initial_members(cfg: &Config) -> (Vec<Member>, u64) {
                 name: name.clone(),
                 peer_urls: urls,
                 client_urls: Vec::new(),
+                is_learner: false,
             }
         })
         .collect();
@@ -63,13 +64,45 @@ pub fn initial_members(cfg: &Config) -> (Vec<Member>, u64) {
     (members, cid)
 }
 
-pub fn open(cfg: &Config) -> anyhow::Result<Boot> {
-    let (members, cluster_id) = initial_members(cfg);
-    let member_id = members
+/// True when the data dir has no WAL yet (a member that has never run).
+pub fn is_fresh(cfg: &Config) -> bool {
+    !Wal::exists(&member_dir(&cfg.data_dir).join("wal"))
+}
+
+/// Opens the data dir. `join` is the membership fetched from running members, for a new
+/// member started with `--initial-cluster-state existing`.
+pub fn open(cfg: &Config, join: Option<crate::peer::Membership>) -> anyhow::Result<Boot> {
+    let (mut members, mut cluster_id) = initial_members(cfg);
+    let mut member_id = members
         .iter()
         .find(|m| m.name == cfg.name)
         .map(|m| m.id)
         .context("local member missing from --initial-cluster")?;
+    if let Some(j) = join {
+        let mut mine: Vec<String> = cfg
+            .initial_advertise_peer_urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        mine.sort();
+        let me = j.members.iter().find(|m| {
+            let mut urls = m.peer_urls.clone();
+            urls.sort();
+            urls == mine
+        });
+        let Some(me) = me else {
+            bail!(
+                "this member's peer URLs ({}) are not in the cluster's member list; add it first (etcdctl member add {} --peer-urls={})",
+                mine.join(","), cfg.name, mine.join(",")
+            );
+        };
+        member_id = me.id;
+        cluster_id = j.cluster_id;
+        members = j.members.clone();
+        if let Some(m) = members.iter_mut().find(|m| m.id == member_id) {
+            m.name = cfg.name.clone();
+        }
+    }
     let mdir = member_dir(&cfg.data_dir);
     let wal_dir = mdir.join("wal");
     let db_path = mdir.join("oxcd.db");
@@ -96,11 +129,18 @@ pub fn open(cfg: &Config) -> anyhow::Result<Boot> {
             name: cfg.name.clone(),
         };
         let mut wal = Wal::create(&wal_dir, &serde_json::to_vec(&meta)?)?;
-        let mut cs = ConfState::default();
-        if cfg.initial_cluster_new {
+        // A new cluster starts from a snapshot at index 1, term 1 holding the initial voters
+        // (as raft-rs bootstraps): a member added later has index 0, so the leader sends it
+        // a snapshot, and with it the whole membership. A member joining an existing cluster
+        // starts empty and learns everything from that snapshot.
+        let (index, cs) = if cfg.initial_cluster_new {
+            let mut cs = ConfState::default();
             cs.voters = ids.clone();
-        }
-        wal.append_snapshot(0, &encode_snapshot_meta(0, &cs));
+            (1, cs)
+        } else {
+            (0, ConfState::default())
+        };
+        wal.append_snapshot(index, &encode_snapshot_meta(index, &cs));
         wal.sync()?;
         let (wal, replay) = Wal::open(&wal_dir)?;
         (wal, replay)
@@ -110,6 +150,11 @@ pub fn open(cfg: &Config) -> anyhow::Result<Boot> {
     };
     let meta: WalMeta = serde_json::from_slice(replay.meta.as_deref().unwrap_or_default())
         .context("the write-ahead log has no readable member record; the data dir is damaged")?;
+    if !fresh && meta.name == cfg.name && !cfg.initial_cluster_new {
+        // A member that joined at runtime: its identity is the one recorded at join time.
+        member_id = meta.member_id;
+        cluster_id = meta.cluster_id;
+    }
     if meta.member_id != member_id || meta.cluster_id != cluster_id {
         bail!(
             "data dir {} belongs to member {:x} ({}) of cluster {:x}, but the flags describe member {:x} ({}) of cluster {:x}; use that member's flags or another --data-dir",
@@ -175,7 +220,7 @@ pub fn open(cfg: &Config) -> anyhow::Result<Boot> {
         .map(|s| s.conf_state)
         .unwrap_or(conf_state);
     let mut members = Members::new(members);
-    members.load_attrs(store.aux_load(crate::members::AUX_MEMBERS)?);
+    members.load_rows(store.aux_load(crate::members::AUX_MEMBERS)?);
     Ok(Boot {
         mem,
         wal,

@@ -31,6 +31,12 @@ pub enum ServerError {
     LeaseTtlTooLarge,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExist,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: too many requests")]
@@ -73,11 +79,14 @@ impl ServerError {
             | E::LeaseProvided
             | E::TooManyOps
             | E::DuplicateKey
-            | E::RequestTooLarge => Code::InvalidArgument,
+            | E::RequestTooLarge
+            | E::MemberBadUrls => Code::InvalidArgument,
             E::Compacted | E::FutureRev | E::LeaseTtlTooLarge => Code::OutOfRange,
             E::NoSpace | E::TooManyRequests => Code::ResourceExhausted,
             E::LeaseNotFound | E::MemberNotFound => Code::NotFound,
-            E::LeaseExist | E::AuthNotEnabled => Code::FailedPrecondition,
+            E::LeaseExist | E::AuthNotEnabled | E::PeerUrlExist | E::MemberNotLearner => {
+                Code::FailedPrecondition
+            }
             E::NoLeader | E::LeaderChanged | E::Stopped | E::Timeout | E::NotCapable => {
                 Code::Unavailable
             }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 use oxcd_api::etcdserverpb as pb;
-use oxcd_api::etcdserverpb::{
-    cluster_server::Cluster, kv_server::Kv, maintenance_server::Maintenance,
-};
+use oxcd_api::etcdserverpb::{kv_server::Kv, maintenance_server::Maintenance};
 use tonic::{Request, Response, Status};
 
 use crate::apply::Applied;
@@ -256,54 +254,6 @@ impl Maintenance for Services {
         &self,
         _req: Request<pb::DowngradeRequest>,
     ) -> GrpcResult<pb::DowngradeResponse> {
-        Err(ServerError::NotCapable.status())
-    }
-}
-
-#[tonic::async_trait]
-impl Cluster for Services {
-    async fn member_add(
-        &self,
-        _r: Request<pb::MemberAddRequest>,
-    ) -> GrpcResult<pb::MemberAddResponse> {
-        Err(ServerError::NotCapable.status())
-    }
-
-    async fn member_remove(
-        &self,
-        _r: Request<pb::MemberRemoveRequest>,
-    ) -> GrpcResult<pb::MemberRemoveResponse> {
-        Err(ServerError::NotCapable.status())
-    }
-
-    async fn member_update(
-        &self,
-        _r: Request<pb::MemberUpdateRequest>,
-    ) -> GrpcResult<pb::MemberUpdateResponse> {
-        Err(ServerError::NotCapable.status())
-    }
-
-    async fn member_list(
-        &self,
-        _r: Request<pb::MemberListRequest>,
-    ) -> GrpcResult<pb::MemberListResponse> {
-        let members = self
-            .server
-            .members
-            .read()
-            .map_err(|_| ServerError::Internal("members lock".into()))?
-            .to_pb();
-        // etcd's cluster service fills IDs and term but no revision.
-        Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.server.header(0)),
-            members,
-        }))
-    }
-
-    async fn member_promote(
-        &self,
-        _r: Request<pb::MemberPromoteRequest>,
-    ) -> GrpcResult<pb::MemberPromoteResponse> {
         Err(ServerError::NotCapable.status())
     }
 }

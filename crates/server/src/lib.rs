@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod bootstrap;
+pub mod cluster_service;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -44,12 +45,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
     let client_listeners = http::bind(&cfg.listen_client_urls).await?;
-    let single = cfg.initial_cluster.len() == 1;
-    let peer_listeners = if single && !cfg.initial_cluster_new {
-        Vec::new()
-    } else {
-        http::bind(&cfg.listen_peer_urls).await?
-    };
+    let peer_listeners = http::bind(&cfg.listen_peer_urls).await?;
     let client_tls = match &cfg.client_tls {
         Some(f) => Some(tokio_rustls::TlsAcceptor::from(oxcd_tls::server_config(f)?)),
         None => None,
@@ -70,7 +66,33 @@ pub async fn run(
         None => None,
     };
 
-    let boot = bootstrap::open(&cfg)?;
+    let join = if !cfg.initial_cluster_new && bootstrap::is_fresh(&cfg) {
+        let mine: Vec<String> = cfg
+            .initial_advertise_peer_urls
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        let others: Vec<String> = cfg
+            .initial_cluster
+            .iter()
+            .flat_map(|(_, urls)| urls.iter().map(|u| u.to_string()))
+            .filter(|u| !mine.contains(u))
+            .collect();
+        let local_ip = cfg
+            .listen_peer_urls
+            .first()
+            .and_then(|u| u.bind_addr())
+            .map(|a| a.ip());
+        let m = peer::fetch_membership(&others, peer_dial_tls.as_ref(), local_ip)
+            .await
+            .map_err(|e| anyhow::anyhow!(
+                "--initial-cluster-state existing: cannot learn the cluster's membership from the other members ({e}); are they running?"
+            ))?;
+        Some(m)
+    } else {
+        None
+    };
+    let boot = bootstrap::open(&cfg, join)?;
     tracing::info!(
         "starting member {:x} ({}) in cluster {:x}; data dir {}",
         boot.member_id,
@@ -95,7 +117,6 @@ pub async fn run(
     let peer_ctx = peer::PeerContext {
         member_id: boot.member_id,
         cluster_id: boot.cluster_id,
-        members: boot.members.list.iter().map(|m| m.id).collect(),
         raft_tx: raft_tx.clone(),
         client_cert_auth: cfg
             .peer_tls

@@ -1,7 +1,10 @@
-//! The member table: every member's ID, name, peer URLs and client URLs. Peer URLs come from
-//! the bootstrap configuration; names and client URLs are published by each member through
-//! the log (etcd's member attributes) and kept in backend aux table [`AUX_MEMBERS`]
-//! (key = member ID big-endian, value = JSON `{name, client_urls}`).
+//! The member table: every member's ID, name, peer URLs, client URLs and learner flag.
+//! A new cluster starts from `--initial-cluster`; names and client URLs are published by each
+//! member through the log (etcd's member attributes); membership changes (member add,
+//! remove, update, promote) go through the log too. Rows live in backend aux table
+//! [`AUX_MEMBERS`]: key = member ID (u64 big-endian), value = JSON of [`Member`]; the row
+//! [`COMPLETE_KEY`] marks that the rows are the whole table (written on the first
+//! membership change), so the flags no longer matter.
 
 use oxcd_api::etcdserverpb::Member as PbMember;
 use serde::{Deserialize, Serialize};
@@ -9,19 +12,32 @@ use serde::{Deserialize, Serialize};
 use crate::request::MemberAttrs;
 
 pub const AUX_MEMBERS: u8 = 3;
+pub const COMPLETE_KEY: &[u8] = b"complete";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
     pub id: u64,
     pub name: String,
     pub peer_urls: Vec<String>,
     pub client_urls: Vec<String>,
+    #[serde(default)]
+    pub is_learner: bool,
 }
 
-#[derive(Serialize, Deserialize)]
-struct AttrsRow {
-    name: String,
-    client_urls: Vec<String>,
+impl Member {
+    pub fn row(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn to_pb(&self) -> PbMember {
+        PbMember {
+            id: self.id,
+            name: self.name.clone(),
+            peer_ur_ls: self.peer_urls.clone(),
+            client_ur_ls: self.client_urls.clone(),
+            is_learner: self.is_learner,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,40 +59,30 @@ impl Members {
         let m = self.list.iter_mut().find(|m| m.id == a.id)?;
         m.name = a.name.clone();
         m.client_urls = a.client_urls.clone();
-        serde_json::to_vec(&AttrsRow {
-            name: a.name.clone(),
-            client_urls: a.client_urls.clone(),
-        })
-        .ok()
+        Some(m.row())
     }
 
-    /// Applies persisted attribute rows (at start and after a snapshot).
-    pub fn load_attrs(&mut self, rows: Vec<(Vec<u8>, Vec<u8>)>) {
+    /// Applies persisted rows (at start and after a snapshot).
+    pub fn load_rows(&mut self, rows: Vec<(Vec<u8>, Vec<u8>)>) {
+        let complete = rows.iter().any(|(k, _)| k == COMPLETE_KEY);
+        if complete {
+            self.list.clear();
+        }
         for (k, v) in rows {
-            let Ok(id) = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes) else {
+            if k.len() != 8 {
+                continue;
+            }
+            let Ok(m) = serde_json::from_slice::<Member>(&v) else {
                 continue;
             };
-            let Ok(row) = serde_json::from_slice::<AttrsRow>(&v) else {
-                continue;
-            };
-            if let Some(m) = self.list.iter_mut().find(|m| m.id == id) {
-                m.name = row.name;
-                m.client_urls = row.client_urls;
+            match self.list.iter_mut().find(|x| x.id == m.id) {
+                Some(x) => *x = m,
+                None => self.list.push(m),
             }
         }
     }
 
-    /// The gRPC form, for MemberList and friends.
     pub fn to_pb(&self) -> Vec<PbMember> {
-        self.list
-            .iter()
-            .map(|m| PbMember {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: m.client_urls.clone(),
-                is_learner: false,
-            })
-            .collect()
+        self.list.iter().map(Member::to_pb).collect()
     }
 }

@@ -30,24 +30,55 @@ use crate::members::{Member, Members};
 use crate::raft_node::{RaftEvent, Transport};
 
 pub const MAGIC: &[u8; 8] = b"OXCDPEER";
+/// A joining member's request for the membership (then 17 zero bytes).
+pub const JOIN_MAGIC: &[u8; 8] = b"OXCDJOIN";
 pub const PEER_QUEUE_MAX: usize = 4096;
 pub const FRAME_BYTES_MAX: usize = 1 << 30;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// Sends raft messages to peers through one queue per peer.
+/// Sends raft messages to peers through one queue per peer; dialers come and go with
+/// membership changes.
 pub struct PeerTransport {
-    queues: HashMap<u64, mpsc::Sender<Message>>,
+    queues: RwLock<HashMap<u64, (Vec<String>, mpsc::Sender<Message>)>>,
+    ctx: PeerContext,
+    tls: Option<TlsConnector>,
+    shutdown: watch::Receiver<bool>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Transport for PeerTransport {
     fn send(&self, msgs: Vec<Message>) {
+        let Ok(queues) = self.queues.read() else {
+            return;
+        };
         for m in msgs {
-            if let Some(q) = self.queues.get(&m.to) {
+            if let Some((_, q)) = queues.get(&m.to) {
                 if q.try_send(m).is_err() {
                     tracing::debug!("peer queue full or closed; dropping a raft message");
                 }
             }
+        }
+    }
+
+    fn set_peers(&self, members: &[Member]) {
+        let Ok(mut queues) = self.queues.write() else {
+            return;
+        };
+        queues.retain(|id, (urls, _)| members.iter().any(|m| m.id == *id && m.peer_urls == *urls));
+        for p in members.iter().filter(|p| p.id != self.ctx.member_id) {
+            if queues.contains_key(&p.id) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+            queues.insert(p.id, (p.peer_urls.clone(), tx));
+            self.runtime.spawn(dial_loop(
+                self.ctx.clone(),
+                p.clone(),
+                self.tls.clone(),
+                rx,
+                self.shutdown.clone(),
+            ));
         }
     }
 }
@@ -57,7 +88,6 @@ impl Transport for PeerTransport {
 pub struct PeerContext {
     pub member_id: u64,
     pub cluster_id: u64,
-    pub members: Vec<u64>,
     pub raft_tx: SyncSender<RaftEvent>,
     pub client_cert_auth: bool,
     /// The member table, to tell whether a peer has been part of the cluster before.
@@ -94,25 +124,22 @@ fn wiped_exit(member_id: u64) -> ! {
 }
 
 /// Starts one dialer per other member; returns the transport the raft loop sends through.
+/// Must be called inside the tokio runtime.
 pub fn start_dialers(
     ctx: &PeerContext,
     peers: &[Member],
     tls: Option<TlsConnector>,
     shutdown: watch::Receiver<bool>,
 ) -> PeerTransport {
-    let mut queues = HashMap::new();
-    for p in peers.iter().filter(|p| p.id != ctx.member_id) {
-        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
-        queues.insert(p.id, tx);
-        tokio::spawn(dial_loop(
-            ctx.clone(),
-            p.clone(),
-            tls.clone(),
-            rx,
-            shutdown.clone(),
-        ));
-    }
-    PeerTransport { queues }
+    let t = PeerTransport {
+        queues: RwLock::new(HashMap::new()),
+        ctx: ctx.clone(),
+        tls,
+        shutdown,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    t.set_peers(peers);
+    t
 }
 
 async fn dial_loop(
@@ -125,7 +152,8 @@ async fn dial_loop(
     let mut backoff = Duration::from_millis(100);
     let mut was_up = false;
     loop {
-        if *shutdown.borrow() {
+        // A closed queue means the member was removed (or its URLs changed).
+        if *shutdown.borrow() || rx.is_closed() {
             return;
         }
         match connect(&ctx, &peer, tls.as_ref()).await {
@@ -189,12 +217,12 @@ async fn dial(addr: &str, local_ip: Option<std::net::IpAddr>) -> std::io::Result
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
 
-async fn connect(
-    ctx: &PeerContext,
-    peer: &Member,
+/// Opens a connection (TCP, then TLS for https) to a peer URL.
+async fn open(
+    url: &str,
     tls: Option<&TlsConnector>,
+    local_ip: Option<std::net::IpAddr>,
 ) -> Result<Box<dyn Conn>, String> {
-    let url = peer.peer_urls.first().ok_or("no peer URL")?;
     let parsed = crate::config::parse_urls("initial-cluster", url).map_err(|e| e.to_string())?;
     let u = &parsed[0];
     let addr = format!(
@@ -202,27 +230,76 @@ async fn connect(
         u.host.trim_matches(|c| c == '[' || c == ']'),
         u.port
     );
-    let tcp = tokio::time::timeout(DIAL_TIMEOUT, dial(&addr, ctx.local_ip))
+    let tcp = tokio::time::timeout(DIAL_TIMEOUT, dial(&addr, local_ip))
         .await
         .map_err(|_| format!("dial {addr} timed out"))?
         .map_err(|e| format!("dial {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let mut conn: Box<dyn Conn> = if u.tls {
-        let tls = tls.ok_or("peer URL is https but no --peer-cert-file/--peer-key-file are set")?;
-        let name = oxcd_tls::server_name(&u.host).ok_or("bad peer host")?;
-        let s = tokio::time::timeout(DIAL_TIMEOUT, tls.connect(name, tcp))
-            .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| {
-                format!(
-                    "TLS handshake with {addr} failed: {}",
-                    oxcd_tls::explain(&e)
-                )
-            })?;
-        Box::new(s)
-    } else {
-        Box::new(tcp)
-    };
+    if !u.tls {
+        return Ok(Box::new(tcp));
+    }
+    let tls = tls.ok_or("peer URL is https but no --peer-cert-file/--peer-key-file are set")?;
+    let name = oxcd_tls::server_name(&u.host).ok_or("bad peer host")?;
+    let s = tokio::time::timeout(DIAL_TIMEOUT, tls.connect(name, tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| {
+            format!(
+                "TLS handshake with {addr} failed: {}",
+                oxcd_tls::explain(&e)
+            )
+        })?;
+    Ok(Box::new(s))
+}
+
+/// Asks the members at `urls` for the cluster's ID and member table (what a member started
+/// with `--initial-cluster-state existing` and an empty data dir needs to know who it is).
+pub async fn fetch_membership(
+    urls: &[String],
+    tls: Option<&TlsConnector>,
+    local_ip: Option<std::net::IpAddr>,
+) -> Result<Membership, String> {
+    let mut last = String::from("no peer URLs to ask");
+    for url in urls {
+        let res = async {
+            let mut conn = open(url, tls, local_ip).await?;
+            let mut hello = JOIN_MAGIC.to_vec();
+            hello.resize(25, 0);
+            conn.write_all(&hello).await.map_err(|e| e.to_string())?;
+            conn.flush().await.map_err(|e| e.to_string())?;
+            let mut len = [0u8; 4];
+            conn.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+            let len = u32::from_be_bytes(len) as usize;
+            if len > FRAME_BYTES_MAX {
+                return Err("membership answer too large".to_string());
+            }
+            let mut buf = vec![0u8; len];
+            conn.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+            serde_json::from_slice::<Membership>(&buf).map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(DIAL_TIMEOUT * 2, res).await {
+            Ok(Ok(m)) => return Ok(m),
+            Ok(Err(e)) => last = format!("{url}: {e}"),
+            Err(_) => last = format!("{url}: timed out"),
+        }
+    }
+    Err(last)
+}
+
+/// A cluster's identity and members, as a running member describes it to a joining one.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Membership {
+    pub cluster_id: u64,
+    pub members: Vec<Member>,
+}
+
+async fn connect(
+    ctx: &PeerContext,
+    peer: &Member,
+    tls: Option<&TlsConnector>,
+) -> Result<Box<dyn Conn>, String> {
+    let url = peer.peer_urls.first().ok_or("no peer URL")?;
+    let mut conn = open(url, tls, ctx.local_ip).await?;
     let mut hello = MAGIC.to_vec();
     hello.extend_from_slice(&ctx.member_id.to_be_bytes());
     hello.extend_from_slice(&ctx.cluster_id.to_be_bytes());
@@ -365,6 +442,20 @@ async fn accept(
         .map_err(|e| format!("handshake: {e}"))?;
     let from = u64::from_be_bytes(hello[8..16].try_into().map_err(|_| "bad handshake")?);
     let cluster = u64::from_be_bytes(hello[16..24].try_into().map_err(|_| "bad handshake")?);
+    if &hello[..8] == JOIN_MAGIC {
+        let list = ctx.table.read().map(|t| t.list.clone()).unwrap_or_default();
+        let answer = serde_json::to_vec(&Membership {
+            cluster_id: ctx.cluster_id,
+            members: list,
+        })
+        .map_err(|e| e.to_string())?;
+        let mut out = (answer.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&answer);
+        conn.write_all(&out).await.map_err(|e| e.to_string())?;
+        conn.flush().await.map_err(|e| e.to_string())?;
+        tracing::info!("told a joining member at {addr} the cluster's membership");
+        return Ok(());
+    }
     let refusal = if &hello[..8] != MAGIC {
         Some("not an oxcd peer (bad magic)".to_string())
     } else if cluster != ctx.cluster_id {
@@ -372,7 +463,12 @@ async fn accept(
             "cluster ID mismatch: this member is in cluster {:x}, the peer says {:x}",
             ctx.cluster_id, cluster
         ))
-    } else if !ctx.members.contains(&from) {
+    } else if !ctx
+        .table
+        .read()
+        .map(|t| t.get(from).is_some())
+        .unwrap_or(false)
+    {
         Some(format!("member {from:x} is not in this cluster"))
     } else {
         None

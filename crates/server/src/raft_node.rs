@@ -40,18 +40,27 @@ pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 pub type ApplyResult = Result<(Applied, i64), ServerError>;
 
 pub enum RaftEvent {
-    Propose { id: u64, data: Vec<u8> },
+    Propose {
+        id: u64,
+        data: Vec<u8>,
+    },
     ReadIndex(oneshot::Sender<Result<(), ServerError>>),
     Step(Box<Message>),
     Unreachable(u64),
     SnapshotFailed(u64),
     TransferLeader(u64),
+    ProposeConfChange {
+        id: u64,
+        cc: raft::eraftpb::ConfChange,
+    },
     Shutdown,
 }
 
 /// Where outgoing raft messages go (the peer transport).
 pub trait Transport: Send + Sync {
     fn send(&self, msgs: Vec<Message>);
+    /// Starts dialers for new members and stops those of removed ones.
+    fn set_peers(&self, members: &[crate::members::Member]);
 }
 
 /// Numbers the loop publishes for status requests and response headers.
@@ -97,6 +106,8 @@ pub struct RaftLoop {
     leader_since_ms: i64,
     /// Lease revokes proposed, and when.
     revoking: HashMap<i64, i64>,
+    /// Set when a membership change removed this member.
+    removed: bool,
     /// Flipped once this member's attributes are in the member table (etcd's "published"):
     /// client listeners open only then.
     pub published: tokio::sync::watch::Sender<bool>,
@@ -161,6 +172,7 @@ impl RaftLoop {
             held: Vec::new(),
             leader_since_ms: 0,
             revoking: HashMap::new(),
+            removed: false,
             published: tokio::sync::watch::channel(false).0,
         }
     }
@@ -238,6 +250,11 @@ impl RaftLoop {
             }
             RaftEvent::Unreachable(id) => self.node.report_unreachable(id),
             RaftEvent::TransferLeader(id) => self.node.transfer_leader(id),
+            RaftEvent::ProposeConfChange { id, cc } => {
+                if self.node.propose_conf_change(vec![], cc).is_err() {
+                    self.reply(id, Err(ServerError::NoLeader));
+                }
+            }
             RaftEvent::SnapshotFailed(id) => {
                 self.node.report_snapshot(id, raft::SnapshotStatus::Failure)
             }
@@ -459,6 +476,7 @@ impl RaftLoop {
         };
         let (last_index, last_term) = (last.index, last.term);
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
+        let mut conf_replies: Vec<(u64, ApplyResult)> = Vec::new();
         {
             let store = self.applier.store.clone();
             let mut batch = store.batch().map_err(|e| e.to_string())?;
@@ -468,8 +486,15 @@ impl RaftLoop {
                     EntryType::EntryNormal => {
                         outcomes.push(self.applier.apply(&mut batch, &e.data))
                     }
-                    EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                        self.apply_conf_change(e)?;
+                    EntryType::EntryConfChange => {
+                        if let Some((id, res)) = self.apply_conf_change(&mut batch, e)? {
+                            conf_replies.push((id, res));
+                        }
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        tracing::error!(
+                            "skipping a ConfChangeV2 entry: oxcd proposes only ConfChange"
+                        );
                     }
                 }
             }
@@ -493,10 +518,22 @@ impl RaftLoop {
                 self.reply(o.id, o.result.map(|a| (a, o.rev)));
             }
         }
+        let rev = self.applier.store.current_rev();
+        for (id, res) in conf_replies {
+            self.reply(id, res.map(|(a, _)| (a, rev)));
+        }
         if let Ok(v2) = self.applier.v2.lock() {
             self.v2_index.send_replace(v2.index);
         }
         self.release_reads(last_index);
+        if self.removed {
+            tracing::error!(
+                "this member ({:x}) has been permanently removed from the cluster; exiting",
+                self.member_id
+            );
+            self.shutdown();
+            std::process::exit(0);
+        }
         Ok(())
     }
 
@@ -514,15 +551,43 @@ impl RaftLoop {
         }
     }
 
-    fn apply_conf_change(&mut self, e: &Entry) -> Result<(), String> {
+    /// Applies a membership change: the member table, raft's configuration, the transport.
+    fn apply_conf_change(
+        &mut self,
+        batch: &mut oxcd_storage::WriteBatch<'_>,
+        e: &Entry,
+    ) -> Result<Option<(u64, ApplyResult)>, String> {
         let cc = raft::eraftpb::ConfChange::parse_from_bytes(&e.data).map_err(|e| e.to_string())?;
+        let change: Option<crate::apply::MemberChange> = serde_json::from_slice(&cc.context).ok();
+        let res = change.as_ref().map(|c| {
+            self.applier
+                .apply_member_change(batch, c, cc.get_change_type())
+        });
         let cs = self
             .node
             .apply_conf_change(&cc)
             .map_err(|e| e.to_string())?;
         self.node.mut_store().mem.wl().set_conf_state(cs.clone());
         self.conf_state = cs;
-        Ok(())
+        if let Ok(m) = self.applier.members.read() {
+            self.transport.set_peers(&m.list);
+        }
+        tracing::info!(
+            "membership change applied: {:?} {:x}; voters {:x?}, learners {:x?}",
+            cc.get_change_type(),
+            cc.node_id,
+            self.conf_state.voters,
+            self.conf_state.learners
+        );
+        if cc.get_change_type() == raft::eraftpb::ConfChangeType::RemoveNode
+            && cc.node_id == self.member_id
+        {
+            self.removed = true;
+        }
+        Ok(match (change, res) {
+            (Some(c), Some(res)) if c.req != 0 => Some((c.req, res.map(|a| (a, 0)))),
+            _ => None,
+        })
     }
 
     /// Replaces local state with a snapshot from the leader.

@@ -10,7 +10,7 @@ pub struct LogRequest {
     /// Unique per proposal (member-ID prefix + counter): how the proposer finds its waiter.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
     pub op: Option<Op>,
 }
 
@@ -39,6 +39,17 @@ pub enum Op {
     /// A keep-alive: the lease's TTL starts again at `now_ms`.
     #[prost(message, tag = "11")]
     LeaseRenew(LeaseOp),
+    /// New peer URLs for a member (etcd's member update).
+    #[prost(message, tag = "12")]
+    MemberUpdate(MemberUpdate),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberUpdate {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, repeated, tag = "2")]
+    pub peer_urls: Vec<String>,
 }
 
 /// A lease grant, renewal or revoke; `now_ms` is the proposer's clock.

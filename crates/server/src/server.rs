@@ -103,6 +103,38 @@ impl Server {
         }
     }
 
+    /// Proposes a membership change and waits until it is applied here.
+    pub async fn propose_member_change(
+        &self,
+        kind: raft::eraftpb::ConfChangeType,
+        member: crate::members::Member,
+    ) -> Result<Applied, ServerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut cc = raft::eraftpb::ConfChange::default();
+        cc.set_change_type(kind);
+        cc.node_id = member.id;
+        cc.context = serde_json::to_vec(&crate::apply::MemberChange { req: id, member })
+            .map_err(|e| ServerError::Internal(e.to_string()))?
+            .into();
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock poisoned")
+            .insert(id, tx);
+        if let Err(e) = self.send(RaftEvent::ProposeConfChange { id, cc }) {
+            self.forget(id);
+            return Err(e);
+        }
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(res)) => res.map(|(a, _)| a),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => {
+                self.forget(id);
+                Err(ServerError::Timeout)
+            }
+        }
+    }
+
     fn forget(&self, id: u64) {
         self.waiters
             .lock()
