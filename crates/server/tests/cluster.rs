@@ -578,3 +578,127 @@ async fn peer_with_cert_from_another_ca_is_refused() {
 async fn peer_cert_not_covering_its_address_is_refused() {
     peer_refused(70, "san", "does not cover the address").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_added_at_runtime_joins_and_leaves() {
+    use oxcd_api::etcdserverpb::{
+        cluster_client::ClusterClient, MemberAddRequest, MemberListRequest, MemberRemoveRequest,
+    };
+    let mut c = Cluster::start(80, &[], None);
+    c.wait_writable(0, Duration::from_secs(15)).await;
+    let want = write_keys(&c, "j/", 20).await;
+    let ch = Channel::from_shared(c.endpoint(0))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut cluster = ClusterClient::new(ch);
+    let url = "http://127.0.0.84:2380".to_string();
+    let added = cluster
+        .member_add(MemberAddRequest {
+            peer_ur_ls: vec![url.clone()],
+            is_learner: false,
+        })
+        .await
+        .expect("member add")
+        .into_inner();
+    let new_id = added.member.expect("member").id;
+    assert_eq!(added.members.len(), 4);
+    let mut initial: Vec<String> = c
+        .members
+        .iter()
+        .map(|m| format!("{}=http://{}:2380", m.name, m.ip))
+        .collect();
+    initial.push(format!("m4={url}"));
+    let data = c._dir.path().join("m4");
+    let log_path = c._dir.path().join("m4.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut joiner = Command::new(BIN)
+        .args([
+            "--name=m4".to_string(),
+            format!("--data-dir={}", data.display()),
+            format!("--initial-advertise-peer-urls={url}"),
+            format!("--listen-peer-urls={url}"),
+            "--listen-client-urls=http://127.0.0.84:2379".into(),
+            "--advertise-client-urls=http://127.0.0.84:2379".into(),
+            "--initial-cluster-token=test-cluster".into(),
+            format!("--initial-cluster={}", initial.join(",")),
+            "--initial-cluster-state=existing".into(),
+        ])
+        .stderr(log)
+        .spawn()
+        .expect("start the new member");
+    // The new member learns everything (by snapshot: it starts with an empty log).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = async {
+            let ch = Channel::from_static("http://127.0.0.84:2379")
+                .timeout(Duration::from_secs(2))
+                .connect()
+                .await
+                .ok()?;
+            let r = RangeRequest {
+                key: b"j/".to_vec(),
+                range_end: b"j0".to_vec(),
+                serializable: true,
+                ..Default::default()
+            };
+            Some(
+                KvClient::new(ch)
+                    .range(r)
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .kvs
+                    .len(),
+            )
+        }
+        .await;
+        if got == Some(want.len()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = joiner.kill();
+            panic!(
+                "new member did not catch up; log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let list = cluster
+        .member_list(MemberListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    let m4 = list
+        .members
+        .iter()
+        .find(|m| m.id == new_id)
+        .expect("listed");
+    assert_eq!(m4.name, "m4");
+    assert_eq!(m4.client_ur_ls, vec!["http://127.0.0.84:2379".to_string()]);
+    cluster
+        .member_remove(MemberRemoveRequest { id: new_id })
+        .await
+        .expect("member remove");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = joiner.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = joiner.kill();
+            panic!("removed member kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "removed member exit status {status:?}");
+    let list = cluster
+        .member_list(MemberListRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.members.len(), 3);
+    write_keys(&c, "j/after", 3).await;
+}
