@@ -20,6 +20,7 @@ use crate::v2::{Changes, V2Error, V2Event, V2Store, AUX_V2_META, AUX_V2_NODES};
 
 /// The result of applying one request, handed to the member that proposed it.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per request and moved, never stored in bulk
 pub enum Applied {
     Put(oxcd_api::etcdserverpb::PutResponse),
     Delete(oxcd_api::etcdserverpb::DeleteRangeResponse),

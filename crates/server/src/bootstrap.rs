@@ -134,8 +134,10 @@ pub fn open(cfg: &Config, join: Option<crate::peer::Membership>) -> anyhow::Resu
         // a snapshot, and with it the whole membership. A member joining an existing cluster
         // starts empty and learns everything from that snapshot.
         let (index, cs) = if cfg.initial_cluster_new {
-            let mut cs = ConfState::default();
-            cs.voters = ids.clone();
+            let cs = ConfState {
+                voters: ids.clone(),
+                ..Default::default()
+            };
             (1, cs)
         } else {
             (0, ConfState::default())

@@ -133,7 +133,7 @@ mod tests {
         );
         assert_eq!(t.remaining_secs(7, 10_500), Some(1));
         t.reattach(b"k", 0, 7);
-        assert!(t.leases[&7].keys.contains(&b"k".to_vec()));
+        assert!(t.leases[&7].keys.contains(b"k".as_slice()));
         t.reattach(b"k", 7, 0);
         assert!(t.leases[&7].keys.is_empty());
     }

@@ -37,10 +37,13 @@ pub const FRAME_BYTES_MAX: usize = 1 << 30;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
+type PeerQueue = (Vec<String>, mpsc::Sender<Message>);
+
 /// Sends raft messages to peers through one queue per peer; dialers come and go with
 /// membership changes.
 pub struct PeerTransport {
-    queues: RwLock<HashMap<u64, (Vec<String>, mpsc::Sender<Message>)>>,
+    /// Per peer: the URLs its dialer uses, and its queue.
+    queues: RwLock<HashMap<u64, PeerQueue>>,
     ctx: PeerContext,
     tls: Option<TlsConnector>,
     shutdown: watch::Receiver<bool>,

@@ -73,6 +73,9 @@ pub struct RaftStatus {
     pub last_index: AtomicU64,
 }
 
+/// A linearizable read waiting for its read index to be applied.
+type ReadWaiter = oneshot::Sender<Result<(), ServerError>>;
+
 /// Proposers waiting for their entries to be applied, by request ID.
 pub type Waiters = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<ApplyResult>>>>;
 
@@ -92,9 +95,9 @@ pub struct RaftLoop {
     pub attrs: MemberAttrs,
     pub conf_state: ConfState,
     pub last_snapshot_index: u64,
-    reads_new: Vec<oneshot::Sender<Result<(), ServerError>>>,
-    reads_by_ctx: HashMap<Vec<u8>, Vec<oneshot::Sender<Result<(), ServerError>>>>,
-    reads_ready: Vec<(u64, Vec<oneshot::Sender<Result<(), ServerError>>>)>,
+    reads_new: Vec<ReadWaiter>,
+    reads_by_ctx: HashMap<Vec<u8>, Vec<ReadWaiter>>,
+    reads_ready: Vec<(u64, Vec<ReadWaiter>)>,
     read_ctx: u64,
     last_durable: Instant,
     durable_index: u64,

@@ -55,21 +55,19 @@ async fn run_stream(
                 let Ok(Some(req)) = msg else { return };
                 match req.request_union {
                     Some(RequestUnion::CreateRequest(c)) => {
-                        if !create(server, stream, c, &mut next_id, &hub_tx, &out).await {
-                            return;
-                        }
+                        let alive = create(server, stream, c, &mut next_id, &hub_tx, &out).await;
+                        if !alive { return; }
                     }
-                    Some(RequestUnion::CancelRequest(c)) => {
-                        if server.watch.cancel(stream, c.watch_id) {
-                            let resp = WatchResponse {
-                                header: Some(server.header(server.store.current_rev())),
-                                watch_id: c.watch_id,
-                                canceled: true,
-                                ..Default::default()
-                            };
-                            if out.send(Ok(resp)).await.is_err() { return; }
-                        }
+                    Some(RequestUnion::CancelRequest(c)) if server.watch.cancel(stream, c.watch_id) => {
+                        let resp = WatchResponse {
+                            header: Some(server.header(server.store.current_rev())),
+                            watch_id: c.watch_id,
+                            canceled: true,
+                            ..Default::default()
+                        };
+                        if out.send(Ok(resp)).await.is_err() { return; }
                     }
+                    Some(RequestUnion::CancelRequest(_)) => {}
                     Some(RequestUnion::ProgressRequest(_)) => {
                         let resp = WatchResponse {
                             header: Some(server.header(server.store.current_rev())),

@@ -584,7 +584,7 @@ async fn member_added_at_runtime_joins_and_leaves() {
     use oxcd_api::etcdserverpb::{
         cluster_client::ClusterClient, MemberAddRequest, MemberListRequest, MemberRemoveRequest,
     };
-    let mut c = Cluster::start(80, &[], None);
+    let c = Cluster::start(80, &[], None);
     c.wait_writable(0, Duration::from_secs(15)).await;
     let want = write_keys(&c, "j/", 20).await;
     let ch = Channel::from_shared(c.endpoint(0))

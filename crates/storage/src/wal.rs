@@ -143,9 +143,12 @@ fn encode(buf: &mut Vec<u8>, kind: u8, index: u64, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
+/// Where a segment's tail is torn: offset and why.
+type TornAt = (u64, String);
+
 /// Reads a segment's records. Returns them and, when the tail is torn, the offset of the
 /// first bad byte.
-fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, Option<(u64, String)>), WalError> {
+fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, Option<TornAt>), WalError> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
