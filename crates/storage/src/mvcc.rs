@@ -147,6 +147,9 @@ fn key_bounds<'a>(key: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [
     }
 }
 
+/// A row of an auxiliary table: key, value.
+pub type AuxRow = (Vec<u8>, Vec<u8>);
+
 /// What to read.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RangeOptions {
@@ -389,7 +392,7 @@ impl Store {
     }
 
     /// Reads every row of an auxiliary table (v2 keys, leases, members) at open.
-    pub fn aux_load(&self, table: u8) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MvccError> {
+    pub fn aux_load(&self, table: u8) -> Result<Vec<AuxRow>, MvccError> {
         let txn = self.db.begin_read()?;
         let aux = txn.open_table(AUX)?;
         let mut out = Vec::new();
