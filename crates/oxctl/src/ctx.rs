@@ -137,6 +137,18 @@ impl Ctx {
             .await
     }
 
+    /// Like [`Ctx::call`] with its own timeout instead of `--command-timeout`.
+    pub async fn call_within<T, F>(&self, timeout: Duration, fut: F) -> CtlResult<T>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let ctx = Ctx {
+            command_timeout: timeout,
+            ..self.clone_settings()
+        };
+        ctx.call(fut).await
+    }
+
     async fn unary<T, E, F>(&self, fut: F, status: impl Fn(E) -> tonic::Status) -> CtlResult<T>
     where
         F: Future<Output = Result<T, E>>,

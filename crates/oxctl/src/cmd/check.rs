@@ -109,7 +109,10 @@ pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
         range_end: prefix_end(prefix.as_bytes()),
         prev_kv: false,
     };
-    let d = ctx.call(first.kv().delete_range(del)).await?;
+    // etcdctl gives the clean-up delete 30 seconds.
+    let d = ctx
+        .call_within(Duration::from_secs(30), first.kv().delete_range(del))
+        .await?;
     if auto_compact {
         let rev = d.header.map(|h| h.revision).unwrap_or(0);
         ctx.call(first.kv().compact(pb::CompactionRequest {
