@@ -27,12 +27,16 @@ pub fn router(server: Arc<Server>) -> Router {
     let mut r = Router::new()
         .route("/version", get(version))
         .route("/health", any(health));
-    if server.cfg.enable_v2 {
-        r = r
-            .route("/v2/keys", any(keys))
-            .route("/v2/keys/", any(keys))
-            .route("/v2/keys/{*path}", any(keys));
-    }
+    // With --enable-v2=false etcd answers the keys API with Go's plain 404.
+    let handler = if server.cfg.enable_v2 {
+        any(keys)
+    } else {
+        any(not_found)
+    };
+    r = r
+        .route("/v2/keys", handler.clone())
+        .route("/v2/keys/", handler.clone())
+        .route("/v2/keys/{*path}", handler);
     r.layer(axum::middleware::from_fn(cors)).with_state(server)
 }
 
@@ -83,6 +87,20 @@ async fn health(State(server): State<Arc<Server>>, method: Method) -> Response {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     (status, headers, body.to_string()).into_response()
+}
+
+/// Go's `http.NotFound`.
+async fn not_found() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    (StatusCode::NOT_FOUND, headers, "404 page not found\n").into_response()
 }
 
 /// Go's `http.Error` with status 405, as etcd's `allowMethod` writes it.

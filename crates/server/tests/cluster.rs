@@ -702,3 +702,50 @@ async fn member_added_at_runtime_joins_and_leaves() {
     assert_eq!(list.members.len(), 3);
     write_keys(&c, "j/after", 3).await;
 }
+
+/// A data dir written by one member is refused when started with another member's flags.
+#[test]
+fn data_dir_of_another_member_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("d");
+    let start = |name: &str| {
+        Command::new(BIN)
+            .args([
+                format!("--name={name}"),
+                format!("--data-dir={}", data.display()),
+                "--listen-client-urls=http://127.0.0.101:2379".into(),
+                "--advertise-client-urls=http://127.0.0.101:2379".into(),
+                "--listen-peer-urls=http://127.0.0.101:2380".into(),
+                "--initial-advertise-peer-urls=http://127.0.0.101:2380".into(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start oxcd")
+    };
+    let mut first = start("a");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.join("member/wal").exists() {
+        assert!(Instant::now() < deadline, "member a never created its WAL");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = first.kill();
+    let _ = first.wait();
+    let mut second = start("b");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a member started on another member's data dir kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = second.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(
+        err.contains("belongs to member") && err.contains("(a)"),
+        "stderr: {err}"
+    );
+}
