@@ -708,15 +708,21 @@ async fn member_added_at_runtime_joins_and_leaves() {
 fn data_dir_of_another_member_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("d");
+    // Another member: other peer URLs, so another member ID (as etcd computes it).
     let start = |name: &str| {
+        let ip = if name == "a" {
+            "127.0.0.101"
+        } else {
+            "127.0.0.102"
+        };
         Command::new(BIN)
             .args([
                 format!("--name={name}"),
                 format!("--data-dir={}", data.display()),
-                "--listen-client-urls=http://127.0.0.101:2379".into(),
-                "--advertise-client-urls=http://127.0.0.101:2379".into(),
-                "--listen-peer-urls=http://127.0.0.101:2380".into(),
-                "--initial-advertise-peer-urls=http://127.0.0.101:2380".into(),
+                format!("--listen-client-urls=http://{ip}:2379"),
+                format!("--advertise-client-urls=http://{ip}:2379"),
+                format!("--listen-peer-urls=http://{ip}:2380"),
+                format!("--initial-advertise-peer-urls=http://{ip}:2380"),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
