@@ -244,6 +244,9 @@ fn cfssl(dir: &Path, args: &[&str], stdin: &str, bare: &str) {
     );
 }
 
+/// Numbers the logs of launches.
+static LAUNCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Which server to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Impl {
@@ -342,7 +345,12 @@ impl<'a> Launch<'a> {
             kind: self.kind,
             child: None,
             data_dir,
-            log: self.dir.join(format!("{}.log", self.name)),
+            // One log per launch, even when two launches share a data dir.
+            log: self.dir.join(format!(
+                "{}.{}.log",
+                self.name,
+                LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )),
             client_port,
             peer_port,
             client_url,
