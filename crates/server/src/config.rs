@@ -180,9 +180,8 @@ pub fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Parsed, 
                 v.clone()
             }
         };
-        if set.insert(fname, value).is_some() {
-            return err(format!("--{fname} is given more than once"));
-        }
+        // Go's flag package sets a flag again when it is repeated: the last value wins.
+        set.insert(fname, value);
     }
     for (key, _) in env.iter().filter(|(k, _)| k.starts_with("ETCD_")) {
         let known = FLAGS.iter().any(|f| env_name(f.0) == *key);
@@ -370,8 +369,16 @@ impl RawFlags {
             key_file,
             trusted_ca_file: trusted,
         };
-        oxcd_tls::server_config(&files)
-            .map_err(|e| ConfigError(format!("--{cert}/--{key}/--{ca}: {e}")))?;
+        oxcd_tls::server_config(&files).map_err(|e| {
+            // Name the one flag whose file is at fault.
+            let flag = match &e {
+                oxcd_tls::TlsError::Cert { .. } => format!("--{cert}"),
+                oxcd_tls::TlsError::Key { .. } => format!("--{key}"),
+                oxcd_tls::TlsError::Ca { .. } => format!("--{ca}"),
+                oxcd_tls::TlsError::Mismatch { .. } => format!("--{cert}/--{key}"),
+            };
+            ConfigError(format!("{flag}: {e}"))
+        })?;
         Ok(Some(files))
     }
 }

@@ -265,6 +265,7 @@ pub struct Server {
     pub client_url: String,
     pub tls: Option<ClientCerts>,
     pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// How to start a server: the common single-member flags plus extras.
@@ -278,6 +279,7 @@ pub struct Launch<'a> {
     pub member: &'a str,
     pub pki: Option<&'a Pki>,
     pub extra: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl<'a> Launch<'a> {
@@ -292,7 +294,14 @@ impl<'a> Launch<'a> {
             member: "default",
             pki: None,
             extra: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// An environment variable for the server (etcd's `ETCD_*` flags).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     pub fn member(mut self, member: &'a str) -> Self {
@@ -356,6 +365,7 @@ impl<'a> Launch<'a> {
             client_url,
             tls: self.pki.map(|p| p.client.clone()),
             args,
+            env: self.env,
         };
         server.launch();
         server
@@ -383,6 +393,7 @@ impl Server {
             .expect("open the server log");
         let child = Command::new(self.program())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("ETCDCTL_API")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup the log"))
