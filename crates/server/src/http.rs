@@ -102,8 +102,16 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let res = match tls {
         None => {
+            // etcdctl 3.4 sends `:authority: http://host:port` over plaintext HTTP/2.
+            let conn = match crate::h2_authority::wrap(stream).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!("connection from {peer} ended before its first request: {e}");
+                    return;
+                }
+            };
             builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .serve_connection_with_upgrades(TokioIo::new(conn), svc)
                 .await
         }
         Some(acceptor) => {

@@ -7,6 +7,7 @@ pub mod cluster_service;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod h2_authority;
 pub mod http;
 pub mod ids;
 pub mod kv;
