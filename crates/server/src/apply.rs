@@ -11,6 +11,7 @@ use oxcd_api::etcdserverpb::{request_op, CompactionResponse, RangeRequest, TxnRe
 use oxcd_storage::{Event, Store, WriteBatch};
 use prost::Message;
 
+use crate::auth::{AuthStore, AUX_AUTH};
 use crate::error::ServerError;
 use crate::kv::{self, KvRead, Writer};
 use crate::lease::{Lease, LeaseTable, AUX_LEASES, TTL_MAX};
@@ -34,6 +35,8 @@ pub enum Applied {
     LeaseRenewed {
         ttl: i64,
     },
+    /// Authenticate's new token.
+    Token(String),
     /// A membership change: the member it concerns and the table after it.
     Members {
         member: Option<crate::members::Member>,
@@ -57,11 +60,12 @@ pub struct Applier {
     pub v2: Arc<Mutex<V2Store>>,
     pub members: Arc<RwLock<Members>>,
     pub leases: Arc<Mutex<LeaseTable>>,
+    pub auth: Arc<Mutex<AuthStore>>,
 }
 
 impl Applier {
-    /// Applies one normal entry's data inside `batch`.
-    pub fn apply(&self, batch: &mut WriteBatch<'_>, data: &[u8]) -> Outcome {
+    /// Applies one normal entry (its raft index and data) inside `batch`.
+    pub fn apply(&self, batch: &mut WriteBatch<'_>, index: u64, data: &[u8]) -> Outcome {
         let req = match LogRequest::decode(data) {
             Ok(r) => r,
             Err(e) => {
@@ -78,7 +82,7 @@ impl Applier {
         };
         let mut events = Vec::new();
         let result = match req.op {
-            Some(op) => self.apply_op(batch, op, &mut events),
+            Some(op) => self.apply_op(batch, index, op, &mut events),
             None => Ok(Applied::Done),
         };
         if !events.is_empty() {
@@ -103,6 +107,7 @@ impl Applier {
     fn apply_op(
         &self,
         batch: &mut WriteBatch<'_>,
+        index: u64,
         op: Op,
         events: &mut Vec<Event>,
     ) -> Result<Applied, ServerError> {
@@ -214,6 +219,16 @@ impl Applier {
                 events.extend(t.end());
                 Ok(Applied::Done)
             }
+            Op::Auth(a) => {
+                let Some(op) = a.op else {
+                    return Ok(Applied::Done);
+                };
+                let mut auth = self.auth.lock().expect("auth store lock poisoned");
+                Ok(match auth.apply(batch, index, op)? {
+                    Some(token) => Applied::Token(token),
+                    None => Applied::Done,
+                })
+            }
         }
     }
 
@@ -290,6 +305,10 @@ impl Applier {
             .expect("members lock poisoned")
             .load_rows(rows);
         *self.leases.lock().expect("lease table lock poisoned") = load_leases(&self.store)?;
+        let mut auth = load_auth(&self.store)?;
+        let mut old = self.auth.lock().expect("auth store lock poisoned");
+        auth.keep_tokens(&mut old);
+        *old = auth;
         Ok(())
     }
 }
@@ -315,6 +334,11 @@ pub fn load_leases(store: &Store) -> Result<LeaseTable, String> {
         .map(|kv| (kv.key, kv.lease))
         .collect();
     Ok(LeaseTable::load(rows, attached))
+}
+
+/// Loads the auth store (users, roles, the enabled flag) from the backend.
+pub fn load_auth(store: &Store) -> Result<AuthStore, String> {
+    AuthStore::load(store.aux_load(AUX_AUTH).map_err(|e| e.to_string())?)
 }
 
 /// Loads the v2 store from the backend.

@@ -7,6 +7,7 @@ use raft::eraftpb::ConfChangeType;
 use tonic::{Request, Response, Status};
 
 use crate::apply::Applied;
+use crate::auth::Need;
 use crate::error::ServerError;
 use crate::grpc::Services;
 use crate::members::Member;
@@ -65,6 +66,7 @@ impl Cluster for Services {
         &self,
         r: Request<pb::MemberAddRequest>,
     ) -> GrpcResult<pb::MemberAddResponse> {
+        self.server.auth_check(r.metadata(), Need::Admin)?;
         let r = r.into_inner();
         check_urls(&r.peer_ur_ls)?;
         let existing = self.members_snapshot()?;
@@ -104,6 +106,7 @@ impl Cluster for Services {
         &self,
         r: Request<pb::MemberRemoveRequest>,
     ) -> GrpcResult<pb::MemberRemoveResponse> {
+        self.server.auth_check(r.metadata(), Need::Admin)?;
         let m = self.member(r.into_inner().id)?;
         let (_, members) = self.change(ConfChangeType::RemoveNode, m).await?;
         Ok(Response::new(pb::MemberRemoveResponse {
@@ -116,6 +119,7 @@ impl Cluster for Services {
         &self,
         r: Request<pb::MemberUpdateRequest>,
     ) -> GrpcResult<pb::MemberUpdateResponse> {
+        self.server.auth_check(r.metadata(), Need::Admin)?;
         let r = r.into_inner();
         check_urls(&r.peer_ur_ls)?;
         self.member(r.id)?;
@@ -149,6 +153,7 @@ impl Cluster for Services {
         &self,
         r: Request<pb::MemberPromoteRequest>,
     ) -> GrpcResult<pb::MemberPromoteResponse> {
+        self.server.auth_check(r.metadata(), Need::Admin)?;
         let m = self.member(r.into_inner().id)?;
         if !m.is_learner {
             return Err(ServerError::MemberNotLearner.into());

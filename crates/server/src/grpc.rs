@@ -10,6 +10,7 @@ use oxcd_api::etcdserverpb::{kv_server::Kv, maintenance_server::Maintenance};
 use tonic::{Request, Response, Status};
 
 use crate::apply::Applied;
+use crate::auth::Need;
 use crate::error::ServerError;
 use crate::kv;
 use crate::request::Op;
@@ -38,8 +39,9 @@ impl Services {
 #[tonic::async_trait]
 impl Kv for Services {
     async fn range(&self, req: Request<pb::RangeRequest>) -> GrpcResult<pb::RangeResponse> {
-        let r = req.into_inner();
+        let (meta, _, r) = req.into_parts();
         kv::check_range(&r)?;
+        self.server.auth_check(&meta, Need::Range(&r))?;
         if !r.serializable {
             self.server.read_index().await?;
         }
@@ -52,8 +54,9 @@ impl Kv for Services {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> GrpcResult<pb::PutResponse> {
-        let r = req.into_inner();
+        let (meta, _, r) = req.into_parts();
         kv::check_put(&r)?;
+        self.server.auth_check(&meta, Need::Put(&r))?;
         match self.write(Op::Put(r)).await? {
             (Applied::Put(mut resp), rev) => {
                 resp.header = Some(self.server.header(rev));
@@ -67,8 +70,9 @@ impl Kv for Services {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> GrpcResult<pb::DeleteRangeResponse> {
-        let r = req.into_inner();
+        let (meta, _, r) = req.into_parts();
         kv::check_delete(&r)?;
+        self.server.auth_check(&meta, Need::Delete(&r))?;
         match self.write(Op::DeleteRange(r)).await? {
             (Applied::Delete(mut resp), rev) => {
                 resp.header = Some(self.server.header(rev));
@@ -79,8 +83,9 @@ impl Kv for Services {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> GrpcResult<pb::TxnResponse> {
-        let r = req.into_inner();
+        let (meta, _, r) = req.into_parts();
         kv::check_txn(&r, self.server.cfg.txn_ops_max)?;
+        self.server.auth_check(&meta, Need::Txn(&r))?;
         if kv::txn_is_read_only(&r) {
             if !kv::txn_is_serializable(&r) {
                 self.server.read_index().await?;
@@ -102,6 +107,7 @@ impl Kv for Services {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> GrpcResult<pb::CompactionResponse> {
+        self.server.auth_check(req.metadata(), Need::Token)?;
         let r = req.into_inner();
         match self.write(Op::Compaction(r)).await? {
             (Applied::Compaction(mut resp), rev) => {
@@ -154,19 +160,22 @@ impl Maintenance for Services {
 
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> GrpcResult<pb::DefragmentResponse> {
+        self.server.auth_check(req.metadata(), Need::Maintenance)?;
         // redb reuses freed pages itself; there is nothing to rewrite.
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.server.header(self.server.store.current_rev())),
         }))
     }
 
-    async fn hash(&self, _req: Request<pb::HashRequest>) -> GrpcResult<pb::HashResponse> {
+    async fn hash(&self, req: Request<pb::HashRequest>) -> GrpcResult<pb::HashResponse> {
+        self.server.auth_check(req.metadata(), Need::Maintenance)?;
         Err(ServerError::NotCapable.status())
     }
 
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> GrpcResult<pb::HashKvResponse> {
+        self.server.auth_check(req.metadata(), Need::Maintenance)?;
         let r = req.into_inner();
         let store = &self.server.store;
         let rev = if r.revision > 0 {
@@ -199,8 +208,9 @@ impl Maintenance for Services {
     /// multiple of 512 bytes with its SHA-256 appended).
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> GrpcResult<Self::SnapshotStream> {
+        self.server.auth_check(req.metadata(), Need::Maintenance)?;
         use sha2::Digest;
         let (body, _, _) = self.server.store.snapshot().map_err(ServerError::from)?;
         let mut data = b"OXCDSNP1".to_vec();

@@ -11,8 +11,8 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use oxcd_api::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -37,6 +37,7 @@ pub fn router(server: Arc<Server>) -> Router {
             .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
             .into_axum_router();
     grpc.merge(crate::v2_http::router(server))

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::apply::Applied;
+use crate::auth::Need;
 use crate::error::ServerError;
 use crate::grpc::{BoxStream, Services};
 use crate::raft_node::now_ms;
@@ -48,6 +49,7 @@ impl Lease for Services {
         &self,
         r: Request<pb::LeaseGrantRequest>,
     ) -> GrpcResult<pb::LeaseGrantResponse> {
+        self.server.auth_check(r.metadata(), Need::Token)?;
         let r = r.into_inner();
         let id = if r.id != 0 {
             r.id
@@ -74,6 +76,8 @@ impl Lease for Services {
         &self,
         r: Request<pb::LeaseRevokeRequest>,
     ) -> GrpcResult<pb::LeaseRevokeResponse> {
+        self.server
+            .auth_check(r.metadata(), Need::LeaseRevoke(r.get_ref().id))?;
         let id = r.into_inner().id;
         let op = Op::LeaseRevoke(LeaseOp {
             id,
@@ -127,6 +131,8 @@ impl Lease for Services {
         &self,
         r: Request<pb::LeaseTimeToLiveRequest>,
     ) -> GrpcResult<pb::LeaseTimeToLiveResponse> {
+        self.server
+            .auth_check(r.metadata(), Need::LeaseTimeToLive(r.get_ref().id))?;
         let r = r.into_inner();
         self.server.read_index().await?;
         let table = self

@@ -2,6 +2,8 @@
 //! durable MVCC store. [`run`] wires the pieces; see ARCHITECTURE.md for the map.
 
 pub mod apply;
+pub mod auth;
+pub mod auth_service;
 pub mod bootstrap;
 pub mod cluster_service;
 pub mod config;
@@ -181,11 +183,15 @@ pub async fn run(
     let leases = Arc::new(Mutex::new(
         apply::load_leases(&boot.store).map_err(|e| anyhow::anyhow!("cannot load leases: {e}"))?,
     ));
+    let auth = apply::load_auth(&boot.store)
+        .map_err(|e| anyhow::anyhow!("cannot load the auth store: {e}"))?;
+    let auth = Arc::new(Mutex::new(auth));
     let applier = apply::Applier {
         store: boot.store.clone(),
         v2: v2.clone(),
         members: members.clone(),
         leases: leases.clone(),
+        auth: auth.clone(),
     };
     let attrs = MemberAttrs {
         id: boot.member_id,
@@ -231,6 +237,7 @@ pub async fn run(
         v2_index: v2_index_rx,
         members,
         leases,
+        auth,
         status,
         watch,
         raft_tx: raft_tx.clone(),

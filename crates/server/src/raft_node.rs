@@ -487,7 +487,7 @@ impl RaftLoop {
                 match e.get_entry_type() {
                     EntryType::EntryNormal if e.data.is_empty() => {}
                     EntryType::EntryNormal => {
-                        outcomes.push(self.applier.apply(&mut batch, &e.data))
+                        outcomes.push(self.applier.apply(&mut batch, e.index, &e.data))
                     }
                     EntryType::EntryConfChange => {
                         if let Some((id, res)) = self.apply_conf_change(&mut batch, e)? {

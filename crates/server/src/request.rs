@@ -3,14 +3,16 @@
 //!
 //! Tags are part of the on-disk and on-wire format (`docs/design.md`): never renumber.
 
-use oxcd_api::etcdserverpb::{CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest};
+use oxcd_api::etcdserverpb::{
+    self as pb, CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest,
+};
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LogRequest {
     /// Unique per proposal (member-ID prefix + counter): how the proposer finds its waiter.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
     pub op: Option<Op>,
 }
 
@@ -42,6 +44,55 @@ pub enum Op {
     /// New peer URLs for a member (etcd's member update).
     #[prost(message, tag = "12")]
     MemberUpdate(MemberUpdate),
+    /// A change to the auth store (users, roles, the enabled flag, a new token).
+    #[prost(message, tag = "13")]
+    Auth(AuthRequest),
+}
+
+/// An auth store change. Passwords never enter the log: the proposer puts the bcrypt hash
+/// in `hashed_password` and leaves `password` empty.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthRequest {
+    #[prost(oneof = "AuthOp", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12")]
+    pub op: Option<AuthOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum AuthOp {
+    #[prost(message, tag = "1")]
+    Enable(pb::AuthEnableRequest),
+    #[prost(message, tag = "2")]
+    Disable(pb::AuthDisableRequest),
+    /// A user whose password the proposer checked gets a token.
+    #[prost(message, tag = "3")]
+    Authenticate(AuthAssign),
+    #[prost(message, tag = "4")]
+    UserAdd(pb::AuthUserAddRequest),
+    #[prost(message, tag = "5")]
+    UserDelete(pb::AuthUserDeleteRequest),
+    #[prost(message, tag = "6")]
+    UserChangePassword(pb::AuthUserChangePasswordRequest),
+    #[prost(message, tag = "7")]
+    UserGrantRole(pb::AuthUserGrantRoleRequest),
+    #[prost(message, tag = "8")]
+    UserRevokeRole(pb::AuthUserRevokeRoleRequest),
+    #[prost(message, tag = "9")]
+    RoleAdd(pb::AuthRoleAddRequest),
+    #[prost(message, tag = "10")]
+    RoleDelete(pb::AuthRoleDeleteRequest),
+    #[prost(message, tag = "11")]
+    RoleGrantPermission(pb::AuthRoleGrantPermissionRequest),
+    #[prost(message, tag = "12")]
+    RoleRevokePermission(pb::AuthRoleRevokePermissionRequest),
+}
+
+/// etcd's internal authenticate request: the token is `<token_prefix>.<raft index>`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthAssign {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub token_prefix: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

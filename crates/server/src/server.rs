@@ -35,6 +35,7 @@ pub struct Server {
     pub v2_index: tokio::sync::watch::Receiver<u64>,
     pub members: Arc<RwLock<Members>>,
     pub leases: Arc<Mutex<crate::lease::LeaseTable>>,
+    pub auth: Arc<Mutex<crate::auth::AuthStore>>,
     pub status: Arc<RaftStatus>,
     pub watch: Arc<WatchHub>,
     pub raft_tx: SyncSender<RaftEvent>,

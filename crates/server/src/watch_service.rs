@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::Need;
 use crate::grpc::Services;
 use crate::server::Server;
 use crate::watch::{to_pb, HubMsg, WatchSpec, STREAM_QUEUE_MAX};
@@ -29,12 +30,14 @@ impl Watch for Services {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // As etcd, the stream's token is checked at every watch it creates.
+        let token = crate::auth::token_of(req.metadata()).map(str::to_string);
         let inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(STREAM_QUEUE_MAX);
         let server = self.server.clone();
         tokio::spawn(async move {
             let stream = server.watch.new_stream_id();
-            run_stream(&server, stream, inbound, out_tx).await;
+            run_stream(&server, stream, token, inbound, out_tx).await;
             server.watch.cancel_stream(stream);
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
@@ -44,6 +47,7 @@ impl Watch for Services {
 async fn run_stream(
     server: &Arc<Server>,
     stream: u64,
+    token: Option<String>,
     mut inbound: Streaming<WatchRequest>,
     out: Out,
 ) {
@@ -55,7 +59,12 @@ async fn run_stream(
                 let Ok(Some(req)) = msg else { return };
                 match req.request_union {
                     Some(RequestUnion::CreateRequest(c)) => {
-                        let alive = create(server, stream, c, &mut next_id, &hub_tx, &out).await;
+                        let need = Need::Watch(&c);
+                        let denied = server.auth_check_token(token.as_deref(), need).err();
+                        let alive = match denied {
+                            Some(e) => refuse(server, &c, e, &out).await,
+                            None => create(server, stream, c, &mut next_id, &hub_tx, &out).await,
+                        };
                         if !alive { return; }
                     }
                     Some(RequestUnion::CancelRequest(c)) if server.watch.cancel(stream, c.watch_id) => {
@@ -99,6 +108,25 @@ async fn run_stream(
             }
         }
     }
+}
+
+/// Answers a create request the caller may not make: created and canceled at once, with
+/// the reason (etcd's error string). Returns false when the client went away.
+async fn refuse(
+    server: &Arc<Server>,
+    c: &WatchCreateRequest,
+    reason: crate::error::ServerError,
+    out: &Out,
+) -> bool {
+    let resp = WatchResponse {
+        header: Some(server.header(server.store.current_rev())),
+        watch_id: c.watch_id,
+        created: true,
+        canceled: true,
+        cancel_reason: reason.status_string(),
+        ..Default::default()
+    };
+    out.send(Ok(resp)).await.is_ok()
 }
 
 /// Creates one watcher: answers `created`, replays history, then the hub takes over.
