@@ -135,11 +135,13 @@ async fn produce(tx: mpsc::Sender<pb::PutRequest>, prefix: &str, limit: u32, dur
     let start = tokio::time::Instant::now();
     let value = vec![0u8; VALUE_BYTES];
     for i in 0u64.. {
+        // The rate limit paces the requests; the wall clock ends the run (a saturated server
+        // makes the queue fall behind the schedule).
         let at = start + Duration::from_secs_f64(i as f64 / f64::from(limit));
-        if at - start >= dur {
+        tokio::time::sleep_until(at).await;
+        if start.elapsed() >= dur {
             break;
         }
-        tokio::time::sleep_until(at).await;
         let mut key = prefix.as_bytes().to_vec();
         let mut k = crate::cmd::check::varint(rand::random::<u64>() >> 1);
         k.resize(KEY_BYTES, 0);
