@@ -11,6 +11,9 @@ use std::process::Command;
 
 use common::{free_port, oxcd_bin, require, run, Impl, KeyAlgo, Launch, Output, Pki};
 
+/// Flags, environment, what the error line must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 /// Runs oxcd with a fresh data dir path and the given flags and environment.
 fn oxcd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(oxcd_bin());
@@ -55,7 +58,7 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
     std::fs::write(&garbage, "not a certificate\n").expect("write");
     let garbage_flag = format!("--cert-file={}", garbage.display());
 
-    let cases: &[(&[&str], &[(&str, &str)], &[&str])] = &[
+    let cases: &[Case] = &[
         (&["--nope"], &[], &["-nope"]),
         (&["-nope=1"], &[], &["-nope"]),
         (&["---name=x"], &[], &["---name=x"]),

@@ -169,7 +169,19 @@ fn acknowledged_writes_survive_kill9() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut all_acks: Vec<Ack> = Vec::new();
     let mut highest_rev = 0;
+    let mut v2_acks: Vec<(String, String)> = Vec::new();
     for (round, kill_after) in KILL_AFTER_ACKS.into_iter().enumerate() {
+        // The v2 keyspace goes through the same log: an acknowledged v2 write survives too.
+        let v2_value = format!("round{round}");
+        let v2 = common::http(
+            server.client_port,
+            "PUT",
+            &format!("/v2/keys/r{round}"),
+            Some(&format!("value={v2_value}")),
+        )
+        .expect("v2 PUT");
+        assert_eq!(v2.status, 201, "{v2:?}");
+        v2_acks.push((format!("/v2/keys/r{round}"), v2_value));
         let acks = Arc::new(Mutex::new(Vec::new()));
         let tasks: Vec<_> = (0..WRITERS)
             .map(|w| rt.spawn(writer(url.clone(), round, w, acks.clone())))
@@ -223,6 +235,14 @@ fn acknowledged_writes_survive_kill9() {
         );
         verify(&store, &all_acks, round);
         highest_rev = rev;
+        for (path, value) in &v2_acks {
+            let got = common::http_get(server.client_port, path).expect("v2 GET");
+            assert_eq!(
+                got.json()["node"]["value"],
+                value.as_str(),
+                "round {round}: {path} after kill -9: {got:?}"
+            );
+        }
     }
     // Total work done, so the test cannot pass by writing nothing.
     assert!(all_acks.len() >= KILL_AFTER_ACKS.iter().sum::<usize>());

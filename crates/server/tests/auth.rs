@@ -1,0 +1,602 @@
+//! etcd v3 auth, judged against the real etcd 3.4: the same etcdctl commands go to a real
+//! `etcd` and to `oxcd` (single members on loopback, free ports), and what etcdctl prints
+//! (stdout, stderr, exit code) must be the same. Only etcdctl's JSON log lines, the client
+//! URL and lease IDs (random on both sides) are normalised. Processes are killed on drop.
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use oxcd_api::etcdserverpb::{kv_client::KvClient, RangeRequest};
+
+const OXCD: &str = env!("CARGO_BIN_EXE_oxcd");
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} not found: install the Debian package {package} (apt-get install {package}); \
+         these tests compare oxcd with the real etcd 3.4"
+    );
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// One single-member server, etcd or oxcd, started with the same flags.
+struct Member {
+    bin: &'static str,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    child: Option<Child>,
+    /// Lease IDs this member granted, replaced by `<lease>` in what etcdctl prints.
+    leases: Vec<String>,
+}
+
+impl Member {
+    fn start(bin: &'static str) -> Member {
+        let mut m = Member {
+            bin,
+            dir: tempfile::tempdir().expect("temp dir"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            child: None,
+            leases: Vec::new(),
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        let child = Command::new(self.bin)
+            .args(["--name", "t1", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("t1={peer}")])
+            .args(["--initial-cluster-token", "auth-test"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < START_TIMEOUT {
+            // `endpoint health` needs no permission, with auth enabled or not.
+            if self.etcdctl(&["endpoint", "health"], "").code == Some(0) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        panic!(
+            "{} did not become healthy in {START_TIMEOUT:?}; log:\n{log}",
+            self.bin
+        );
+    }
+
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// Runs etcdctl against this member; `{lease}` in an argument is its last lease ID.
+    fn etcdctl(&self, args: &[&str], stdin: &str) -> Printed {
+        let lease = self.leases.last().cloned().unwrap_or_default();
+        let args: Vec<String> = args.iter().map(|a| a.replace("{lease}", &lease)).collect();
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run etcdctl");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin.as_bytes()).expect("write stdin");
+        drop(input);
+        let out = wait_bounded(child, COMMAND_TIMEOUT);
+        Printed {
+            stdout: self.normalise(&out.stdout),
+            stderr: self.normalise(&out.stderr),
+            code: out.status.code(),
+        }
+    }
+
+    fn normalise(&self, bytes: &[u8]) -> String {
+        let mut text: String = String::from_utf8_lossy(bytes)
+            .lines()
+            .filter(|l| !l.starts_with("{\"level\""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text = text.replace(&self.endpoint(), "ENDPOINT");
+        for id in &self.leases {
+            text = text.replace(id.as_str(), "<lease>");
+        }
+        text
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().expect("collect output"),
+            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect output");
+                panic!(
+                    "etcdctl did not finish in {limit:?}; stdout: {}; stderr: {}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Printed {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+/// A real etcd and an oxcd, driven in lockstep.
+struct Pair {
+    etcd: Member,
+    oxcd: Member,
+}
+
+impl Pair {
+    fn start() -> Pair {
+        require("etcd", "etcd-server");
+        require("etcdctl", "etcd-client");
+        Pair {
+            etcd: Member::start("etcd"),
+            oxcd: Member::start(OXCD),
+        }
+    }
+
+    /// Runs one etcdctl command on both; they must print the same. Returns what they printed.
+    fn same(&self, args: &[&str], stdin: &str) -> Printed {
+        let want = self.etcd.etcdctl(args, stdin);
+        let got = self.oxcd.etcdctl(args, stdin);
+        assert_eq!(
+            got, want,
+            "etcdctl {args:?}: oxcd (left) and etcd (right) differ"
+        );
+        got
+    }
+
+    /// [`Pair::same`], and the output contains `expect` (so two broken servers cannot pass).
+    fn expect(&self, args: &[&str], stdin: &str, expect: &str) -> Printed {
+        let p = self.same(args, stdin);
+        assert!(
+            p.stdout.contains(expect) || p.stderr.contains(expect),
+            "etcdctl {args:?}: expected {expect:?} in {p:?}"
+        );
+        p
+    }
+
+    /// Grants a lease on both; later `{lease}` arguments name each member's own lease.
+    fn grant_lease(&mut self, user: &str) {
+        for m in [&mut self.etcd, &mut self.oxcd] {
+            let p = m.etcdctl(&["--user", user, "lease", "grant", "100"], "");
+            let id = p
+                .stdout
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_else(|| panic!("lease grant printed {p:?}"))
+                .to_string();
+            m.leases.push(id);
+        }
+    }
+}
+
+const ROOT: &str = "root:rootpw";
+const ALICE: &str = "alice:apw";
+
+#[test]
+fn etcdctl_auth_matches_etcd() {
+    let mut s = Pair::start();
+    // Enabling without root fails; users and roles can be managed before enabling.
+    s.expect(&["auth", "enable"], "", "root user does not exist");
+    s.expect(&["user", "add", ROOT], "", "User root created");
+    s.expect(&["user", "add", "root:x"], "", "user name already exists");
+    s.expect(
+        &["user", "grant-role", "root", "nosuch"],
+        "",
+        "role name not found",
+    );
+    s.expect(&["user", "get", "nosuch"], "", "user name not found");
+    s.expect(&["role", "add", "root"], "", "Role root created");
+    s.expect(&["user", "grant-role", "root", "root"], "", "is granted");
+    s.expect(&["user", "list"], "", "root");
+    s.expect(&["auth", "enable"], "", "Authentication Enabled");
+    s.expect(
+        &["auth", "enable", "--user", ROOT],
+        "",
+        "Authentication Enabled",
+    );
+
+    // Nobody gets in without a user; a wrong password or unknown user is refused.
+    s.expect(&["get", "foo"], "", "Error: etcdserver: user name is empty");
+    s.expect(&["put", "foo", "bar"], "", "user name is empty");
+    s.expect(&["user", "list"], "", "user name is empty");
+    s.expect(
+        &["--user", "root:wrong", "get", "foo"],
+        "",
+        "invalid user ID or password",
+    );
+    s.expect(
+        &["--user", "nobody:pw", "get", "foo"],
+        "",
+        "invalid user ID or password",
+    );
+    s.expect(&["--user", ROOT, "put", "/app/a", "1"], "", "OK");
+    s.expect(&["--user", ROOT, "put", "/other", "2"], "", "OK");
+    s.expect(&["--user", ROOT, "get", "/app/a"], "", "/app/a");
+
+    // A user with a role that reads a prefix.
+    s.expect(
+        &["--user", ROOT, "user", "add", ALICE],
+        "",
+        "User alice created",
+    );
+    s.expect(
+        &["--user", ROOT, "role", "add", "reader"],
+        "",
+        "Role reader created",
+    );
+    s.expect(
+        &["--user", ROOT, "role", "add", "reader"],
+        "",
+        "role name already exists",
+    );
+    let grants: [&[&str]; 4] = [
+        &["read", "/app/", "--prefix"],
+        &["write", "/app/w"],
+        &["readwrite", "/rw", "/rx"],
+        &["read", "/z", "--from-key"],
+    ];
+    for g in grants {
+        let mut args = vec!["--user", ROOT, "role", "grant-permission", "reader"];
+        args.extend_from_slice(g);
+        s.expect(&args, "", "Role reader updated");
+    }
+    s.expect(
+        &[
+            "--user",
+            ROOT,
+            "role",
+            "grant-permission",
+            "nosuch",
+            "read",
+            "/k",
+        ],
+        "",
+        "role name not found",
+    );
+    s.expect(
+        &["--user", ROOT, "role", "get", "reader"],
+        "",
+        "[/app/, /app0)",
+    );
+    s.expect(
+        &["--user", ROOT, "user", "grant-role", "alice", "reader"],
+        "",
+        "granted",
+    );
+    s.expect(
+        &["--user", ROOT, "user", "get", "alice", "--detail"],
+        "",
+        "KV Read:",
+    );
+    s.expect(&["--user", ALICE, "get", "/app/", "--prefix"], "", "/app/a");
+    s.expect(
+        &["--user", ALICE, "put", "/app/a", "2"],
+        "",
+        "permission denied",
+    );
+    s.expect(&["--user", ALICE, "put", "/app/w", "3"], "", "OK");
+    s.expect(
+        &["--user", "alice", "--password", "apw", "get", "/other"],
+        "",
+        "permission denied",
+    );
+    s.expect(&["--user", ALICE, "get", "/zz", "--from-key"], "", "");
+    s.expect(
+        &["--user", ALICE, "get", "/", "--prefix"],
+        "",
+        "permission denied",
+    );
+    s.expect(&["--user", ALICE, "del", "/app/a"], "", "permission denied");
+    s.expect(&["--user", ALICE, "del", "/rw", "--prefix"], "", "0");
+    s.expect(
+        &["--user", ALICE, "txn"],
+        "value(\"/app/a\") = \"1\"\n\nput /rw/t 1\n\nget /z\n\n",
+        "SUCCESS",
+    );
+    s.expect(
+        &["--user", ALICE, "txn"],
+        "value(\"/app/a\") = \"1\"\n\nput /rw/t 1\n\nput /other 3\n\n",
+        "permission denied",
+    );
+    s.expect(&["--user", ALICE, "user", "list"], "", "permission denied");
+    s.expect(
+        &["--user", ALICE, "user", "get", "alice"],
+        "",
+        "Roles: reader",
+    );
+    s.expect(
+        &["--user", ALICE, "role", "get", "reader"],
+        "",
+        "Role reader",
+    );
+    s.expect(
+        &["--user", ALICE, "role", "get", "root"],
+        "",
+        "permission denied",
+    );
+    s.expect(
+        &["--user", ALICE, "role", "add", "x"],
+        "",
+        "permission denied",
+    );
+    s.expect(
+        &["--user", ALICE, "watch", "/other"],
+        "",
+        "permission denied",
+    );
+    s.expect(&["watch", "/app/a"], "", "user name is empty");
+
+    // Leases: anyone may grant; revoking needs write access to the keys attached.
+    s.grant_lease(ROOT);
+    s.expect(
+        &["--user", ROOT, "put", "/other/l", "v", "--lease={lease}"],
+        "",
+        "OK",
+    );
+    s.expect(
+        &["--user", ALICE, "lease", "revoke", "{lease}"],
+        "",
+        "permission denied",
+    );
+    s.expect(
+        &["--user", ROOT, "lease", "revoke", "{lease}"],
+        "",
+        "revoked",
+    );
+
+    // Maintenance and membership changes are root's.
+    s.expect(&["--user", ALICE, "defrag"], "", "auth: permission denied");
+    s.expect(&["endpoint", "hashkv"], "", "auth: user name is empty");
+    s.expect(&["--user", ROOT, "defrag"], "", "Finished defragmenting");
+    let add = ["member", "add", "m2", "--peer-urls=http://127.0.0.1:1"];
+    s.expect(&add, "", "user name is empty");
+    s.expect(
+        &[&["--user", ALICE][..], &add].concat(),
+        "",
+        "permission denied",
+    );
+    s.expect(
+        &["--user", ALICE, "compact", "3"],
+        "",
+        "compacted revision 3",
+    );
+
+    // Revoking roles and permissions, changing a password.
+    s.expect(
+        &[
+            "--user",
+            ROOT,
+            "role",
+            "revoke-permission",
+            "reader",
+            "/app/",
+            "--prefix",
+        ],
+        "",
+        "is revoked",
+    );
+    s.expect(
+        &[
+            "--user",
+            ROOT,
+            "role",
+            "revoke-permission",
+            "reader",
+            "/app/",
+            "--prefix",
+        ],
+        "",
+        "permission is not granted",
+    );
+    s.expect(&["--user", ALICE, "get", "/app/a"], "", "permission denied");
+    s.expect(&["--user", ALICE, "get", "/rw/t"], "", "/rw/t");
+    s.expect(
+        &["--user", ROOT, "user", "revoke-role", "alice", "reader"],
+        "",
+        "revoked",
+    );
+    s.expect(
+        &["--user", ROOT, "user", "revoke-role", "alice", "reader"],
+        "",
+        "role is not granted",
+    );
+    s.expect(&["--user", ALICE, "get", "/rw/t"], "", "permission denied");
+    s.expect(
+        &[
+            "--user",
+            ROOT,
+            "user",
+            "passwd",
+            "alice",
+            "--interactive=false",
+        ],
+        "newpw\n",
+        "Password updated",
+    );
+    s.expect(
+        &["--user", ALICE, "get", "/rw/t"],
+        "",
+        "invalid user ID or password",
+    );
+    s.expect(
+        &["--user", "alice:newpw", "user", "get", "alice"],
+        "",
+        "User: alice",
+    );
+
+    // The root user and role stay while auth is on.
+    s.expect(
+        &["--user", ROOT, "user", "delete", "root"],
+        "",
+        "invalid auth management",
+    );
+    s.expect(
+        &["--user", ROOT, "role", "delete", "root"],
+        "",
+        "invalid auth management",
+    );
+    s.expect(
+        &["--user", ROOT, "user", "revoke-role", "root", "root"],
+        "",
+        "invalid auth management",
+    );
+    s.expect(
+        &["--user", ROOT, "role", "delete", "reader"],
+        "",
+        "Role reader deleted",
+    );
+    s.expect(
+        &["--user", ROOT, "role", "get", "reader"],
+        "",
+        "role name not found",
+    );
+    s.expect(
+        &["--user", ROOT, "user", "delete", "alice"],
+        "",
+        "User alice deleted",
+    );
+    s.expect(
+        &["--user", ROOT, "user", "delete", "alice"],
+        "",
+        "user name not found",
+    );
+    s.expect(&["--user", ROOT, "role", "list"], "", "root");
+
+    // Disabling needs root too; afterwards anyone may read, whatever password they give.
+    s.expect(&["auth", "disable"], "", "user name is empty");
+    s.expect(
+        &["--user", ROOT, "auth", "disable"],
+        "",
+        "Authentication Disabled",
+    );
+    s.expect(&["get", "/other"], "", "/other");
+    s.expect(&["--user", "root:bad", "get", "/app/a"], "", "/app/a");
+    s.expect(&["user", "list"], "", "root");
+}
+
+/// A token the server never issued: `etcdserver: invalid auth token` (Unauthenticated) from
+/// KV calls, `auth: invalid auth token` (Unknown) from maintenance calls, as etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_token_is_refused_as_etcd() {
+    let s = tokio::task::spawn_blocking(|| {
+        let s = Pair::start();
+        s.expect(&["user", "add", ROOT], "", "created");
+        s.expect(&["auth", "enable"], "", "Authentication Enabled");
+        s
+    })
+    .await
+    .expect("setup");
+    let mut seen = Vec::new();
+    for m in [&s.etcd, &s.oxcd] {
+        let mut kv = KvClient::connect(format!("http://{}", m.endpoint()))
+            .await
+            .expect("connect");
+        let mut req = tonic::Request::new(RangeRequest {
+            key: b"foo".to_vec(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("token", "NotIssuedByAnyone.42".parse().expect("metadata"));
+        let err = kv
+            .range(req)
+            .await
+            .expect_err("an unknown token must be refused");
+        seen.push((err.code(), err.message().to_string()));
+    }
+    assert_eq!(seen[1], seen[0], "oxcd (left) and etcd (right) differ");
+    assert_eq!(seen[0].0, tonic::Code::Unauthenticated);
+    assert_eq!(seen[0].1, "etcdserver: invalid auth token");
+    drop(s);
+}
+
+/// Users, roles and the enabled flag are durable: after a restart they are all there.
+#[test]
+fn auth_survives_restart() {
+    require("etcdctl", "etcd-client");
+    let mut m = Member::start(OXCD);
+    let run = |m: &Member, args: &[&str]| m.etcdctl(args, "");
+    assert_eq!(run(&m, &["user", "add", ROOT]).code, Some(0));
+    assert_eq!(run(&m, &["user", "add", ALICE]).code, Some(0));
+    assert_eq!(run(&m, &["role", "add", "reader"]).code, Some(0));
+    let grant = ["role", "grant-permission", "reader", "read", "k"];
+    assert_eq!(run(&m, &grant).code, Some(0));
+    assert_eq!(
+        run(&m, &["user", "grant-role", "alice", "reader"]).code,
+        Some(0)
+    );
+    assert_eq!(run(&m, &["auth", "enable"]).code, Some(0));
+    m.stop();
+    assert!(Path::new(&m.dir.path().join("data")).exists());
+    m.spawn();
+    let denied = run(&m, &["get", "k"]);
+    assert!(denied.stderr.contains("user name is empty"), "{denied:?}");
+    let ok = run(&m, &["--user", ALICE, "get", "k"]);
+    assert_eq!(ok.code, Some(0), "{ok:?}");
+    let role = run(&m, &["--user", ROOT, "role", "get", "reader"]);
+    assert!(role.stdout.contains("\tk\n"), "{role:?}");
+    let refused = run(&m, &["--user", ALICE, "put", "k", "v"]);
+    assert!(refused.stderr.contains("permission denied"), "{refused:?}");
+}
