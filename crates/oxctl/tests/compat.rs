@@ -316,3 +316,51 @@ fn watch_prints_the_same_as_etcdctl() {
         }
     }
 }
+
+#[test]
+fn lock_elect_and_make_mirror_work_like_etcdctl() {
+    let etcd = Etcd::start(false);
+    let f = etcd.flags();
+    // The lock key holds the session's lease id, so compare the shape: `name/<hex lease id>`.
+    let shape = |p: &Printed| {
+        let out = p.stdout.trim();
+        let (name, id) = out.split_once('/').unwrap_or_default();
+        (
+            name.to_string(),
+            (1..=16).contains(&id.len()) && id.chars().all(|c| c.is_ascii_hexdigit()),
+            p.code,
+        )
+    };
+    let exec = ["lock", "L", "--", "sh", "-c", "echo $ETCD_LOCK_KEY"];
+    let want = run("etcdctl", &f, &exec, "");
+    let got = run(oxctl_bin(), &f, &exec, "");
+    assert_eq!(shape(&got), shape(&want), "lock exec: {got:?} vs {want:?}");
+    assert_eq!(shape(&got), ("L".to_string(), true, Some(0)));
+    same(&f, &["lock"], "");
+    same(&f, &["elect", "e"], "");
+    same(&f, &["elect", "-l", "e", "v"], "");
+    same(&f, &["make-mirror"], "");
+    // make-mirror copies what is there, then follows changes, under another prefix.
+    setup(&f, &["put", "src/a", "1"]);
+    let dest = format!("127.0.0.1:{}", etcd.client_port);
+    let mut mirror = vec![
+        "make-mirror",
+        "--prefix=src/",
+        "--dest-prefix=dst/",
+        dest.as_str(),
+    ];
+    mirror.retain(|_| true);
+    let handle = std::thread::spawn({
+        let f = f.clone();
+        let mirror: Vec<String> = mirror.iter().map(|s| s.to_string()).collect();
+        move || {
+            let args: Vec<&str> = mirror.iter().map(String::as_str).collect();
+            run_for(oxctl_bin(), &f, &args, Duration::from_secs(3))
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    setup(&f, &["put", "src/b", "2"]);
+    let _ = handle.join();
+    let copied = run("etcdctl", &f, &["get", "dst/", "--prefix"], "");
+    assert_eq!(copied.stdout, "dst/a\n1\ndst/b\n2\n");
+}

@@ -84,6 +84,7 @@ pub async fn member(ctx: &Ctx, c: MemberCmd) -> CtlResult {
             let cid = r.header.unwrap_or_default().cluster_id;
             member_change_out(
                 ctx,
+                &r.header,
                 &r.members,
                 format!("Member {id:16x} removed from cluster {cid:16x}\n"),
             )
@@ -102,6 +103,7 @@ pub async fn member(ctx: &Ctx, c: MemberCmd) -> CtlResult {
             let cid = r.header.unwrap_or_default().cluster_id;
             member_change_out(
                 ctx,
+                &r.header,
                 &r.members,
                 format!("Member {id:16x} updated in cluster {cid:16x}\n"),
             )
@@ -119,6 +121,7 @@ pub async fn member(ctx: &Ctx, c: MemberCmd) -> CtlResult {
             let cid = r.header.unwrap_or_default().cluster_id;
             member_change_out(
                 ctx,
+                &r.header,
                 &r.members,
                 format!("Member {id:16x} promoted in cluster {cid:16x}\n"),
             )
@@ -142,9 +145,20 @@ fn member_id(args: &[String], missing: &str) -> CtlResult<u64> {
     })
 }
 
-fn member_change_out(ctx: &Ctx, _members: &[pb::Member], simple: String) -> CtlResult {
+/// Output of remove, update and promote: etcdctl's sentence, or the response as JSON.
+fn member_change_out(
+    ctx: &Ctx,
+    header: &Option<pb::ResponseHeader>,
+    members: &[pb::Member],
+    simple: String,
+) -> CtlResult {
     match ctx.printer.format {
-        Format::Simple => emit(simple.as_bytes()),
+        Format::Json => emit((json::members(json::header(header), members) + "\n").as_bytes()),
+        Format::Fields => {
+            let mut out = Vec::new();
+            fields_hdr(header, &mut out);
+            emit(&out)
+        }
         _ => emit(simple.as_bytes()),
     }
 }
@@ -168,6 +182,14 @@ async fn member_add(ctx: &Ctx, args: Vec<String>, peer_urls: String, learner: bo
     let cid = r.header.unwrap_or_default().cluster_id;
     let what = if learner { " as learner" } else { "" };
     let mut out = format!("Member {new_id:16x} added to cluster {cid:16x}{what}\n");
+    if ctx.printer.format == Format::Json {
+        let member = r.member.as_ref().map(json::member);
+        let body = Obj::new()
+            .opt("header", json::header(&r.header))
+            .opt("member", member)
+            .list("members", r.members.iter().map(json::member).collect());
+        return emit((body.done() + "\n").as_bytes());
+    }
     if ctx.printer.format == Format::Simple {
         let mut conf = Vec::new();
         for m in &r.members {

@@ -97,7 +97,7 @@ async fn print_key(ctx: &Ctx, client: &Client, key: &[u8]) -> CtlResult {
 pub async fn lock(ctx: &Ctx, a: LockArgs) -> CtlResult {
     let Some(name) = a.args.first() else {
         return Err(CtlError::args(
-            "lock takes a lock name argument and an optional command to execute.",
+            "lock takes a lock name argument and an optional command to execute",
         ));
     };
     let client = ctx.client().await?;
@@ -116,9 +116,10 @@ pub async fn lock(ctx: &Ctx, a: LockArgs) -> CtlResult {
     };
     let key = locked.key;
     let rev = locked.header.map(|h| h.revision).unwrap_or(0);
-    if a.args.len() > 1 {
-        let status = tokio::process::Command::new(&a.args[1])
-            .args(&a.args[2..])
+    let command: Vec<&String> = a.args[1..].iter().skip_while(|w| *w == "--").collect();
+    if let Some((program, rest)) = command.split_first() {
+        let status = tokio::process::Command::new(program)
+            .args(rest)
             .env("ETCD_LOCK_KEY", String::from_utf8_lossy(&key).as_ref())
             .env("ETCD_LOCK_REV", rev.to_string())
             .status()
@@ -148,7 +149,7 @@ pub async fn lock(ctx: &Ctx, a: LockArgs) -> CtlResult {
 pub async fn elect(ctx: &Ctx, a: ElectArgs) -> CtlResult {
     if a.args.is_empty() || a.args.len() > 2 {
         return Err(CtlError::args(
-            "elect takes one election name argument and an optional proposal argument.",
+            "elect takes one election name argument and an optional proposal argument",
         ));
     }
     let name = a.args[0].clone().into_bytes();
