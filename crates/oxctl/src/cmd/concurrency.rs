@@ -1,11 +1,11 @@
-//! lock and elect, on etcd's Lock and Election services with a lease kept alive for the
-//! session (the keys are those of etcd's concurrency package: `name/<lease id in hex>`).
+//! lock and elect as etcdctl does them: etcd's concurrency recipes (mutex, election) on KV and
+//! Watch with a lease kept alive for the session, keys `name/<lease id in hex>`; observing an
+//! election uses the Election service.
 
 use std::time::Duration;
 
 use oxcd_api::etcdserverpb as pb;
 use oxcd_api::v3electionpb as epb;
-use oxcd_api::v3lockpb as lpb;
 use oxcd_client::Client;
 use tokio_stream::StreamExt as _;
 
@@ -102,20 +102,15 @@ pub async fn lock(ctx: &Ctx, a: LockArgs) -> CtlResult {
     };
     let client = ctx.client().await?;
     let mut session = Session::new(ctx, &client, a.ttl).await?;
-    let req = lpb::LockRequest {
-        name: name.clone().into_bytes(),
-        lease: session.id,
-    };
-    let mut locker = client.lock();
-    let locked = tokio::select! {
-        r = locker.lock(req) => r.map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?.into_inner(),
+    let pfx = format!("{name}/");
+    let acquired = tokio::select! {
+        r = acquire(ctx, &client, &pfx, session.id, Vec::new()) => r?,
         _ = tokio::signal::ctrl_c() => {
             session.close(&client).await;
             return Err(CtlError::new(EXIT_ERROR, "context canceled"));
         }
     };
-    let key = locked.key;
-    let rev = locked.header.map(|h| h.revision).unwrap_or(0);
+    let (key, rev) = acquired;
     let command: Vec<&String> = a.args[1..].iter().skip_while(|w| *w == "--").collect();
     if let Some((program, rest)) = command.split_first() {
         let status = tokio::process::Command::new(program)
@@ -124,7 +119,7 @@ pub async fn lock(ctx: &Ctx, a: LockArgs) -> CtlResult {
             .env("ETCD_LOCK_REV", rev.to_string())
             .status()
             .await;
-        let _ = client.lock().unlock(lpb::UnlockRequest { key }).await;
+        release(&client, &key).await;
         session.close(&client).await;
         return match status {
             Ok(s) if s.success() => Ok(()),
@@ -138,12 +133,147 @@ pub async fn lock(ctx: &Ctx, a: LockArgs) -> CtlResult {
     print_key(ctx, &client, &key).await?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
-            let _ = client.lock().unlock(lpb::UnlockRequest { key }).await;
+            release(&client, &key).await;
             session.close(&client).await;
             Ok(())
         }
         _ = &mut session.expired => Err(CtlError::new(EXIT_ERROR, "session expired")),
     }
+}
+
+/// etcd's concurrency mutex, on KV and Watch only (so it works on any v3 server): create
+/// `pfx<lease hex>` if absent, then wait until every key under the prefix created before it is
+/// gone. Returns the key and the revision it was created at.
+async fn acquire(
+    ctx: &Ctx,
+    client: &Client,
+    pfx: &str,
+    lease: i64,
+    value: Vec<u8>,
+) -> CtlResult<(Vec<u8>, i64)> {
+    use pb::{compare, request_op::Request, response_op::Response};
+    let key = format!("{pfx}{lease:x}").into_bytes();
+    let (pkey, pend) = (pfx.as_bytes().to_vec(), super::prefix_end(pfx.as_bytes()));
+    let first_created = pb::RangeRequest {
+        key: pkey.clone(),
+        range_end: pend.clone(),
+        limit: 1,
+        sort_order: pb::range_request::SortOrder::Ascend as i32,
+        sort_target: pb::range_request::SortTarget::Create as i32,
+        ..Default::default()
+    };
+    let cmp = pb::Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        key: key.clone(),
+        target_union: Some(compare::TargetUnion::CreateRevision(0)),
+        range_end: vec![],
+    };
+    let op = |r| pb::RequestOp { request: Some(r) };
+    let put = Request::RequestPut(pb::PutRequest {
+        key: key.clone(),
+        value,
+        lease,
+        ..Default::default()
+    });
+    let get_mine = Request::RequestRange(pb::RangeRequest {
+        key: key.clone(),
+        ..Default::default()
+    });
+    let txn = pb::TxnRequest {
+        compare: vec![cmp],
+        success: vec![op(put), op(Request::RequestRange(first_created.clone()))],
+        failure: vec![op(get_mine), op(Request::RequestRange(first_created))],
+    };
+    let r = ctx.call(client.kv().txn(txn)).await?;
+    let mut my_rev = r.header.map(|h| h.revision).unwrap_or(0);
+    if !r.succeeded {
+        if let Some(Response::ResponseRange(mine)) =
+            r.responses.first().and_then(|o| o.response.clone())
+        {
+            my_rev = mine
+                .kvs
+                .first()
+                .map(|kv| kv.create_revision)
+                .unwrap_or(my_rev);
+        }
+    }
+    let owner_rev = match r.responses.get(1).and_then(|o| o.response.clone()) {
+        Some(Response::ResponseRange(owner)) => owner.kvs.first().map(|kv| kv.create_revision),
+        _ => None,
+    };
+    if owner_rev != Some(my_rev) {
+        wait_deletes(ctx, client, &pkey, &pend, my_rev - 1).await?;
+    }
+    Ok((key, my_rev))
+}
+
+/// Waits until no key under the prefix has a create revision at or below `max_create_rev`.
+async fn wait_deletes(
+    ctx: &Ctx,
+    client: &Client,
+    key: &[u8],
+    end: &[u8],
+    max_create_rev: i64,
+) -> CtlResult {
+    loop {
+        let req = pb::RangeRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            limit: 1,
+            sort_order: pb::range_request::SortOrder::Descend as i32,
+            sort_target: pb::range_request::SortTarget::Create as i32,
+            max_create_revision: max_create_rev,
+            ..Default::default()
+        };
+        let r = ctx.call(client.kv().range(req)).await?;
+        let Some(last) = r.kvs.first() else {
+            return Ok(());
+        };
+        let rev = r.header.map(|h| h.revision).unwrap_or(0);
+        wait_delete(client, &last.key, rev).await?;
+    }
+}
+
+async fn wait_delete(client: &Client, key: &[u8], rev: i64) -> CtlResult {
+    use oxcd_api::etcdserverpb::watch_request::RequestUnion;
+    let create = pb::WatchCreateRequest {
+        key: key.to_vec(),
+        start_revision: rev + 1,
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let _ = tx
+        .send(pb::WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(create)),
+        })
+        .await;
+    let mut stream = client
+        .watch()
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?
+        .into_inner();
+    while let Some(resp) = stream.next().await {
+        let resp = resp.map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?;
+        if resp.events.iter().any(|e| e.r#type == 1) {
+            return Ok(());
+        }
+    }
+    Err(CtlError::new(
+        EXIT_ERROR,
+        "watch closed while waiting for a key to go",
+    ))
+}
+
+async fn release(client: &Client, key: &[u8]) {
+    let _ = client
+        .kv()
+        .delete_range(pb::DeleteRangeRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        })
+        .await;
 }
 
 pub async fn elect(ctx: &Ctx, a: ElectArgs) -> CtlResult {
@@ -187,24 +317,18 @@ async fn observe(ctx: &Ctx, name: Vec<u8>) -> CtlResult {
 async fn campaign(ctx: &Ctx, name: Vec<u8>, value: Vec<u8>) -> CtlResult {
     let client = ctx.client().await?;
     let mut session = Session::new(ctx, &client, 60).await?;
-    let req = epb::CampaignRequest {
-        name,
-        lease: session.id,
-        value,
-    };
-    let mut elector = client.election();
-    let leader = tokio::select! {
-        r = elector.campaign(req) => r.map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?.into_inner().leader,
+    let pfx = format!("{}/", String::from_utf8_lossy(&name));
+    let (key, _) = tokio::select! {
+        r = acquire(ctx, &client, &pfx, session.id, value) => r?,
         _ = tokio::signal::ctrl_c() => {
             session.close(&client).await;
             return Err(CtlError::new(EXIT_ERROR, "context canceled"));
         }
     };
-    let leader = leader.unwrap_or_default();
-    print_key(ctx, &client, &leader.key).await?;
+    print_key(ctx, &client, &key).await?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {
-            let _ = client.election().resign(epb::ResignRequest { leader: Some(leader) }).await;
+            release(&client, &key).await;
             session.close(&client).await;
             Ok(())
         }

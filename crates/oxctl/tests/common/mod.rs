@@ -24,6 +24,12 @@ pub fn require(tool: &str, package: &str) -> PathBuf {
     }
 }
 
+/// The server under test: etcd 3.4 by default, or any etcd-flag-compatible binary named by
+/// `OXCTL_TEST_SERVER` (e.g. target/release/oxcd). Both tools always run against the same one.
+fn server_bin() -> String {
+    std::env::var("OXCTL_TEST_SERVER").unwrap_or_else(|_| "etcd".to_string())
+}
+
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
     l.local_addr().expect("local addr").port()
@@ -76,7 +82,7 @@ impl Etcd {
         let _ = std::fs::remove_dir_all(&data);
         let client = format!("{}://127.0.0.1:{}", self.scheme(), self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut cmd = Command::new("etcd");
+        let mut cmd = Command::new(server_bin());
         cmd.args(["--name", "t1", "--data-dir"]).arg(&data);
         cmd.args([
             "--listen-client-urls",
