@@ -216,6 +216,13 @@ fn cluster_and_maintenance_print_the_same_as_etcdctl() {
     same(&f, &["move-leader", "1"], "");
     same(&f, &["move-leader"], "");
     same(&f, &["version"], "");
+    let snap = etcd.dir.path().join("snap.db").display().to_string();
+    same(&f, &["snapshot", "save", &snap], "");
+    for w in ["simple", "json", "fields", "table"] {
+        same(&f, &["-w", w, "snapshot", "status", &snap], "");
+    }
+    same(&f, &["snapshot", "status", "/nonexistent/snap.db"], "");
+    same(&f, &["snapshot", "save"], "");
     same(&f, &["lease", "grant"], "");
     same(&f, &["lease", "grant", "x"], "");
     same(&f, &["lease", "revoke", "zz"], "");

@@ -37,6 +37,8 @@ pub struct DefragArgs {
 pub enum SnapshotCmd {
     /// Stores an etcd node backend snapshot to a given file
     Save { args: Vec<String> },
+    /// Gets backend snapshot status of a given file
+    Status { args: Vec<String> },
 }
 
 #[derive(clap::Args, Debug)]
@@ -162,7 +164,10 @@ fn client_log(caller: &str, msg: &str) {
 }
 
 pub async fn snapshot(ctx: &Ctx, c: SnapshotCmd) -> CtlResult {
-    let SnapshotCmd::Save { args } = c;
+    let args = match c {
+        SnapshotCmd::Save { args } => args,
+        SnapshotCmd::Status { args } => return snapshot_status(ctx, &args),
+    };
     if args.len() != 1 {
         return Err(CtlError::args("snapshot save expects one argument"));
     }
@@ -275,4 +280,47 @@ pub async fn move_leader(ctx: &Ctx, a: MoveLeaderArgs) -> CtlResult {
     )
     .await?;
     emit(format!("Leadership transferred from {leader_id:x} to {target:x}\n").as_bytes())
+}
+
+fn snapshot_status(ctx: &Ctx, args: &[String]) -> CtlResult {
+    let [path] = args else {
+        return Err(CtlError::args(
+            "snapshot status requires exactly one argument",
+        ));
+    };
+    let data = std::fs::read(path).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+            _ => e.to_string(),
+        };
+        CtlError::new(EXIT_ERROR, format!("stat {path}: {why}"))
+    })?;
+    let st = crate::boltdb::status(&data).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+    let row = vec![
+        format!("{:x}", st.hash),
+        st.revision.to_string(),
+        st.total_key.to_string(),
+        human_bytes(st.total_size),
+    ];
+    let out = match ctx.printer.format {
+        Format::Simple => row.join(", ") + "\n",
+        Format::Table => {
+            crate::gofmt::table(&["hash", "revision", "total keys", "total size"], &[row])
+        }
+        Format::Json => format!(
+            "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{}}}\n",
+            st.hash, st.revision, st.total_key, st.total_size
+        ),
+        Format::Fields => format!(
+            "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n",
+            st.hash, st.revision, st.total_key, st.total_size
+        ),
+        Format::Protobuf => {
+            return Err(CtlError::new(
+                crate::ctx::EXIT_BAD_FEATURE,
+                "only support simple or json as output format",
+            ))
+        }
+    };
+    emit(out.as_bytes())
 }
