@@ -326,3 +326,119 @@ done"#;
         .expect("run openssl");
     assert!(st.success(), "making test certificates with openssl failed");
 }
+
+/// A three-member cluster on 127.0.0.1 (free ports), plain or TLS (one server certificate for
+/// all members, peers in plain HTTP).
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub client_ports: Vec<u16>,
+    pub tls: bool,
+    children: Vec<Child>,
+}
+
+impl Cluster {
+    pub fn start(tls: bool) -> Cluster {
+        require("etcd", "etcd-server");
+        require("etcdctl", "etcd-client");
+        let dir = tempfile::tempdir().expect("temp dir");
+        if tls {
+            make_certs(dir.path());
+        }
+        let scheme = if tls { "https" } else { "http" };
+        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let initial: Vec<String> = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect();
+        let mut children = Vec::new();
+        for i in 0..3 {
+            let d = dir.path();
+            let client = format!("{scheme}://127.0.0.1:{}", client_ports[i]);
+            let peer = format!("http://127.0.0.1:{}", peer_ports[i]);
+            let mut cmd = Command::new(server_bin());
+            cmd.args(["--name", &format!("m{i}"), "--data-dir"])
+                .arg(d.join(format!("data{i}")));
+            cmd.args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ]);
+            cmd.args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ]);
+            cmd.args([
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-token",
+                "oxctl-test-3",
+            ]);
+            if tls {
+                cmd.arg("--cert-file")
+                    .arg(d.join("server.pem"))
+                    .arg("--key-file")
+                    .arg(d.join("server-key.pem"));
+                cmd.arg("--trusted-ca-file")
+                    .arg(d.join("ca.pem"))
+                    .arg("--client-cert-auth");
+            }
+            let log = std::fs::File::create(d.join(format!("m{i}.log"))).expect("log file");
+            cmd.stdout(Stdio::null()).stderr(log);
+            children.push(cmd.spawn().expect("start member"));
+        }
+        let cluster = Cluster {
+            dir,
+            client_ports,
+            tls,
+            children,
+        };
+        let start = Instant::now();
+        while start.elapsed() < START_TIMEOUT {
+            let out = tool_cmd("etcdctl", &cluster.flags(), &["endpoint", "health"])
+                .output()
+                .expect("run etcdctl");
+            if out.status.success() {
+                return cluster;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the 3-member cluster did not become healthy in {START_TIMEOUT:?}");
+    }
+
+    pub fn flags(&self) -> Vec<String> {
+        let eps: Vec<String> = self
+            .client_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut f = vec![format!("--endpoints={}", eps.join(","))];
+        if self.tls {
+            let d = self.dir.path().display();
+            f.push(format!("--cacert={d}/ca.pem"));
+            f.push(format!("--cert={d}/client.pem"));
+            f.push(format!("--key={d}/client-key.pem"));
+        }
+        f
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Lines in any order (for commands whose lines come in the order concurrent requests finish).
+pub fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s.lines().map(String::from).collect();
+    v.sort();
+    v
+}
