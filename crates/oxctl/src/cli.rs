@@ -172,7 +172,15 @@ pub enum Command {
 
 /// Parses, runs and reports; returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => return clap_error(e),
+    };
+    if let Some(code) = env_conflict(&matches) {
+        return code;
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
@@ -191,6 +199,40 @@ pub fn run(args: Vec<OsString>) -> i32 {
             }
             e.code
         }
+    }
+}
+
+/// etcdctl refuses a global flag given both on the command line and in its `ETCDCTL_*`
+/// variable, with capnslog's fatal line.
+fn env_conflict(matches: &clap::ArgMatches) -> Option<i32> {
+    let sub = matches.subcommand().map(|(_, m)| m);
+    for arg in Cli::command_for_env().get_arguments() {
+        let (Some(env), id) = (arg.get_env(), arg.get_id().as_str()) else {
+            continue;
+        };
+        let on_command_line = |m: &clap::ArgMatches| {
+            m.try_get_raw(id).is_ok()
+                && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+        };
+        let given = on_command_line(matches)
+            || sub.is_some_and(|m| {
+                on_command_line(m) || m.subcommand().is_some_and(|(_, m)| on_command_line(m))
+            });
+        if given && std::env::var_os(env).is_some() {
+            eprintln!(
+                "{} C | pkg/flags: conflicting environment variable {:?} is shadowed by corresponding command-line flag (either unset environment variable or disable flag)",
+                crate::ctx::capnslog_timestamp(),
+                env.to_string_lossy()
+            );
+            return Some(EXIT_ERROR);
+        }
+    }
+    None
+}
+
+impl Cli {
+    fn command_for_env() -> clap::Command {
+        <Cli as clap::CommandFactory>::command()
     }
 }
 

@@ -291,6 +291,36 @@ fn errors_print_the_same_as_etcdctl() {
     same(&f, &["-w", "json", "watch", "a", "--rev=2"], "");
     same(&f, &["watch"], "");
     same(&f, &["-w", "yaml", "get", "a"], "");
+    let ep = etcd.endpoint();
+    let env = [
+        ("ETCDCTL_ENDPOINTS", ep.as_str()),
+        ("ETCDCTL_WRITE_OUT", "json"),
+    ];
+    common::same_env(&[], &env, &["get", "a"]);
+    common::same_env(
+        &[],
+        &[("ETCDCTL_ENDPOINTS", ep.as_str()), ("ETCDCTL_HEX", "true")],
+        &["get", "a"],
+    );
+    common::same_env(
+        &[],
+        &[
+            ("ETCDCTL_ENDPOINTS", ep.as_str()),
+            ("ETCDCTL_COMMAND_TIMEOUT", "3s"),
+        ],
+        &["get", "a", "--rev=1"],
+    );
+    // A flag and its variable together: etcdctl refuses (the line starts with a timestamp).
+    let both = [("ETCDCTL_ENDPOINTS", "127.0.0.1:1")];
+    let want = common::run_env("etcdctl", &f, &both, &["get", "a"], "");
+    let got = common::run_env(oxctl_bin(), &f, &both, &["get", "a"], "");
+    let tail = |p: &Printed| {
+        (
+            p.stderr.split_once(" C | ").map(|x| x.1.to_string()),
+            p.code,
+        )
+    };
+    assert_eq!(tail(&got), tail(&want));
     let down = vec![
         "--endpoints=127.0.0.1:1".to_string(),
         "--command-timeout=1s".to_string(),

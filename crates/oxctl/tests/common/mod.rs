@@ -188,7 +188,19 @@ pub struct Printed {
 }
 
 pub fn run(bin: &str, flags: &[String], args: &[&str], stdin: &str) -> Printed {
+    run_env(bin, flags, &[], args, stdin)
+}
+
+/// [`run`] with extra environment variables (`ETCDCTL_*`).
+pub fn run_env(
+    bin: &str,
+    flags: &[String],
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: &str,
+) -> Printed {
     let mut child = tool_cmd(bin, flags, args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -299,6 +311,13 @@ fn replace_after(line: &str, marker: &str, keep: impl Fn(char) -> bool) -> Strin
     let rest = &line[start..];
     let end = rest.find(|c: char| !keep(c)).unwrap_or(rest.len());
     format!("{}<T>{}", &line[..start], &rest[end..])
+}
+
+/// Like [`same`], with `ETCDCTL_*` variables set for both tools.
+pub fn same_env(flags: &[String], env: &[(&str, &str)], args: &[&str]) {
+    let want = run_env("etcdctl", flags, env, args, "");
+    let got = run_env(oxctl_bin(), flags, env, args, "");
+    assert_eq!(got, want, "oxctl and etcdctl differ for {env:?} {args:?}");
 }
 
 /// Runs the same command with both tools against the same server and asserts equal output.
