@@ -290,6 +290,7 @@ fn errors_print_the_same_as_etcdctl() {
     same(&f, &["watch", "a", "--rev=2"], "");
     same(&f, &["-w", "json", "watch", "a", "--rev=2"], "");
     same(&f, &["watch"], "");
+    same(&f, &["watch", "-i"], "bogus\nwatch\n");
     same(&f, &["-w", "yaml", "get", "a"], "");
     let ep = etcd.endpoint();
     let env = [

@@ -8,7 +8,9 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
 use super::{emit, prefix_end};
-use crate::ctx::{status_message, CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_INTERRUPTED};
+use crate::ctx::{
+    status_message, CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT,
+};
 use crate::print::event_type;
 
 /// Watch requests queued to the stream at most; interactive input waits beyond that.
@@ -78,8 +80,9 @@ fn create_request(a: &WatchArgs) -> CtlResult<pb::WatchRequest> {
 
 pub async fn run(ctx: &Ctx, a: WatchArgs) -> CtlResult {
     let (tx, rx) = mpsc::channel(WATCH_REQUESTS_QUEUED_MAX);
+    let (eof_tx, mut eof) = tokio::sync::oneshot::channel::<()>();
     if a.interactive {
-        spawn_interactive(tx.clone());
+        spawn_interactive(tx.clone(), eof_tx);
     } else {
         tx.send(create_request(&a)?)
             .await
@@ -92,7 +95,16 @@ pub async fn run(ctx: &Ctx, a: WatchArgs) -> CtlResult {
         .await
         .map_err(|s| CtlError::new(EXIT_INTERRUPTED, status_message(&s)))?
         .into_inner();
-    while let Some(resp) = stream.next().await {
+    loop {
+        let resp = tokio::select! {
+            r = stream.next() => match r {
+                Some(r) => r,
+                None => break,
+            },
+            Ok(()) = &mut eof => {
+                return Err(CtlError::new(EXIT_INVALID_INPUT, "Error reading watch request line: EOF"));
+            }
+        };
         let resp = resp.map_err(|s| CtlError::new(EXIT_INTERRUPTED, status_message(&s)))?;
         if resp.created && !resp.canceled {
             continue;
@@ -151,10 +163,19 @@ async fn run_exec(exec: &[String], resp: &pb::WatchResponse) {
 }
 
 /// Reads `watch [options] key [range_end]` lines from stdin and adds each watch to the stream.
-fn spawn_interactive(tx: mpsc::Sender<pb::WatchRequest>) {
+fn spawn_interactive(tx: mpsc::Sender<pb::WatchRequest>, eof: tokio::sync::oneshot::Sender<()>) {
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
+            let first = line.split_whitespace().next().unwrap_or_default();
+            if first != "watch" {
+                eprintln!("Invalid command {line} (only support watch)");
+                continue;
+            }
+            if line.split_whitespace().count() < 2 {
+                eprintln!("Invalid command {line} (command type or key is not provided)");
+                continue;
+            }
             let words = match crate::txn_parse::argify(&line) {
                 Ok(w) => w,
                 Err(e) => {
@@ -180,5 +201,6 @@ fn spawn_interactive(tx: mpsc::Sender<pb::WatchRequest>) {
                 Err(e) => eprintln!("Invalid command {line} ({})", e.msg),
             }
         }
+        let _ = eof.send(());
     });
 }
