@@ -80,7 +80,9 @@ fn create_request(a: &WatchArgs) -> CtlResult<pb::WatchRequest> {
 
 pub async fn run(ctx: &Ctx, a: WatchArgs) -> CtlResult {
     let (tx, rx) = mpsc::channel(WATCH_REQUESTS_QUEUED_MAX);
-    let (eof_tx, mut eof) = tokio::sync::oneshot::channel::<()>();
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
+    // Fused: polled again after it completed, it stays pending instead of panicking.
+    let mut eof = futures::FutureExt::fuse(eof_rx);
     if a.interactive {
         spawn_interactive(tx.clone(), eof_tx);
     } else {
@@ -89,10 +91,16 @@ pub async fn run(ctx: &Ctx, a: WatchArgs) -> CtlResult {
             .map_err(|_| CtlError::args("watch closed"))?;
     }
     let client = ctx.client().await?;
-    let mut stream = client
-        .watch()
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
+    let mut watch = client.watch();
+    // etcd answers the call only with its first response, which may never come when every
+    // interactive line was refused: end of input must still end the command.
+    let opened = tokio::select! {
+        r = watch.watch(tokio_stream::wrappers::ReceiverStream::new(rx)) => r,
+        Ok(()) = &mut eof => {
+            return Err(CtlError::new(EXIT_INVALID_INPUT, "Error reading watch request line: EOF"));
+        }
+    };
+    let mut stream = opened
         .map_err(|s| CtlError::new(EXIT_INTERRUPTED, status_message(&s)))?
         .into_inner();
     loop {
