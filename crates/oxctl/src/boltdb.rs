@@ -133,7 +133,8 @@ pub fn status(data: &[u8]) -> Result<Status, String> {
             }
         }
         (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => return Err(bad()),
+        // bbolt's own words when no meta page is valid.
+        (None, None) => return Err("invalid database".to_string()),
     };
     let db = Db {
         data,
