@@ -181,7 +181,7 @@ fn auth_user_role_commands_print_the_same_as_etcdctl() {
         (vec![root, "role", "delete", "r1"], ""),
         (vec![root, "auth", "disable"], ""),
     ];
-    for w in ["simple", "json", "fields"] {
+    for w in ["simple", "json", "fields", "protobuf"] {
         s.push((vec!["-w", w, "role", "list"], ""));
         s.push((vec!["-w", w, "user", "list"], ""));
         s.push((vec!["-w", w, "user", "get", "root"], ""));
@@ -195,7 +195,7 @@ fn cluster_and_maintenance_print_the_same_as_etcdctl() {
     let etcd = Etcd::start(false);
     let f = etcd.flags();
     setup(&f, &["put", "a", "1"]);
-    for w in ["simple", "json", "fields", "table"] {
+    for w in ["simple", "json", "fields", "table", "protobuf"] {
         same(&f, &["-w", w, "member", "list"], "");
         same(&f, &["-w", w, "endpoint", "status"], "");
         same(&f, &["-w", w, "endpoint", "status", "--cluster"], "");
@@ -241,7 +241,7 @@ fn leases_print_the_same_as_etcdctl() {
         .expect("lease id")
         .to_string();
     setup(&f, &["put", "lk", "v", &format!("--lease={id}")]);
-    for w in ["simple", "json", "fields"] {
+    for w in ["simple", "json", "fields", "protobuf"] {
         same(&f, &["-w", w, "lease", "keep-alive", "--once", &id], "");
         same(&f, &["-w", w, "lease", "list"], "");
     }

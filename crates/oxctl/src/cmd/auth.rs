@@ -98,7 +98,9 @@ fn header_out(ctx: &Ctx, h: &Option<pb::ResponseHeader>, simple: String) -> CtlR
             fields_hdr(h, &mut out);
             emit(&out)
         }
-        Format::Protobuf => emit(simple.as_bytes()),
+        Format::Protobuf => emit(&prost::Message::encode_to_vec(&pb::AuthUserAddResponse {
+            header: *h,
+        })),
         Format::Table => Err(table_unsupported()),
     }
 }
@@ -213,6 +215,9 @@ pub async fn user(ctx: &Ctx, c: UserCmd) -> CtlResult {
             if ctx.printer.format == Format::Fields {
                 return Err(fields_unsupported());
             }
+            if ctx.printer.format == Format::Protobuf {
+                return emit(&prost::Message::encode_to_vec(&r));
+            }
             names_out(ctx, &r.header, "users", "Users", &r.users)
         }
         UserCmd::Passwd { interactive, args } => {
@@ -299,6 +304,9 @@ async fn user_get(ctx: &Ctx, args: &[String], detail: bool) -> CtlResult {
             out += &role_get_simple(role, &rr.perm);
         }
         return emit(out.as_bytes());
+    }
+    if ctx.printer.format == Format::Protobuf {
+        return emit(&prost::Message::encode_to_vec(&r));
     }
     match ctx.printer.format {
         Format::Simple => {
@@ -472,6 +480,7 @@ pub async fn role(ctx: &Ctx, c: RoleCmd) -> CtlResult {
                 )
                 .await?;
             match ctx.printer.format {
+                Format::Protobuf => emit(&prost::Message::encode_to_vec(&r)),
                 Format::Simple => emit(role_get_simple(&role, &r.perm).as_bytes()),
                 Format::Json => {
                     let perm = |p: &authpb::Permission| {
@@ -515,6 +524,9 @@ pub async fn role(ctx: &Ctx, c: RoleCmd) -> CtlResult {
             let r = ctx
                 .call(client.auth().role_list(pb::AuthRoleListRequest {}))
                 .await?;
+            if ctx.printer.format == Format::Protobuf {
+                return emit(&prost::Message::encode_to_vec(&r));
+            }
             names_out(ctx, &r.header, "roles", "Roles", &r.roles)
         }
         RoleCmd::GrantPermission { range, args } => {

@@ -447,7 +447,7 @@ async fn health(ctx: &Ctx, cluster: bool) -> CtlResult {
         Format::Protobuf => {
             return Err(CtlError::new(
                 crate::ctx::EXIT_BAD_FEATURE,
-                "only support simple or json as output format",
+                "protobuf not supported as output format",
             ))
         }
     };
@@ -515,7 +515,7 @@ async fn status(ctx: &Ctx, cluster: bool) -> CtlResult {
             );
             s
         }),
-        Format::Protobuf => return Err(CtlError::new(crate::ctx::EXIT_BAD_FEATURE, "only support simple or json as output format")),
+        Format::Protobuf => return Err(CtlError::new(crate::ctx::EXIT_BAD_FEATURE, "protobuf not supported as output format")),
     };
     emit(out.as_bytes())?;
     if failed {
@@ -576,7 +576,7 @@ async fn hashkv(ctx: &Ctx, cluster: bool, rev: i64) -> CtlResult {
         Format::Protobuf => {
             return Err(CtlError::new(
                 crate::ctx::EXIT_BAD_FEATURE,
-                "only support simple or json as output format",
+                "protobuf not supported as output format",
             ))
         }
     };

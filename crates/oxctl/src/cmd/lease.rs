@@ -89,12 +89,15 @@ async fn grant(ctx: &Ctx, args: Vec<String>) -> CtlResult {
             let _ = write!(out, "\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl);
             out
         }
-        Format::Protobuf => {
-            return emit(&crate::print::raw_bytes(&prost::Message::encode_to_vec(&r)))
-        }
+        Format::Protobuf => return emit(&header_pb(&r.header)),
         Format::Table => return Err(table_unsupported()),
     };
     emit(out.as_bytes())
+}
+
+/// etcdctl's lease responses embed the header, whose `Marshal` is what `-w protobuf` prints.
+fn header_pb(h: &Option<pb::ResponseHeader>) -> Vec<u8> {
+    prost::Message::encode_to_vec(&h.unwrap_or_default())
 }
 
 fn fields(h: &Option<pb::ResponseHeader>) -> String {
@@ -114,9 +117,7 @@ async fn revoke(ctx: &Ctx, args: Vec<String>) -> CtlResult {
         Format::Simple => format!("lease {id:016x} revoked\n"),
         Format::Json => crate::json::header_only(&r.header) + "\n",
         Format::Fields => fields(&r.header),
-        Format::Protobuf => {
-            return emit(&crate::print::raw_bytes(&prost::Message::encode_to_vec(&r)))
-        }
+        Format::Protobuf => return emit(&prost::Message::encode_to_vec(&r)),
         Format::Table => return Err(table_unsupported()),
     };
     emit(out.as_bytes())
@@ -166,9 +167,7 @@ async fn timetolive(ctx: &Ctx, args: Vec<String>, keys: bool) -> CtlResult {
             }
             out
         }
-        Format::Protobuf => {
-            return emit(&crate::print::raw_bytes(&prost::Message::encode_to_vec(&r)))
-        }
+        Format::Protobuf => return emit(&header_pb(&r.header)),
         Format::Table => return Err(table_unsupported()),
     };
     emit(out.as_bytes())
@@ -220,9 +219,7 @@ async fn list(ctx: &Ctx) -> CtlResult {
             let _ = writeln!(s, "\"ID\" : {}", l.id);
             s
         }),
-        Format::Protobuf => {
-            return emit(&crate::print::raw_bytes(&prost::Message::encode_to_vec(&r)))
-        }
+        Format::Protobuf => return emit(&header_pb(&r.header)),
         Format::Table => return Err(table_unsupported()),
     };
     emit(out.as_bytes())
@@ -239,7 +236,7 @@ fn keep_alive_out(ctx: &Ctx, r: &pb::LeaseKeepAliveResponse) -> CtlResult<String
                 + "\n"
         }
         Format::Fields => fields(&r.header) + &format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl),
-        Format::Protobuf => String::from_utf8_lossy(&prost::Message::encode_to_vec(r)).into_owned(),
+        Format::Protobuf => String::from_utf8_lossy(&header_pb(&r.header)).into_owned(),
         Format::Table => return Err(table_unsupported()),
     })
 }

@@ -318,7 +318,7 @@ fn snapshot_status(ctx: &Ctx, args: &[String]) -> CtlResult {
         Format::Protobuf => {
             return Err(CtlError::new(
                 crate::ctx::EXIT_BAD_FEATURE,
-                "only support simple or json as output format",
+                "protobuf not supported as output format",
             ))
         }
     };
