@@ -173,16 +173,21 @@ pub enum Command {
 /// Parses, runs and reports; returns the process exit code.
 pub fn run(args: Vec<OsString>) -> i32 {
     use clap::{CommandFactory as _, FromArgMatches as _};
+    let first_word = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .find(|a| !a.starts_with('-'));
     let matches = match Cli::command().try_get_matches_from(args) {
         Ok(m) => m,
-        Err(e) => return clap_error(e),
+        Err(e) => return clap_error(e, first_word.as_deref()),
     };
     if let Some(code) = env_conflict(&matches) {
         return code;
     }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => return clap_error(e),
+        Err(e) => return clap_error(e, None),
     };
     let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -236,7 +241,9 @@ impl Cli {
     }
 }
 
-fn clap_error(e: clap::Error) -> i32 {
+/// etcdctl's (cobra's) reactions to bad command lines. `first_word` is the first argument
+/// that is not a flag: an unknown word there is an unknown command, deeper it shows help.
+fn clap_error(e: clap::Error, first_word: Option<&str>) -> i32 {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
@@ -248,10 +255,12 @@ fn clap_error(e: clap::Error) -> i32 {
                 .get(clap::error::ContextKind::InvalidArg)
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            eprintln!(
+            // cobra reports it, prints the usage (not reproduced here), then etcdctl again.
+            let line = format!(
                 "Error: unknown flag: {}",
                 arg.split('=').next().unwrap_or_default()
             );
+            eprint!("{line}\n\n{line}\n");
             EXIT_ERROR
         }
         ErrorKind::InvalidSubcommand => {
@@ -259,10 +268,17 @@ fn clap_error(e: clap::Error) -> i32 {
                 .get(clap::error::ContextKind::InvalidSubcommand)
                 .map(|v| v.to_string())
                 .unwrap_or_default();
-            eprintln!(
-                "Error: unknown command {sub:?} for \"etcdctl\"\nRun 'etcdctl --help' for usage."
-            );
+            if first_word != Some(sub.as_str()) {
+                println!("{}", e.render().to_string().trim_end());
+                return 0;
+            }
+            let line = format!("Error: unknown command {sub:?} for \"etcdctl\"");
+            eprint!("{line}\nRun 'etcdctl --help' for usage.\n{line}\n");
             EXIT_ERROR
+        }
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = Cli::command_for_env().print_help();
+            0
         }
         _ => {
             let text = e.to_string();

@@ -291,6 +291,13 @@ fn errors_print_the_same_as_etcdctl() {
     same(&f, &["-w", "json", "watch", "a", "--rev=2"], "");
     same(&f, &["watch"], "");
     same(&f, &["watch", "-i"], "bogus\nwatch\n");
+    same(&f, &["bogus"], "");
+    // cobra also prints the command's usage on stdout; oxctl prints its own help there.
+    for args in [vec!["get", "k", "--bogus"], vec!["lease", "bogus"], vec![]] {
+        let want = run("etcdctl", &f, &args, "");
+        let got = run(oxctl_bin(), &f, &args, "");
+        assert_eq!((&got.stderr, got.code), (&want.stderr, want.code), "{args:?}");
+    }
     same(&f, &["-w", "yaml", "get", "a"], "");
     let ep = etcd.endpoint();
     let env = [
