@@ -227,6 +227,55 @@ fn cluster_and_maintenance_print_the_same_as_etcdctl() {
     same(&f, &["lease", "grant", "x"], "");
     same(&f, &["lease", "revoke", "zz"], "");
     same(&f, &["member", "remove", "zz"], "");
+    same(&f, &["member", "add", "x"], "");
+    // A learner that never starts: the cluster keeps its quorum.
+    setup(
+        &f,
+        &[
+            "member",
+            "add",
+            "l1",
+            "--learner",
+            "--peer-urls=http://127.0.0.1:9",
+        ],
+    );
+    let list = run("etcdctl", &f, &["member", "list"], "");
+    let id = list
+        .stdout
+        .lines()
+        .find(|l| l.contains("unstarted"))
+        .and_then(|l| l.split(", ").next())
+        .expect("learner id")
+        .to_string();
+    for w in ["simple", "json", "fields", "table"] {
+        same(&f, &["-w", w, "member", "list"], "");
+    }
+    same(&f, &["member", "promote", &id], "");
+    same(
+        &f,
+        &["member", "update", &id, "--peer-urls=http://127.0.0.1:10"],
+        "",
+    );
+    same(
+        &f,
+        &[
+            "-w",
+            "json",
+            "member",
+            "update",
+            &id,
+            "--peer-urls=http://127.0.0.1:10",
+        ],
+        "",
+    );
+    let removed = run(oxctl_bin(), &f, &["member", "remove", &id], "");
+    assert!(
+        removed
+            .stdout
+            .starts_with(&format!("Member {id:>16} removed from cluster ")),
+        "{removed:?}"
+    );
+    same(&f, &["member", "remove", &id], "");
 }
 
 #[test]
@@ -296,7 +345,11 @@ fn errors_print_the_same_as_etcdctl() {
     for args in [vec!["get", "k", "--bogus"], vec!["lease", "bogus"], vec![]] {
         let want = run("etcdctl", &f, &args, "");
         let got = run(oxctl_bin(), &f, &args, "");
-        assert_eq!((&got.stderr, got.code), (&want.stderr, want.code), "{args:?}");
+        assert_eq!(
+            (&got.stderr, got.code),
+            (&want.stderr, want.code),
+            "{args:?}"
+        );
     }
     same(&f, &["-w", "yaml", "get", "a"], "");
     let ep = etcd.endpoint();

@@ -180,8 +180,8 @@ async fn member_add(ctx: &Ctx, args: Vec<String>, peer_urls: String, learner: bo
     let r = ctx.call(client.cluster().member_add(req)).await?;
     let new_id = r.member.as_ref().map(|m| m.id).unwrap_or_default();
     let cid = r.header.unwrap_or_default().cluster_id;
-    let what = if learner { " as learner" } else { "" };
-    let mut out = format!("Member {new_id:16x} added to cluster {cid:16x}{what}\n");
+    // etcdctl 3.4 says the same for a learner.
+    let mut out = format!("Member {new_id:16x} added to cluster {cid:16x}\n");
     if ctx.printer.format == Format::Json {
         let member = r.member.as_ref().map(json::member);
         let body = Obj::new()
