@@ -38,6 +38,8 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 /// used one.
 pub const TOKENS_MAX: usize = 65_536;
 const TOKEN_PREFIX_LETTERS: usize = 16;
+/// How often a request whose token names a log index not applied here looks again.
+const TOKEN_INDEX_POLL: Duration = Duration::from_millis(5);
 const ROOT: &str = "root";
 const ENABLED_KEY: &[u8] = b"enabled";
 const REVISION_KEY: &[u8] = b"revision";
@@ -625,12 +627,12 @@ fn no_password(u: &User) -> bool {
 }
 
 fn grants(p: &Permission, access: Access) -> bool {
-    match (PermType::try_from(p.perm_type), access) {
-        (Ok(PermType::Readwrite), _) => true,
-        (Ok(PermType::Read), Access::Read) => true,
-        (Ok(PermType::Write), Access::Write) => true,
-        _ => false,
-    }
+    matches!(
+        (PermType::try_from(p.perm_type), access),
+        (Ok(PermType::Readwrite), _)
+            | (Ok(PermType::Read), Access::Read)
+            | (Ok(PermType::Write), Access::Write)
+    )
 }
 
 /// `end` as an interval bound: `[0]` means no end (etcd's "from key").
@@ -721,18 +723,25 @@ fn untranslated(e: ServerError) -> ServerError {
 impl Server {
     /// Checks that the caller (the token in the request's metadata) may make a request
     /// that needs `need`. Passes everything while auth is disabled.
-    pub fn auth_check(
+    pub async fn auth_check(
         &self,
         meta: &tonic::metadata::MetadataMap,
         need: Need<'_>,
     ) -> Result<(), ServerError> {
-        self.auth_check_token(token_of(meta), need)
+        self.auth_check_token(token_of(meta), need).await
     }
 
     /// [`Server::auth_check`] for a token already taken from the metadata (watch streams).
-    pub fn auth_check_token(&self, token: Option<&str>, need: Need<'_>) -> Result<(), ServerError> {
+    pub async fn auth_check_token(
+        &self,
+        token: Option<&str>,
+        need: Need<'_>,
+    ) -> Result<(), ServerError> {
         if !self.lock_auth().enabled {
             return Ok(());
+        }
+        if let Some(t) = token {
+            self.wait_token_applied(t).await;
         }
         let lease_keys = match need {
             Need::Put(p) if p.lease != 0 => self.lease_keys(p.lease),
@@ -748,6 +757,28 @@ impl Server {
         match need {
             Need::Maintenance => res.map_err(untranslated),
             _ => res,
+        }
+    }
+
+    /// As etcd: a token names the log index that assigned it; this member may not have
+    /// applied that entry yet (the client authenticated through another member), so wait
+    /// for it, at most a request timeout. A token that is still unknown then is invalid.
+    async fn wait_token_applied(&self, token: &str) {
+        let Some(index) = token
+            .rsplit_once('.')
+            .and_then(|(_, i)| i.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let deadline = Instant::now() + self.request_timeout;
+        while self
+            .status
+            .applied
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < index
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(TOKEN_INDEX_POLL).await;
         }
     }
 

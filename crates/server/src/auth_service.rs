@@ -28,7 +28,7 @@ impl Services {
         meta: &MetadataMap,
         op: AuthOp,
     ) -> Result<(Applied, Option<pb::ResponseHeader>), Status> {
-        self.server.auth_check(meta, Need::Admin)?;
+        self.server.auth_check(meta, Need::Admin).await?;
         let op = Op::Auth(AuthRequest { op: Some(op) });
         let (applied, rev) = self.server.propose(op).await?;
         Ok((applied, Some(self.server.header(rev))))
@@ -40,7 +40,7 @@ impl Services {
         meta: &MetadataMap,
         need: Need<'_>,
     ) -> Result<Option<pb::ResponseHeader>, Status> {
-        self.server.auth_check(meta, need)?;
+        self.server.auth_check(meta, need).await?;
         self.server.read_index().await?;
         Ok(Some(self.server.header(self.server.store.current_rev())))
     }
@@ -142,7 +142,7 @@ impl Auth for Services {
         r: Request<pb::AuthUserAddRequest>,
     ) -> GrpcResult<pb::AuthUserAddResponse> {
         let (meta, _, mut r) = r.into_parts();
-        self.server.auth_check(&meta, Need::Admin)?;
+        self.server.auth_check(&meta, Need::Admin).await?;
         if !r.options.as_ref().is_some_and(|o| o.no_password) {
             r.hashed_password = hash_password(std::mem::take(&mut r.password)).await?;
         }
@@ -184,7 +184,7 @@ impl Auth for Services {
         r: Request<pb::AuthUserChangePasswordRequest>,
     ) -> GrpcResult<pb::AuthUserChangePasswordResponse> {
         let (meta, _, mut r) = r.into_parts();
-        self.server.auth_check(&meta, Need::Admin)?;
+        self.server.auth_check(&meta, Need::Admin).await?;
         r.hashed_password = hash_password(std::mem::take(&mut r.password)).await?;
         let (_, header) = self
             .auth_change(&meta, AuthOp::UserChangePassword(r))

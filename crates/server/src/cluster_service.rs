@@ -66,7 +66,7 @@ impl Cluster for Services {
         &self,
         r: Request<pb::MemberAddRequest>,
     ) -> GrpcResult<pb::MemberAddResponse> {
-        self.server.auth_check(r.metadata(), Need::Admin)?;
+        self.server.auth_check(r.metadata(), Need::Admin).await?;
         let r = r.into_inner();
         check_urls(&r.peer_ur_ls)?;
         let existing = self.members_snapshot()?;
@@ -106,7 +106,7 @@ impl Cluster for Services {
         &self,
         r: Request<pb::MemberRemoveRequest>,
     ) -> GrpcResult<pb::MemberRemoveResponse> {
-        self.server.auth_check(r.metadata(), Need::Admin)?;
+        self.server.auth_check(r.metadata(), Need::Admin).await?;
         let m = self.member(r.into_inner().id)?;
         let (_, members) = self.change(ConfChangeType::RemoveNode, m).await?;
         Ok(Response::new(pb::MemberRemoveResponse {
@@ -119,7 +119,7 @@ impl Cluster for Services {
         &self,
         r: Request<pb::MemberUpdateRequest>,
     ) -> GrpcResult<pb::MemberUpdateResponse> {
-        self.server.auth_check(r.metadata(), Need::Admin)?;
+        self.server.auth_check(r.metadata(), Need::Admin).await?;
         let r = r.into_inner();
         check_urls(&r.peer_ur_ls)?;
         self.member(r.id)?;
@@ -153,7 +153,7 @@ impl Cluster for Services {
         &self,
         r: Request<pb::MemberPromoteRequest>,
     ) -> GrpcResult<pb::MemberPromoteResponse> {
-        self.server.auth_check(r.metadata(), Need::Admin)?;
+        self.server.auth_check(r.metadata(), Need::Admin).await?;
         let m = self.member(r.into_inner().id)?;
         if !m.is_learner {
             return Err(ServerError::MemberNotLearner.into());

@@ -41,7 +41,7 @@ impl Kv for Services {
     async fn range(&self, req: Request<pb::RangeRequest>) -> GrpcResult<pb::RangeResponse> {
         let (meta, _, r) = req.into_parts();
         kv::check_range(&r)?;
-        self.server.auth_check(&meta, Need::Range(&r))?;
+        self.server.auth_check(&meta, Need::Range(&r)).await?;
         if !r.serializable {
             self.server.read_index().await?;
         }
@@ -56,7 +56,7 @@ impl Kv for Services {
     async fn put(&self, req: Request<pb::PutRequest>) -> GrpcResult<pb::PutResponse> {
         let (meta, _, r) = req.into_parts();
         kv::check_put(&r)?;
-        self.server.auth_check(&meta, Need::Put(&r))?;
+        self.server.auth_check(&meta, Need::Put(&r)).await?;
         match self.write(Op::Put(r)).await? {
             (Applied::Put(mut resp), rev) => {
                 resp.header = Some(self.server.header(rev));
@@ -72,7 +72,7 @@ impl Kv for Services {
     ) -> GrpcResult<pb::DeleteRangeResponse> {
         let (meta, _, r) = req.into_parts();
         kv::check_delete(&r)?;
-        self.server.auth_check(&meta, Need::Delete(&r))?;
+        self.server.auth_check(&meta, Need::Delete(&r)).await?;
         match self.write(Op::DeleteRange(r)).await? {
             (Applied::Delete(mut resp), rev) => {
                 resp.header = Some(self.server.header(rev));
@@ -85,7 +85,7 @@ impl Kv for Services {
     async fn txn(&self, req: Request<pb::TxnRequest>) -> GrpcResult<pb::TxnResponse> {
         let (meta, _, r) = req.into_parts();
         kv::check_txn(&r, self.server.cfg.txn_ops_max)?;
-        self.server.auth_check(&meta, Need::Txn(&r))?;
+        self.server.auth_check(&meta, Need::Txn(&r)).await?;
         if kv::txn_is_read_only(&r) {
             if !kv::txn_is_serializable(&r) {
                 self.server.read_index().await?;
@@ -107,7 +107,7 @@ impl Kv for Services {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> GrpcResult<pb::CompactionResponse> {
-        self.server.auth_check(req.metadata(), Need::Token)?;
+        self.server.auth_check(req.metadata(), Need::Token).await?;
         let r = req.into_inner();
         match self.write(Op::Compaction(r)).await? {
             (Applied::Compaction(mut resp), rev) => {
@@ -162,7 +162,9 @@ impl Maintenance for Services {
         &self,
         req: Request<pb::DefragmentRequest>,
     ) -> GrpcResult<pb::DefragmentResponse> {
-        self.server.auth_check(req.metadata(), Need::Maintenance)?;
+        self.server
+            .auth_check(req.metadata(), Need::Maintenance)
+            .await?;
         // redb reuses freed pages itself; there is nothing to rewrite.
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.server.header(self.server.store.current_rev())),
@@ -170,12 +172,16 @@ impl Maintenance for Services {
     }
 
     async fn hash(&self, req: Request<pb::HashRequest>) -> GrpcResult<pb::HashResponse> {
-        self.server.auth_check(req.metadata(), Need::Maintenance)?;
+        self.server
+            .auth_check(req.metadata(), Need::Maintenance)
+            .await?;
         Err(ServerError::NotCapable.status())
     }
 
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> GrpcResult<pb::HashKvResponse> {
-        self.server.auth_check(req.metadata(), Need::Maintenance)?;
+        self.server
+            .auth_check(req.metadata(), Need::Maintenance)
+            .await?;
         let r = req.into_inner();
         let store = &self.server.store;
         let rev = if r.revision > 0 {
@@ -210,7 +216,9 @@ impl Maintenance for Services {
         &self,
         req: Request<pb::SnapshotRequest>,
     ) -> GrpcResult<Self::SnapshotStream> {
-        self.server.auth_check(req.metadata(), Need::Maintenance)?;
+        self.server
+            .auth_check(req.metadata(), Need::Maintenance)
+            .await?;
         use sha2::Digest;
         let (body, _, _) = self.server.store.snapshot().map_err(ServerError::from)?;
         let mut data = b"OXCDSNP1".to_vec();

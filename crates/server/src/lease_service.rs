@@ -49,7 +49,7 @@ impl Lease for Services {
         &self,
         r: Request<pb::LeaseGrantRequest>,
     ) -> GrpcResult<pb::LeaseGrantResponse> {
-        self.server.auth_check(r.metadata(), Need::Token)?;
+        self.server.auth_check(r.metadata(), Need::Token).await?;
         let r = r.into_inner();
         let id = if r.id != 0 {
             r.id
@@ -77,7 +77,8 @@ impl Lease for Services {
         r: Request<pb::LeaseRevokeRequest>,
     ) -> GrpcResult<pb::LeaseRevokeResponse> {
         self.server
-            .auth_check(r.metadata(), Need::LeaseRevoke(r.get_ref().id))?;
+            .auth_check(r.metadata(), Need::LeaseRevoke(r.get_ref().id))
+            .await?;
         let id = r.into_inner().id;
         let op = Op::LeaseRevoke(LeaseOp {
             id,
@@ -132,7 +133,8 @@ impl Lease for Services {
         r: Request<pb::LeaseTimeToLiveRequest>,
     ) -> GrpcResult<pb::LeaseTimeToLiveResponse> {
         self.server
-            .auth_check(r.metadata(), Need::LeaseTimeToLive(r.get_ref().id))?;
+            .auth_check(r.metadata(), Need::LeaseTimeToLive(r.get_ref().id))
+            .await?;
         let r = r.into_inner();
         self.server.read_index().await?;
         let table = self

@@ -60,7 +60,7 @@ async fn run_stream(
                 match req.request_union {
                     Some(RequestUnion::CreateRequest(c)) => {
                         let need = Need::Watch(&c);
-                        let denied = server.auth_check_token(token.as_deref(), need).err();
+                        let denied = server.auth_check_token(token.as_deref(), need).await.err();
                         let alive = match denied {
                             Some(e) => refuse(server, &c, e, &out).await,
                             None => create(server, stream, c, &mut next_id, &hub_tx, &out).await,

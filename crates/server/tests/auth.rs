@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use oxcd_api::etcdserverpb::{kv_client::KvClient, RangeRequest};
+use oxcd_api::etcdserverpb::{
+    kv_client::KvClient, maintenance_client::MaintenanceClient, HashKvRequest, RangeRequest,
+};
 
 const OXCD: &str = env!("CARGO_BIN_EXE_oxcd");
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -93,8 +95,8 @@ impl Member {
     fn wait_ready(&self) {
         let start = Instant::now();
         while start.elapsed() < START_TIMEOUT {
-            // `endpoint health` needs no permission, with auth enabled or not.
-            if self.etcdctl(&["endpoint", "health"], "").code == Some(0) {
+            // Status needs no user, with auth enabled or not (`endpoint health` does).
+            if self.etcdctl(&["endpoint", "status"], "").code == Some(0) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -537,6 +539,14 @@ fn etcdctl_auth_matches_etcd() {
     s.expect(&["user", "list"], "", "root");
 }
 
+/// `r` with a token no server issued; its index (1) is applied on both, so neither waits.
+fn with_unknown_token<T>(r: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(r);
+    let token = "NotIssuedByAnyone.1".parse().expect("metadata");
+    req.metadata_mut().insert("token", token);
+    req
+}
+
 /// A token the server never issued: `etcdserver: invalid auth token` (Unauthenticated) from
 /// KV calls, `auth: invalid auth token` (Unknown) from maintenance calls, as etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,24 +561,39 @@ async fn unknown_token_is_refused_as_etcd() {
     .expect("setup");
     let mut seen = Vec::new();
     for m in [&s.etcd, &s.oxcd] {
-        let mut kv = KvClient::connect(format!("http://{}", m.endpoint()))
+        let ch = tonic::transport::Channel::from_shared(format!("http://{}", m.endpoint()))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect()
             .await
             .expect("connect");
-        let mut req = tonic::Request::new(RangeRequest {
+        let range = RangeRequest {
             key: b"foo".to_vec(),
             ..Default::default()
-        });
-        req.metadata_mut()
-            .insert("token", "NotIssuedByAnyone.42".parse().expect("metadata"));
-        let err = kv
-            .range(req)
+        };
+        let kv_err = KvClient::new(ch.clone())
+            .range(with_unknown_token(range))
             .await
             .expect_err("an unknown token must be refused");
-        seen.push((err.code(), err.message().to_string()));
+        let hash_err = MaintenanceClient::new(ch)
+            .hash_kv(with_unknown_token(HashKvRequest { revision: 0 }))
+            .await
+            .expect_err("an unknown token must be refused");
+        seen.push([
+            (kv_err.code(), kv_err.message().to_string()),
+            (hash_err.code(), hash_err.message().to_string()),
+        ]);
     }
     assert_eq!(seen[1], seen[0], "oxcd (left) and etcd (right) differ");
-    assert_eq!(seen[0].0, tonic::Code::Unauthenticated);
-    assert_eq!(seen[0].1, "etcdserver: invalid auth token");
+    let want = [
+        (
+            tonic::Code::Unauthenticated,
+            "etcdserver: invalid auth token",
+        ),
+        (tonic::Code::Unknown, "auth: invalid auth token"),
+    ];
+    assert_eq!(seen[0], want.map(|(c, m)| (c, m.to_string())));
     drop(s);
 }
 
