@@ -27,6 +27,21 @@ pub enum CheckCmd {
         #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
         auto_defrag: bool,
     },
+    /// Check the memory usage of holding data for different workloads on a given server endpoint.
+    Datascale {
+        /// The datascale check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)
+        #[arg(long, default_value = "s")]
+        load: String,
+        /// The prefix for writing the datascale check's keys.
+        #[arg(long, default_value = "/etcdctl-check-datascale/")]
+        prefix: String,
+        /// Compact storage with last revision after test is finished.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+        auto_compact: bool,
+        /// Defragment storage after test is finished.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+        auto_defrag: bool,
+    },
 }
 
 /// Writes per second, clients and seconds of each load model (etcdctl's table).
@@ -44,12 +59,23 @@ const KEY_BYTES: usize = 256;
 const VALUE_BYTES: usize = 1024;
 
 pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
-    let CheckCmd::Perf {
-        load,
-        prefix,
-        auto_compact,
-        auto_defrag,
-    } = c;
+    let (load, prefix, auto_compact, auto_defrag) = match c {
+        CheckCmd::Perf {
+            load,
+            prefix,
+            auto_compact,
+            auto_defrag,
+        } => (load, prefix, auto_compact, auto_defrag),
+        CheckCmd::Datascale {
+            load,
+            prefix,
+            auto_compact,
+            auto_defrag,
+        } => {
+            return crate::cmd::datascale::run(ctx, &load, &prefix, auto_compact, auto_defrag)
+                .await;
+        }
+    };
     let Some((limit, clients, secs)) = model(&load) else {
         return Err(CtlError::new(
             EXIT_BAD_FEATURE,

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod check;
 pub mod cluster;
 pub mod concurrency;
+pub mod datascale;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
