@@ -529,35 +529,7 @@ pub async fn role(ctx: &Ctx, c: RoleCmd) -> CtlResult {
             }
             names_out(ctx, &r.header, "roles", "Roles", &r.roles)
         }
-        RoleCmd::GrantPermission { range, args } => {
-            if args.len() < 3 {
-                return Err(CtlError::args("role grant command requires role name, permission type, and key [endkey] as its argument"));
-            }
-            let perm_type = match args[1].to_uppercase().as_str() {
-                "READ" => PermType::Read,
-                "WRITE" => PermType::Write,
-                "READWRITE" => PermType::Readwrite,
-                _ => {
-                    return Err(CtlError::args(format!(
-                        "invalid permission type: {}",
-                        args[1]
-                    )))
-                }
-            };
-            let (key, range_end) = perm_range(&args, 2, &range)?;
-            let client = ctx.client().await?;
-            let perm = authpb::Permission {
-                perm_type: perm_type as i32,
-                key,
-                range_end,
-            };
-            let req = pb::AuthRoleGrantPermissionRequest {
-                name: args[0].clone(),
-                perm: Some(perm),
-            };
-            let r = ctx.call(client.auth().role_grant_permission(req)).await?;
-            header_out(ctx, &r.header, format!("Role {} updated\n", args[0]))
-        }
+        RoleCmd::GrantPermission { range, args } => role_grant(ctx, &args, &range).await,
         RoleCmd::RevokePermission { range, args } => role_revoke(ctx, &args, &range).await,
     }
 }
@@ -595,4 +567,34 @@ async fn role_revoke(ctx: &Ctx, args: &[String], range: &RangeFlags) -> CtlResul
         )
     };
     header_out(ctx, &r.header, simple)
+}
+
+async fn role_grant(ctx: &Ctx, args: &[String], range: &RangeFlags) -> CtlResult {
+    if args.len() < 3 {
+        return Err(CtlError::args("role grant command requires role name, permission type, and key [endkey] as its argument"));
+    }
+    let perm_type = match args[1].to_uppercase().as_str() {
+        "READ" => PermType::Read,
+        "WRITE" => PermType::Write,
+        "READWRITE" => PermType::Readwrite,
+        _ => {
+            return Err(CtlError::args(format!(
+                "invalid permission type: {}",
+                args[1]
+            )))
+        }
+    };
+    let (key, range_end) = perm_range(args, 2, range)?;
+    let client = ctx.client().await?;
+    let perm = authpb::Permission {
+        perm_type: perm_type as i32,
+        key,
+        range_end,
+    };
+    let req = pb::AuthRoleGrantPermissionRequest {
+        name: args[0].clone(),
+        perm: Some(perm),
+    };
+    let r = ctx.call(client.auth().role_grant_permission(req)).await?;
+    header_out(ctx, &r.header, format!("Role {} updated\n", args[0]))
 }

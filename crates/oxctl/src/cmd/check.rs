@@ -100,35 +100,10 @@ pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
         ));
     }
     let (tx, rx) = mpsc::channel::<pb::PutRequest>(clients);
-    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let client = ctx.client().await?;
-        let rx = rx.clone();
-        workers.spawn(async move {
-            let (mut lats, mut errs) = (Vec::new(), BTreeMap::<String, usize>::new());
-            loop {
-                let Some(req) = rx.lock().await.recv().await else {
-                    break;
-                };
-                let t = Instant::now();
-                match client.kv().put(req).await {
-                    Ok(_) => lats.push(t.elapsed().as_secs_f64()),
-                    Err(s) => *errs.entry(crate::ctx::status_message(&s)).or_default() += 1,
-                }
-            }
-            (lats, errs)
-        });
-    }
+    let workers = spawn_writers(ctx, clients, rx).await?;
     let start = Instant::now();
     produce(tx, &prefix, limit, Duration::from_secs(secs)).await;
-    let (mut lats, mut errs) = (Vec::new(), BTreeMap::new());
-    while let Some(Ok((l, e))) = workers.join_next().await {
-        lats.extend(l);
-        for (k, v) in e {
-            *errs.entry(k).or_insert(0) += v;
-        }
-    }
+    let (lats, errs) = collect(workers).await;
     let elapsed = start.elapsed().as_secs_f64();
     let del = pb::DeleteRangeRequest {
         key: prefix.clone().into_bytes(),
@@ -154,6 +129,48 @@ pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
         emit(format!("Defragmented {:?}\n", first.endpoint.original).as_bytes())?;
     }
     verdict(&lats, &errs, elapsed, limit)
+}
+
+type Measured = (Vec<f64>, BTreeMap<String, usize>);
+
+/// One connection per client, each taking puts from the shared queue and timing them.
+async fn spawn_writers(
+    ctx: &Ctx,
+    clients: usize,
+    rx: mpsc::Receiver<pb::PutRequest>,
+) -> CtlResult<tokio::task::JoinSet<Measured>> {
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let client = ctx.client().await?;
+        let rx = rx.clone();
+        workers.spawn(async move {
+            let (mut lats, mut errs) = (Vec::new(), BTreeMap::<String, usize>::new());
+            loop {
+                let Some(req) = rx.lock().await.recv().await else {
+                    break;
+                };
+                let t = Instant::now();
+                match client.kv().put(req).await {
+                    Ok(_) => lats.push(t.elapsed().as_secs_f64()),
+                    Err(s) => *errs.entry(crate::ctx::status_message(&s)).or_default() += 1,
+                }
+            }
+            (lats, errs)
+        });
+    }
+    Ok(workers)
+}
+
+async fn collect(mut workers: tokio::task::JoinSet<Measured>) -> Measured {
+    let (mut lats, mut errs) = (Vec::new(), BTreeMap::new());
+    while let Some(Ok((l, e))) = workers.join_next().await {
+        lats.extend(l);
+        for (k, v) in e {
+            *errs.entry(k).or_insert(0) += v;
+        }
+    }
+    (lats, errs)
 }
 
 /// Sends puts at `limit` per second for `dur`, then closes the queue.
