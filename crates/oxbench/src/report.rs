@@ -9,16 +9,22 @@ const PERCENTILES: [f64; 8] = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
 const HISTOGRAM_BUCKETS: usize = 10;
 const BAR_WIDTH_MAX: usize = 40;
 
-/// Latencies of one workload (seconds) and errors by message.
+/// Latencies of one workload (seconds), the unix second each request ended in, and errors by
+/// message.
 #[derive(Default, Clone)]
 pub struct Samples {
     pub lats: Vec<f64>,
+    pub ends: Vec<u64>,
     pub errors: BTreeMap<String, usize>,
 }
 
 impl Samples {
     pub fn ok(&mut self, d: Duration) {
         self.lats.push(d.as_secs_f64());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.ends.push(now.as_secs());
     }
 
     pub fn err(&mut self, msg: String) {
@@ -27,6 +33,7 @@ impl Samples {
 
     pub fn merge(&mut self, other: Samples) {
         self.lats.extend(other.lats);
+        self.ends.extend(other.ends);
         for (k, v) in other.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -42,6 +49,44 @@ pub struct Stats {
     pub rps: f64,
     pub lats: Vec<f64>,
     pub errors: BTreeMap<String, usize>,
+}
+
+/// etcd's `--sample` table: per second, min/avg/max latency and requests finished.
+pub fn time_series(s: &Samples) -> String {
+    let mut secs: BTreeMap<u64, (f64, f64, f64, u64)> = BTreeMap::new();
+    for (&lat, &end) in s.lats.iter().zip(&s.ends) {
+        let e = secs.entry(end).or_insert((f64::MAX, 0.0, 0.0, 0));
+        e.0 = e.0.min(lat);
+        e.1 += lat;
+        e.2 = e.2.max(lat);
+        e.3 += 1;
+    }
+    let mut out = String::from("\nSample in one second (unix latency throughput):\nUNIX-SECOND,MIN-LATENCY-MS,AVG-LATENCY-MS,MAX-LATENCY-MS,AVG-THROUGHPUT\n");
+    for (sec, (min, sum, max, n)) in secs {
+        let d = |v: f64| go_duration(Duration::from_secs_f64(v));
+        let _ = writeln!(out, "{sec},{},{},{},{n}", d(min), d(sum / n as f64), d(max));
+    }
+    out
+}
+
+/// Go's `time.Duration.String()` for sub-hour durations: `1.5ms`, `250µs`, `2.1s`.
+fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    let frac = |v: u128, unit: u128, digits: usize| {
+        let (i, r) = (v / unit, v % unit);
+        if r == 0 {
+            i.to_string()
+        } else {
+            format!("{i}.{}", format!("{r:0digits$}").trim_end_matches('0'))
+        }
+    };
+    match ns {
+        0 => "0s".into(),
+        1..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{}µs", frac(ns, 1_000, 3)),
+        1_000_000..=999_999_999 => format!("{}ms", frac(ns, 1_000_000, 6)),
+        _ => format!("{}s", frac(ns, 1_000_000_000, 9)),
+    }
 }
 
 pub fn stats(mut s: Samples, total: Duration) -> Stats {

@@ -110,11 +110,12 @@ pub fn progress(pacer: Arc<Pacer>) -> Arc<AtomicBool> {
 
 /// Prints one report: etcd's text, or a JSON object with `--json`.
 pub fn report(g: &Global, name: &str, samples: Samples, elapsed: Duration) {
+    let series = g.sample.then(|| crate::report::time_series(&samples));
     let st = stats(samples, elapsed);
     if g.json {
         println!("{}", st.json(name));
     } else {
-        println!("{}", st.text(g.precise));
+        println!("{}{}", st.text(g.precise), series.unwrap_or_default());
     }
 }
 
