@@ -1,5 +1,8 @@
 //! oxctl against etcdctl 3.4 on a real etcd 3.4: the same commands must print the same bytes
 //! (normalised only for timings and per-process client ids) and exit with the same code.
+//!
+//! `OXCTL_TEST_SERVER=target/release/oxcd cargo test -p oxctl` runs the same comparisons with
+//! oxcd as the server (both tools still talk to the same server).
 
 mod common;
 
