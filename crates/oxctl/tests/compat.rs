@@ -420,7 +420,7 @@ fn watch_prints_the_same_as_etcdctl() {
     setup(&f, &["put", "w/2", "b"]);
     setup(&f, &["put", "w/1", "c"]);
     setup(&f, &["del", "w/2"]);
-    let dur = Duration::from_millis(1500);
+    let dur = Duration::from_millis(2500);
     for w in ["simple", "json", "fields"] {
         for args in [
             vec!["watch", "w/", "--prefix", "--rev=1"],
