@@ -129,10 +129,7 @@ pub fn range(view: &impl KvRead, r: &RangeRequest) -> Result<RangeResponse, Serv
         (o, _) => o,
     };
     if order != SortOrder::None {
-        sort_kvs(&mut kvs, target);
-        if order == SortOrder::Descend {
-            kvs.reverse();
-        }
+        sort_kvs(&mut kvs, target, order == SortOrder::Descend);
     }
     let mut more = false;
     if r.limit > 0 && kvs.len() > r.limit as usize {
@@ -152,13 +149,20 @@ pub fn range(view: &impl KvRead, r: &RangeRequest) -> Result<RangeResponse, Serv
     })
 }
 
-fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget) {
-    match target {
-        SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
-        SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
-        SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
-        SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
-        SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+/// Sorts by `target`; entries that tie keep their key order in both directions (as etcd's
+/// results show), so descending is a reversed comparison, not a reversed list.
+fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget, descend: bool) {
+    let cmp = |a: &KeyValue, b: &KeyValue| match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    };
+    if descend {
+        kvs.sort_by(|a, b| cmp(b, a));
+    } else {
+        kvs.sort_by(cmp);
     }
 }
 
