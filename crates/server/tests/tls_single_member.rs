@@ -1,11 +1,13 @@
 //! Issue 2's tutorial step, as written, with certificates from the real cfssl (RSA 2048 as
 //! in the tutorial, and ECDSA P-256): oxcd with --trusted-ca-file/--cert-file/--key-file on
 //! an https client URL; curl with a client certificate writes and reads /v2/keys/foo; curl
-//! without one is refused at the handshake and the refusal is logged once, with the peer
-//! address, in plain words; etcdctl put/get work.
+//! without one (or with one from another CA, or with a server certificate) is refused at
+//! the handshake and each refusal is logged once, with the peer address, in plain words;
+//! etcdctl put/get work.
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,17 +15,56 @@ use common::{free_port, require, run, wait_for, Impl, KeyAlgo, Launch, Output, P
 
 fn curl(server: &Server, with_cert: bool, args: &[&str]) -> Output {
     let certs = server.tls.as_ref().expect("a TLS server");
+    let client = with_cert.then_some((certs.cert.as_path(), certs.key.as_path()));
+    curl_as(server, client, args)
+}
+
+/// curl trusting the server's CA, presenting `client` (certificate, key) if given.
+fn curl_as(server: &Server, client: Option<(&Path, &Path)>, args: &[&str]) -> Output {
+    let certs = server.tls.as_ref().expect("a TLS server");
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-m", "10", "-w", "\n%{http_code}", "--cacert"])
         .arg(&certs.ca);
-    if with_cert {
-        cmd.arg("--cert")
-            .arg(&certs.cert)
-            .arg("--key")
-            .arg(&certs.key);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
     }
     cmd.args(args);
     run(&mut cmd, b"")
+}
+
+/// Makes a handshake from a known local port fail; returns the one log line about it.
+fn refused_line(server: &Server, client: Option<(&Path, &Path)>, url: &str) -> String {
+    let local_port = free_port();
+    let out = curl_as(
+        server,
+        client,
+        &["--local-port", &local_port.to_string(), url],
+    );
+    assert_ne!(out.code, 0, "the handshake must fail: {out:?}");
+    assert!(
+        !out.stdout.contains("\"action\""),
+        "no data without a good certificate: {out:?}"
+    );
+    let peer = format!("127.0.0.1:{local_port}");
+    wait_for(
+        "the refusal in the oxcd log",
+        Duration::from_secs(5),
+        || {
+            server
+                .log_text()
+                .lines()
+                .find(|l| l.contains(&peer))
+                .map(str::to_string)
+        },
+    );
+    let log = server.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&peer)).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one refused handshake, one log line: {lines:?}"
+    );
+    lines[0].to_string()
 }
 
 /// Splits curl's output (`-w "\n%{http_code}"`) into the JSON body and the status.
@@ -62,47 +103,27 @@ fn tutorial_flow(algo: KeyAlgo) {
 
     // The tutorial's own curl, without --cert: refused at the handshake (curl fails), and
     // the server says why, once, naming the peer address.
-    let local_port = free_port();
-    let refused = curl(
-        &server,
-        false,
-        &["--local-port", &local_port.to_string(), &keys],
-    );
-    assert_ne!(
-        refused.code, 0,
-        "curl without a client certificate must fail: {refused:?}"
-    );
-    assert!(
-        !refused.stdout.contains("\"action\""),
-        "no data without a certificate: {refused:?}"
-    );
-    let peer = format!("127.0.0.1:{local_port}");
-    let line = wait_for(
-        "the refusal in the oxcd log",
-        Duration::from_secs(5),
-        || {
-            server
-                .log_text()
-                .lines()
-                .find(|l| l.contains(&peer))
-                .map(str::to_string)
-        },
-    );
+    let line = refused_line(&server, None, &keys);
     assert!(
         line.contains("no certificate"),
         "the refusal must say why in plain words: {line}"
     );
-    let lines = server
-        .log_text()
-        .lines()
-        .filter(|l| l.contains(&peer))
-        .count();
-    assert_eq!(
-        lines,
-        1,
-        "one refused handshake, one log line:\n{}",
-        server.log_text()
+    // A client certificate from another CA, and a server certificate used as a client's.
+    let other = Pki::make(&tmp.path().join("other-pki"), algo);
+    let line = refused_line(
+        &server,
+        Some((&other.client.cert, &other.client.key)),
+        &keys,
     );
+    // (Both CAs are named "etcd root ca", as every tutorial CA is: the name matches, the
+    // signature does not.)
+    assert!(
+        line.contains("does not verify against the trusted CA")
+            || line.contains("unknown authority"),
+        "{line}"
+    );
+    let line = refused_line(&server, Some((&pki.server_cert, &pki.server_key)), &keys);
+    assert!(line.contains("wrong key usage"), "{line}");
 
     let put = server.etcdctl(&["put", "/a", "1"], b"").ok();
     assert_eq!(put.stdout, "OK\n");
