@@ -255,7 +255,16 @@ fn oxcd_on(dir: &Path, name: &str) -> Server {
 /// Starts oxcd on a data dir and expects it to refuse: exit code 1 within a bounded time, a
 /// clear message naming `what`, and no client port answering.
 fn expect_refused(server: &mut Server, what: &[&str]) -> String {
-    let code = server.wait_exit(Duration::from_secs(10));
+    // Exits, or (the bug this guards against) comes up serving: either ends the wait.
+    let code = wait_for(
+        "oxcd to exit or come up",
+        Duration::from_secs(10),
+        || match server.try_exit_code() {
+            Some(code) => Some(code),
+            None if server.log_text().contains("ready to serve client requests") => Some(0),
+            None => None,
+        },
+    );
     let log = server.log_text();
     assert_eq!(
         code, 1,
@@ -365,4 +374,27 @@ fn an_etcd_data_dir_is_refused() {
         "oxcd wrote into etcd's data dir ({line}):\n{}",
         out.stdout
     );
+}
+
+/// A checksum failure followed by intact records is damage, not a torn tail: a crash can
+/// only tear the last write. Truncating there would drop acknowledged entries, so the
+/// member must refuse to start (etcd: "wal: crc mismatch").
+#[test]
+fn a_wal_damaged_before_its_tail_is_refused() {
+    require("etcdctl");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data_dir = written_data_dir(tmp.path(), "damaged-wal");
+    let wal_dir = data_dir.join("member/wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
+        .expect("wal dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a WAL segment");
+    let mut bytes = std::fs::read(last).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(last, bytes).expect("write");
+    let mut s = oxcd_on(tmp.path(), "damaged-wal");
+    expect_refused(&mut s, &["wal"]);
 }

@@ -467,6 +467,13 @@ impl Server {
         }
     }
 
+    /// The exit code if the process has exited (and is then reaped), without waiting.
+    pub fn try_exit_code(&mut self) -> Option<i32> {
+        let status = self.child.as_mut()?.try_wait().expect("try_wait")?;
+        self.child = None;
+        Some(status.code().unwrap_or(-1))
+    }
+
     /// Waits (bounded) for the process to exit on its own; returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
         let child = self.child.as_mut().expect("running");
