@@ -167,12 +167,29 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, Option<TornAt>), WalErro
         }
         let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]);
         let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
-        if !(9..=RECORD_BYTES_MAX).contains(&len) || data.len() - off - 8 < len as usize {
-            return Ok((records, torn("record cut short or bad length")));
+        // Only the end of the file can be torn (a batch whose fdatasync never returned):
+        // a record running past the end, a final record with a bad checksum, or zeros to the
+        // end. Damage followed by more data is corruption of synced records: refuse it.
+        let corrupt = |reason: &str| WalError::Corrupt {
+            path: path.to_path_buf(),
+            offset: off as u64,
+            reason: reason.to_string(),
+        };
+        if !(9..=RECORD_BYTES_MAX).contains(&len) {
+            if data[off..].iter().all(|b| *b == 0) {
+                return Ok((records, torn("zeros at the tail")));
+            }
+            return Err(corrupt("bad record length"));
+        }
+        if data.len() - off - 8 < len as usize {
+            return Ok((records, torn("record cut short")));
         }
         let body = &data[off + 8..off + 8 + len as usize];
         if crc32fast::hash(body) != crc {
-            return Ok((records, torn("checksum mismatch")));
+            if off + 8 + len as usize == data.len() {
+                return Ok((records, torn("checksum mismatch in the last record")));
+            }
+            return Err(corrupt("checksum mismatch (crc mismatch) before the end of the log"));
         }
         let mut index = [0u8; 8];
         index.copy_from_slice(&body[1..9]);
