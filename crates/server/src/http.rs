@@ -41,6 +41,69 @@ pub fn router(server: Arc<Server>) -> Router {
             .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
             .into_axum_router();
     grpc.merge(crate::v2_http::router(server))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(etcd_size_error))
+}
+
+/// Unknown paths: gRPC's Unimplemented for gRPC requests, else Go's "404 page not found",
+/// as etcd answers.
+async fn not_found(req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented("unknown service").into_http::<axum::body::Body>();
+    }
+    (
+        http::StatusCode::NOT_FOUND,
+        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
+/// tonic reports a request over the decoding limit as OUT_OF_RANGE "Error, decoded message
+/// length too large: found N bytes, the limit is: M bytes"; etcd (grpc-go) answers
+/// RESOURCE_EXHAUSTED "grpc: received message larger than max (N vs. M)", and clients match
+/// on that code. Rewrite it once, here.
+async fn etcd_size_error(mut resp: axum::response::Response) -> axum::response::Response {
+    let h = resp.headers();
+    if h.get("grpc-status").and_then(|v| v.to_str().ok()) != Some("11") {
+        return resp;
+    }
+    let Some(msg) = h.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+        return resp;
+    };
+    let msg = msg
+        .replace("%20", " ")
+        .replace("%3A", ":")
+        .replace("%2C", ",");
+    let Some(rest) = msg.strip_prefix("Error, decoded message length too large: found ") else {
+        return resp;
+    };
+    let nums: Vec<&str> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let [found, limit, ..] = nums.as_slice() {
+        let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+        let encoded: String = text
+            .bytes()
+            .map(|b| match b {
+                b' '..=b'~' if b != b'%' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let headers = resp.headers_mut();
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+            headers.insert("grpc-message", v);
+        }
+    }
+    resp
 }
 
 /// Binds every client URL (before anything else starts, so a bad address fails early).
