@@ -111,10 +111,8 @@ impl Applier {
         op: Op,
         events: &mut Vec<Event>,
     ) -> Result<Applied, ServerError> {
-        let table = self.leases.lock().expect("lease table lock poisoned");
-        let known: std::collections::BTreeSet<i64> = table.leases.keys().copied().collect();
-        drop(table);
-        let no_leases = |l: i64| known.contains(&l);
+        // Looked up only when a put names a lease; the lease lock is not held across ops.
+        let no_leases = |l: i64| self.leases.lock().map(|t| t.contains(l)).unwrap_or(false);
         match op {
             Op::Put(p) => {
                 precheck_put(batch, &p, &no_leases)?;
