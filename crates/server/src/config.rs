@@ -26,6 +26,7 @@ enum Kind {
 const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("name", Kind::Str, "default", "Human-readable name for this member."),
     ("data-dir", Kind::Str, "", "Path to the data directory (default ${name}.etcd)."),
+    ("wal-dir", Kind::Str, "", "Path to the dedicated wal directory (default ${data-dir}/member/wal)."),
     ("listen-client-urls", Kind::Str, "http://localhost:2379", "List of URLs to listen on for client traffic."),
     ("advertise-client-urls", Kind::Str, "http://localhost:2379", "List of this member's client URLs to advertise to the public."),
     ("listen-peer-urls", Kind::Str, "http://localhost:2380", "List of URLs to listen on for peer traffic."),
@@ -45,6 +46,9 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("max-request-bytes", Kind::Uint, "1572864", "Maximum client request size in bytes the server will accept."),
     ("max-txn-ops", Kind::Uint, "128", "Maximum number of operations permitted in a transaction."),
     ("quota-backend-bytes", Kind::Uint, "0", "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."),
+    ("strict-reconfig-check", Kind::Bool, "true", "Reject reconfiguration requests that would cause quorum loss."),
+    ("auto-compaction-mode", Kind::Str, "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),
+    ("auto-compaction-retention", Kind::Str, "0", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction."),
     ("snapshot-count", Kind::Uint, "100000", "Number of committed transactions to trigger a snapshot to disk."),
     ("heartbeat-interval", Kind::Uint, "100", "Time (in milliseconds) of a heartbeat interval."),
     ("election-timeout", Kind::Uint, "1000", "Time (in milliseconds) for an election to timeout."),
@@ -105,6 +109,8 @@ impl std::fmt::Display for Url {
 pub struct Config {
     pub name: String,
     pub data_dir: PathBuf,
+    /// `--wal-dir`; `None` keeps the log in `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
     pub listen_client_urls: Vec<Url>,
     pub advertise_client_urls: Vec<Url>,
     pub listen_peer_urls: Vec<Url>,
@@ -126,6 +132,17 @@ pub struct Config {
     pub connections_max: usize,
     pub watchers_max: usize,
     pub log_level: String,
+    pub strict_reconfig_check: bool,
+    pub auto_compaction: Option<AutoCompaction>,
+}
+
+/// `--auto-compaction-mode` with a non-zero `--auto-compaction-retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep this much history (etcd's periodic mode).
+    Periodic(std::time::Duration),
+    /// Keep this many revisions (etcd's revision mode).
+    Revision(u64),
 }
 
 /// Go's `strconv.ParseBool`.
@@ -255,6 +272,37 @@ impl RawFlags {
         (!v.is_empty()).then(|| PathBuf::from(v))
     }
 
+    fn auto_compaction(&self) -> Result<Option<AutoCompaction>, ConfigError> {
+        let mode = self.str("auto-compaction-mode");
+        let retention = self.str("auto-compaction-retention");
+        let bad = || {
+            ConfigError(format!(
+                "invalid value {retention:?} for --auto-compaction-retention (mode {mode}): {}",
+                if mode == "revision" {
+                    "expected a number of revisions"
+                } else {
+                    "expected hours (e.g. 1) or a duration (e.g. 30m, 1h30m)"
+                }
+            ))
+        };
+        match mode.as_str() {
+            "revision" => {
+                let n: u64 = retention.trim().parse().map_err(|_| bad())?;
+                Ok((n > 0).then_some(AutoCompaction::Revision(n)))
+            }
+            "periodic" => {
+                let d = match retention.trim().parse::<u64>() {
+                    Ok(hours) => std::time::Duration::from_secs(hours.saturating_mul(3600)),
+                    Err(_) => parse_go_duration(retention.trim()).ok_or_else(bad)?,
+                };
+                Ok((!d.is_zero()).then_some(AutoCompaction::Periodic(d)))
+            }
+            other => err(format!(
+                "invalid auto-compaction-mode {other:?}: use periodic or revision"
+            )),
+        }
+    }
+
     fn into_config(self) -> Result<Config, ConfigError> {
         let name = self.str("name");
         let data_dir = self
@@ -336,6 +384,9 @@ impl RawFlags {
             connections_max: self.uint("max-connections")?.max(1) as usize,
             watchers_max: self.uint("max-watchers")? as usize,
             log_level: self.str("log-level"),
+            strict_reconfig_check: self.bool("strict-reconfig-check")?,
+            auto_compaction: self.auto_compaction()?,
+            wal_dir: self.path("wal-dir"),
         };
         cfg.check()?;
         Ok(cfg)
@@ -420,6 +471,44 @@ impl Config {
     }
 }
 
+/// Go's `time.ParseDuration` for the units etcd users write (h, m, s, ms): `1h30m`, `90s`,
+/// `1.5h`. `None` for anything else, or a negative duration.
+pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
+    if s == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_end);
+        let value: f64 = num.parse().ok()?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let scale = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    total
+        .is_finite()
+        .then(|| std::time::Duration::from_secs_f64(total))
+}
+
 /// Parses a comma-separated URL list, naming the flag in errors.
 pub fn parse_urls(flag: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
     let mut out = Vec::new();
@@ -463,7 +552,7 @@ fn parse_url(s: &str) -> Result<Url, String> {
     })
 }
 
-fn parse_initial_cluster(v: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
+pub fn parse_initial_cluster(v: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
     let mut out: Vec<(String, Vec<Url>)> = Vec::new();
     for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let Some((name, url)) = part.split_once('=') else {

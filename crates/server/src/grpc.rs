@@ -219,14 +219,8 @@ impl Maintenance for Services {
         self.server
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
-        use sha2::Digest;
         let (body, _, _) = self.server.store.snapshot().map_err(ServerError::from)?;
-        let mut data = b"OXCDSNP1".to_vec();
-        data.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        data.extend_from_slice(&body);
-        data.resize(data.len().div_ceil(512) * 512, 0);
-        let sum = sha2::Sha256::digest(&data);
-        data.extend_from_slice(&sum);
+        let data = crate::restore::encode_snapshot(&body);
         let header = self.server.header(self.server.store.current_rev());
         let total = data.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = data

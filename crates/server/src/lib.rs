@@ -19,6 +19,7 @@ pub mod members;
 pub mod peer;
 pub mod raft_node;
 pub mod request;
+pub mod restore;
 pub mod server;
 pub mod storage;
 pub mod v2;
