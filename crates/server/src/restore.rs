@@ -30,6 +30,8 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"OXCDSNP1";
 pub const SNAPSHOT_ALIGN: usize = 512;
 const HASH_LEN: usize = 32;
 /// bbolt's meta magic (little endian, after the 16-byte page header): an etcd snapshot.
+/// First bytes of a redb file: an oxcd backend (`member/oxcd.db`).
+const REDB_MAGIC: &[u8] = b"redb";
 const BBOLT_MAGIC: [u8; 4] = 0xED0C_DAEDu32.to_le_bytes();
 
 /// The file a snapshot stream writes: header, body, padding, SHA-256.
@@ -207,7 +209,10 @@ pub struct Restored {
 pub fn check_options(o: &RestoreOptions) -> Result<Config, String> {
     let data_dir = o.data_dir();
     if data_dir.exists() {
-        return Err(format!("data-dir {:?} exists", data_dir.display().to_string()));
+        return Err(format!(
+            "data-dir {:?} exists",
+            data_dir.display().to_string()
+        ));
     }
     if let Some(w) = &o.wal_dir {
         if w.exists() {
@@ -221,8 +226,11 @@ pub fn check_options(o: &RestoreOptions) -> Result<Config, String> {
             o.name
         ));
     };
-    let adv = config::parse_urls("initial-advertise-peer-urls", &o.initial_advertise_peer_urls)
-        .map_err(|e| e.0)?;
+    let adv = config::parse_urls(
+        "initial-advertise-peer-urls",
+        &o.initial_advertise_peer_urls,
+    )
+    .map_err(|e| e.0)?;
     let mut mine: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
     let mut theirs: Vec<String> = adv.iter().map(|u| u.to_string()).collect();
     mine.sort();
@@ -264,7 +272,14 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, String> {
     let cfg = check_options(o)?;
     let path = o.snapshot.display().to_string();
     let data = fs::read(&o.snapshot).map_err(|e| format!("open {path}: {}", go_io_error(&e)))?;
-    let body = snapshot_body(&path, &data, o.skip_hash_check).map_err(|e| e.to_string())?;
+    let copied_backend;
+    let body = if o.skip_hash_check && data.starts_with(REDB_MAGIC) {
+        // A backend file copied out of a data dir (etcd allows its db file here too).
+        copied_backend = backend_file_body(&data)?;
+        &copied_backend[..]
+    } else {
+        snapshot_body(&path, &data, o.skip_hash_check).map_err(|e| e.to_string())?
+    };
 
     let data_dir = cfg.data_dir.clone();
     let parent = data_dir
@@ -284,7 +299,8 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, String> {
     let result = build(&cfg, body, &tmp, tmp_wal.as_deref());
     let result = result.and_then(|r| {
         if let (Some(t), Some(w)) = (&tmp_wal, &cfg.wal_dir) {
-            fs::rename(t, w).map_err(|e| format!("cannot move the WAL into {}: {e}", w.display()))?;
+            fs::rename(t, w)
+                .map_err(|e| format!("cannot move the WAL into {}: {e}", w.display()))?;
             sync_dir(w.parent().unwrap_or(Path::new(".")));
         }
         fs::rename(&tmp, &data_dir)
@@ -298,6 +314,24 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, String> {
             let _ = fs::remove_dir_all(t);
         }
     }
+    result
+}
+
+/// The snapshot body of a backend file (`member/oxcd.db`) copied out of a data dir: opened
+/// from a private temporary copy, so the original is never written.
+fn backend_file_body(data: &[u8]) -> Result<Vec<u8>, String> {
+    let dir = std::env::temp_dir().join(format!("oxcd-restore-{}", std::process::id()));
+    let copy = dir.join("oxcd.db");
+    let result = (|| {
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        fs::write(&copy, data).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
+        let store = Store::open(&copy).map_err(|e| format!("not a usable oxcd backend: {e}"))?;
+        let (body, _, _) = store
+            .snapshot()
+            .map_err(|e| format!("cannot read the backend: {e}"))?;
+        Ok(body)
+    })();
+    let _ = fs::remove_dir_all(&dir);
     result
 }
 
@@ -378,7 +412,8 @@ mod tests {
 
     #[test]
     fn body_round_trips_and_damage_is_refused() {
-        let body = b"\x01\x0b\x00\x00\x00current_rev\x08\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00";
+        let body =
+            b"\x01\x0b\x00\x00\x00current_rev\x08\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00";
         let file = encode_snapshot(body);
         assert_eq!(file.len() % SNAPSHOT_ALIGN, HASH_LEN);
         assert_eq!(snapshot_body("s", &file, false).ok(), Some(&body[..]));
@@ -389,7 +424,9 @@ mod tests {
         let e = snapshot_body("s", &bad, false).err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.starts_with("expected sha256 [")));
         assert!(snapshot_body("s", &bad, true).is_ok());
-        let e = snapshot_body("s", &file[..100], false).err().map(|e| e.to_string());
+        let e = snapshot_body("s", &file[..100], false)
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             e.as_deref(),
             Some("snapshot missing hash but --skip-hash-check=false")
@@ -400,7 +437,9 @@ mod tests {
     fn etcd_snapshots_are_named() {
         let mut f = vec![0u8; 4096 + 32];
         f[16..20].copy_from_slice(&BBOLT_MAGIC);
-        let e = snapshot_body("e.db", &f, false).err().map(|e| e.to_string());
+        let e = snapshot_body("e.db", &f, false)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("etcd (bbolt) snapshot")));
     }
 }

@@ -315,8 +315,8 @@ async fn member_added_at_runtime_joins_and_leaves() {
         .map(|m| format!("{}=http://{}:2380", m.name, m.ip))
         .collect();
     initial.push(format!("m4={url}"));
-    let data = c._dir.path().join("m4");
-    let log_path = c._dir.path().join("m4.log");
+    let data = c.dir.path().join("m4");
+    let log_path = c.dir.path().join("m4.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let mut joiner = Command::new(BIN)
         .args([

@@ -23,7 +23,7 @@ pub struct Member {
 }
 
 pub struct Cluster {
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pub members: Vec<Member>,
     pub extra: Vec<String>,
     pub tls: Option<PathBuf>,
@@ -49,6 +49,15 @@ impl Cluster {
 
     /// `n` members on `127.0.0.{base+1..=base+n}`.
     pub fn start_n(base: u8, n: u8, extra: &[&str], tls: Option<PathBuf>) -> Cluster {
+        let mut c = Cluster::new_n(base, n, extra, tls);
+        for i in 0..c.members.len() {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// Like [`Cluster::start_n`], but nothing runs yet (data dirs can be prepared first).
+    pub fn new_n(base: u8, n: u8, extra: &[&str], tls: Option<PathBuf>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let members: Vec<Member> = (1..=n)
             .map(|n| Member {
@@ -59,16 +68,28 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Cluster {
-            _dir: dir,
+        Cluster {
+            dir,
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tls,
-        };
-        for i in 0..c.members.len() {
-            c.spawn(i);
         }
-        c
+    }
+
+    /// `--initial-cluster` as the members are started with.
+    pub fn initial_cluster(&self) -> String {
+        let s = self.scheme();
+        let cluster: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={s}://{}:2380", m.name, m.ip))
+            .collect();
+        cluster.join(",")
+    }
+
+    /// Member `i`'s peer URL.
+    pub fn peer_url(&self, i: usize) -> String {
+        format!("{}://{}:2380", self.scheme(), self.members[i].ip)
     }
 
     pub fn scheme(&self) -> &'static str {
@@ -82,11 +103,6 @@ impl Cluster {
     pub fn args(&self, i: usize) -> Vec<String> {
         let s = self.scheme();
         let m = &self.members[i];
-        let cluster: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| format!("{}={s}://{}:2380", m.name, m.ip))
-            .collect();
         let mut a = vec![
             format!("--name={}", m.name),
             format!("--data-dir={}", m.data.display()),
@@ -95,7 +111,7 @@ impl Cluster {
             format!("--listen-client-urls=http://{}:2379", m.ip),
             format!("--advertise-client-urls=http://{}:2379", m.ip),
             "--initial-cluster-token=test-cluster".into(),
-            format!("--initial-cluster={}", cluster.join(",")),
+            format!("--initial-cluster={}", self.initial_cluster()),
         ];
         if let Some(d) = &self.tls {
             let n = i + 1;
@@ -280,7 +296,9 @@ pub fn member_id(peer_url: &str, token: &str) -> u64 {
 /// Puts `count` keys `prefix{n}` through any member that answers; returns what was acked.
 pub async fn write_keys(c: &Cluster, prefix: &str, count: usize) -> BTreeMap<String, String> {
     let mut acked = BTreeMap::new();
-    let live: Vec<usize> = (0..c.members.len()).filter(|i| c.members[*i].child.is_some()).collect();
+    let live: Vec<usize> = (0..c.members.len())
+        .filter(|i| c.members[*i].child.is_some())
+        .collect();
     let mut clients = Vec::new();
     for i in &live {
         if let Some(kv) = c.kv(*i).await {
@@ -311,4 +329,3 @@ pub async fn write_keys(c: &Cluster, prefix: &str, count: usize) -> BTreeMap<Str
     }
     acked
 }
-
