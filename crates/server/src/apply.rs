@@ -177,6 +177,10 @@ impl Applier {
                 }
                 Ok(Applied::Done)
             }
+            Op::Refused(r) => Err(match r.reason {
+                crate::request::REFUSED_LEARNER_NOT_READY => ServerError::LearnerNotReady,
+                other => ServerError::Internal(format!("proposal refused by the leader ({other})")),
+            }),
             Op::MemberUpdate(u) => {
                 let mut members = self.members.write().expect("members lock poisoned");
                 let Some(m) = members.list.iter_mut().find(|m| m.id == u.id) else {

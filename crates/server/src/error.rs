@@ -37,6 +37,14 @@ pub enum ServerError {
     MemberBadUrls,
     #[error("etcdserver: can only promote a learner member")]
     MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: too many requests")]
@@ -127,6 +135,9 @@ impl ServerError {
             | E::AuthNotEnabled
             | E::PeerUrlExist
             | E::MemberNotLearner
+            | E::LearnerNotReady
+            | E::TooManyLearners
+            | E::NotEnoughStartedMembers
             | E::RootUserNotExist
             | E::RootRoleNotExist
             | E::UserAlreadyExist
@@ -137,9 +148,12 @@ impl ServerError {
             | E::PermissionNotGranted => Code::FailedPrecondition,
             E::PermissionDenied => Code::PermissionDenied,
             E::InvalidAuthToken => Code::Unauthenticated,
-            E::NoLeader | E::LeaderChanged | E::Stopped | E::Timeout | E::NotCapable => {
-                Code::Unavailable
-            }
+            E::NoLeader
+            | E::LeaderChanged
+            | E::Stopped
+            | E::Timeout
+            | E::NotCapable
+            | E::Unhealthy => Code::Unavailable,
             E::Internal(_) | E::AuthUntranslated(_) => Code::Unknown,
         };
         tonic::Status::new(code, self.to_string())

@@ -118,7 +118,9 @@ pub async fn run(
     )));
     let waiters: raft_node::Waiters = Default::default();
 
+    let peer_activity = Arc::new(peer::PeerActivity::default());
     let peer_ctx = peer::PeerContext {
+        activity: peer_activity.clone(),
         member_id: boot.member_id,
         cluster_id: boot.cluster_id,
         raft_tx: raft_tx.clone(),
@@ -245,6 +247,7 @@ pub async fn run(
         waiters,
         next_id: AtomicU64::new(id_prefix | (start & ((1 << 48) - 1))),
         started: Instant::now(),
+        peer_activity,
     });
     let app = http::router(server.clone());
     // As etcd: serve clients once this member's attributes are published through the log.

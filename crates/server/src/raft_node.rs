@@ -35,6 +35,9 @@ pub const EVENT_QUEUE_MAX: usize = 16384;
 /// `--snapshot-count`.
 pub const CATCHUP_ENTRIES_MAX: u64 = 5000;
 /// The backend is made durable at least this often (bounds replay after a crash).
+/// etcd's readyPercent: a learner may be promoted once its log matches this share of the
+/// leader's.
+pub const LEARNER_READY_SHARE: f64 = 0.9;
 pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 pub type ApplyResult = Result<(Applied, i64), ServerError>;
@@ -246,7 +249,12 @@ impl RaftLoop {
                 }
             }
             RaftEvent::ReadIndex(tx) => self.reads_new.push(tx),
-            RaftEvent::Step(m) => {
+            RaftEvent::Step(mut m) => {
+                if m.get_msg_type() == raft::eraftpb::MessageType::MsgPropose
+                    && self.node.raft.state == StateRole::Leader
+                {
+                    self.refuse_unready_promotions(&mut m.entries);
+                }
                 if let Err(e) = self.node.step(*m) {
                     tracing::debug!("dropped a raft message: {e}");
                 }
@@ -254,7 +262,9 @@ impl RaftLoop {
             RaftEvent::Unreachable(id) => self.node.report_unreachable(id),
             RaftEvent::TransferLeader(id) => self.node.transfer_leader(id),
             RaftEvent::ProposeConfChange { id, cc } => {
-                if self.node.propose_conf_change(vec![], cc).is_err() {
+                if self.node.raft.state == StateRole::Leader && self.learner_not_ready(&cc) {
+                    self.reply(id, Err(ServerError::LearnerNotReady));
+                } else if self.node.propose_conf_change(vec![], cc).is_err() {
                     self.reply(id, Err(ServerError::NoLeader));
                 }
             }
@@ -262,6 +272,49 @@ impl RaftLoop {
                 self.node.report_snapshot(id, raft::SnapshotStatus::Failure)
             }
             RaftEvent::Shutdown => {}
+        }
+    }
+
+    /// True for a promotion (AddNode of a current learner) while the learner's log is behind
+    /// the leader's (etcd's isLearnerReady). Meaningful on the leader only.
+    fn learner_not_ready(&self, cc: &raft::eraftpb::ConfChange) -> bool {
+        if cc.get_change_type() != raft::eraftpb::ConfChangeType::AddNode
+            || !self.conf_state.learners.contains(&cc.node_id)
+        {
+            return false;
+        }
+        let prs = self.node.raft.prs();
+        let Some(learner) = prs.get(cc.node_id) else {
+            return false;
+        };
+        let leader = prs.get(self.member_id).map(|p| p.matched).unwrap_or(0);
+        (learner.matched as f64) < (leader as f64) * LEARNER_READY_SHARE
+    }
+
+    /// A follower forwarded proposals: a promotion of a learner that is behind becomes an
+    /// [`Op::Refused`] entry, which fails the proposer's request when applied.
+    fn refuse_unready_promotions(&self, entries: &mut [Entry]) {
+        for e in entries.iter_mut() {
+            if e.get_entry_type() != EntryType::EntryConfChange {
+                continue;
+            }
+            let Ok(cc) = raft::eraftpb::ConfChange::parse_from_bytes(&e.data) else {
+                continue;
+            };
+            if !self.learner_not_ready(&cc) {
+                continue;
+            }
+            let req = serde_json::from_slice::<crate::apply::MemberChange>(&cc.context)
+                .map(|c| c.req)
+                .unwrap_or(0);
+            let refused = LogRequest {
+                id: req,
+                op: Some(Op::Refused(crate::request::Refused {
+                    reason: crate::request::REFUSED_LEARNER_NOT_READY,
+                })),
+            };
+            e.set_entry_type(EntryType::EntryNormal);
+            e.data = prost::Message::encode_to_vec(&refused).into();
         }
     }
 

@@ -12,7 +12,7 @@ pub struct LogRequest {
     /// Unique per proposal (member-ID prefix + counter): how the proposer finds its waiter.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
     pub op: Option<Op>,
 }
 
@@ -47,7 +47,22 @@ pub enum Op {
     /// A change to the auth store (users, roles, the enabled flag, a new token).
     #[prost(message, tag = "13")]
     Auth(AuthRequest),
+    /// A proposal the leader refused (a membership change it found unsafe) in place of the
+    /// proposal itself, so that the proposer, maybe a follower, gets the error.
+    #[prost(message, tag = "14")]
+    Refused(Refused),
 }
+
+/// Why the leader refused a proposal (see [`Op::Refused`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Refused {
+    /// 1 = the learner to promote is not in sync with the leader.
+    #[prost(uint32, tag = "1")]
+    pub reason: u32,
+}
+
+/// [`Refused::reason`]: the learner is behind.
+pub const REFUSED_LEARNER_NOT_READY: u32 = 1;
 
 /// An auth store change. Passwords never enter the log: the proposer puts the bcrypt hash
 /// in `hashed_password` and leaves `password` empty.

@@ -44,6 +44,8 @@ pub struct Server {
     pub request_timeout: Duration,
     pub started: Instant,
     pub db_path: std::path::PathBuf,
+    /// Which peers this member is connected to, and since when.
+    pub peer_activity: Arc<crate::peer::PeerActivity>,
 }
 
 /// True for requests that can make the backend bigger.

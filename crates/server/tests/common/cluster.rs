@@ -20,6 +20,8 @@ pub struct Member {
     pub data: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// Flags for this member only (after the cluster's).
+    pub extra: Vec<String>,
 }
 
 pub struct Cluster {
@@ -66,6 +68,7 @@ impl Cluster {
                 data: dir.path().join(format!("m{n}")),
                 log: dir.path().join(format!("m{n}.log")),
                 child: None,
+                extra: Vec::new(),
             })
             .collect();
         Cluster {
@@ -85,6 +88,26 @@ impl Cluster {
             .map(|m| format!("{}={s}://{}:2380", m.name, m.ip))
             .collect();
         cluster.join(",")
+    }
+
+    /// Adds a member that is not running yet (start it with [`Cluster::spawn`]); its
+    /// `--initial-cluster` lists every member known here, itself included.
+    pub fn push_member(&mut self, name: &str, ip: &str, extra: &[&str]) -> usize {
+        let dir = self.dir.path();
+        self.members.push(Member {
+            name: name.to_string(),
+            ip: ip.to_string(),
+            data: dir.join(name),
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        });
+        self.members.len() - 1
+    }
+
+    /// Member `i`'s ID, as etcd computes it from its peer URL and the token.
+    pub fn id(&self, i: usize) -> u64 {
+        member_id(&self.peer_url(i), "test-cluster")
     }
 
     /// Member `i`'s peer URL.
@@ -130,6 +153,7 @@ impl Cluster {
             a.push("--peer-client-cert-auth=true".into());
         }
         a.extend(self.extra.iter().cloned());
+        a.extend(m.extra.iter().cloned());
         a
     }
 
