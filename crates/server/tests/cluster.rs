@@ -299,14 +299,26 @@ async fn member_added_at_runtime_joins_and_leaves() {
         .expect("connect");
     let mut cluster = ClusterClient::new(ch);
     let url = "http://127.0.0.84:2380".to_string();
-    let added = cluster
-        .member_add(MemberAddRequest {
-            peer_ur_ls: vec![url.clone()],
-            is_learner: false,
-        })
-        .await
-        .expect("member add")
-        .into_inner();
+    // As etcd (--strict-reconfig-check), a voter is added only once every member has been
+    // connected for the 5 s health interval.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let added = loop {
+        let r = cluster
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec![url.clone()],
+                is_learner: false,
+            })
+            .await;
+        match r {
+            Ok(r) => break r.into_inner(),
+            Err(s)
+                if s.message() == "etcdserver: unhealthy cluster" && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(s) => panic!("member add: {s:?}"),
+        }
+    };
     let new_id = added.member.expect("member").id;
     assert_eq!(added.members.len(), 4);
     let mut initial: Vec<String> = c
