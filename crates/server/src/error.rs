@@ -23,6 +23,8 @@ pub enum ServerError {
     FutureRev,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -153,7 +155,8 @@ impl ServerError {
             | E::Stopped
             | E::Timeout
             | E::NotCapable
-            | E::Unhealthy => Code::Unavailable,
+            | E::Unhealthy
+            | E::Corrupt => Code::Unavailable,
             E::Internal(_) | E::AuthUntranslated(_) => Code::Unknown,
         };
         tonic::Status::new(code, self.to_string())

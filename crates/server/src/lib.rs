@@ -1,11 +1,13 @@
 //! The oxcd server: etcd's v3 gRPC API and v2 keys HTTP API over a raft-replicated,
 //! durable MVCC store. [`run`] wires the pieces; see ARCHITECTURE.md for the map.
 
+pub mod alarm;
 pub mod apply;
 pub mod auth;
 pub mod auth_service;
 pub mod bootstrap;
 pub mod cluster_service;
+pub mod compactor;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -189,12 +191,16 @@ pub async fn run(
     let auth = apply::load_auth(&boot.store)
         .map_err(|e| anyhow::anyhow!("cannot load the auth store: {e}"))?;
     let auth = Arc::new(Mutex::new(auth));
+    let alarms = Arc::new(RwLock::new(
+        alarm::load(&boot.store).map_err(|e| anyhow::anyhow!("cannot load alarms: {e}"))?,
+    ));
     let applier = apply::Applier {
         store: boot.store.clone(),
         v2: v2.clone(),
         members: members.clone(),
         leases: leases.clone(),
         auth: auth.clone(),
+        alarms: alarms.clone(),
     };
     let attrs = MemberAttrs {
         id: boot.member_id,
@@ -248,6 +254,7 @@ pub async fn run(
         next_id: AtomicU64::new(id_prefix | (start & ((1 << 48) - 1))),
         started: Instant::now(),
         peer_activity,
+        alarms,
     });
     let app = http::router(server.clone());
     // As etcd: serve clients once this member's attributes are published through the log.

@@ -106,6 +106,7 @@ pub struct RaftLoop {
     durable_index: u64,
     leader: u64,
     last_housekeeping: Instant,
+    compactor: Option<crate::compactor::Compactor>,
     /// Proposals that arrived while no leader was known.
     held: Vec<(u64, Vec<u8>)>,
     /// When this member last became leader (leases get a full TTL from then).
@@ -175,6 +176,7 @@ impl RaftLoop {
             durable_index,
             leader: 0,
             last_housekeeping: Instant::now(),
+            compactor: cfg.auto_compaction.map(crate::compactor::Compactor::new),
             held: Vec::new(),
             leader_since_ms: 0,
             revoking: HashMap::new(),
@@ -329,12 +331,37 @@ impl RaftLoop {
         }
     }
 
+    /// Proposes the compaction the auto-compactor asks for (leader only).
+    fn auto_compact(&mut self) {
+        let leader = self.node.raft.state == StateRole::Leader;
+        let store = &self.applier.store;
+        let (current, compacted) = (store.current_rev(), store.compact_rev());
+        let Some(c) = self.compactor.as_mut() else {
+            return;
+        };
+        let Some(rev) = c.tick(Instant::now(), current, compacted, leader) else {
+            return;
+        };
+        tracing::info!("starting auto compaction at revision {rev} ({:?})", c.mode);
+        let req = LogRequest {
+            id: 0,
+            op: Some(Op::Compaction(oxcd_api::etcdserverpb::CompactionRequest {
+                revision: rev,
+                physical: false,
+            })),
+        };
+        let _ = self
+            .node
+            .propose(vec![], prost::Message::encode_to_vec(&req));
+    }
+
     /// Leader duties on each tick: expire v2 TTLs; every member: publish its attributes.
     fn housekeeping(&mut self) {
         if self.last_housekeeping.elapsed() < Duration::from_millis(500) {
             return;
         }
         self.last_housekeeping = Instant::now();
+        self.auto_compact();
         let now_ms = now_ms();
         if self.node.raft.state == StateRole::Leader {
             self.revoke_expired_leases(now_ms);

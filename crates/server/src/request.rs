@@ -12,7 +12,7 @@ pub struct LogRequest {
     /// Unique per proposal (member-ID prefix + counter): how the proposer finds its waiter.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15")]
     pub op: Option<Op>,
 }
 
@@ -51,6 +51,20 @@ pub enum Op {
     /// proposal itself, so that the proposer, maybe a follower, gets the error.
     #[prost(message, tag = "14")]
     Refused(Refused),
+    /// Raise or clear an alarm (etcd's AlarmRequest ACTIVATE / DEACTIVATE).
+    #[prost(message, tag = "15")]
+    Alarm(AlarmOp),
+}
+
+/// An alarm change: `activate` raises (`member_id`, `alarm`), else clears it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmOp {
+    #[prost(bool, tag = "1")]
+    pub activate: bool,
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    #[prost(int32, tag = "3")]
+    pub alarm: i32,
 }
 
 /// Why the leader refused a proposal (see [`Op::Refused`]).

@@ -128,29 +128,61 @@ pub fn snapshot_status(path: &str, data: &[u8]) -> Result<SnapshotStatus, Snapsh
         revision: 1,
         ..Default::default()
     };
-    let mut rest = body;
-    let mut take = |n: usize| -> Result<&[u8], SnapshotFileError> {
-        if rest.len() < n {
-            return Err(not("a backend record is truncated"));
-        }
-        let (a, b) = rest.split_at(n);
-        rest = b;
-        Ok(a)
-    };
-    let len = |b: &[u8]| -> usize { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize };
-    loop {
-        let Ok(t) = take(1) else { break };
-        let t = t[0];
-        let klen = len(take(4)?);
-        let key = take(klen)?.to_vec();
-        let vlen = len(take(4)?);
-        let value = take(vlen)?;
+    for r in records(body) {
+        let (t, key, value) = r.ok_or_else(|| not("a backend record is truncated"))?;
         st.total_key += 1;
         if t == 1 && key == b"current_rev" && value.len() == 8 {
             st.revision = i64::from_le_bytes(value.try_into().map_err(|_| not("meta"))?);
         }
     }
     Ok(st)
+}
+
+/// The records of a backend body (see [`oxcd_storage::Store::snapshot`]) as
+/// (table, key, value); `None` where a record is truncated.
+fn records(body: &[u8]) -> impl Iterator<Item = Option<(u8, &[u8], &[u8])>> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut take = |n: usize| -> Option<&[u8]> {
+            if rest.len() < n {
+                rest = &[];
+                return None;
+            }
+            let (a, b) = rest.split_at(n);
+            rest = b;
+            Some(a)
+        };
+        let len = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        Some((|| {
+            let t = take(1)?[0];
+            let klen = len(take(4)?);
+            let key = take(klen)?;
+            let vlen = len(take(4)?);
+            let value = take(vlen)?;
+            Some((t, key, value))
+        })())
+    })
+}
+
+/// Maintenance.Hash: CRC-32 of the whole backend (keys, history, leases, auth, members, v2,
+/// alarms), leaving out only the raft position (`consistent_index`/`consistent_term`),
+/// which differs between members that applied the same data through different log entries.
+pub fn backend_hash(body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for (t, key, value) in records(body).map_while(|r| r) {
+        if t == 1 && key.starts_with(b"consistent_") {
+            continue;
+        }
+        h.update(&[t]);
+        h.update(&(key.len() as u32).to_le_bytes());
+        h.update(key);
+        h.update(&(value.len() as u32).to_le_bytes());
+        h.update(value);
+    }
+    h.finalize()
 }
 
 /// `snapshot restore`'s flags (etcdctl's names and defaults).
