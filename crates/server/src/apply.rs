@@ -42,6 +42,8 @@ pub enum Applied {
         member: Option<crate::members::Member>,
         list: Vec<crate::members::Member>,
     },
+    /// A corruption check to run against this member's data.
+    HashCheck(crate::request::HashCheck),
     /// The alarms an alarm change raised or cleared.
     Alarms(Vec<oxcd_api::etcdserverpb::AlarmMember>),
     Done,
@@ -228,6 +230,7 @@ impl Applier {
                 }
                 Ok(Applied::Alarms(crate::alarm::to_pb(&out)))
             }
+            Op::HashCheck(h) => Ok(Applied::HashCheck(h)),
             Op::Refused(r) => Err(match r.reason {
                 crate::request::REFUSED_LEARNER_NOT_READY => ServerError::LearnerNotReady,
                 other => ServerError::Internal(format!("proposal refused by the leader ({other})")),

@@ -49,6 +49,7 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("strict-reconfig-check", Kind::Bool, "true", "Reject reconfiguration requests that would cause quorum loss."),
     ("auto-compaction-mode", Kind::Str, "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),
     ("auto-compaction-retention", Kind::Str, "0", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction."),
+    ("experimental-corrupt-check-time", Kind::Str, "0s", "Duration of time between cluster corruption check passes."),
     ("snapshot-count", Kind::Uint, "100000", "Number of committed transactions to trigger a snapshot to disk."),
     ("heartbeat-interval", Kind::Uint, "100", "Time (in milliseconds) of a heartbeat interval."),
     ("election-timeout", Kind::Uint, "1000", "Time (in milliseconds) for an election to timeout."),
@@ -134,6 +135,8 @@ pub struct Config {
     pub log_level: String,
     pub strict_reconfig_check: bool,
     pub auto_compaction: Option<AutoCompaction>,
+    /// `--experimental-corrupt-check-time`; `None` when 0 (off, etcd's default).
+    pub corrupt_check: Option<std::time::Duration>,
 }
 
 /// `--auto-compaction-mode` with a non-zero `--auto-compaction-retention`.
@@ -387,6 +390,15 @@ impl RawFlags {
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             auto_compaction: self.auto_compaction()?,
             wal_dir: self.path("wal-dir"),
+            corrupt_check: {
+                let v = self.str("experimental-corrupt-check-time");
+                let d = parse_go_duration(&v).ok_or_else(|| {
+                    ConfigError(format!(
+                        "invalid value {v:?} for --experimental-corrupt-check-time: expected a duration (e.g. 5m)"
+                    ))
+                })?;
+                (!d.is_zero()).then_some(d)
+            },
         };
         cfg.check()?;
         Ok(cfg)

@@ -235,19 +235,11 @@ impl Maintenance for Services {
         } else {
             store.current_rev()
         };
-        let events = store
-            .history(store.compact_rev(), rev, usize::MAX, false)
-            .map_err(ServerError::from)?;
-        let mut h = crc32fast::Hasher::new();
-        for e in &events {
-            h.update(&e.kv.key);
-            h.update(&e.kv.value);
-            h.update(&e.kv.mod_revision.to_be_bytes());
-        }
+        let (hash, compact_revision) = crate::kv::hash_kv(store, rev)?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.server.header(store.current_rev())),
-            hash: h.finalize(),
-            compact_revision: store.compact_rev(),
+            hash,
+            compact_revision,
             ..Default::default()
         }))
     }

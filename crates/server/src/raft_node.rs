@@ -107,6 +107,12 @@ pub struct RaftLoop {
     leader: u64,
     last_housekeeping: Instant,
     compactor: Option<crate::compactor::Compactor>,
+    /// For work done off the loop that ends in a proposal (the corruption check).
+    pub self_tx: Option<std::sync::mpsc::SyncSender<RaftEvent>>,
+    corrupt_check: Option<Duration>,
+    last_corrupt_check: Instant,
+    /// True while a corruption-check hash is being computed (one at a time).
+    hashing: Arc<std::sync::atomic::AtomicBool>,
     /// Proposals that arrived while no leader was known.
     held: Vec<(u64, Vec<u8>)>,
     /// When this member last became leader (leases get a full TTL from then).
@@ -177,6 +183,10 @@ impl RaftLoop {
             leader: 0,
             last_housekeeping: Instant::now(),
             compactor: cfg.auto_compaction.map(crate::compactor::Compactor::new),
+            self_tx: None,
+            corrupt_check: cfg.corrupt_check,
+            last_corrupt_check: Instant::now(),
+            hashing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             held: Vec::new(),
             leader_since_ms: 0,
             revoking: HashMap::new(),
@@ -331,6 +341,86 @@ impl RaftLoop {
         }
     }
 
+    /// Runs `work` on a thread of its own unless a hash is already being computed; what it
+    /// returns is proposed.
+    fn hash_off_loop(
+        &self,
+        work: impl FnOnce(&oxcd_storage::Store) -> Option<Op> + Send + 'static,
+    ) {
+        let Some(tx) = self.self_tx.clone() else {
+            return;
+        };
+        if self.hashing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, hashing) = (self.applier.store.clone(), self.hashing.clone());
+        let spawned = std::thread::Builder::new()
+            .name("corrupt-check".into())
+            .spawn(move || {
+                if let Some(op) = work(&store) {
+                    let req = LogRequest {
+                        id: 0,
+                        op: Some(op),
+                    };
+                    let data = prost::Message::encode_to_vec(&req);
+                    let _ = tx.try_send(RaftEvent::Propose { id: 0, data });
+                }
+                hashing.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.hashing.store(false, Ordering::Release);
+        }
+    }
+
+    /// `--experimental-corrupt-check-time`: the leader hashes its keys at the current
+    /// revision and proposes the result; every member compares (see [`Self::compare_hash`]).
+    fn start_corrupt_check(&mut self) {
+        let Some(every) = self.corrupt_check else {
+            return;
+        };
+        if self.node.raft.state != StateRole::Leader || self.last_corrupt_check.elapsed() < every {
+            return;
+        }
+        self.last_corrupt_check = Instant::now();
+        let leader = self.member_id;
+        self.hash_off_loop(move |store| {
+            let revision = store.current_rev();
+            let (hash, compact_revision) = crate::kv::hash_kv(store, revision).ok()?;
+            Some(Op::HashCheck(crate::request::HashCheck {
+                leader,
+                revision,
+                compact_revision,
+                hash,
+            }))
+        });
+    }
+
+    /// A member whose HashKV at the leader's revision differs from the leader's raises the
+    /// CORRUPT alarm for itself (through the log, so every member refuses writes).
+    fn compare_hash(&self, h: crate::request::HashCheck) {
+        if h.leader == self.member_id {
+            return;
+        }
+        let me = self.member_id;
+        self.hash_off_loop(move |store| {
+            let (mine, compacted) = crate::kv::hash_kv(store, h.revision).ok()?;
+            if compacted != h.compact_revision || mine == h.hash {
+                return None;
+            }
+            tracing::error!(
+                "found data inconsistency with the leader {:x} at revision {}: local hash {mine}, leader's {} (compacted at {compacted}); raising CORRUPT",
+                h.leader,
+                h.revision,
+                h.hash
+            );
+            Some(Op::Alarm(crate::request::AlarmOp {
+                activate: true,
+                member_id: me,
+                alarm: crate::alarm::CORRUPT,
+            }))
+        });
+    }
+
     /// Proposes the compaction the auto-compactor asks for (leader only).
     fn auto_compact(&mut self) {
         let leader = self.node.raft.state == StateRole::Leader;
@@ -362,6 +452,7 @@ impl RaftLoop {
         }
         self.last_housekeeping = Instant::now();
         self.auto_compact();
+        self.start_corrupt_check();
         let now_ms = now_ms();
         if self.node.raft.state == StateRole::Leader {
             self.revoke_expired_leases(now_ms);
@@ -594,6 +685,9 @@ impl RaftLoop {
         }
         self.status.applied.store(last_index, Ordering::Relaxed);
         for o in outcomes {
+            if let Ok(Applied::HashCheck(h)) = &o.result {
+                self.compare_hash(h.clone());
+            }
             if !o.events.is_empty() {
                 self.watch.notify(o.rev, &o.events);
             }

@@ -12,7 +12,10 @@ pub struct LogRequest {
     /// Unique per proposal (member-ID prefix + counter): how the proposer finds its waiter.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15")]
+    #[prost(
+        oneof = "Op",
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
+    )]
     pub op: Option<Op>,
 }
 
@@ -54,6 +57,22 @@ pub enum Op {
     /// Raise or clear an alarm (etcd's AlarmRequest ACTIVATE / DEACTIVATE).
     #[prost(message, tag = "15")]
     Alarm(AlarmOp),
+    /// The leader's HashKV at a revision: every member compares its own (corruption check).
+    #[prost(message, tag = "16")]
+    HashCheck(HashCheck),
+}
+
+/// See [`Op::HashCheck`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HashCheck {
+    #[prost(uint64, tag = "1")]
+    pub leader: u64,
+    #[prost(int64, tag = "2")]
+    pub revision: i64,
+    #[prost(int64, tag = "3")]
+    pub compact_revision: i64,
+    #[prost(uint32, tag = "4")]
+    pub hash: u32,
 }
 
 /// An alarm change: `activate` raises (`member_id`, `alarm`), else clears it.

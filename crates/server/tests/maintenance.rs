@@ -239,3 +239,68 @@ fn periodic_auto_compaction_keeps_one_retention_of_history_on_every_member() {
         "no member logged an auto compaction"
     );
 }
+
+/// Changes one byte of the oldest value in a stopped member's backend, behind oxcd's back.
+fn damage_oldest_value(db: &std::path::Path) {
+    use redb::{ReadableTable, TableDefinition};
+    const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
+    let db = redb::Database::create(db).expect("open backend");
+    let txn = db.begin_write().expect("write txn");
+    {
+        let mut kv = txn.open_table(KV).expect("kv table");
+        let (key, mut record) = {
+            let mut it = kv.iter().expect("iter");
+            let (k, v) = it.next().expect("a record").expect("readable");
+            (k.value(), v.value().to_vec())
+        };
+        // A record is a flag byte and a KeyValue message whose last field is the value.
+        if let Some(last) = record.last_mut() {
+            *last ^= 0x01;
+        }
+        kv.insert(key, record.as_slice()).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+#[test]
+fn corruption_check_raises_corrupt_and_stops_writes() {
+    common::require("etcdctl");
+    let mut c = Cluster::start(200, &["--experimental-corrupt-check-time=1s"], None);
+    wait_for("a writable cluster", Duration::from_secs(20), || {
+        ctl(&c, 0, &["put", "c/first", "value"]).code == 0
+    });
+    for n in 0..20 {
+        ctl(&c, n % 3, &["put", &format!("c/{n}"), &format!("v{n}")]).ok();
+    }
+    wait_same_rev(&c);
+    // Consistent members raise nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(ctl(&c, 0, &["alarm", "list"]).ok().stdout, "");
+    c.kill9(2);
+    damage_oldest_value(&c.members[2].data.join("member").join("oxcd.db"));
+    c.spawn(2);
+    let id = c.id(2);
+    let want = format!("memberID:{id} alarm:CORRUPT \n");
+    for i in 0..3 {
+        wait_for("the CORRUPT alarm", Duration::from_secs(20), || {
+            ctl(&c, i, &["alarm", "list"]).stdout == want
+        });
+    }
+    assert!(c
+        .log(2)
+        .contains("found data inconsistency with the leader"));
+    for i in 0..3 {
+        let out = ctl(&c, i, &["put", "after", "corruption"]);
+        assert_eq!(
+            error_line(&out),
+            "Error: etcdserver: corrupt cluster",
+            "member {i}"
+        );
+    }
+    assert_eq!(
+        ctl(&c, 0, &["get", "c/3", "--print-value-only"])
+            .ok()
+            .stdout,
+        "v3\n"
+    );
+}
