@@ -365,7 +365,10 @@ fn errors_print_the_same_as_etcdctl() {
     // --user without a password: the prompt (stdout), stty turning echo off and on (which
     // complains on a pipe, as it does for etcdctl), then the server's answer.
     same(&f, &["--user", "root", "get", "a"], "secret\n");
-    let unreachable = vec!["--endpoints=127.0.0.1:1".to_string(), "--dial-timeout=1s".into()];
+    let unreachable = vec![
+        "--endpoints=127.0.0.1:1".to_string(),
+        "--dial-timeout=1s".into(),
+    ];
     same(&unreachable, &["--user", "root:pw", "get", "a"], "");
     // cobra also prints the command's usage on stdout; oxctl prints its own help there.
     for args in [vec!["get", "k", "--bogus"], vec!["lease", "bogus"], vec![]] {

@@ -47,6 +47,8 @@ pub enum ServerError {
     NotEnoughStartedMembers,
     #[error("etcdserver: unhealthy cluster")]
     Unhealthy,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: too many requests")]
@@ -156,6 +158,7 @@ impl ServerError {
             | E::Timeout
             | E::NotCapable
             | E::Unhealthy
+            | E::NotSupportedForLearner
             | E::Corrupt => Code::Unavailable,
             E::Internal(_) | E::AuthUntranslated(_) => Code::Unknown,
         };

@@ -41,6 +41,9 @@ impl Kv for Services {
     async fn range(&self, req: Request<pb::RangeRequest>) -> GrpcResult<pb::RangeResponse> {
         let (meta, _, r) = req.into_parts();
         kv::check_range(&r)?;
+        if !r.serializable && self.server.is_learner() {
+            return Err(ServerError::NotSupportedForLearner.into());
+        }
         self.server.auth_check(&meta, Need::Range(&r)).await?;
         if !r.serializable {
             self.server.read_index().await?;
@@ -182,7 +185,7 @@ impl Maintenance for Services {
                 })
                 .unwrap_or_default(),
             db_size_in_use: size,
-            is_learner: false,
+            is_learner: self.server.is_learner(),
             ..Default::default()
         }))
     }

@@ -60,6 +60,18 @@ pub fn grows_data(op: &Op) -> bool {
 }
 
 impl Server {
+    /// True while this member is a learner (etcd's IsLearner).
+    pub fn is_learner(&self) -> bool {
+        self.members
+            .read()
+            .map(|m| {
+                m.list
+                    .iter()
+                    .any(|x| x.id == self.member_id && x.is_learner)
+            })
+            .unwrap_or(false)
+    }
+
     /// A response header: IDs, the given revision, the current term.
     pub fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {

@@ -199,7 +199,7 @@ async fn grow_one_to_three_and_shrink_back_under_load() {
         let out = ctl_until_healthy(&c, 0, &["member", "remove", &format!("{id:x}")]).ok();
         assert!(
             out.stdout
-                .starts_with(&format!("Member {id:x} removed from cluster")),
+                .starts_with(&format!("Member {id:16x} removed from cluster")),
             "{out:?}"
         );
         let m = &mut c.members[idx];
@@ -286,10 +286,25 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     c.spawn(l);
     ctl(&c, 0, &["put", "learner", "caught-up"]).ok();
     wait_local_value(&c, l, "learner", "caught-up");
+    // A learner serves serializable reads and status, nothing else (etcd's learner rules).
+    let out = ctl(&c, l, &["put", "via", "learner"]);
+    assert_eq!(
+        error_line(&out),
+        "Error: etcdserver: rpc not supported for learner"
+    );
+    let out = ctl(&c, l, &["get", "learner"]);
+    assert_eq!(
+        error_line(&out),
+        "Error: etcdserver: rpc not supported for learner"
+    );
+    let status = ctl(&c, l, &["endpoint", "status", "-w", "json"])
+        .ok()
+        .stdout;
+    assert!(status.contains("\"isLearner\":true"), "{status}");
     let out = ctl(&c, 1, &["member", "promote", &format!("{learner:x}")]).ok();
     assert!(
         out.stdout
-            .starts_with(&format!("Member {learner:x} promoted in cluster")),
+            .starts_with(&format!("Member {learner:16x} promoted in cluster")),
         "{out:?}"
     );
     assert!(member_rows(&c, 0).iter().all(|r| r.3 == "false"));
@@ -336,7 +351,7 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     let out = ctl(&c, 0, &["member", "remove", &format!("{:x}", c.id(2))]).ok();
     assert!(
         out.stdout
-            .starts_with(&format!("Member {:x} removed", c.id(2))),
+            .starts_with(&format!("Member {:16x} removed", c.id(2))),
         "{out:?}"
     );
     ctl(&c, 0, &["put", "still", "writable"]).ok();
