@@ -811,21 +811,44 @@ impl TxnWrite<'_, '_> {
     /// Deletes the keys in a range; returns their previous values.
     pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, MvccError> {
         let newest = self.main;
-        let found = range_in(
-            &self.batch.index,
-            key,
-            end,
-            RangeOptions::default(),
-            newest,
-            |rev| self.batch.fetch(rev),
-        )?;
+        // One table handle for the whole range: deleting a large prefix must not pay a table
+        // lookup per key.
+        let found = {
+            let table = self.batch.txn.open_table(KV)?;
+            range_in(
+                &self.batch.index,
+                key,
+                end,
+                RangeOptions::default(),
+                newest,
+                |rev| {
+                    let (main, sub) = rev_key(rev);
+                    let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
+                        main,
+                        sub,
+                        reason: "indexed revision missing from the backend".into(),
+                    })?;
+                    Ok(decode_record(main, sub, v.value())?.1)
+                },
+            )?
+        };
+        let mut table = self.batch.txn.open_table(KV)?;
+        self.events.reserve(found.kvs.len());
         for prev in &found.kvs {
             let tomb = KeyValue {
                 key: prev.key.clone(),
                 mod_revision: self.main,
                 ..Default::default()
             };
-            self.record(true, &tomb)?;
+            let rev = Rev {
+                main: self.main,
+                sub: self.sub,
+            };
+            self.sub += 1;
+            table.insert(rev_key(rev), encode_record(true, &tomb).as_slice())?;
+            if let Some(hist) = self.batch.index.keys.get_mut(&prev.key) {
+                hist.revs.push((rev, true));
+            }
             self.events.push(Event {
                 kind: EventKind::Delete,
                 kv: tomb,
