@@ -376,6 +376,10 @@ impl RaftLoop {
             }
         }
         self.apply_committed(rd.take_committed_entries())?;
+        #[cfg(feature = "failpoints")]
+        if !rd.entries().is_empty() {
+            fail::fail_point!("raft_before_save");
+        }
         if !rd.entries().is_empty() {
             for e in rd.entries() {
                 let bytes = e.write_to_bytes().map_err(|e| e.to_string())?;
@@ -392,6 +396,10 @@ impl RaftLoop {
             self.persist_hard_state(hs.clone())?;
         }
         self.wal.sync().map_err(|e| e.to_string())?;
+        #[cfg(feature = "failpoints")]
+        if !rd.entries().is_empty() {
+            fail::fail_point!("raft_after_save");
+        }
         if !rd.persisted_messages().is_empty() {
             self.transport.send(rd.take_persisted_messages());
         }
@@ -478,6 +486,8 @@ impl RaftLoop {
             return Ok(());
         };
         let (last_index, last_term) = (last.index, last.term);
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft_before_apply");
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
         let mut conf_replies: Vec<(u64, ApplyResult)> = Vec::new();
         {
@@ -507,6 +517,8 @@ impl RaftLoop {
             let durable = self.last_durable.elapsed() >= BACKEND_SYNC_INTERVAL
                 || last_index - self.last_snapshot_index >= self.snapshot_count;
             batch.commit(durable).map_err(|e| e.to_string())?;
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("raft_after_apply");
             if durable {
                 self.last_durable = Instant::now();
                 self.durable_index = last_index;
@@ -604,6 +616,9 @@ impl RaftLoop {
             .set_consistent_index(index, term)
             .map_err(|e| e.to_string())?;
         batch.commit(true).map_err(|e| e.to_string())?;
+        // The backend holds the snapshot; the WAL does not know yet.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft_snapshot_mid_apply");
         self.applier.reload()?;
         self.conf_state = meta.get_conf_state().clone();
         self.node
