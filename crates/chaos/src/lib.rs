@@ -6,3 +6,10 @@
 //! members for convergence. See `docs/FAULTS.md`.
 
 pub mod checker;
+pub mod checks;
+pub mod cluster;
+pub mod fault;
+pub mod netns;
+pub mod report;
+pub mod run;
+pub mod workload;
