@@ -293,9 +293,10 @@ async fn final_reads(c: &mut Cluster, ctx: &Ctx, history: &mut Vec<Record>) {
     let Some(leader) = c.leader().await else { return };
     let Ok(client) = cluster::dial(&c.tls, leader).await else { return };
     let mut kv = client.kv();
-    let keys = (0..workload::REGISTER_KEYS)
-        .map(|k| (workload::register_key(k), true))
-        .chain((0..workload::LIST_KEYS).map(|k| (workload::list_key(k), false)));
+    let keys: std::collections::BTreeMap<String, bool> = history
+        .iter()
+        .map(|r| (r.key.clone(), matches!(r.op, Op::Register(..))))
+        .collect();
     for (key, register) in keys {
         let invoke_us = ctx.now_us();
         let req = RangeRequest { key: key.clone().into_bytes(), ..Default::default() };

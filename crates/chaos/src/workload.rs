@@ -103,9 +103,13 @@ pub fn register_key(k: u64) -> String {
     format!("{PREFIX}r/{k}")
 }
 
-pub fn list_key(k: u64) -> String {
-    format!("{PREFIX}l/{k}")
+/// List keys change every [`LIST_GENERATION_US`], so that lists (and the checker's states)
+/// stay short however long a run is; every client moves to the new keys at the same time.
+pub fn list_key(generation: u64, k: u64) -> String {
+    format!("{PREFIX}l/{generation}-{k}")
 }
+
+pub const LIST_GENERATION_US: u64 = 5_000_000;
 
 pub fn encode_list(l: &[u64]) -> String {
     l.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
@@ -309,7 +313,7 @@ pub async fn append_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Record
     let mut counter = 0u64;
     while !ctx.stopped() && (out.len() as u64) < OPS_PER_CLIENT_MAX {
         let Some(c) = conn.get().await else { continue };
-        let key = list_key(rng.gen_range(0..LIST_KEYS));
+        let key = list_key(ctx.now_us() / LIST_GENERATION_US, rng.gen_range(0..LIST_KEYS));
         let mut kv = c.kv();
         // The read.
         let invoke_us = ctx.now_us();
