@@ -416,11 +416,27 @@ impl RaftLoop {
         self.apply_committed(light.take_committed_entries())?;
         self.node.advance_apply();
         self.release_reads(self.node.raft.raft_log.applied);
+        self.propose_held();
         let last = self.node.raft.raft_log.last_index();
         self.wal.maybe_rotate(last + 1).map_err(|e| e.to_string())?;
         self.publish_status();
         self.maybe_compact()?;
         Ok(())
+    }
+
+    /// Proposes what was held while there was no leader. Only after `advance`: a proposal
+    /// between `ready()` and `advance()` on a new leader appends entries that the Ready
+    /// being advanced does not hold, and raft-rs panics (found by the chaos suite,
+    /// kill-majority).
+    fn propose_held(&mut self) {
+        if self.leader == 0 {
+            return;
+        }
+        for (id, data) in std::mem::take(&mut self.held) {
+            if self.node.propose(vec![], data).is_err() {
+                self.reply(id, Err(ServerError::NoLeader));
+            }
+        }
     }
 
     fn persist_hard_state(&mut self, hs: HardState) -> Result<(), String> {
@@ -461,11 +477,6 @@ impl RaftLoop {
             if leader != 0 {
                 // Publish attributes on the next tick rather than after the usual pause.
                 self.last_housekeeping = Instant::now() - Duration::from_secs(1);
-                for (id, data) in std::mem::take(&mut self.held) {
-                    if self.node.propose(vec![], data).is_err() {
-                        self.reply(id, Err(ServerError::NoLeader));
-                    }
-                }
             }
         }
     }
