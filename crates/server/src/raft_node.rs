@@ -621,6 +621,7 @@ impl RaftLoop {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         tracing::info!("applying snapshot at index {index} (term {term}) from the leader");
+        let old_rev = self.applier.store.current_rev();
         let mut batch = self.applier.store.batch().map_err(|e| e.to_string())?;
         batch.restore(&snap.data).map_err(|e| e.to_string())?;
         batch
@@ -646,7 +647,8 @@ impl RaftLoop {
         if let Ok(v2) = self.applier.v2.lock() {
             self.v2_index.send_replace(v2.index);
         }
-        self.watch.notify(self.applier.store.current_rev(), &[]);
+        // The snapshot's revisions reach watchers from the store, not as live events.
+        self.watch.resync(old_rev, self.applier.store.current_rev());
         Ok(())
     }
 
