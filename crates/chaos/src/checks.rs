@@ -84,10 +84,14 @@ pub fn linearizability(history: &[Record]) -> (Vec<KeyVerdict>, Vec<String>) {
 }
 
 fn describe(r: &Record) -> String {
+    let mut op = format!("{:?}", r.op);
+    if op.len() > 160 {
+        let cut = (0..=160).rev().find(|&i| op.is_char_boundary(i)).unwrap_or(0);
+        op = format!("{}…{}", &op[..cut], &op[op.len().saturating_sub(40)..]);
+    }
     format!(
-        "process {} {:?} invoked at {:.3}s, completed at {}, on m{}",
+        "process {} {op} invoked at {:.3}s, completed at {}, on m{}",
         r.process,
-        r.op,
         r.invoke_us as f64 / 1e6,
         r.complete_us
             .map(|c| format!("{:.3}s", c as f64 / 1e6))

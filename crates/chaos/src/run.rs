@@ -61,10 +61,9 @@ pub struct Outcome {
     pub notes: Vec<String>,
 }
 
-/// Register clients and append clients per member, and watchers.
+/// Register clients and append clients per member (and one watcher per member).
 const REGISTER_CLIENTS_PER_MEMBER: u32 = 2;
 const APPEND_CLIENTS_PER_MEMBER: u32 = 1;
-const WATCHERS: u32 = 2;
 /// After the last fault heals, the cluster must accept a write within this long.
 pub const RECOVERY_MAX: Duration = Duration::from_secs(30);
 /// Bounds of the end-of-run phases.
@@ -97,7 +96,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     }
     let (until_tx, until_rx) = tokio::sync::watch::channel(0i64);
     let watch_deadline = Instant::now() + Duration::from_millis(spec.duration_ms) + Duration::from_secs(300);
-    let watchers: Vec<_> = (0..WATCHERS)
+    let watchers: Vec<_> = (0..n)
         .map(|w| tokio::spawn(workload::watcher(ctx.clone(), w, 1, until_rx.clone(), watch_deadline)))
         .collect();
 
