@@ -41,7 +41,10 @@ pub fn linearizability(history: &[Record]) -> (Vec<KeyVerdict>, Vec<String>) {
                     Op::List(..) => None,
                 })
                 .collect();
-            (checker::check(&Register, &entries, STEPS_MAX), entries.len())
+            (
+                checker::check(&Register, &entries, STEPS_MAX),
+                entries.len(),
+            )
         } else {
             let entries: Vec<_> = recs
                 .iter()
@@ -55,12 +58,20 @@ pub fn linearizability(history: &[Record]) -> (Vec<KeyVerdict>, Vec<String>) {
                     Op::Register(..) => None,
                 })
                 .collect();
-            (checker::check(&AppendList, &entries, STEPS_MAX), entries.len())
+            (
+                checker::check(&AppendList, &entries, STEPS_MAX),
+                entries.len(),
+            )
         };
         let text = match &verdict {
             Verdict::Linearizable => "linearizable".to_string(),
-            Verdict::GaveUp => "checker gave up (too many concurrent unknown operations)".to_string(),
-            Verdict::Violation { stuck_op, linearized } => {
+            Verdict::GaveUp => {
+                "checker gave up (too many concurrent unknown operations)".to_string()
+            }
+            Verdict::Violation {
+                stuck_op,
+                linearized,
+            } => {
                 let r = recs.get(*stuck_op);
                 let msg = format!(
                     "key {key}: NOT linearizable: after {linearized} operations no order explains \
@@ -86,7 +97,10 @@ pub fn linearizability(history: &[Record]) -> (Vec<KeyVerdict>, Vec<String>) {
 fn describe(r: &Record) -> String {
     let mut op = format!("{:?}", r.op);
     if op.len() > 160 {
-        let cut = (0..=160).rev().find(|&i| op.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=160)
+            .rev()
+            .find(|&i| op.is_char_boundary(i))
+            .unwrap_or(0);
         op = format!("{}…{}", &op[..cut], &op[op.len().saturating_sub(40)..]);
     }
     format!(
@@ -102,8 +116,10 @@ fn describe(r: &Record) -> String {
 
 /// Every acknowledged write must be in member `name`'s event stream at its revision.
 pub fn acked_writes_present(history: &[Record], name: &str, events: &[Event]) -> Vec<String> {
-    let by_rev: BTreeMap<(i64, &str), &Event> =
-        events.iter().map(|e| ((e.rev, e.key.as_str()), e)).collect();
+    let by_rev: BTreeMap<(i64, &str), &Event> = events
+        .iter()
+        .map(|e| ((e.rev, e.key.as_str()), e))
+        .collect();
     let mut out = Vec::new();
     for r in history {
         let (Some(value), Some(rev)) = (r.acked_value(), r.rev) else {
@@ -174,7 +190,10 @@ pub fn watch_guarantees(log: &WatchLog, reference: &[Event], final_rev: i64) -> 
         }
         for e in &b.events {
             if !uniq.insert((e.rev, e.key.as_str())) {
-                out.push(format!("{w}: event {} at revision {} delivered twice", e.key, e.rev));
+                out.push(format!(
+                    "{w}: event {} at revision {} delivered twice",
+                    e.key, e.rev
+                ));
             }
             if e.rev < last_rev {
                 out.push(format!("{w}: revision {} after {last_rev}", e.rev));
@@ -231,7 +250,9 @@ pub fn tamper_lose_acked_write(history: &mut [Record]) -> Option<String> {
             l.retain(|v| *v != value);
         }
     }
-    Some(format!("dropped acknowledged append {value} on {key} from every read"))
+    Some(format!(
+        "dropped acknowledged append {value} on {key} from every read"
+    ))
 }
 
 #[cfg(test)]
@@ -268,14 +289,23 @@ mod tests {
             rec(
                 "/l",
                 Op::List(
-                    ListOp::Append { expect: vec![], value: 1 },
+                    ListOp::Append {
+                        expect: vec![],
+                        value: 1,
+                    },
                     Some(ListOut::Appended(true)),
                 ),
                 0,
                 Some(1),
                 Some(2),
             ),
-            rec("/l", Op::List(ListOp::Read, Some(ListOut::Read(vec![1]))), 2, Some(3), None),
+            rec(
+                "/l",
+                Op::List(ListOp::Read, Some(ListOut::Read(vec![1]))),
+                2,
+                Some(3),
+                None,
+            ),
         ];
         assert!(linearizability(&h).1.is_empty());
         assert!(tamper_lose_acked_write(&mut h).is_some());

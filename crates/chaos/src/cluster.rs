@@ -106,7 +106,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(dir: &Path, pki: &Path, oxcd: &Path, initial: usize, spares: usize) -> anyhow::Result<Cluster> {
+    pub fn new(
+        dir: &Path,
+        pki: &Path,
+        oxcd: &Path,
+        initial: usize,
+        spares: usize,
+    ) -> anyhow::Result<Cluster> {
         let members = (0..initial + spares)
             .map(|idx| Member {
                 idx,
@@ -208,7 +214,10 @@ impl Cluster {
         if let Some(fp) = failpoints {
             cmd.env("FAILPOINTS", fp);
         }
-        m.child = Some(cmd.spawn().with_context(|| format!("start {}", self.oxcd.display()))?);
+        m.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("start {}", self.oxcd.display()))?,
+        );
         m.paused = false;
         self.clients.remove(&idx);
         Ok(())

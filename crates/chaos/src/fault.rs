@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{self, Cluster};
 use crate::netns::Firewall;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
     KillLeader,
@@ -126,12 +128,18 @@ pub async fn inject(
     let (detail, undo) = match fault {
         Fault::KillLeader => {
             c.kill9(leader);
-            (format!("kill -9 leader {lname}"), Undo::Restart(vec![leader]))
+            (
+                format!("kill -9 leader {lname}"),
+                Undo::Restart(vec![leader]),
+            )
         }
         Fault::KillFollower => {
             let f = pick_follower(c, leader, rng);
             c.kill9(f);
-            (format!("kill -9 follower {}", cluster::member_name(f)), Undo::Restart(vec![f]))
+            (
+                format!("kill -9 follower {}", cluster::member_name(f)),
+                Undo::Restart(vec![f]),
+            )
         }
         Fault::KillMajority | Fault::KillAll => {
             let mut victims = c.active.clone();
@@ -142,22 +150,34 @@ pub async fn inject(
             for &v in &victims {
                 c.kill9(v);
             }
-            (format!("kill -9 {}", names(&victims)), Undo::Restart(victims))
+            (
+                format!("kill -9 {}", names(&victims)),
+                Undo::Restart(victims),
+            )
         }
         Fault::PauseLeader => {
             c.pause(leader);
-            (format!("SIGSTOP leader {lname}"), Undo::Resume(vec![leader]))
+            (
+                format!("SIGSTOP leader {lname}"),
+                Undo::Resume(vec![leader]),
+            )
         }
         Fault::PauseFollower => {
             let f = pick_follower(c, leader, rng);
             c.pause(f);
-            (format!("SIGSTOP follower {}", cluster::member_name(f)), Undo::Resume(vec![f]))
+            (
+                format!("SIGSTOP follower {}", cluster::member_name(f)),
+                Undo::Resume(vec![f]),
+            )
         }
         Fault::PartitionLeader => {
             for &o in &others {
                 fw.cut(&cluster::member_ip(leader), &cluster::member_ip(o))?;
             }
-            (format!("leader {lname} isolated from {}", names(&others)), Undo::Heal)
+            (
+                format!("leader {lname} isolated from {}", names(&others)),
+                Undo::Heal,
+            )
         }
         Fault::PartitionMinority => {
             let mut minority = others.clone();
@@ -175,7 +195,10 @@ pub async fn inject(
                 fw.drop_one_way(&cluster::member_ip(leader), &cluster::member_ip(o))?;
             }
             (
-                format!("leader {lname} cannot send to {} (it still receives)", names(&others)),
+                format!(
+                    "leader {lname} cannot send to {} (it still receives)",
+                    names(&others)
+                ),
                 Undo::Heal,
             )
         }
@@ -199,7 +222,10 @@ pub async fn inject(
             return snapshot_catchup(c, leader, rng, fault.failpoint()).await
         }
         Fault::MemberReplace => return member_replace(c, leader, rng).await,
-        Fault::FailBeforeSave | Fault::FailAfterSave | Fault::FailBeforeApply | Fault::FailAfterApply => {
+        Fault::FailBeforeSave
+        | Fault::FailAfterSave
+        | Fault::FailBeforeApply
+        | Fault::FailAfterApply => {
             let Some(fp) = fault.failpoint() else {
                 bail!("no failpoint for {fault:?}");
             };
@@ -264,7 +290,9 @@ async fn snapshot_catchup(
     c.kill9(f);
     let fill = cluster::SNAPSHOT_COUNT * 3;
     let written = fill_writes(c, leader, fill).await;
-    let log_before = std::fs::metadata(&c.members[f].log).map(|m| m.len()).unwrap_or(0);
+    let log_before = std::fs::metadata(&c.members[f].log)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let mut detail = format!(
         "follower {} down while {written} extra writes went in",
         cluster::member_name(f)
@@ -321,9 +349,17 @@ async fn fill_writes(c: &mut Cluster, leader: usize, n: u64) -> u64 {
 }
 
 /// Removes a follower, adds a fresh member as a learner, starts it, promotes it.
-async fn member_replace(c: &mut Cluster, leader: usize, rng: &mut StdRng) -> anyhow::Result<String> {
+async fn member_replace(
+    c: &mut Cluster,
+    leader: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<String> {
     let f = pick_follower(c, leader, rng);
-    let fid = c.status(f).await.context("status of the member to remove")?.member_id;
+    let fid = c
+        .status(f)
+        .await
+        .context("status of the member to remove")?
+        .member_id;
     let client = cluster::dial(&c.tls, leader).await?;
     let mut cl = client.cluster();
     tokio::time::timeout(
@@ -335,7 +371,9 @@ async fn member_replace(c: &mut Cluster, leader: usize, rng: &mut StdRng) -> any
     c.active.retain(|&i| i != f);
     let exited = wait_exit(c, f, Duration::from_secs(5)).await;
     c.kill9(f);
-    let Some(new) = (0..c.members.len()).find(|&i| !c.active.contains(&i) && i != f && !c.members[i].data_dir.exists()) else {
+    let Some(new) = (0..c.members.len())
+        .find(|&i| !c.active.contains(&i) && i != f && !c.members[i].data_dir.exists())
+    else {
         bail!("no spare member left to add");
     };
     let added = tokio::time::timeout(
@@ -353,17 +391,16 @@ async fn member_replace(c: &mut Cluster, leader: usize, rng: &mut StdRng) -> any
     c.active.push(new);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let last_err;
-        match tokio::time::timeout(
+        let last_err = match tokio::time::timeout(
             Duration::from_secs(3),
             cl.member_promote(MemberPromoteRequest { id: new_id }),
         )
         .await
         {
             Ok(Ok(_)) => break,
-            Ok(Err(e)) => last_err = e.message().to_string(),
-            Err(_) => last_err = "timeout".into(),
-        }
+            Ok(Err(e)) => e.message().to_string(),
+            Err(_) => "timeout".to_string(),
+        };
         if Instant::now() > deadline {
             bail!(
                 "learner {} was not promoted within 20s: {last_err}",

@@ -17,7 +17,10 @@ use oxcd_chaos::run::{self, Bug, Outcome, Spec};
 use rand::{seq::SliceRandom as _, Rng as _, SeedableRng as _};
 
 #[derive(Parser)]
-#[command(name = "oxchaos", about = "Jepsen-style fault injection for oxcd: real TLS clusters in a network namespace, recorded histories, linearizability and watch checks")]
+#[command(
+    name = "oxchaos",
+    about = "Jepsen-style fault injection for oxcd: real TLS clusters in a network namespace, recorded histories, linearizability and watch checks"
+)]
 struct Cli {
     #[command(subcommand)]
     inner: Option<Inner>,
@@ -66,7 +69,9 @@ enum Inner {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}: use 90s, 10m, 2h"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: use 90s, 10m, 2h"))?;
     match unit {
         "" | "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
@@ -153,7 +158,9 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
     }
     // SAFETY: installs a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    let seed = cli.seed.unwrap_or_else(|| rand::thread_rng().gen_range(1..1_000_000));
+    let seed = cli
+        .seed
+        .unwrap_or_else(|| rand::thread_rng().gen_range(1..1_000_000));
     let failpoints = has_failpoints(&cli.oxcd);
     let out = std::path::absolute(&cli.out)?;
     std::fs::create_dir_all(&out)?;
@@ -163,11 +170,23 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         "oxchaos: seed {seed}, {} members, output in {}{}",
         cli.members,
         out.display(),
-        if failpoints { "" } else { " (oxcd built without failpoints: failpoint faults skipped)" }
+        if failpoints {
+            ""
+        } else {
+            " (oxcd built without failpoints: failpoint faults skipped)"
+        }
     );
     let usable = |f: &Fault| failpoints || !f.needs_failpoints();
-    let chosen: Vec<Fault> = if cli.faults.is_empty() { Fault::ALL.to_vec() } else { cli.faults.clone() };
-    let skipped: Vec<String> = chosen.iter().filter(|f| !usable(f)).map(|f| f.name()).collect();
+    let chosen: Vec<Fault> = if cli.faults.is_empty() {
+        Fault::ALL.to_vec()
+    } else {
+        cli.faults.clone()
+    };
+    let skipped: Vec<String> = chosen
+        .iter()
+        .filter(|f| !usable(f))
+        .map(|f| f.name())
+        .collect();
     let chosen: Vec<Fault> = chosen.into_iter().filter(usable).collect();
     let soak = cli.duration.is_some();
     let run_ms = cli.run_seconds.unwrap_or(if soak { 40 } else { 10 }) * 1000;
@@ -175,7 +194,10 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
     if let Some(bug) = cli.inject_bug {
         plans.push(self_test(bug));
     } else if !soak {
-        plans.extend(chosen.iter().map(|&f| Plan { faults: vec![f], bug: None }));
+        plans.extend(chosen.iter().map(|&f| Plan {
+            faults: vec![f],
+            bug: None,
+        }));
         if !cli.no_self_test {
             plans.push(self_test(Bug::StaleRead));
             plans.push(self_test(Bug::LostWrite));
@@ -197,10 +219,16 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
                 break;
             }
             let k = rng.gen_range(1..=3usize.min(chosen.len()));
-            Plan { faults: chosen.choose_multiple(&mut rng, k).copied().collect(), bug: None }
+            Plan {
+                faults: chosen.choose_multiple(&mut rng, k).copied().collect(),
+                bug: None,
+            }
         } else {
             match plans.get(i) {
-                Some(p) => Plan { faults: p.faults.clone(), bug: p.bug },
+                Some(p) => Plan {
+                    faults: p.faults.clone(),
+                    bug: p.bug,
+                },
                 None => break,
             }
         };
@@ -208,8 +236,14 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         // its number), so `--seed S --faults F` reproduces the short profile's run of F.
         let label = format!(
             "{}{}",
-            plan.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+"),
-            plan.bug.map(|b| format!("-bug-{}", bug_name(b))).unwrap_or_default()
+            plan.faults
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join("+"),
+            plan.bug
+                .map(|b| format!("-bug-{}", bug_name(b)))
+                .unwrap_or_default()
         );
         let salt = fnv1a(&label) ^ if soak { i as u64 } else { 0 };
         let spec = Spec {
@@ -227,13 +261,21 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         // A self-test passes only if the linearizability checker itself flagged the bug.
         let expect_violation = plan.bug.is_some();
         let failed = if expect_violation {
-            !outcome.violations.iter().any(|v| v.contains("NOT linearizable"))
+            !outcome
+                .violations
+                .iter()
+                .any(|v| v.contains("NOT linearizable"))
         } else {
             !outcome.violations.is_empty()
         };
         let name = match plan.bug {
             Some(b) => format!("self-test: bug {}", bug_name(b)),
-            None => plan.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+"),
+            None => plan
+                .faults
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join("+"),
         };
         println!(
             "oxchaos: run {i} [{name}] {} ops, {} unknown, {} violations{}",
@@ -293,7 +335,10 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64()
     );
     if !skipped.is_empty() {
-        md.push_str(&format!("Skipped (oxcd built without failpoints): {}\n\n", skipped.join(", ")));
+        md.push_str(&format!(
+            "Skipped (oxcd built without failpoints): {}\n\n",
+            skipped.join(", ")
+        ));
     }
     md.push_str("Self-test rows must show violations: they prove the checks catch injected bugs.\n\nTimeline: timeline.svg\n\n");
     if failures.is_empty() {
@@ -306,7 +351,11 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
     }
     std::fs::write(out.join("report.md"), &md)?;
     println!("\n{table}");
-    println!("oxchaos: report {}, picture {}", out.join("report.md").display(), out.join("timeline.svg").display());
+    println!(
+        "oxchaos: report {}, picture {}",
+        out.join("report.md").display(),
+        out.join("timeline.svg").display()
+    );
     if failures.is_empty() {
         println!("oxchaos: PASS (seed {seed})");
     } else {
@@ -329,7 +378,9 @@ fn self_test(bug: Bug) -> Plan {
 }
 
 fn bug_name(b: Bug) -> String {
-    clap::ValueEnum::to_possible_value(&b).map(|v| v.get_name().to_string()).unwrap_or_default()
+    clap::ValueEnum::to_possible_value(&b)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 fn fnv1a(s: &str) -> u64 {
@@ -364,15 +415,30 @@ fn make_pki(oxcert: &Path, out: &Path) -> anyhow::Result<PathBuf> {
         return Ok(pki);
     }
     let members: Vec<String> = (0..6)
-        .map(|i| format!("{}={}", oxcd_chaos::cluster::member_name(i), oxcd_chaos::cluster::member_ip(i)))
+        .map(|i| {
+            format!(
+                "{}={}",
+                oxcd_chaos::cluster::member_name(i),
+                oxcd_chaos::cluster::member_ip(i)
+            )
+        })
         .collect();
     let o = std::process::Command::new(oxcert)
-        .args(["cluster", "--force", "--members", &members.join(","), "--out"])
+        .args([
+            "cluster",
+            "--force",
+            "--members",
+            &members.join(","),
+            "--out",
+        ])
         .arg(&pki)
         .output()
         .context("run oxcert")?;
     if !o.status.success() {
-        bail!("oxcert cluster failed: {}", String::from_utf8_lossy(&o.stderr));
+        bail!(
+            "oxcert cluster failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     Ok(pki)
 }
@@ -413,7 +479,10 @@ fn one_run(spec: &Spec) -> anyhow::Result<Outcome> {
     match (status, result) {
         (_, Ok(b)) => Ok(serde_json::from_slice(&b)?),
         (Some(s), Err(_)) => Ok(Outcome {
-            violations: vec![format!("the run exited with {s} without a result; see {}", spec.dir.join("oxchaos.log").display())],
+            violations: vec![format!(
+                "the run exited with {s} without a result; see {}",
+                spec.dir.join("oxchaos.log").display()
+            )],
             ..Default::default()
         }),
         (None, Err(_)) => Ok(Outcome {

@@ -94,7 +94,10 @@ impl Netns {
         let ns = Netns {
             name: name.to_string(),
         };
-        sh("ip", &["netns", "exec", name, "ip", "link", "set", "lo", "up"])?;
+        sh(
+            "ip",
+            &["netns", "exec", name, "ip", "link", "set", "lo", "up"],
+        )?;
         Ok(ns)
     }
 
@@ -109,7 +112,10 @@ impl Netns {
     pub fn remove(&self) {
         for _ in 0..50 {
             let pids = sh("ip", &["netns", "pids", &self.name]).unwrap_or_default();
-            let pids: Vec<i32> = pids.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            let pids: Vec<i32> = pids
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect();
             if pids.is_empty() {
                 break;
             }
@@ -120,7 +126,10 @@ impl Netns {
             std::thread::sleep(Duration::from_millis(20));
         }
         if let Err(e) = sh("ip", &["netns", "del", &self.name]) {
-            eprintln!("oxchaos: cannot remove network namespace {}: {e}", self.name);
+            eprintln!(
+                "oxchaos: cannot remove network namespace {}: {e}",
+                self.name
+            );
         }
     }
 }
@@ -140,7 +149,11 @@ impl Firewall {
         sh(
             "nft",
             &[
-                "add", "chain", "inet", "oxchaos", "output",
+                "add",
+                "chain",
+                "inet",
+                "oxchaos",
+                "output",
                 "{ type filter hook output priority 0 ; policy accept ; }",
             ],
         )?;
@@ -154,8 +167,8 @@ impl Firewall {
         sh(
             "nft",
             &[
-                "add", "rule", "inet", "oxchaos", "output", "ip", "saddr", from, "ip", "daddr",
-                to, "tcp", "dport", &port, "drop",
+                "add", "rule", "inet", "oxchaos", "output", "ip", "saddr", from, "ip", "daddr", to,
+                "tcp", "dport", &port, "drop",
             ],
         )?;
         Ok(())

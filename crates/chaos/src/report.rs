@@ -28,7 +28,12 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    pub fn new(title: String, history: &[Record], windows: &[Window], duration_ms: u64) -> Timeline {
+    pub fn new(
+        title: String,
+        history: &[Record],
+        windows: &[Window],
+        duration_ms: u64,
+    ) -> Timeline {
         let n = usize::try_from(duration_ms / BUCKET_MS + 1).unwrap_or(1);
         let mut count = vec![0u32; n];
         let mut sum = vec![0f64; n];
@@ -102,7 +107,12 @@ fn panel(s: &mut String, t: &Timeline, y0: f64) {
     let dx = PANEL_W / n as f64;
     let x = |i: usize| LEFT + dx * i as f64;
     let secs = n as f64 * t.bucket_ms as f64 / 1000.0;
-    let _ = writeln!(s, "<text x=\"{LEFT}\" y=\"{}\" font-weight=\"bold\">{}</text>", y0 + 12.0, xml(&t.title));
+    let _ = writeln!(
+        s,
+        "<text x=\"{LEFT}\" y=\"{}\" font-weight=\"bold\">{}</text>",
+        y0 + 12.0,
+        xml(&t.title)
+    );
     for w in &t.windows {
         let x0 = LEFT + PANEL_W * (w.start_us as f64 / 1e6) / secs;
         let x1 = LEFT + PANEL_W * (w.end_us as f64 / 1e6) / secs;
@@ -135,9 +145,21 @@ fn panel(s: &mut String, t: &Timeline, y0: f64) {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>", line(&t.ops_per_s, &oy));
-    let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"#ff7f0e\" stroke-width=\"1.2\" points=\"{}\"/>", line(&t.latency_mean_ms, &ly));
-    let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"#ff7f0e\" stroke-dasharray=\"2,2\" points=\"{}\"/>", line(&t.latency_max_ms, &ly));
+    let _ = writeln!(
+        s,
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>",
+        line(&t.ops_per_s, &oy)
+    );
+    let _ = writeln!(
+        s,
+        "<polyline fill=\"none\" stroke=\"#ff7f0e\" stroke-width=\"1.2\" points=\"{}\"/>",
+        line(&t.latency_mean_ms, &ly)
+    );
+    let _ = writeln!(
+        s,
+        "<polyline fill=\"none\" stroke=\"#ff7f0e\" stroke-dasharray=\"2,2\" points=\"{}\"/>",
+        line(&t.latency_max_ms, &ly)
+    );
     for (i, &u) in t.unknowns.iter().enumerate() {
         if u > 0 {
             let _ = writeln!(
@@ -150,8 +172,18 @@ fn panel(s: &mut String, t: &Timeline, y0: f64) {
             );
         }
     }
-    let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#1f77b4\">{ops_max:.0}/s</text>", LEFT - 4.0, top + 10.0);
-    let _ = writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"#ff7f0e\">{lat_max:.0} ms</text>", LEFT + PANEL_W + 4.0, top + 10.0);
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#1f77b4\">{ops_max:.0}/s</text>",
+        LEFT - 4.0,
+        top + 10.0
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\" fill=\"#ff7f0e\">{lat_max:.0} ms</text>",
+        LEFT + PANEL_W + 4.0,
+        top + 10.0
+    );
     for k in 0..=10 {
         let sec = secs * k as f64 / 10.0;
         let _ = writeln!(
@@ -164,7 +196,10 @@ fn panel(s: &mut String, t: &Timeline, y0: f64) {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The per-fault-type totals of the summary table.
@@ -191,7 +226,9 @@ pub fn table(rows: &BTreeMap<String, Row>) -> String {
             r.ops,
             r.unknowns,
             r.violations,
-            r.recovery_ms_max.map(|m| format!("{m} ms")).unwrap_or_else(|| "-".into())
+            r.recovery_ms_max
+                .map(|m| format!("{m} ms"))
+                .unwrap_or_else(|| "-".into())
         );
         total.runs += r.runs;
         total.ops += r.ops;

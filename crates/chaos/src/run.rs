@@ -88,16 +88,33 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     let mut clients = Vec::new();
     let n = u32::try_from(spec.members).unwrap_or(3);
     for p in 0..n * REGISTER_CLIENTS_PER_MEMBER {
-        clients.push(tokio::spawn(workload::register_client(ctx.clone(), p, rng.gen())));
+        clients.push(tokio::spawn(workload::register_client(
+            ctx.clone(),
+            p,
+            rng.gen(),
+        )));
     }
     for p in 0..n * APPEND_CLIENTS_PER_MEMBER {
         let process = 100 + p;
-        clients.push(tokio::spawn(workload::append_client(ctx.clone(), process, rng.gen())));
+        clients.push(tokio::spawn(workload::append_client(
+            ctx.clone(),
+            process,
+            rng.gen(),
+        )));
     }
     let (until_tx, until_rx) = tokio::sync::watch::channel(0i64);
-    let watch_deadline = Instant::now() + Duration::from_millis(spec.duration_ms) + Duration::from_secs(300);
+    let watch_deadline =
+        Instant::now() + Duration::from_millis(spec.duration_ms) + Duration::from_secs(300);
     let watchers: Vec<_> = (0..n)
-        .map(|w| tokio::spawn(workload::watcher(ctx.clone(), w, 1, until_rx.clone(), watch_deadline)))
+        .map(|w| {
+            tokio::spawn(workload::watcher(
+                ctx.clone(),
+                w,
+                1,
+                until_rx.clone(),
+                watch_deadline,
+            ))
+        })
         .collect();
 
     let mut out = Outcome::default();
@@ -105,7 +122,9 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     let slot = Duration::from_millis(spec.duration_ms) / (spec.faults.len() as u32 + 1);
     for (i, &f) in spec.faults.iter().enumerate() {
         // A random moment in this fault's slot, after some load has built up.
-        let at = ctx.t0 + slot * i as u32 + Duration::from_millis(rng.gen_range(1_000..slot.as_millis().max(1_001) as u64));
+        let at = ctx.t0
+            + slot * i as u32
+            + Duration::from_millis(rng.gen_range(1_000..slot.as_millis().max(1_001) as u64));
         tokio::time::sleep_until(at.into()).await;
         let start_us = ctx.now_us();
         let detail = match fault::inject(f, &mut c, &fw, &mut rng).await {
@@ -123,8 +142,17 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
                 f.name()
             ));
         }
-        println!("oxchaos: {}: {detail}; recovered in {recovery_ms:?} ms", f.name());
-        out.windows.push(Window { fault: f, start_us, end_us, detail, recovery_ms });
+        println!(
+            "oxchaos: {}: {detail}; recovered in {recovery_ms:?} ms",
+            f.name()
+        );
+        out.windows.push(Window {
+            fault: f,
+            start_us,
+            end_us,
+            detail,
+            recovery_ms,
+        });
     }
     tokio::time::sleep_until(end.into()).await;
     ctx.stop.store(true, Ordering::Relaxed);
@@ -132,7 +160,17 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     for h in clients {
         history.extend(h.await.unwrap_or_default());
     }
-    finish(spec, &mut c, &fw, &ctx, &mut history, &mut out, until_tx, watchers).await?;
+    finish(
+        spec,
+        &mut c,
+        &fw,
+        &ctx,
+        &mut history,
+        &mut out,
+        until_tx,
+        watchers,
+    )
+    .await?;
     Ok(out)
 }
 
@@ -149,7 +187,9 @@ async fn recover(c: &mut Cluster) -> Option<u64> {
                 value: b"probe".to_vec(),
                 ..Default::default()
             };
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), client.kv().put(req)).await {
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(2), client.kv().put(req)).await
+            {
                 return u64::try_from(healed.elapsed().as_millis()).ok();
             }
         }
@@ -215,13 +255,26 @@ async fn finish(
             Ok(h) => {
                 hashes.insert(cluster::member_name(i), h);
             }
-            Err(e) => out.violations.push(format!("hashkv of {}: {e:#}", cluster::member_name(i))),
+            Err(e) => out
+                .violations
+                .push(format!("hashkv of {}: {e:#}", cluster::member_name(i))),
         }
     }
-    if hashes.values().collect::<std::collections::BTreeSet<_>>().len() > 1 {
-        out.violations.push(format!("members differ at revision {}: HashKV {hashes:?}", out.final_rev));
+    if hashes
+        .values()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        > 1
+    {
+        out.violations.push(format!(
+            "members differ at revision {}: HashKV {hashes:?}",
+            out.final_rev
+        ));
     }
-    out.notes.push(format!("final revision {}, HashKV {hashes:?}", out.final_rev));
+    out.notes.push(format!(
+        "final revision {}, HashKV {hashes:?}",
+        out.final_rev
+    ));
     // The members' own event streams, then every watcher against them.
     let _ = until_tx.send(out.final_rev);
     let mut reference: Option<Vec<workload::Event>> = None;
@@ -229,8 +282,10 @@ async fn finish(
         let name = cluster::member_name(i);
         match workload::reference_events(&c.tls, i, out.final_rev, Duration::from_secs(20)).await {
             Ok(events) => {
-                out.violations.extend(checks::reference_sane(&name, &events));
-                out.violations.extend(checks::acked_writes_present(history, &name, &events));
+                out.violations
+                    .extend(checks::reference_sane(&name, &events));
+                out.violations
+                    .extend(checks::acked_writes_present(history, &name, &events));
                 match &reference {
                     None => reference = Some(events),
                     Some(r) if *r != events => out.violations.push(format!(
@@ -250,15 +305,21 @@ async fn finish(
         let log = tokio::time::timeout(WATCH_CATCHUP_MAX, w).await;
         match log {
             Ok(Ok(log)) => {
-                out.violations.extend(checks::watch_guarantees(&log, &reference, out.final_rev));
+                out.violations
+                    .extend(checks::watch_guarantees(&log, &reference, out.final_rev));
                 logs.push(log);
             }
-            _ => out.violations.push(format!("a watcher did not catch up within {WATCH_CATCHUP_MAX:?}")),
+            _ => out.violations.push(format!(
+                "a watcher did not catch up within {WATCH_CATCHUP_MAX:?}"
+            )),
         }
     }
     if spec.bug == Some(Bug::LostWrite) {
         let t = checks::tamper_lose_acked_write(history);
-        out.notes.push(format!("injected bug: {}", t.unwrap_or_else(|| "no append to tamper with".into())));
+        out.notes.push(format!(
+            "injected bug: {}",
+            t.unwrap_or_else(|| "no append to tamper with".into())
+        ));
     }
     let (verdicts, violations) = checks::linearizability(history);
     out.violations.extend(violations);
@@ -273,24 +334,41 @@ async fn finish(
     }
     f.flush()?;
     std::fs::write(spec.dir.join("watch.json"), serde_json::to_vec(&logs)?)?;
-    std::fs::write(spec.dir.join("verdicts.json"), serde_json::to_vec_pretty(&verdicts)?)?;
+    std::fs::write(
+        spec.dir.join("verdicts.json"),
+        serde_json::to_vec_pretty(&verdicts)?,
+    )?;
     let title = format!(
         "run {} ({}), seed {}",
         spec.index,
-        spec.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(", "),
+        spec.faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         spec.seed
     );
     let timeline = Timeline::new(title, history, &out.windows, spec.duration_ms);
-    std::fs::write(spec.dir.join("timeline.json"), serde_json::to_vec(&timeline)?)?;
-    std::fs::write(spec.dir.join("timeline.svg"), crate::report::svg(std::slice::from_ref(&timeline)))?;
+    std::fs::write(
+        spec.dir.join("timeline.json"),
+        serde_json::to_vec(&timeline)?,
+    )?;
+    std::fs::write(
+        spec.dir.join("timeline.svg"),
+        crate::report::svg(std::slice::from_ref(&timeline)),
+    )?;
     c.kill_everything();
     Ok(())
 }
 
 /// One linearizable read of every key at the end, so that a lost write shows in the history.
 async fn final_reads(c: &mut Cluster, ctx: &Ctx, history: &mut Vec<Record>) {
-    let Some(leader) = c.leader().await else { return };
-    let Ok(client) = cluster::dial(&c.tls, leader).await else { return };
+    let Some(leader) = c.leader().await else {
+        return;
+    };
+    let Ok(client) = cluster::dial(&c.tls, leader).await else {
+        return;
+    };
     let mut kv = client.kv();
     let keys: std::collections::BTreeMap<String, bool> = history
         .iter()
@@ -298,16 +376,23 @@ async fn final_reads(c: &mut Cluster, ctx: &Ctx, history: &mut Vec<Record>) {
         .collect();
     for (key, register) in keys {
         let invoke_us = ctx.now_us();
-        let req = RangeRequest { key: key.clone().into_bytes(), ..Default::default() };
+        let req = RangeRequest {
+            key: key.clone().into_bytes(),
+            ..Default::default()
+        };
         let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), kv.range(req)).await else {
             continue;
         };
         let value = r.into_inner().kvs.first().map(|kv| kv.value.clone());
         let op = if register {
-            let v = value.and_then(|b| String::from_utf8(b).ok()).and_then(|s| s.parse().ok());
+            let v = value
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok());
             Op::Register(RegisterOp::Get, Some(RegisterOut::Read(v)))
         } else {
-            let l = value.and_then(|b| workload::decode_list(&b)).unwrap_or_default();
+            let l = value
+                .and_then(|b| workload::decode_list(&b))
+                .unwrap_or_default();
             Op::List(ListOp::Read, Some(ListOut::Read(l)))
         };
         history.push(Record {

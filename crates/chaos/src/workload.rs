@@ -253,7 +253,10 @@ pub async fn register_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Reco
                 if r.succeeded {
                     seen.insert(k, value);
                 }
-                (RegisterOut::Swapped(r.succeeded), r.header.map(|h| h.revision))
+                (
+                    RegisterOut::Swapped(r.succeeded),
+                    r.header.map(|h| h.revision),
+                )
             })
         };
         let result = result.map(|(o, rev)| (Op::with_register_out(&rec.op, o), rev));
@@ -313,7 +316,10 @@ pub async fn append_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Record
     let mut counter = 0u64;
     while !ctx.stopped() && (out.len() as u64) < OPS_PER_CLIENT_MAX {
         let Some(c) = conn.get().await else { continue };
-        let key = list_key(ctx.now_us() / LIST_GENERATION_US, rng.gen_range(0..LIST_KEYS));
+        let key = list_key(
+            ctx.now_us() / LIST_GENERATION_US,
+            rng.gen_range(0..LIST_KEYS),
+        );
         let mut kv = c.kv();
         // The read.
         let invoke_us = ctx.now_us();
@@ -321,7 +327,9 @@ pub async fn append_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Record
         let (list, mod_rev) = match read {
             Ok(r) => {
                 let kv0 = r.kvs.first();
-                let list = kv0.map(|kv| decode_list(&kv.value)).unwrap_or(Some(Vec::new()));
+                let list = kv0
+                    .map(|kv| decode_list(&kv.value))
+                    .unwrap_or(Some(Vec::new()));
                 let Some(list) = list else {
                     conn.fail().await;
                     continue;
@@ -550,6 +558,11 @@ pub async fn reference_events(
     let done = |next: i64| next > until_rev;
     tokio::time::timeout(timeout, watch_once(&ctx, idx, &mut next, &mut log, &done))
         .await
-        .map_err(|_| anyhow::anyhow!("member {} did not deliver every event up to {until_rev} within {timeout:?}", cluster::member_name(idx)))??;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "member {} did not deliver every event up to {until_rev} within {timeout:?}",
+                cluster::member_name(idx)
+            )
+        })??;
     Ok(log.batches.into_iter().flat_map(|b| b.events).collect())
 }
