@@ -837,3 +837,48 @@ async fn watcher_on_a_member_that_installs_a_snapshot_misses_nothing() {
     assert_eq!(revs.len(), WRITES, "events delivered: {revs:?}");
     assert!(revs.windows(2).all(|w| w[1] == w[0] + 1), "gap: {revs:?}");
 }
+
+/// Issue 7 (found by `oxchaos`, kill-majority): a member holding proposals made while it
+/// had no leader proposes them when a leader appears. It used to do so between raft-rs's
+/// `ready()` and `advance()`, and raft-rs panicked ("the last one of unstable.slice has
+/// different index", or "not leader but has new msg after advance").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proposals_held_without_a_leader_survive_the_next_election() {
+    let mut c = Cluster::start(130, &[], None);
+    c.wait_writable(0, Duration::from_secs(15)).await;
+    let survivor = 0;
+    c.kill9(1);
+    c.kill9(2);
+    // Long enough for the survivor to lose its leader (check quorum / election timeout).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut kv = c.kv(survivor).await.expect("survivor client");
+    let held = tokio::spawn(async move {
+        for n in 0..5 {
+            let put = PutRequest {
+                key: format!("held/{n}").into_bytes(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            let _ = kv.put(put).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.spawn(1);
+    c.spawn(2);
+    c.wait_writable(survivor, Duration::from_secs(20)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), held).await;
+    c.wait_writable(survivor, Duration::from_secs(5)).await;
+    let log = c.log(survivor);
+    assert!(
+        !log.contains("panicked"),
+        "the survivor panicked; log:\n{log}"
+    );
+    let exited = c.members[survivor]
+        .child
+        .as_mut()
+        .and_then(|ch| ch.try_wait().ok().flatten());
+    assert!(
+        exited.is_none(),
+        "the survivor exited: {exited:?}; log:\n{log}"
+    );
+}
