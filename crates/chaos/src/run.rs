@@ -102,6 +102,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
             rng.gen(),
         )));
     }
+    let leases = tokio::spawn(workload::lease_client(ctx.clone(), rng.gen()));
     let (until_tx, until_rx) = tokio::sync::watch::channel(0i64);
     let watch_deadline =
         Instant::now() + Duration::from_millis(spec.duration_ms) + Duration::from_secs(300);
@@ -160,10 +161,13 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     for h in clients {
         history.extend(h.await.unwrap_or_default());
     }
+    let leases = leases.await.unwrap_or_default();
+    let stopped = Instant::now();
+    heal(&mut c, &fw, &mut out).await?;
+    check_leases(&mut c, &leases, stopped, &mut out).await;
     finish(
         spec,
         &mut c,
-        &fw,
         &ctx,
         &mut history,
         &mut out,
@@ -198,18 +202,8 @@ async fn recover(c: &mut Cluster) -> Option<u64> {
     None
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    spec: &Spec,
-    c: &mut Cluster,
-    fw: &Firewall,
-    ctx: &Arc<Ctx>,
-    history: &mut Vec<Record>,
-    out: &mut Outcome,
-    until_tx: tokio::sync::watch::Sender<i64>,
-    watchers: Vec<tokio::task::JoinHandle<workload::WatchLog>>,
-) -> anyhow::Result<()> {
-    // Heal everything; a member that exited by itself is a finding.
+/// Heals everything and waits for a leader; a member that exited by itself is a finding.
+async fn heal(c: &mut Cluster, fw: &Firewall, out: &mut Outcome) -> anyhow::Result<()> {
     fw.heal()?;
     for i in c.active.clone() {
         if let Some(status) = c.members[i].reap() {
@@ -224,6 +218,110 @@ async fn finish(
     if let Err(e) = c.wait_leader(Duration::from_secs(30)).await {
         out.violations.push(format!("after healing: {e}"));
     }
+    Ok(())
+}
+
+/// Keys under leases kept alive must still be there on every member; keys under leases
+/// left to expire must be gone from every member (bounded wait).
+async fn check_leases(
+    c: &mut Cluster,
+    log: &workload::LeaseLog,
+    stopped: Instant,
+    out: &mut Outcome,
+) {
+    let ttl_us = u64::try_from(workload::LEASE_KEPT_TTL_S).unwrap_or(10) * 1_000_000;
+    let fresh = stopped.elapsed() < Duration::from_secs(5);
+    out.notes.push(format!(
+        "leases: {} grants, {} keep-alives, longest keep-alive gap {:.1}s, {} short-lived keys",
+        log.grants,
+        log.keepalives,
+        log.kept_gap_us_max as f64 / 1e6,
+        log.short_keys.len()
+    ));
+    if log.kept_gap_us_max < ttl_us / 2 && fresh {
+        out.violations.extend(
+            log.kept_lost
+                .iter()
+                .map(|l| format!("lease expired while kept alive: {l}")),
+        );
+        for i in c.active.clone() {
+            let n = count_prefix(c, i, &format!("{}lease/kept-", workload::PREFIX)).await;
+            if n != Some(log.kept.len()) {
+                out.violations.push(format!(
+                    "{}: {n:?} of the {} keys under kept-alive leases are there",
+                    cluster::member_name(i),
+                    log.kept.len()
+                ));
+            }
+        }
+    } else {
+        out.notes.push(
+            "kept-alive leases not checked: keep-alives had a long gap or the heal was slow".into(),
+        );
+    }
+    // Revoke the kept leases now, so that no expiry moves the revision during the checks.
+    if let Some(l) = c.leader().await {
+        if let Ok(client) = cluster::dial(&c.tls, l).await {
+            for (_, id) in &log.kept {
+                let req = oxcd_api::etcdserverpb::LeaseRevokeRequest { id: *id };
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(3), client.lease().lease_revoke(req))
+                        .await;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let mut left = Vec::new();
+        for i in c.active.clone() {
+            let n = count_prefix(c, i, &format!("{}lease/short-", workload::PREFIX)).await;
+            if n != Some(0) {
+                left.push(format!("{}: {n:?}", cluster::member_name(i)));
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            out.violations.push(format!(
+                "keys under {}s leases did not expire within 25s after the run: {}",
+                workload::LEASE_SHORT_TTL_S,
+                left.join(", ")
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How many keys under `prefix` member `idx` holds (serializable: its own state).
+async fn count_prefix(c: &Cluster, idx: usize, prefix: &str) -> Option<usize> {
+    let client = cluster::dial(&c.tls, idx).await.ok()?;
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut()? += 1;
+    let req = RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: end,
+        serializable: true,
+        count_only: true,
+        ..Default::default()
+    };
+    let r = tokio::time::timeout(Duration::from_secs(3), client.kv().range(req))
+        .await
+        .ok()?
+        .ok()?;
+    usize::try_from(r.into_inner().count).ok()
+}
+
+async fn finish(
+    spec: &Spec,
+    c: &mut Cluster,
+    ctx: &Arc<Ctx>,
+    history: &mut Vec<Record>,
+    out: &mut Outcome,
+    until_tx: tokio::sync::watch::Sender<i64>,
+    watchers: Vec<tokio::task::JoinHandle<workload::WatchLog>>,
+) -> anyhow::Result<()> {
     final_reads(c, ctx, history).await;
     // Convergence: every member at the same revision, with the same HashKV.
     let deadline = Instant::now() + CONVERGE_MAX;

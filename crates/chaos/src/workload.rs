@@ -566,3 +566,128 @@ pub async fn reference_events(
         })??;
     Ok(log.batches.into_iter().flat_map(|b| b.events).collect())
 }
+
+/// TTL of the leases that are kept alive through the run, and of the ones left to expire.
+pub const LEASE_KEPT_TTL_S: i64 = 10;
+pub const LEASE_SHORT_TTL_S: i64 = 2;
+/// Leases kept alive, and leases granted to expire (at most), per run.
+const LEASES_KEPT: usize = 2;
+const LEASES_SHORT_MAX: usize = 100;
+
+/// What the lease client did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaseLog {
+    /// Keys attached to leases kept alive until the end: (key, lease ID).
+    pub kept: Vec<(String, i64)>,
+    /// The longest time between two successful keep-alives of a kept lease (µs).
+    pub kept_gap_us_max: u64,
+    /// Keep-alive answers that said a kept lease was gone (TTL ≤ 0), with when.
+    pub kept_lost: Vec<String>,
+    /// Keys put (or maybe put) under leases left to expire.
+    pub short_keys: Vec<String>,
+    pub grants: u64,
+    pub keepalives: u64,
+}
+
+pub fn lease_key(kind: &str, n: usize) -> String {
+    format!("{PREFIX}lease/{kind}-{n}")
+}
+
+/// Grants [`LEASES_KEPT`] leases with keys and keeps them alive every second until stopped;
+/// meanwhile grants short leases with a key each and lets them expire.
+pub async fn lease_client(ctx: Arc<Ctx>, seed: u64) -> LeaseLog {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut conn = Conn::new(ctx.clone(), rng.gen_range(0..ctx.members));
+    let mut log = LeaseLog::default();
+    let mut kept: Vec<(String, i64, u64)> = Vec::new(); // key, lease, last renewal µs
+    let mut next_short = 0;
+    let mut last_keepalive = Instant::now();
+    while !ctx.stopped() {
+        let Some(c) = conn.get().await else { continue };
+        if kept.len() < LEASES_KEPT {
+            let key = lease_key("kept", kept.len());
+            match grant_and_put(&c, &key, LEASE_KEPT_TTL_S).await {
+                Ok(id) => {
+                    log.grants += 1;
+                    kept.push((key, id, ctx.now_us()));
+                }
+                Err(_) => conn.fail().await,
+            }
+            continue;
+        }
+        if last_keepalive.elapsed() >= Duration::from_secs(1) {
+            last_keepalive = Instant::now();
+            for (key, id, renewed_us) in kept.iter_mut() {
+                match keep_alive_once(&c, *id).await {
+                    Ok(ttl) if ttl > 0 => {
+                        log.keepalives += 1;
+                        let now = ctx.now_us();
+                        log.kept_gap_us_max = log.kept_gap_us_max.max(now - *renewed_us);
+                        *renewed_us = now;
+                    }
+                    Ok(_) => log.kept_lost.push(format!(
+                        "lease {id:x} of {key} reported gone at {:.3}s, last renewed at {:.3}s",
+                        ctx.now_us() as f64 / 1e6,
+                        *renewed_us as f64 / 1e6
+                    )),
+                    Err(_) => {
+                        conn.fail().await;
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if next_short < LEASES_SHORT_MAX {
+            let key = lease_key("short", next_short);
+            next_short += 1;
+            log.short_keys.push(key.clone());
+            match grant_and_put(&c, &key, LEASE_SHORT_TTL_S).await {
+                Ok(_) => log.grants += 1,
+                Err(_) => conn.fail().await,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = ctx.now_us();
+    for (key, id, renewed_us) in kept {
+        log.kept_gap_us_max = log.kept_gap_us_max.max(now - renewed_us);
+        log.kept.push((key, id));
+    }
+    log
+}
+
+async fn grant_and_put(c: &Client, key: &str, ttl: i64) -> Result<i64, String> {
+    let grant = with_timeout(
+        c.lease()
+            .lease_grant(oxcd_api::etcdserverpb::LeaseGrantRequest { ttl, id: 0 }),
+    )
+    .await?;
+    let put = PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: b"leased".to_vec(),
+        lease: grant.id,
+        ..Default::default()
+    };
+    with_timeout(c.kv().put(put)).await?;
+    Ok(grant.id)
+}
+
+/// One keep-alive round trip; the TTL the leader answered (≤ 0: the lease is gone).
+async fn keep_alive_once(c: &Client, id: i64) -> Result<i64, String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(oxcd_api::etcdserverpb::LeaseKeepAliveRequest { id })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = with_timeout(
+        c.lease()
+            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await?;
+    match tokio::time::timeout(OP_TIMEOUT, stream.message()).await {
+        Ok(Ok(Some(r))) => Ok(r.ttl),
+        Ok(Ok(None)) => Err("keep-alive stream ended".into()),
+        Ok(Err(s)) => Err(s.message().to_string()),
+        Err(_) => Err("timeout".into()),
+    }
+}
