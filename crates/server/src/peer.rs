@@ -206,6 +206,10 @@ async fn dial_loop(
                     peer.id
                 );
                 let _ = ctx.raft_tx.try_send(RaftEvent::Unreachable(peer.id));
+                // A snapshot written before the loss may never have been applied (the peer
+                // crashed while applying it): without this report the leader waits for it
+                // forever, sending only heartbeats (etcd reports a failed snapshot send).
+                let _ = ctx.raft_tx.try_send(RaftEvent::SnapshotFailed(peer.id));
             }
             Err(e) => {
                 if was_up {

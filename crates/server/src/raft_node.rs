@@ -547,6 +547,10 @@ impl RaftLoop {
             }
         }
         self.apply_committed(rd.take_committed_entries())?;
+        #[cfg(feature = "failpoints")]
+        if !rd.entries().is_empty() {
+            fail::fail_point!("raft_before_save");
+        }
         if !rd.entries().is_empty() {
             for e in rd.entries() {
                 let bytes = e.write_to_bytes().map_err(|e| e.to_string())?;
@@ -563,6 +567,10 @@ impl RaftLoop {
             self.persist_hard_state(hs.clone())?;
         }
         self.wal.sync().map_err(|e| e.to_string())?;
+        #[cfg(feature = "failpoints")]
+        if !rd.entries().is_empty() {
+            fail::fail_point!("raft_after_save");
+        }
         if !rd.persisted_messages().is_empty() {
             self.transport.send(rd.take_persisted_messages());
         }
@@ -579,11 +587,27 @@ impl RaftLoop {
         self.apply_committed(light.take_committed_entries())?;
         self.node.advance_apply();
         self.release_reads(self.node.raft.raft_log.applied);
+        self.propose_held();
         let last = self.node.raft.raft_log.last_index();
         self.wal.maybe_rotate(last + 1).map_err(|e| e.to_string())?;
         self.publish_status();
         self.maybe_compact()?;
         Ok(())
+    }
+
+    /// Proposes what was held while there was no leader. Only after `advance`: a proposal
+    /// between `ready()` and `advance()` on a new leader appends entries that the Ready
+    /// being advanced does not hold, and raft-rs panics (found by the chaos suite,
+    /// kill-majority).
+    fn propose_held(&mut self) {
+        if self.leader == 0 {
+            return;
+        }
+        for (id, data) in std::mem::take(&mut self.held) {
+            if self.node.propose(vec![], data).is_err() {
+                self.reply(id, Err(ServerError::NoLeader));
+            }
+        }
     }
 
     fn persist_hard_state(&mut self, hs: HardState) -> Result<(), String> {
@@ -624,11 +648,6 @@ impl RaftLoop {
             if leader != 0 {
                 // Publish attributes on the next tick rather than after the usual pause.
                 self.last_housekeeping = Instant::now() - Duration::from_secs(1);
-                for (id, data) in std::mem::take(&mut self.held) {
-                    if self.node.propose(vec![], data).is_err() {
-                        self.reply(id, Err(ServerError::NoLeader));
-                    }
-                }
             }
         }
     }
@@ -649,6 +668,8 @@ impl RaftLoop {
             return Ok(());
         };
         let (last_index, last_term) = (last.index, last.term);
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft_before_apply");
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
         let mut conf_replies: Vec<(u64, ApplyResult)> = Vec::new();
         {
@@ -678,6 +699,8 @@ impl RaftLoop {
             let durable = self.last_durable.elapsed() >= BACKEND_SYNC_INTERVAL
                 || last_index - self.last_snapshot_index >= self.snapshot_count;
             batch.commit(durable).map_err(|e| e.to_string())?;
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("raft_after_apply");
             if durable {
                 self.last_durable = Instant::now();
                 self.durable_index = last_index;
@@ -772,12 +795,16 @@ impl RaftLoop {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         tracing::info!("applying snapshot at index {index} (term {term}) from the leader");
+        let old_rev = self.applier.store.current_rev();
         let mut batch = self.applier.store.batch().map_err(|e| e.to_string())?;
         batch.restore(&snap.data).map_err(|e| e.to_string())?;
         batch
             .set_consistent_index(index, term)
             .map_err(|e| e.to_string())?;
         batch.commit(true).map_err(|e| e.to_string())?;
+        // The backend holds the snapshot; the WAL does not know yet.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft_snapshot_mid_apply");
         self.applier.reload()?;
         self.conf_state = meta.get_conf_state().clone();
         self.node
@@ -794,7 +821,8 @@ impl RaftLoop {
         if let Ok(v2) = self.applier.v2.lock() {
             self.v2_index.send_replace(v2.index);
         }
-        self.watch.notify(self.applier.store.current_rev(), &[]);
+        // The snapshot's revisions reach watchers from the store, not as live events.
+        self.watch.resync(old_rev, self.applier.store.current_rev());
         Ok(())
     }
 

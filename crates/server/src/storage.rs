@@ -43,6 +43,8 @@ impl Storage for LogStore {
 
     /// A snapshot is the whole backend as of its last applied entry.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft_snapshot_send");
         let (data, index, term) = self
             .store
             .snapshot()

@@ -20,6 +20,14 @@ pub enum HubMsg {
     },
     /// The watcher was dropped because its stream fell too far behind.
     Overflow { watch_id: i64 },
+    /// The member installed a snapshot: the revisions `from..=upto` were never notified and
+    /// the stream sends them from the store before any later event.
+    Replay {
+        watch_id: i64,
+        from: i64,
+        upto: i64,
+        request: oxcd_api::etcdserverpb::WatchCreateRequest,
+    },
 }
 
 /// Per-stream queue length; a stream this far behind loses its watchers.
@@ -143,6 +151,45 @@ impl WatchHub {
         self.lock().len()
     }
 
+    /// After a snapshot moved the store from `old_rev` to `new_rev` without events: asks
+    /// every watcher's stream to send the skipped revisions from the store, in order.
+    pub fn resync(&self, old_rev: i64, new_rev: i64) {
+        let mut w = self.lock();
+        let mut overflowed = Vec::new();
+        for watcher in w.values() {
+            let from = old_rev.max(watcher.after_rev) + 1;
+            if from > new_rev {
+                continue;
+            }
+            let mut filters = Vec::new();
+            if watcher.no_put {
+                filters
+                    .push(oxcd_api::etcdserverpb::watch_create_request::FilterType::Noput as i32);
+            }
+            if watcher.no_delete {
+                filters.push(
+                    oxcd_api::etcdserverpb::watch_create_request::FilterType::Nodelete as i32,
+                );
+            }
+            let msg = HubMsg::Replay {
+                watch_id: watcher.watch_id,
+                from,
+                upto: new_rev,
+                request: oxcd_api::etcdserverpb::WatchCreateRequest {
+                    key: watcher.key.clone(),
+                    range_end: watcher.end.clone(),
+                    prev_kv: watcher.prev_kv,
+                    filters,
+                    ..Default::default()
+                },
+            };
+            if watcher.tx.try_send(msg).is_err() {
+                overflowed.push((watcher.stream, watcher.watch_id));
+            }
+        }
+        self.drop_overflowed(&mut w, overflowed);
+    }
+
     /// Delivers the events of one revision to every watcher whose range they touch.
     pub fn notify(&self, rev: i64, events: &[Event]) {
         if events.is_empty() {
@@ -175,6 +222,10 @@ impl WatchHub {
                 overflowed.push((watcher.stream, watcher.watch_id));
             }
         }
+        self.drop_overflowed(&mut w, overflowed);
+    }
+
+    fn drop_overflowed(&self, w: &mut HashMap<(u64, i64), Watcher>, overflowed: Vec<(u64, i64)>) {
         for key in overflowed {
             if let Some(watcher) = w.remove(&key) {
                 tracing::warn!(

@@ -90,6 +90,12 @@ async fn run_stream(
             }
             Some(msg) = hub_rx.recv() => {
                 let resp = match msg {
+                    HubMsg::Replay { watch_id, from, upto, request } => {
+                        if !replay(server, &request, watch_id, from, upto, &out).await {
+                            return;
+                        }
+                        continue;
+                    }
                     HubMsg::Events { watch_id, rev, events } => WatchResponse {
                         header: Some(server.header(rev)),
                         watch_id,

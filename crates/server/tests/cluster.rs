@@ -472,3 +472,130 @@ fn data_dir_of_another_member_is_refused() {
         "stderr: {err}"
     );
 }
+
+/// Issue 7 (found by `oxchaos`, pause-follower): a member that falls behind far enough to
+/// install a snapshot must still deliver every event to the watchers it serves. It used to
+/// skip every revision the snapshot carried, silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watcher_on_a_member_that_installs_a_snapshot_misses_nothing() {
+    use oxcd_api::etcdserverpb::{
+        watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
+    };
+    const WRITES: usize = 400;
+    let c = Cluster::start(120, &["--snapshot-count=50"], None);
+    c.wait_writable(0, Duration::from_secs(15)).await;
+    let leader = c.leader().await.expect("leader");
+    let f = (leader + 1) % 3;
+    let ch = Channel::from_shared(c.endpoint(f))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the follower");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"w/".to_vec(),
+            range_end: b"w0".to_vec(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("send create");
+    let mut events = WatchClient::new(ch)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = events.message().await.expect("created").expect("created");
+    assert!(created.created);
+    let pid = c.members[f]
+        .child
+        .as_ref()
+        .expect("running")
+        .id()
+        .to_string();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let mut kv = c.kv(leader).await.expect("leader client");
+    for n in 0..WRITES {
+        let put = PutRequest {
+            key: format!("w/{n:04}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        };
+        kv.put(put).await.expect("put through the leader");
+    }
+    signal("-CONT");
+    let mut revs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while revs.len() < WRITES && Instant::now() < deadline {
+        let Ok(msg) = tokio::time::timeout(Duration::from_secs(1), events.message()).await else {
+            continue;
+        };
+        let resp = msg.expect("watch stream").expect("watch stream open");
+        revs.extend(
+            resp.events
+                .iter()
+                .filter_map(|e| e.kv.as_ref())
+                .map(|kv| kv.mod_revision),
+        );
+    }
+    assert!(
+        c.log(f).contains("applying snapshot"),
+        "the paused follower should have needed a snapshot; log:\n{}",
+        c.log(f)
+    );
+    assert_eq!(revs.len(), WRITES, "events delivered: {revs:?}");
+    assert!(revs.windows(2).all(|w| w[1] == w[0] + 1), "gap: {revs:?}");
+}
+
+/// Issue 7 (found by `oxchaos`, kill-majority): a member holding proposals made while it
+/// had no leader proposes them when a leader appears. It used to do so between raft-rs's
+/// `ready()` and `advance()`, and raft-rs panicked ("the last one of unstable.slice has
+/// different index", or "not leader but has new msg after advance").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proposals_held_without_a_leader_survive_the_next_election() {
+    let mut c = Cluster::start(130, &[], None);
+    c.wait_writable(0, Duration::from_secs(15)).await;
+    let survivor = 0;
+    c.kill9(1);
+    c.kill9(2);
+    // Long enough for the survivor to lose its leader (check quorum / election timeout).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut kv = c.kv(survivor).await.expect("survivor client");
+    let held = tokio::spawn(async move {
+        for n in 0..5 {
+            let put = PutRequest {
+                key: format!("held/{n}").into_bytes(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            let _ = kv.put(put).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.spawn(1);
+    c.spawn(2);
+    c.wait_writable(survivor, Duration::from_secs(20)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), held).await;
+    c.wait_writable(survivor, Duration::from_secs(5)).await;
+    let log = c.log(survivor);
+    assert!(
+        !log.contains("panicked"),
+        "the survivor panicked; log:\n{log}"
+    );
+    let exited = c.members[survivor]
+        .child
+        .as_mut()
+        .and_then(|ch| ch.try_wait().ok().flatten());
+    assert!(
+        exited.is_none(),
+        "the survivor exited: {exited:?}; log:\n{log}"
+    );
+}

@@ -6,6 +6,16 @@ use std::process::ExitCode;
 use oxcd_server::config::{self, Parsed};
 
 fn main() -> ExitCode {
+    // Chaos builds only: arm the FAILPOINTS variable, and make a panic (the failpoints'
+    // `panic` action) crash the whole process at once, like kill -9.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = {
+        std::panic::set_hook(Box::new(|info| {
+            eprintln!("oxcd: failpoint crash: {info}");
+            std::process::abort();
+        }));
+        fail::FailScenario::setup()
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let cfg = match config::parse(&args, &env) {

@@ -1,0 +1,418 @@
+//! The faults: each is injected at a random moment under load, held for a while, and healed;
+//! the run records the window. All of them act on real processes (signals), the namespace's
+//! firewall, the membership API, or failpoints armed through the FAILPOINTS variable of a
+//! chaos build of oxcd.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use oxcd_api::etcdserverpb::{
+    MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, PutRequest,
+};
+use rand::{rngs::StdRng, seq::SliceRandom as _, Rng as _};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{self, Cluster};
+use crate::netns::Firewall;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    KillLeader,
+    KillFollower,
+    KillMajority,
+    KillAll,
+    PauseLeader,
+    PauseFollower,
+    PartitionLeader,
+    PartitionMinority,
+    PartitionOneWay,
+    PartitionBridge,
+    SnapshotCatchup,
+    MemberReplace,
+    FailBeforeSave,
+    FailAfterSave,
+    FailBeforeApply,
+    FailAfterApply,
+    FailSnapshotApply,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 17] = [
+        Fault::KillLeader,
+        Fault::KillFollower,
+        Fault::KillMajority,
+        Fault::KillAll,
+        Fault::PauseLeader,
+        Fault::PauseFollower,
+        Fault::PartitionLeader,
+        Fault::PartitionMinority,
+        Fault::PartitionOneWay,
+        Fault::PartitionBridge,
+        Fault::SnapshotCatchup,
+        Fault::MemberReplace,
+        Fault::FailBeforeSave,
+        Fault::FailAfterSave,
+        Fault::FailBeforeApply,
+        Fault::FailAfterApply,
+        Fault::FailSnapshotApply,
+    ];
+
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Whether the fault needs oxcd built with `--features failpoints`.
+    pub fn needs_failpoints(self) -> bool {
+        self.failpoint().is_some()
+    }
+
+    fn failpoint(self) -> Option<&'static str> {
+        match self {
+            Fault::FailBeforeSave => Some("raft_before_save"),
+            Fault::FailAfterSave => Some("raft_after_save"),
+            Fault::FailBeforeApply => Some("raft_before_apply"),
+            Fault::FailAfterApply => Some("raft_after_apply"),
+            Fault::FailSnapshotApply => Some("raft_snapshot_mid_apply"),
+            _ => None,
+        }
+    }
+}
+
+/// One injected fault, as the report shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Window {
+    pub fault: Fault,
+    pub start_us: u64,
+    pub end_us: u64,
+    pub detail: String,
+    /// From heal until a write was accepted again.
+    pub recovery_ms: Option<u64>,
+}
+
+/// Hold times: longer than the election timeout, so pauses and partitions depose leaders.
+fn hold(rng: &mut StdRng) -> Duration {
+    Duration::from_millis(rng.gen_range(1_500..3_500))
+}
+
+/// How a fault is undone.
+enum Undo {
+    Restart(Vec<usize>),
+    Resume(Vec<usize>),
+    Heal,
+}
+
+fn pick_follower(c: &Cluster, leader: usize, rng: &mut StdRng) -> usize {
+    let followers: Vec<usize> = c.active.iter().copied().filter(|&i| i != leader).collect();
+    followers.choose(rng).copied().unwrap_or(leader)
+}
+
+/// Injects `fault`, holds it, heals it. Returns the detail text and the heal instant.
+pub async fn inject(
+    fault: Fault,
+    c: &mut Cluster,
+    fw: &Firewall,
+    rng: &mut StdRng,
+) -> anyhow::Result<String> {
+    let leader = c
+        .wait_leader(Duration::from_secs(15))
+        .await
+        .context("before the fault")?;
+    let lname = cluster::member_name(leader);
+    let others: Vec<usize> = c.active.iter().copied().filter(|&i| i != leader).collect();
+    let n = c.active.len();
+    let (detail, undo) = match fault {
+        Fault::KillLeader => {
+            c.kill9(leader);
+            (
+                format!("kill -9 leader {lname}"),
+                Undo::Restart(vec![leader]),
+            )
+        }
+        Fault::KillFollower => {
+            let f = pick_follower(c, leader, rng);
+            c.kill9(f);
+            (
+                format!("kill -9 follower {}", cluster::member_name(f)),
+                Undo::Restart(vec![f]),
+            )
+        }
+        Fault::KillMajority | Fault::KillAll => {
+            let mut victims = c.active.clone();
+            victims.shuffle(rng);
+            if fault == Fault::KillMajority {
+                victims.truncate(n / 2 + 1);
+            }
+            for &v in &victims {
+                c.kill9(v);
+            }
+            (
+                format!("kill -9 {}", names(&victims)),
+                Undo::Restart(victims),
+            )
+        }
+        Fault::PauseLeader => {
+            c.pause(leader);
+            (
+                format!("SIGSTOP leader {lname}"),
+                Undo::Resume(vec![leader]),
+            )
+        }
+        Fault::PauseFollower => {
+            let f = pick_follower(c, leader, rng);
+            c.pause(f);
+            (
+                format!("SIGSTOP follower {}", cluster::member_name(f)),
+                Undo::Resume(vec![f]),
+            )
+        }
+        Fault::PartitionLeader => {
+            for &o in &others {
+                fw.cut(&cluster::member_ip(leader), &cluster::member_ip(o))?;
+            }
+            (
+                format!("leader {lname} isolated from {}", names(&others)),
+                Undo::Heal,
+            )
+        }
+        Fault::PartitionMinority => {
+            let mut minority = others.clone();
+            minority.shuffle(rng);
+            minority.truncate((n - 1) / 2);
+            for &m in &minority {
+                for &o in c.active.iter().filter(|&&o| !minority.contains(&o)) {
+                    fw.cut(&cluster::member_ip(m), &cluster::member_ip(o))?;
+                }
+            }
+            (format!("minority {} cut off", names(&minority)), Undo::Heal)
+        }
+        Fault::PartitionOneWay => {
+            for &o in &others {
+                fw.drop_one_way(&cluster::member_ip(leader), &cluster::member_ip(o))?;
+            }
+            (
+                format!(
+                    "leader {lname} cannot send to {} (it still receives)",
+                    names(&others)
+                ),
+                Undo::Heal,
+            )
+        }
+        Fault::PartitionBridge => {
+            // Two halves that cannot talk, and one member (the leader) that talks to both.
+            let mut rest = others.clone();
+            rest.shuffle(rng);
+            let (a, b) = rest.split_at(rest.len() / 2);
+            for &x in a {
+                for &y in b {
+                    fw.cut(&cluster::member_ip(x), &cluster::member_ip(y))?;
+                }
+            }
+            (
+                format!("bridge: {} | {lname} | {}", names(a), names(b)),
+                Undo::Heal,
+            )
+        }
+        Fault::SnapshotCatchup => return snapshot_catchup(c, leader, rng, None).await,
+        Fault::FailSnapshotApply => {
+            return snapshot_catchup(c, leader, rng, fault.failpoint()).await
+        }
+        Fault::MemberReplace => return member_replace(c, leader, rng).await,
+        Fault::FailBeforeSave
+        | Fault::FailAfterSave
+        | Fault::FailBeforeApply
+        | Fault::FailAfterApply => {
+            let Some(fp) = fault.failpoint() else {
+                bail!("no failpoint for {fault:?}");
+            };
+            // Any member, the leader included: it is restarted with the failpoint armed to
+            // crash after a random number of hits under load.
+            let victim = *c.active.choose(rng).unwrap_or(&leader);
+            let hits = rng.gen_range(5..60);
+            c.kill9(victim);
+            c.launch(victim, Some(&format!("{fp}={hits}*off->panic")))?;
+            let crashed = wait_exit(c, victim, Duration::from_secs(8)).await;
+            c.kill9(victim);
+            c.launch(victim, None)?;
+            return Ok(format!(
+                "{} restarted with {fp} armed to crash after {hits} hits: {}",
+                cluster::member_name(victim),
+                crashed.unwrap_or_else(|| "it did not crash within 8s (killed)".into())
+            ));
+        }
+    };
+    tokio::time::sleep(hold(rng)).await;
+    match undo {
+        Undo::Restart(v) => {
+            for i in v {
+                c.launch(i, None)?;
+            }
+        }
+        Undo::Resume(v) => {
+            for i in v {
+                c.resume(i);
+            }
+        }
+        Undo::Heal => fw.heal()?,
+    }
+    Ok(detail)
+}
+
+fn names(v: &[usize]) -> String {
+    let n: Vec<String> = v.iter().map(|&i| cluster::member_name(i)).collect();
+    n.join("+")
+}
+
+async fn wait_exit(c: &mut Cluster, idx: usize, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = c.members[idx].reap() {
+            return Some(format!("crashed ({status})"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Kills a follower, writes enough that the leader compacts its log past it, restarts it
+/// (with `failpoint` armed if given) so that it must catch up from a snapshot.
+async fn snapshot_catchup(
+    c: &mut Cluster,
+    leader: usize,
+    rng: &mut StdRng,
+    failpoint: Option<&str>,
+) -> anyhow::Result<String> {
+    let f = pick_follower(c, leader, rng);
+    c.kill9(f);
+    let fill = cluster::SNAPSHOT_COUNT * 3;
+    let written = fill_writes(c, leader, fill).await;
+    let log_before = std::fs::metadata(&c.members[f].log)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut detail = format!(
+        "follower {} down while {written} extra writes went in",
+        cluster::member_name(f)
+    );
+    if let Some(fp) = failpoint {
+        c.launch(f, Some(&format!("{fp}=panic")))?;
+        let crashed = wait_exit(c, f, Duration::from_secs(10)).await;
+        c.kill9(f);
+        detail.push_str(&format!(
+            "; restarted with {fp} armed: {}",
+            crashed.unwrap_or_else(|| "it did not crash within 10s (killed)".into())
+        ));
+    }
+    c.launch(f, None)?;
+    // Did it install a snapshot? (oxcd logs "applying snapshot at index ...")
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut installed = false;
+    while Instant::now() < deadline && !installed {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = std::fs::read(&c.members[f].log).unwrap_or_default();
+        let start = usize::try_from(log_before).unwrap_or(0).min(log.len());
+        installed = String::from_utf8_lossy(&log[start..]).contains("applying snapshot");
+    }
+    detail.push_str(if installed {
+        "; it caught up by installing a snapshot"
+    } else {
+        "; NO snapshot install seen in its log within 10s"
+    });
+    Ok(detail)
+}
+
+/// Puts `n` keys under the prefix through `leader` (bounded: gives up after 20s).
+async fn fill_writes(c: &mut Cluster, leader: usize, n: u64) -> u64 {
+    let Ok(client) = cluster::dial(&c.tls, leader).await else {
+        return 0;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut done = 0;
+    let mut kv = client.kv();
+    for i in 0..n {
+        if Instant::now() > deadline {
+            break;
+        }
+        let req = PutRequest {
+            key: format!("{}fill/{}", crate::workload::PREFIX, i % 50).into_bytes(),
+            value: vec![b'x'; 512],
+            ..Default::default()
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), kv.put(req)).await {
+            done += 1;
+        }
+    }
+    done
+}
+
+/// Removes a follower, adds a fresh member as a learner, starts it, promotes it.
+async fn member_replace(
+    c: &mut Cluster,
+    leader: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<String> {
+    let f = pick_follower(c, leader, rng);
+    let fid = c
+        .status(f)
+        .await
+        .context("status of the member to remove")?
+        .member_id;
+    let client = cluster::dial(&c.tls, leader).await?;
+    let mut cl = client.cluster();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        cl.member_remove(MemberRemoveRequest { id: fid }),
+    )
+    .await
+    .context("member remove timed out")??;
+    c.active.retain(|&i| i != f);
+    let exited = wait_exit(c, f, Duration::from_secs(5)).await;
+    c.kill9(f);
+    let Some(new) = (0..c.members.len())
+        .find(|&i| !c.active.contains(&i) && i != f && !c.members[i].data_dir.exists())
+    else {
+        bail!("no spare member left to add");
+    };
+    let added = tokio::time::timeout(
+        Duration::from_secs(10),
+        cl.member_add(MemberAddRequest {
+            peer_ur_ls: vec![cluster::peer_url(new)],
+            is_learner: true,
+        }),
+    )
+    .await
+    .context("member add timed out")??
+    .into_inner();
+    let new_id = added.member.map(|m| m.id).unwrap_or_default();
+    c.start_joining(new)?;
+    c.active.push(new);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let last_err = match tokio::time::timeout(
+            Duration::from_secs(3),
+            cl.member_promote(MemberPromoteRequest { id: new_id }),
+        )
+        .await
+        {
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => e.message().to_string(),
+            Err(_) => "timeout".to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "learner {} was not promoted within 20s: {last_err}",
+                cluster::member_name(new)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(format!(
+        "removed {} ({}), added {} as a learner, promoted it",
+        cluster::member_name(f),
+        exited.unwrap_or_else(|| "it did not exit by itself within 5s".into()),
+        cluster::member_name(new)
+    ))
+}

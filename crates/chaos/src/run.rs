@@ -1,0 +1,507 @@
+//! One run, inside the network namespace: start the cluster, run the clients, inject the
+//! faults, heal, let the cluster converge, check everything, and write the run's files
+//! (`history.jsonl`, `watch.json`, `result.json`, `timeline.json`, `timeline.svg`, member
+//! logs) into its directory.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use oxcd_api::etcdserverpb::{PutRequest, RangeRequest};
+use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
+use serde::{Deserialize, Serialize};
+
+use crate::checker::{ListOp, ListOut, RegisterOp, RegisterOut};
+use crate::checks;
+use crate::cluster::{self, Cluster};
+use crate::fault::{self, Fault, Window};
+use crate::netns::Firewall;
+use crate::report::Timeline;
+use crate::workload::{self, Ctx, Op, Record};
+
+/// A bug the suite injects on purpose to prove its checks catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bug {
+    /// Clients read with serializable (local) reads: a partitioned old leader or a lagging
+    /// follower answers from its own stale state.
+    StaleRead,
+    /// One acknowledged append is removed from every later read in the recorded history.
+    LostWrite,
+}
+
+/// What the outer process asks of one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub index: usize,
+    pub seed: u64,
+    pub faults: Vec<Fault>,
+    pub members: usize,
+    pub duration_ms: u64,
+    pub dir: PathBuf,
+    pub pki: PathBuf,
+    pub oxcd: PathBuf,
+    pub bug: Option<Bug>,
+}
+
+/// What one run found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    pub ops: u64,
+    pub unknowns: u64,
+    pub acked_writes: u64,
+    pub watch_events: u64,
+    pub final_rev: i64,
+    pub windows: Vec<Window>,
+    pub violations: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Register clients and append clients per member (and one watcher per member).
+const REGISTER_CLIENTS_PER_MEMBER: u32 = 2;
+const APPEND_CLIENTS_PER_MEMBER: u32 = 1;
+/// After the last fault heals, the cluster must accept a write within this long.
+pub const RECOVERY_MAX: Duration = Duration::from_secs(30);
+/// Bounds of the end-of-run phases.
+const CONVERGE_MAX: Duration = Duration::from_secs(30);
+const WATCH_CATCHUP_MAX: Duration = Duration::from_secs(20);
+
+pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
+    let fw = Firewall::setup().context("set up the firewall in the namespace")?;
+    let mut c = Cluster::new(&spec.dir, &spec.pki, &spec.oxcd, spec.members, 1)?;
+    c.start_all()?;
+    c.wait_leader(Duration::from_secs(30))
+        .await
+        .context("the fresh cluster elected no leader")?;
+    let mut rng = StdRng::seed_from_u64(spec.seed);
+    let ctx = Arc::new(Ctx {
+        t0: Instant::now(),
+        tls: c.tls.clone(),
+        members: c.members.len(),
+        stop: AtomicBool::new(false),
+        stale_reads: spec.bug == Some(Bug::StaleRead),
+    });
+    let mut clients = Vec::new();
+    let n = u32::try_from(spec.members).unwrap_or(3);
+    for p in 0..n * REGISTER_CLIENTS_PER_MEMBER {
+        clients.push(tokio::spawn(workload::register_client(
+            ctx.clone(),
+            p,
+            rng.gen(),
+        )));
+    }
+    for p in 0..n * APPEND_CLIENTS_PER_MEMBER {
+        let process = 100 + p;
+        clients.push(tokio::spawn(workload::append_client(
+            ctx.clone(),
+            process,
+            rng.gen(),
+        )));
+    }
+    let leases = tokio::spawn(workload::lease_client(ctx.clone(), rng.gen()));
+    let (until_tx, until_rx) = tokio::sync::watch::channel(0i64);
+    let watch_deadline =
+        Instant::now() + Duration::from_millis(spec.duration_ms) + Duration::from_secs(300);
+    let watchers: Vec<_> = (0..n)
+        .map(|w| {
+            tokio::spawn(workload::watcher(
+                ctx.clone(),
+                w,
+                1,
+                until_rx.clone(),
+                watch_deadline,
+            ))
+        })
+        .collect();
+
+    let mut out = Outcome::default();
+    let end = ctx.t0 + Duration::from_millis(spec.duration_ms);
+    let slot = Duration::from_millis(spec.duration_ms) / (spec.faults.len() as u32 + 1);
+    for (i, &f) in spec.faults.iter().enumerate() {
+        // A random moment in this fault's slot, after some load has built up.
+        let at = ctx.t0
+            + slot * i as u32
+            + Duration::from_millis(rng.gen_range(1_000..slot.as_millis().max(1_001) as u64));
+        tokio::time::sleep_until(at.into()).await;
+        let start_us = ctx.now_us();
+        let detail = match fault::inject(f, &mut c, &fw, &mut rng).await {
+            Ok(d) => d,
+            Err(e) => {
+                out.violations.push(format!("fault {}: {e:#}", f.name()));
+                format!("failed: {e:#}")
+            }
+        };
+        let end_us = ctx.now_us();
+        let recovery_ms = recover(&mut c).await;
+        if recovery_ms.is_none() {
+            out.violations.push(format!(
+                "after {} healed, no write was accepted within {RECOVERY_MAX:?}",
+                f.name()
+            ));
+        }
+        println!(
+            "oxchaos: {}: {detail}; recovered in {recovery_ms:?} ms",
+            f.name()
+        );
+        out.windows.push(Window {
+            fault: f,
+            start_us,
+            end_us,
+            detail,
+            recovery_ms,
+        });
+    }
+    tokio::time::sleep_until(end.into()).await;
+    ctx.stop.store(true, Ordering::Relaxed);
+    let mut history: Vec<Record> = Vec::new();
+    for h in clients {
+        history.extend(h.await.unwrap_or_default());
+    }
+    let leases = leases.await.unwrap_or_default();
+    let stopped = Instant::now();
+    heal(&mut c, &fw, &mut out).await?;
+    check_leases(&mut c, &leases, stopped, &mut out).await;
+    finish(
+        spec,
+        &mut c,
+        &ctx,
+        &mut history,
+        &mut out,
+        until_tx,
+        watchers,
+    )
+    .await?;
+    Ok(out)
+}
+
+/// Writes through any member until one accepts; the time from heal in ms, or None.
+async fn recover(c: &mut Cluster) -> Option<u64> {
+    let healed = Instant::now();
+    let mut i = 0;
+    while healed.elapsed() < RECOVERY_MAX {
+        let idx = c.active[i % c.active.len()];
+        i += 1;
+        if let Ok(client) = cluster::dial(&c.tls, idx).await {
+            let req = PutRequest {
+                key: format!("{}probe", workload::PREFIX).into_bytes(),
+                value: b"probe".to_vec(),
+                ..Default::default()
+            };
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(2), client.kv().put(req)).await
+            {
+                return u64::try_from(healed.elapsed().as_millis()).ok();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Heals everything and waits for a leader; a member that exited by itself is a finding.
+async fn heal(c: &mut Cluster, fw: &Firewall, out: &mut Outcome) -> anyhow::Result<()> {
+    fw.heal()?;
+    for i in c.active.clone() {
+        if let Some(status) = c.members[i].reap() {
+            out.violations.push(format!(
+                "{} exited by itself during the run ({status}); see its log",
+                cluster::member_name(i)
+            ));
+        }
+        c.resume(i);
+        c.launch(i, None)?;
+    }
+    if let Err(e) = c.wait_leader(Duration::from_secs(30)).await {
+        out.violations.push(format!("after healing: {e}"));
+    }
+    Ok(())
+}
+
+/// Keys under leases kept alive must still be there on every member; keys under leases
+/// left to expire must be gone from every member (bounded wait).
+async fn check_leases(
+    c: &mut Cluster,
+    log: &workload::LeaseLog,
+    stopped: Instant,
+    out: &mut Outcome,
+) {
+    let ttl_us = u64::try_from(workload::LEASE_KEPT_TTL_S).unwrap_or(10) * 1_000_000;
+    let fresh = stopped.elapsed() < Duration::from_secs(5);
+    out.notes.push(format!(
+        "leases: {} grants, {} keep-alives, longest keep-alive gap {:.1}s, {} short-lived keys",
+        log.grants,
+        log.keepalives,
+        log.kept_gap_us_max as f64 / 1e6,
+        log.short_keys.len()
+    ));
+    if log.kept_gap_us_max < ttl_us / 2 && fresh {
+        out.violations.extend(
+            log.kept_lost
+                .iter()
+                .map(|l| format!("lease expired while kept alive: {l}")),
+        );
+        for i in c.active.clone() {
+            let n = count_prefix(c, i, &format!("{}lease/kept-", workload::PREFIX)).await;
+            if n != Some(log.kept.len()) {
+                out.violations.push(format!(
+                    "{}: {n:?} of the {} keys under kept-alive leases are there",
+                    cluster::member_name(i),
+                    log.kept.len()
+                ));
+            }
+        }
+    } else {
+        out.notes.push(
+            "kept-alive leases not checked: keep-alives had a long gap or the heal was slow".into(),
+        );
+    }
+    // Revoke the kept leases now, so that no expiry moves the revision during the checks.
+    if let Some(l) = c.leader().await {
+        if let Ok(client) = cluster::dial(&c.tls, l).await {
+            for (_, id) in &log.kept {
+                let req = oxcd_api::etcdserverpb::LeaseRevokeRequest { id: *id };
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(3), client.lease().lease_revoke(req))
+                        .await;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let mut left = Vec::new();
+        for i in c.active.clone() {
+            let n = count_prefix(c, i, &format!("{}lease/short-", workload::PREFIX)).await;
+            if n != Some(0) {
+                left.push(format!("{}: {n:?}", cluster::member_name(i)));
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            out.violations.push(format!(
+                "keys under {}s leases did not expire within 25s after the run: {}",
+                workload::LEASE_SHORT_TTL_S,
+                left.join(", ")
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How many keys under `prefix` member `idx` holds (serializable: its own state).
+async fn count_prefix(c: &Cluster, idx: usize, prefix: &str) -> Option<usize> {
+    let client = cluster::dial(&c.tls, idx).await.ok()?;
+    let mut end = prefix.as_bytes().to_vec();
+    *end.last_mut()? += 1;
+    let req = RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: end,
+        serializable: true,
+        count_only: true,
+        ..Default::default()
+    };
+    let r = tokio::time::timeout(Duration::from_secs(3), client.kv().range(req))
+        .await
+        .ok()?
+        .ok()?;
+    usize::try_from(r.into_inner().count).ok()
+}
+
+async fn finish(
+    spec: &Spec,
+    c: &mut Cluster,
+    ctx: &Arc<Ctx>,
+    history: &mut Vec<Record>,
+    out: &mut Outcome,
+    until_tx: tokio::sync::watch::Sender<i64>,
+    watchers: Vec<tokio::task::JoinHandle<workload::WatchLog>>,
+) -> anyhow::Result<()> {
+    final_reads(c, ctx, history).await;
+    // Convergence: every member at the same revision, with the same HashKV.
+    let deadline = Instant::now() + CONVERGE_MAX;
+    let mut revs: BTreeMap<usize, i64> = BTreeMap::new();
+    loop {
+        revs.clear();
+        for i in c.active.clone() {
+            if let Ok(s) = c.status(i).await {
+                revs.insert(i, s.revision);
+            }
+        }
+        let all = revs.len() == c.active.len();
+        let same = revs.values().min() == revs.values().max();
+        if all && same {
+            break;
+        }
+        if Instant::now() > deadline {
+            out.violations.push(format!(
+                "members did not converge within {CONVERGE_MAX:?}: revisions {revs:?}"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    out.final_rev = revs.values().copied().max().unwrap_or(0);
+    let mut hashes = BTreeMap::new();
+    for i in c.active.clone() {
+        match c.hash_kv(i, out.final_rev).await {
+            Ok(h) => {
+                hashes.insert(cluster::member_name(i), h);
+            }
+            Err(e) => out
+                .violations
+                .push(format!("hashkv of {}: {e:#}", cluster::member_name(i))),
+        }
+    }
+    if hashes
+        .values()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+        > 1
+    {
+        out.violations.push(format!(
+            "members differ at revision {}: HashKV {hashes:?}",
+            out.final_rev
+        ));
+    }
+    out.notes.push(format!(
+        "final revision {}, HashKV {hashes:?}",
+        out.final_rev
+    ));
+    // The members' own event streams, then every watcher against them.
+    let _ = until_tx.send(out.final_rev);
+    let mut reference: Option<Vec<workload::Event>> = None;
+    for i in c.active.clone() {
+        let name = cluster::member_name(i);
+        match workload::reference_events(&c.tls, i, out.final_rev, Duration::from_secs(20)).await {
+            Ok(events) => {
+                out.violations
+                    .extend(checks::reference_sane(&name, &events));
+                out.violations
+                    .extend(checks::acked_writes_present(history, &name, &events));
+                match &reference {
+                    None => reference = Some(events),
+                    Some(r) if *r != events => out.violations.push(format!(
+                        "{name}'s history of the prefix differs from {}'s",
+                        cluster::member_name(c.active[0])
+                    )),
+                    Some(_) => {}
+                }
+            }
+            Err(e) => out.violations.push(format!("{name}: {e:#}")),
+        }
+    }
+    let reference = reference.unwrap_or_default();
+    out.watch_events = reference.len() as u64;
+    let mut logs = Vec::new();
+    for w in watchers {
+        let log = tokio::time::timeout(WATCH_CATCHUP_MAX, w).await;
+        match log {
+            Ok(Ok(log)) => {
+                out.violations
+                    .extend(checks::watch_guarantees(&log, &reference, out.final_rev));
+                logs.push(log);
+            }
+            _ => out.violations.push(format!(
+                "a watcher did not catch up within {WATCH_CATCHUP_MAX:?}"
+            )),
+        }
+    }
+    if spec.bug == Some(Bug::LostWrite) {
+        let t = checks::tamper_lose_acked_write(history);
+        out.notes.push(format!(
+            "injected bug: {}",
+            t.unwrap_or_else(|| "no append to tamper with".into())
+        ));
+    }
+    let (verdicts, violations) = checks::linearizability(history);
+    out.violations.extend(violations);
+    out.ops = history.len() as u64;
+    out.unknowns = history.iter().filter(|r| r.complete_us.is_none()).count() as u64;
+    out.acked_writes = history.iter().filter(|r| r.acked_value().is_some()).count() as u64;
+    // Files.
+    let mut f = std::io::BufWriter::new(std::fs::File::create(spec.dir.join("history.jsonl"))?);
+    for r in history.iter() {
+        serde_json::to_writer(&mut f, r)?;
+        f.write_all(b"\n")?;
+    }
+    f.flush()?;
+    std::fs::write(spec.dir.join("watch.json"), serde_json::to_vec(&logs)?)?;
+    std::fs::write(
+        spec.dir.join("verdicts.json"),
+        serde_json::to_vec_pretty(&verdicts)?,
+    )?;
+    let title = format!(
+        "run {} ({}), seed {}",
+        spec.index,
+        spec.faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        spec.seed
+    );
+    let timeline = Timeline::new(title, history, &out.windows, spec.duration_ms);
+    std::fs::write(
+        spec.dir.join("timeline.json"),
+        serde_json::to_vec(&timeline)?,
+    )?;
+    std::fs::write(
+        spec.dir.join("timeline.svg"),
+        crate::report::svg(std::slice::from_ref(&timeline)),
+    )?;
+    c.kill_everything();
+    Ok(())
+}
+
+/// One linearizable read of every key at the end, so that a lost write shows in the history.
+async fn final_reads(c: &mut Cluster, ctx: &Ctx, history: &mut Vec<Record>) {
+    let Some(leader) = c.leader().await else {
+        return;
+    };
+    let Ok(client) = cluster::dial(&c.tls, leader).await else {
+        return;
+    };
+    let mut kv = client.kv();
+    let keys: std::collections::BTreeMap<String, bool> = history
+        .iter()
+        .map(|r| (r.key.clone(), matches!(r.op, Op::Register(..))))
+        .collect();
+    for (key, register) in keys {
+        let invoke_us = ctx.now_us();
+        let req = RangeRequest {
+            key: key.clone().into_bytes(),
+            ..Default::default()
+        };
+        let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), kv.range(req)).await else {
+            continue;
+        };
+        let value = r.into_inner().kvs.first().map(|kv| kv.value.clone());
+        let op = if register {
+            let v = value
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.parse().ok());
+            Op::Register(RegisterOp::Get, Some(RegisterOut::Read(v)))
+        } else {
+            let l = value
+                .and_then(|b| workload::decode_list(&b))
+                .unwrap_or_default();
+            Op::List(ListOp::Read, Some(ListOut::Read(l)))
+        };
+        history.push(Record {
+            process: 999,
+            key,
+            op,
+            invoke_us,
+            complete_us: Some(ctx.now_us()),
+            rev: None,
+            member: leader,
+            error: None,
+        });
+    }
+}
