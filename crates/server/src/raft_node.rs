@@ -37,6 +37,10 @@ pub const CATCHUP_ENTRIES_MAX: u64 = 5000;
 /// The backend is made durable at least this often (bounds replay after a crash).
 pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How often the leader looks for expired leases and v2 TTLs.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+use crate::lease::REVOKES_PER_SEC_MAX;
+
 pub type ApplyResult = Result<(Applied, i64), ServerError>;
 
 pub enum RaftEvent {
@@ -71,6 +75,10 @@ pub struct RaftStatus {
     pub commit: AtomicU64,
     pub applied: AtomicU64,
     pub last_index: AtomicU64,
+    /// When this member, as leader, took over the leases (ms since the epoch); 0 when it is
+    /// not the leader. Read by TimeToLive to report what this leader will enforce.
+    pub lease_promoted_ms: std::sync::atomic::AtomicI64,
+    pub lease_extend_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A linearizable read waiting for its read index to be applied.
@@ -105,8 +113,10 @@ pub struct RaftLoop {
     last_housekeeping: Instant,
     /// Proposals that arrived while no leader was known.
     held: Vec<(u64, Vec<u8>)>,
-    /// When this member last became leader (leases get a full TTL from then).
-    leader_since_ms: i64,
+    /// Set once this member, as leader, has applied every entry of earlier terms: only
+    /// then does it expire leases (etcd's `lessor.Promote`).
+    lease_promotion: Option<crate::lease::Promotion>,
+    election_ms: i64,
     /// Lease revokes proposed, and when.
     revoking: HashMap<i64, i64>,
     /// Set when a membership change removed this member.
@@ -148,6 +158,7 @@ impl RaftLoop {
         last_snapshot_index: u64,
     ) -> RaftLoop {
         let durable_index = applier.store.consistent_index().0;
+        watch.start_at(applier.store.current_rev());
         RaftLoop {
             node,
             wal,
@@ -173,7 +184,8 @@ impl RaftLoop {
             leader: 0,
             last_housekeeping: Instant::now(),
             held: Vec::new(),
-            leader_since_ms: 0,
+            lease_promotion: None,
+            election_ms: cfg.election_ms as i64,
             revoking: HashMap::new(),
             removed: false,
             published: tokio::sync::watch::channel(false).0,
@@ -278,7 +290,7 @@ impl RaftLoop {
 
     /// Leader duties on each tick: expire v2 TTLs; every member: publish its attributes.
     fn housekeeping(&mut self) {
-        if self.last_housekeeping.elapsed() < Duration::from_millis(500) {
+        if self.last_housekeeping.elapsed() < HOUSEKEEPING_INTERVAL {
             return;
         }
         self.last_housekeeping = Instant::now();
@@ -329,18 +341,26 @@ impl RaftLoop {
     }
 
     /// Leader only: propose a revoke for each lease whose time is up (once per lease every
-    /// few seconds, in case a proposal is lost).
+    /// few seconds, in case a proposal is lost), at most [`REVOKES_PER_SEC_MAX`] a second
+    /// (this runs every [`HOUSEKEEPING_INTERVAL`]).
     fn revoke_expired_leases(&mut self, now_ms: i64) {
+        let Some(promotion) = self.lease_promotion else {
+            return;
+        };
+        let per_round = REVOKES_PER_SEC_MAX * HOUSEKEEPING_INTERVAL.as_millis() as usize / 1000;
+        // Revokes still in flight (proposed less than 3 s ago) count against this round.
+        self.revoking.retain(|_, at| now_ms - *at < 3000);
+        let room = per_round.saturating_sub(self.revoking.len());
         let expired = match self.applier.leases.lock() {
-            Ok(t) => t.expired(now_ms, self.leader_since_ms),
+            Ok(t) => t.expired(now_ms, promotion, room + self.revoking.len()),
             Err(_) => return,
         };
-        self.revoking
-            .retain(|id, at| expired.contains(id) && now_ms - *at < 3000);
+        let mut proposed = 0;
         for id in expired {
-            if self.revoking.contains_key(&id) {
+            if proposed >= room || self.revoking.contains_key(&id) {
                 continue;
             }
+            proposed += 1;
             self.revoking.insert(id, now_ms);
             let req = LogRequest {
                 id: 0,
@@ -447,8 +467,8 @@ impl RaftLoop {
                 }
             }
             self.leader = leader;
-            if leader == self.member_id {
-                self.leader_since_ms = now_ms();
+            if leader != self.member_id {
+                self.demote_leases();
             }
             if leader != 0 {
                 // Publish attributes on the next tick rather than after the usual pause.
@@ -460,6 +480,38 @@ impl RaftLoop {
                 }
             }
         }
+    }
+
+    /// etcd promotes its lessor when the leader applies the empty entry of its own term
+    /// (everything from earlier terms is applied by then): from now on this member expires
+    /// leases, and every lease gets its full TTL plus an election timeout from now.
+    fn maybe_promote_leases(&mut self, e: &Entry) {
+        if self.node.raft.state != StateRole::Leader || e.term != self.node.raft.term {
+            return;
+        }
+        let p = crate::lease::Promotion {
+            at_ms: now_ms(),
+            extend_ms: self.election_ms,
+        };
+        tracing::info!(
+            "leader at term {}: leases extended by their TTL plus {} ms",
+            e.term,
+            p.extend_ms
+        );
+        self.lease_promotion = Some(p);
+        self.revoking.clear();
+        self.status
+            .lease_extend_ms
+            .store(p.extend_ms, Ordering::Relaxed);
+        self.status
+            .lease_promoted_ms
+            .store(p.at_ms, Ordering::Relaxed);
+    }
+
+    fn demote_leases(&mut self) {
+        self.lease_promotion = None;
+        self.revoking.clear();
+        self.status.lease_promoted_ms.store(0, Ordering::Relaxed);
     }
 
     fn publish_status(&self) {
@@ -485,7 +537,7 @@ impl RaftLoop {
             let mut batch = store.batch().map_err(|e| e.to_string())?;
             for e in &entries {
                 match e.get_entry_type() {
-                    EntryType::EntryNormal if e.data.is_empty() => {}
+                    EntryType::EntryNormal if e.data.is_empty() => self.maybe_promote_leases(e),
                     EntryType::EntryNormal => {
                         outcomes.push(self.applier.apply(&mut batch, e.index, &e.data))
                     }
@@ -620,7 +672,7 @@ impl RaftLoop {
         if let Ok(v2) = self.applier.v2.lock() {
             self.v2_index.send_replace(v2.index);
         }
-        self.watch.notify(self.applier.store.current_rev(), &[]);
+        self.watch.resync_all(self.applier.store.current_rev());
         Ok(())
     }
 
