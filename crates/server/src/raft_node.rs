@@ -348,13 +348,16 @@ impl RaftLoop {
             return;
         };
         let per_round = REVOKES_PER_SEC_MAX * HOUSEKEEPING_INTERVAL.as_millis() as usize / 1000;
-        // Revokes still in flight (proposed less than 3 s ago) count against this round.
-        self.revoking.retain(|_, at| now_ms - *at < 3000);
-        let room = per_round.saturating_sub(self.revoking.len());
-        let expired = match self.applier.leases.lock() {
-            Ok(t) => t.expired(now_ms, promotion, room + self.revoking.len()),
-            Err(_) => return,
+        let Ok(table) = self.applier.leases.lock() else {
+            return;
         };
+        // Revokes still in flight (proposed less than 3 s ago, not applied yet) count
+        // against this round; one that got lost is proposed again after that.
+        self.revoking
+            .retain(|id, at| table.contains(*id) && now_ms - *at < 3000);
+        let room = per_round.saturating_sub(self.revoking.len());
+        let expired = table.expired(now_ms, promotion, room + self.revoking.len());
+        drop(table);
         let mut proposed = 0;
         for id in expired {
             if proposed >= room || self.revoking.contains_key(&id) {
