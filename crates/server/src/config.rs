@@ -56,6 +56,7 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("pre-vote", Kind::Bool, "true", "Enable to run an additional Raft election phase."),
     ("max-connections", Kind::Uint, "1024", "Maximum number of concurrent client connections per listener."),
     ("max-watchers", Kind::Uint, "10000", "Maximum number of watchers per member."),
+    ("experimental-watch-progress-notify-interval", Kind::Str, "10m", "Duration of periodical watch progress notification."),
     ("log-level", Kind::Str, "info", "Configures log level. Only supports debug, info, warn, error."),
     ("version", Kind::Bool, "false", "Print the version and exit."),
 ];
@@ -132,6 +133,8 @@ pub struct Config {
     pub pre_vote: bool,
     pub connections_max: usize,
     pub watchers_max: usize,
+    /// How often watchers that asked for it get a progress notification.
+    pub watch_progress_notify_interval: std::time::Duration,
     pub log_level: String,
     pub strict_reconfig_check: bool,
     pub auto_compaction: Option<AutoCompaction>,
@@ -146,6 +149,38 @@ pub enum AutoCompaction {
     Periodic(std::time::Duration),
     /// Keep this many revisions (etcd's revision mode).
     Revision(u64),
+}
+
+/// Go's `time.ParseDuration` for non-negative values: numbers with units h, m, s, ms, us, ns.
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..n_end].parse().ok()?;
+        rest = &rest[n_end..];
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "\u{b5}s" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[u_end..];
+        total += n * unit;
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 /// Go's `strconv.ParseBool`.
@@ -263,6 +298,17 @@ impl RawFlags {
                 "invalid value {v:?} for --{name}: expected a non-negative integer"
             ))
         })
+    }
+
+    /// A positive Go duration (`10m`, `1s`, `500ms`, `1m30s`).
+    fn duration(&self, name: &str) -> Result<std::time::Duration, ConfigError> {
+        let v = self.str(name);
+        match parse_go_duration(&v) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => err(format!(
+                "invalid value {v:?} for --{name}: expected a positive duration such as 10m, 1s or 500ms"
+            )),
+        }
     }
 
     fn urls(&self, name: &str) -> Result<Vec<Url>, ConfigError> {
@@ -386,6 +432,8 @@ impl RawFlags {
             pre_vote: self.bool("pre-vote")?,
             connections_max: self.uint("max-connections")?.max(1) as usize,
             watchers_max: self.uint("max-watchers")? as usize,
+            watch_progress_notify_interval: self
+                .duration("experimental-watch-progress-notify-interval")?,
             log_level: self.str("log-level"),
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             auto_compaction: self.auto_compaction()?,
@@ -481,44 +529,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Go's `time.ParseDuration` for the units etcd users write (h, m, s, ms): `1h30m`, `90s`,
-/// `1.5h`. `None` for anything else, or a negative duration.
-pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
-    if s == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    let mut rest = s;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(num_end);
-        let value: f64 = num.parse().ok()?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let scale = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = tail;
-    }
-    total
-        .is_finite()
-        .then(|| std::time::Duration::from_secs_f64(total))
 }
 
 /// Parses a comma-separated URL list, naming the flag in errors.

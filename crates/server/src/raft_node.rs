@@ -34,11 +34,15 @@ pub const EVENT_QUEUE_MAX: usize = 16384;
 /// Entries kept behind a raft snapshot for slow followers (etcd: 5000), capped by
 /// `--snapshot-count`.
 pub const CATCHUP_ENTRIES_MAX: u64 = 5000;
-/// The backend is made durable at least this often (bounds replay after a crash).
 /// etcd's readyPercent: a learner may be promoted once its log matches this share of the
 /// leader's.
 pub const LEARNER_READY_SHARE: f64 = 0.9;
+/// The backend is made durable at least this often (bounds replay after a crash).
 pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often the leader looks for expired leases and v2 TTLs.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+use crate::lease::REVOKES_PER_SEC_MAX;
 
 pub type ApplyResult = Result<(Applied, i64), ServerError>;
 
@@ -74,6 +78,10 @@ pub struct RaftStatus {
     pub commit: AtomicU64,
     pub applied: AtomicU64,
     pub last_index: AtomicU64,
+    /// When this member, as leader, took over the leases (ms since the epoch); 0 when it is
+    /// not the leader. Read by TimeToLive to report what this leader will enforce.
+    pub lease_promoted_ms: std::sync::atomic::AtomicI64,
+    pub lease_extend_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A linearizable read waiting for its read index to be applied.
@@ -115,8 +123,10 @@ pub struct RaftLoop {
     hashing: Arc<std::sync::atomic::AtomicBool>,
     /// Proposals that arrived while no leader was known.
     held: Vec<(u64, Vec<u8>)>,
-    /// When this member last became leader (leases get a full TTL from then).
-    leader_since_ms: i64,
+    /// Set once this member, as leader, has applied every entry of earlier terms: only
+    /// then does it expire leases (etcd's `lessor.Promote`).
+    lease_promotion: Option<crate::lease::Promotion>,
+    election_ms: i64,
     /// Lease revokes proposed, and when.
     revoking: HashMap<i64, i64>,
     /// Set when a membership change removed this member.
@@ -158,6 +168,7 @@ impl RaftLoop {
         last_snapshot_index: u64,
     ) -> RaftLoop {
         let durable_index = applier.store.consistent_index().0;
+        watch.start_at(applier.store.current_rev());
         RaftLoop {
             node,
             wal,
@@ -188,7 +199,8 @@ impl RaftLoop {
             last_corrupt_check: Instant::now(),
             hashing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             held: Vec::new(),
-            leader_since_ms: 0,
+            lease_promotion: None,
+            election_ms: cfg.election_ms as i64,
             revoking: HashMap::new(),
             removed: false,
             published: tokio::sync::watch::channel(false).0,
@@ -447,7 +459,7 @@ impl RaftLoop {
 
     /// Leader duties on each tick: expire v2 TTLs; every member: publish its attributes.
     fn housekeeping(&mut self) {
-        if self.last_housekeeping.elapsed() < Duration::from_millis(500) {
+        if self.last_housekeeping.elapsed() < HOUSEKEEPING_INTERVAL {
             return;
         }
         self.last_housekeeping = Instant::now();
@@ -500,18 +512,29 @@ impl RaftLoop {
     }
 
     /// Leader only: propose a revoke for each lease whose time is up (once per lease every
-    /// few seconds, in case a proposal is lost).
+    /// few seconds, in case a proposal is lost), at most [`REVOKES_PER_SEC_MAX`] a second
+    /// (this runs every [`HOUSEKEEPING_INTERVAL`]).
     fn revoke_expired_leases(&mut self, now_ms: i64) {
-        let expired = match self.applier.leases.lock() {
-            Ok(t) => t.expired(now_ms, self.leader_since_ms),
-            Err(_) => return,
+        let Some(promotion) = self.lease_promotion else {
+            return;
         };
+        let per_round = REVOKES_PER_SEC_MAX * HOUSEKEEPING_INTERVAL.as_millis() as usize / 1000;
+        let Ok(table) = self.applier.leases.lock() else {
+            return;
+        };
+        // Revokes still in flight (proposed less than 3 s ago, not applied yet) count
+        // against this round; one that got lost is proposed again after that.
         self.revoking
-            .retain(|id, at| expired.contains(id) && now_ms - *at < 3000);
+            .retain(|id, at| table.contains(*id) && now_ms - *at < 3000);
+        let room = per_round.saturating_sub(self.revoking.len());
+        let expired = table.expired(now_ms, promotion, room + self.revoking.len());
+        drop(table);
+        let mut proposed = 0;
         for id in expired {
-            if self.revoking.contains_key(&id) {
+            if proposed >= room || self.revoking.contains_key(&id) {
                 continue;
             }
+            proposed += 1;
             self.revoking.insert(id, now_ms);
             let req = LogRequest {
                 id: 0,
@@ -642,14 +665,46 @@ impl RaftLoop {
                 }
             }
             self.leader = leader;
-            if leader == self.member_id {
-                self.leader_since_ms = now_ms();
+            if leader != self.member_id {
+                self.demote_leases();
             }
             if leader != 0 {
                 // Publish attributes on the next tick rather than after the usual pause.
                 self.last_housekeeping = Instant::now() - Duration::from_secs(1);
             }
         }
+    }
+
+    /// etcd promotes its lessor when the leader applies the empty entry of its own term
+    /// (everything from earlier terms is applied by then): from now on this member expires
+    /// leases, and every lease gets its full TTL plus an election timeout from now.
+    fn maybe_promote_leases(&mut self, e: &Entry) {
+        if self.node.raft.state != StateRole::Leader || e.term != self.node.raft.term {
+            return;
+        }
+        let p = crate::lease::Promotion {
+            at_ms: now_ms(),
+            extend_ms: self.election_ms,
+        };
+        tracing::info!(
+            "leader at term {}: leases extended by their TTL plus {} ms",
+            e.term,
+            p.extend_ms
+        );
+        self.lease_promotion = Some(p);
+        self.revoking.clear();
+        self.status
+            .lease_extend_ms
+            .store(p.extend_ms, Ordering::Relaxed);
+        self.status
+            .lease_promoted_ms
+            .store(p.at_ms, Ordering::Relaxed);
+    }
+
+    fn demote_leases(&mut self) {
+        self.lease_promotion = None;
+        self.revoking.clear();
+        self.status.lease_promoted_ms.store(0, Ordering::Relaxed);
     }
 
     fn publish_status(&self) {
@@ -677,7 +732,7 @@ impl RaftLoop {
             let mut batch = store.batch().map_err(|e| e.to_string())?;
             for e in &entries {
                 match e.get_entry_type() {
-                    EntryType::EntryNormal if e.data.is_empty() => {}
+                    EntryType::EntryNormal if e.data.is_empty() => self.maybe_promote_leases(e),
                     EntryType::EntryNormal => {
                         outcomes.push(self.applier.apply(&mut batch, e.index, &e.data))
                     }
@@ -795,7 +850,6 @@ impl RaftLoop {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         tracing::info!("applying snapshot at index {index} (term {term}) from the leader");
-        let old_rev = self.applier.store.current_rev();
         let mut batch = self.applier.store.batch().map_err(|e| e.to_string())?;
         batch.restore(&snap.data).map_err(|e| e.to_string())?;
         batch
@@ -822,7 +876,7 @@ impl RaftLoop {
             self.v2_index.send_replace(v2.index);
         }
         // The snapshot's revisions reach watchers from the store, not as live events.
-        self.watch.resync(old_rev, self.applier.store.current_rev());
+        self.watch.resync_all(self.applier.store.current_rev());
         Ok(())
     }
 
