@@ -225,6 +225,20 @@ fn encode_record(tombstone: bool, kv: &KeyValue) -> Vec<u8> {
     out
 }
 
+/// The record at `rev`, which the index says exists.
+fn fetch_in(
+    table: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    rev: Rev,
+) -> Result<KeyValue, MvccError> {
+    let (main, sub) = rev_key(rev);
+    let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
+        main,
+        sub,
+        reason: "indexed revision missing from the backend".into(),
+    })?;
+    Ok(decode_record(main, sub, v.value())?.1)
+}
+
 fn rev_key(rev: Rev) -> (u64, u64) {
     (rev.main as u64, rev.sub as u64)
 }
@@ -358,13 +372,7 @@ impl Store {
         let txn = self.db().begin_read()?;
         let table = txn.open_table(KV)?;
         range_in(&idx, key, end, opts, idx.current_rev, |rev| {
-            let (main, sub) = rev_key(rev);
-            let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
-                main,
-                sub,
-                reason: "indexed revision missing from the backend".into(),
-            })?;
-            Ok(decode_record(main, sub, v.value())?.1)
+            fetch_in(&table, rev)
         })
     }
 
@@ -562,14 +570,7 @@ impl<'a> WriteBatch<'a> {
     }
 
     fn fetch(&self, rev: Rev) -> Result<KeyValue, MvccError> {
-        let table = self.txn.open_table(KV)?;
-        let (main, sub) = rev_key(rev);
-        let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
-            main,
-            sub,
-            reason: "indexed revision missing from the backend".into(),
-        })?;
-        Ok(decode_record(main, sub, v.value())?.1)
+        fetch_in(&self.txn.open_table(KV)?, rev)
     }
 
     /// Reads inside the batch, seeing its own writes.
@@ -821,15 +822,7 @@ impl TxnWrite<'_, '_> {
                 end,
                 RangeOptions::default(),
                 newest,
-                |rev| {
-                    let (main, sub) = rev_key(rev);
-                    let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
-                        main,
-                        sub,
-                        reason: "indexed revision missing from the backend".into(),
-                    })?;
-                    Ok(decode_record(main, sub, v.value())?.1)
-                },
+                |rev| fetch_in(&table, rev),
             )?
         };
         let mut table = self.batch.txn.open_table(KV)?;
