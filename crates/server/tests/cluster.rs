@@ -77,7 +77,7 @@ async fn leader_killed_under_load_loses_nothing() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let leader = c.leader().await.expect("a leader");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
     c.kill9(leader);
     *killed_at.lock().expect("lock") = Some(Instant::now());
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -117,7 +117,7 @@ async fn leader_killed_under_load_loses_nothing() {
 async fn follower_catches_up_by_log_and_by_snapshot() {
     let mut c = Cluster::start(30, &["--snapshot-count=100"], None);
     c.wait_writable(0, Duration::from_secs(15)).await;
-    let leader = c.leader().await.expect("leader");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
     let mut want = write_keys(&c, "a/", 10).await;
     c.kill9(f);
@@ -161,7 +161,7 @@ async fn wiped_member_is_refused() {
     let mut c = Cluster::start(50, &[], None);
     c.wait_writable(0, Duration::from_secs(15)).await;
     write_keys(&c, "w/", 5).await;
-    let leader = c.leader().await.expect("leader");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
     c.kill9(f);
     std::fs::remove_dir_all(&c.members[f].data).expect("wipe");
@@ -484,7 +484,7 @@ async fn watcher_on_a_member_that_installs_a_snapshot_misses_nothing() {
     const WRITES: usize = 400;
     let c = Cluster::start(120, &["--snapshot-count=50"], None);
     c.wait_writable(0, Duration::from_secs(15)).await;
-    let leader = c.leader().await.expect("leader");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
     let ch = Channel::from_shared(c.endpoint(f))
         .expect("endpoint")

@@ -200,6 +200,18 @@ impl Cluster {
         Some(KvClient::new(ch))
     }
 
+    /// Waits (bounded) until a member names a leader; its index.
+    pub async fn wait_leader(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.leader().await {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader within {within:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Index of the member every reachable member names as leader.
     pub async fn leader(&self) -> Option<usize> {
         for i in 0..self.members.len() {
