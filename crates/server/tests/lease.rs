@@ -359,7 +359,6 @@ async fn etcdctl_lease_matches_etcd() {
                 s = common::mask_json_number(&s, key);
             }
             // Seconds left depend on timing (and on how loaded the machine is).
-            let mut s = s;
             for left in 50..=60 {
                 s = s
                     .replace(&format!("remaining({left}s)"), "remaining(<left>s)")
