@@ -37,6 +37,8 @@ pub const CATCHUP_ENTRIES_MAX: u64 = 5000;
 /// etcd's readyPercent: a learner may be promoted once its log matches this share of the
 /// leader's.
 pub const LEARNER_READY_SHARE: f64 = 0.9;
+/// Membership changes a leader holds while an earlier one is being applied.
+pub const HELD_CONF_CHANGES_MAX: usize = 64;
 /// The backend is made durable at least this often (bounds replay after a crash).
 pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -123,6 +125,10 @@ pub struct RaftLoop {
     hashing: Arc<std::sync::atomic::AtomicBool>,
     /// Proposals that arrived while no leader was known.
     held: Vec<(u64, Vec<u8>)>,
+    /// Membership changes that reached this leader while an earlier one was not applied yet
+    /// (raft-rs would turn them into empty entries and the proposer would only time out);
+    /// proposed one at a time as the earlier ones apply.
+    held_conf: std::collections::VecDeque<(u64, raft::eraftpb::ConfChange)>,
     /// Set once this member, as leader, has applied every entry of earlier terms: only
     /// then does it expire leases (etcd's `lessor.Promote`).
     lease_promotion: Option<crate::lease::Promotion>,
@@ -199,6 +205,7 @@ impl RaftLoop {
             last_corrupt_check: Instant::now(),
             hashing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             held: Vec::new(),
+            held_conf: std::collections::VecDeque::new(),
             lease_promotion: None,
             election_ms: cfg.election_ms as i64,
             revoking: HashMap::new(),
@@ -286,8 +293,15 @@ impl RaftLoop {
             RaftEvent::Unreachable(id) => self.node.report_unreachable(id),
             RaftEvent::TransferLeader(id) => self.node.transfer_leader(id),
             RaftEvent::ProposeConfChange { id, cc } => {
-                if self.node.raft.state == StateRole::Leader && self.learner_not_ready(&cc) {
+                let leader = self.node.raft.state == StateRole::Leader;
+                if leader && self.learner_not_ready(&cc) {
                     self.reply(id, Err(ServerError::LearnerNotReady));
+                } else if leader && self.conf_change_pending() {
+                    if self.held_conf.len() >= HELD_CONF_CHANGES_MAX {
+                        self.reply(id, Err(ServerError::TooManyRequests));
+                    } else {
+                        self.held_conf.push_back((id, cc));
+                    }
                 } else if self.node.propose_conf_change(vec![], cc).is_err() {
                     self.reply(id, Err(ServerError::NoLeader));
                 }
@@ -626,11 +640,24 @@ impl RaftLoop {
         if self.leader == 0 {
             return;
         }
+        let leader = self.node.raft.state == StateRole::Leader;
+        if !self.held_conf.is_empty() && (!leader || !self.conf_change_pending()) {
+            if let Some((id, cc)) = self.held_conf.pop_front() {
+                if self.node.propose_conf_change(vec![], cc).is_err() {
+                    self.reply(id, Err(ServerError::NoLeader));
+                }
+            }
+        }
         for (id, data) in std::mem::take(&mut self.held) {
             if self.node.propose(vec![], data).is_err() {
                 self.reply(id, Err(ServerError::NoLeader));
             }
         }
+    }
+
+    /// True while a membership change this leader proposed (or inherited) is not applied.
+    fn conf_change_pending(&self) -> bool {
+        self.node.raft.pending_conf_index > self.node.raft.raft_log.applied
     }
 
     fn persist_hard_state(&mut self, hs: HardState) -> Result<(), String> {

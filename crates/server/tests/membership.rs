@@ -323,6 +323,11 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     // Three voters, one killed: every change that needs it connected is refused...
     c.kill9(2);
     std::thread::sleep(Duration::from_secs(1));
+    // If it was the leader, a proposal forwarded to it would be lost (as with etcd): wait
+    // until the other two have a leader and take writes.
+    wait_for("a writable cluster", Duration::from_secs(20), || {
+        ctl(&c, 1, &["put", "b", "2"]).code == 0
+    });
     let refused: [&[&str]; 3] = [
         &["member", "add", "m5", "--peer-urls=http://127.0.0.186:2380"],
         &[
