@@ -116,6 +116,13 @@ impl LeaseTable {
         Some(((l.expiry_ms(promotion) - now_ms).max(0) + 999) / 1000)
     }
 
+    /// Whether lease `id` exists and its time is up under the leader's `promotion`.
+    pub fn is_expired(&self, id: i64, now_ms: i64, promotion: Promotion) -> bool {
+        self.leases
+            .get(&id)
+            .is_some_and(|l| l.expiry_ms(Some(promotion)) <= now_ms)
+    }
+
     /// Up to `limit` leases whose time is up at `now_ms` under the leader's `promotion`,
     /// the longest expired first.
     pub fn expired(&self, now_ms: i64, promotion: Promotion, limit: usize) -> Vec<i64> {

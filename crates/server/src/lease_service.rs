@@ -39,6 +39,20 @@ impl Services {
     }
 
     async fn renew(&self, id: i64) -> Result<i64, ServerError> {
+        // On the leader, a lease whose time is up is as good as revoked: etcd's Renew waits
+        // for the revoke and answers "not found" (a keep-alive with TTL 0), it never brings
+        // the lease back.
+        if let Some(p) = self.lease_promotion() {
+            let expired = self
+                .server
+                .leases
+                .lock()
+                .map(|t| t.is_expired(id, now_ms(), p))
+                .unwrap_or(false);
+            if expired {
+                return Err(ServerError::LeaseNotFound);
+            }
+        }
         let op = Op::LeaseRenew(LeaseOp {
             id,
             ttl: 0,
