@@ -424,6 +424,8 @@ impl WatchStreamTask {
             Err(oxcd_storage::MvccError::Compacted) => return self.compacted(id).await,
             Err(e) => {
                 tracing::warn!("watch history read failed: {e}");
+                let status = crate::error::ServerError::from(e).status();
+                let _ = self.out.send(Err(status)).await;
                 return Err(Gone);
             }
         };
