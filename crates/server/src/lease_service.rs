@@ -16,6 +16,7 @@ use crate::error::ServerError;
 use crate::grpc::{BoxStream, Services};
 use crate::raft_node::now_ms;
 use crate::request::{LeaseOp, Op};
+use crate::watch_service::RequireLeader;
 
 /// Keep-alive responses queued per stream before the stream is closed as too slow.
 const KEEPALIVE_QUEUE_MAX: usize = 64;
@@ -120,11 +121,22 @@ impl Lease for Services {
         &self,
         r: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> GrpcResult<Self::LeaseKeepAliveStream> {
+        let mut require_leader = RequireLeader::check(&self.server, r.metadata())?;
         let mut inbound = r.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE_MAX);
         let svc = self.clone();
         tokio::spawn(async move {
-            while let Some(Ok(req)) = inbound.next().await {
+            loop {
+                let req = tokio::select! {
+                    req = inbound.next() => match req {
+                        Some(Ok(req)) => req,
+                        _ => return,
+                    },
+                    _ = RequireLeader::lost_if_required(&mut require_leader) => {
+                        let _ = tx.send(Err(ServerError::NoLeader.status())).await;
+                        return;
+                    }
+                };
                 let resp = match svc.renew(req.id).await {
                     Ok(ttl) => pb::LeaseKeepAliveResponse {
                         header: Some(svc.server.header(svc.server.store.current_rev())),

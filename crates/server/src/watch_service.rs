@@ -42,6 +42,75 @@ const ERR_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchSt
 
 type Out = mpsc::Sender<Result<WatchResponse, Status>>;
 
+/// Election timeouts in a row without a leader after which a stream that requires one
+/// ends (etcd's `maxNoLeaderCnt`).
+const NO_LEADER_TIMEOUTS_MAX: u32 = 3;
+
+/// etcd's `WithRequireLeader`: a stream opened with the metadata `hasleader: true` is
+/// refused when this member knows no leader, and ends with "etcdserver: no leader" once it
+/// has had none for [`NO_LEADER_TIMEOUTS_MAX`] election timeouts, so that the client moves
+/// to a member that is part of a working cluster instead of waiting on a cut-off one.
+pub(crate) struct RequireLeader {
+    server: Arc<Server>,
+    tick: tokio::time::Interval,
+    without_leader: u32,
+}
+
+impl RequireLeader {
+    /// `Ok(None)` when the client did not ask; `Err` when it did and there is no leader.
+    pub(crate) fn check(
+        server: &Arc<Server>,
+        meta: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<RequireLeader>, Status> {
+        let asked = meta.get("hasleader").and_then(|v| v.to_str().ok()) == Some("true");
+        if !asked {
+            return Ok(None);
+        }
+        if server
+            .status
+            .leader
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            return Err(crate::error::ServerError::NoLeader.status());
+        }
+        let every = std::time::Duration::from_millis(server.cfg.election_ms.max(1));
+        Ok(Some(RequireLeader {
+            server: server.clone(),
+            tick: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            without_leader: 0,
+        }))
+    }
+
+    /// Resolves once the member has been without a leader for too long (cancel-safe).
+    async fn lost(&mut self) {
+        loop {
+            self.tick.tick().await;
+            let leader = self
+                .server
+                .status
+                .leader
+                .load(std::sync::atomic::Ordering::Relaxed);
+            self.without_leader = if leader == 0 {
+                self.without_leader + 1
+            } else {
+                0
+            };
+            if self.without_leader >= NO_LEADER_TIMEOUTS_MAX {
+                return;
+            }
+        }
+    }
+
+    /// Resolves when a required leader is lost; never when none was required.
+    pub(crate) async fn lost_if_required(monitor: &mut Option<RequireLeader>) {
+        match monitor {
+            Some(m) => m.lost().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for Services {
     type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
@@ -50,6 +119,7 @@ impl Watch for Services {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = RequireLeader::check(&self.server, req.metadata())?;
         // As etcd, the stream's token is checked at every watch it creates.
         let token = crate::auth::token_of(req.metadata()).map(str::to_string);
         let inbound = req.into_inner();
@@ -68,7 +138,7 @@ impl Watch for Services {
                 progress_pending: false,
                 fragment_bytes: server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES,
             };
-            stream.run(inbound).await;
+            stream.run(inbound, require_leader).await;
             server.watch.close_stream(id);
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
@@ -113,7 +183,11 @@ enum Next {
 type Step = Result<(), Gone>;
 
 impl WatchStreamTask {
-    async fn run(&mut self, mut inbound: Streaming<WatchRequest>) {
+    async fn run(
+        &mut self,
+        mut inbound: Streaming<WatchRequest>,
+        mut require_leader: Option<RequireLeader>,
+    ) {
         let interval = self.server.cfg.watch_progress_notify_interval;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut catching_up = false;
@@ -127,6 +201,11 @@ impl WatchStreamTask {
                 _ = self.hub.wake.notified() => Next::CatchUp,
                 _ = ticker.tick() => Next::Tick,
                 _ = std::future::ready(()), if catching_up => Next::CatchUp,
+                _ = RequireLeader::lost_if_required(&mut require_leader) => {
+                    let no_leader = crate::error::ServerError::NoLeader.status();
+                    let _ = self.out.send(Err(no_leader)).await;
+                    return;
+                }
             };
             let step = match next {
                 Next::Request(req) => self.request(req).await,
