@@ -403,11 +403,13 @@ async fn lease_transcript(s: &Server) -> (Vec<String>, Vec<i64>) {
         {
             Ok(r) => {
                 let r = r.into_inner();
-                let ks: Vec<String> = r
+                // etcd lists the keys in Go map order.
+                let mut ks: Vec<String> = r
                     .keys
                     .iter()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .collect();
+                ks.sort();
                 out.push(format!(
                     "ttl {id} {keys}: id={} ttl={} granted={} keys={ks:?}",
                     r.id,
