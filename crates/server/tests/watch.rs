@@ -5,8 +5,11 @@
 //! from its last revision. Then: events strictly ordered by revision, never repeated, all
 //! events of a revision in one response, no revision missing, prev_kv equal to the key's
 //! previous state, and the replayed events equal to the final key-value state (values,
-//! create/mod revisions, versions) on every member. Also: the real etcdctl 3.4's `watch`
-//! against oxcd and etcd, output compared.
+//! create/mod revisions, versions) on every member. Also: a client that stops reading
+//! (writes and other watchers go on; it catches up later), a follower that installs a raft
+//! snapshot (its watchers catch up from the restored store), require-leader streams on a
+//! member cut off from the others, and the real etcdctl 3.4's `watch` against oxcd and
+//! etcd, output compared.
 
 mod common;
 mod tls3;
@@ -628,6 +631,76 @@ async fn require_leader_streams_end_on_a_member_without_leader() {
         .expect("plain watch")
         .into_inner();
     assert!(plain.next().await.expect("created").expect("ok").created);
+}
+
+/// A follower that falls so far behind that the leader sends it a raft snapshot: its
+/// watchers catch up from the restored store, every revision once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_on_a_follower_survive_a_snapshot_install() {
+    let c = Tls3::start(180, &["--snapshot-count=100"]);
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let f = (leader + 1) % 3;
+    let writer = c.client(leader).await.expect("client");
+    let put = |n: usize| PutRequest {
+        key: b(&format!("s/{:03}", n % 20)),
+        value: b(&format!("v{n}")),
+        ..Default::default()
+    };
+    let start = writer
+        .kv()
+        .put(put(0))
+        .await
+        .expect("put")
+        .into_inner()
+        .header
+        .map_or(0, |h| h.revision);
+    let reader = c.client(f).await.expect("client");
+    let (_tx, rx) = mpsc::channel(2);
+    _tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b("s/"),
+            range_end: b("s0"),
+            start_revision: start,
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("send");
+    let mut w = reader
+        .watch()
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    // The follower stops; the leader writes past its log compaction point.
+    c.signal(f, "STOP");
+    let writes = 400usize;
+    for n in 1..=writes {
+        writer.kv().put(put(n)).await.expect("put");
+    }
+    c.signal(f, "CONT");
+    let end = start + writes as i64;
+    let mut next = start;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next <= end && Instant::now() < deadline {
+        let r = tokio::time::timeout(Duration::from_secs(15), w.next())
+            .await
+            .expect("the follower's watcher got nothing for 15 s")
+            .expect("stream ended")
+            .expect("ok");
+        assert!(!r.canceled, "{r:?}");
+        for e in r.events {
+            let rev = e.kv.map_or(0, |kv| kv.mod_revision);
+            assert_eq!(rev, next, "revision out of order, repeated or missing");
+            next += 1;
+        }
+    }
+    assert_eq!(next, end + 1, "the follower's watcher caught up");
+    assert!(
+        c.log(f).contains("applying snapshot"),
+        "the follower did not install a snapshot; log:\n{}",
+        c.log(f)
+    );
 }
 
 /// Asks for etcd's require-leader behaviour, as `clientv3.WithRequireLeader` does.
