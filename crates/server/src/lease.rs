@@ -18,10 +18,10 @@ pub struct Lease {
     pub ttl: i64,
     /// The last grant or renewal, by the proposer's clock (the same on every member).
     pub renewed_ms: i64,
-    /// When this member applied the last grant or renewal, by its own clock (0 = not since
-    /// it started). Not persisted, not replicated: the leader decides expiry by its own
-    /// clock, as etcd's does, so a member whose clock is off cannot make a lease expire
-    /// early.
+    /// When this member applied (or, as leader, answered) the last grant or renewal, by its
+    /// own clock (0 = not since it started). Not persisted, not replicated: the leader
+    /// decides expiry by its own clock, as etcd's does, so a member whose clock is off
+    /// cannot make a lease expire early.
     pub applied_ms: i64,
     pub keys: BTreeSet<Vec<u8>>,
 }
@@ -128,6 +128,19 @@ impl LeaseTable {
         Some(((l.expiry_ms(promotion) - now_ms).max(0) + 999) / 1000)
     }
 
+    /// The leader renews lease `id` by its own clock at `now_ms` (etcd's `lessor.Renew`):
+    /// its TTL, or `None` when the lease is unknown or its time is already up (it is not
+    /// brought back). Only the promoted leader calls this; other members learn of the
+    /// renewal from the log entry the leader proposes after it.
+    pub fn renew_on_leader(&mut self, id: i64, now_ms: i64, promotion: Promotion) -> Option<i64> {
+        let l = self.leases.get_mut(&id)?;
+        if l.expiry_ms(Some(promotion)) <= now_ms {
+            return None;
+        }
+        l.applied_ms = l.applied_ms.max(now_ms);
+        Some(l.ttl)
+    }
+
     /// Whether lease `id` exists and its time is up under the leader's `promotion`.
     pub fn is_expired(&self, id: i64, now_ms: i64, promotion: Promotion) -> bool {
         self.leases
@@ -219,6 +232,28 @@ mod tests {
         };
         assert!(t.expired(14_999, p, 10).is_empty());
         assert_eq!(t.expired(15_000, p, 10), vec![7]);
+    }
+
+    #[test]
+    fn the_leader_renews_live_leases_only() {
+        let mut t = LeaseTable::default();
+        t.leases.insert(
+            7,
+            Lease {
+                ttl: 5,
+                renewed_ms: 1_000,
+                applied_ms: 1_000,
+                keys: BTreeSet::new(),
+            },
+        );
+        let p = Promotion {
+            at_ms: 0,
+            extend_ms: 0,
+        };
+        assert_eq!(t.renew_on_leader(7, 5_999, p), Some(5));
+        assert!(t.expired(10_998, p, 10).is_empty());
+        assert_eq!(t.renew_on_leader(7, 10_999, p), None, "time was up");
+        assert_eq!(t.renew_on_leader(8, 1_000, p), None, "unknown");
     }
 
     #[test]

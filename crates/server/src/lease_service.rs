@@ -29,6 +29,37 @@ impl Services {
         crate::lease::ttl_min_secs(self.server.cfg.election_ms, self.server.cfg.heartbeat_ms)
     }
 
+    /// A keep-alive on the leader, answered from memory as etcd's leader does: the leader
+    /// alone decides expiry, by its own clock, and a renewal needs no durability (a new
+    /// leader gives every lease a full TTL anyway). A lease whose time is up is as good as
+    /// revoked: "not found" (TTL 0), it is not brought back. The renewal is then proposed,
+    /// without waiting, so that the other members' TimeToLive follows.
+    fn renew_on_leader(&self, id: i64, p: crate::lease::Promotion) -> Result<i64, ServerError> {
+        let now = now_ms();
+        let ttl = self
+            .server
+            .leases
+            .lock()
+            .map_err(|_| ServerError::Internal("lease table lock".into()))?
+            .renew_on_leader(id, now, p)
+            .ok_or(ServerError::LeaseNotFound)?;
+        let req = crate::request::LogRequest {
+            id: 0,
+            op: Some(Op::LeaseRenew(LeaseOp {
+                id,
+                ttl: 0,
+                now_ms: now,
+            })),
+        };
+        let data = prost::Message::encode_to_vec(&req);
+        // A full queue loses only the followers' view of this renewal.
+        let _ = self
+            .server
+            .raft_tx
+            .try_send(crate::raft_node::RaftEvent::Propose { id: 0, data });
+        Ok(ttl)
+    }
+
     /// This member's lease promotion, when it is the leader that expires leases.
     fn lease_promotion(&self) -> Option<crate::lease::Promotion> {
         use std::sync::atomic::Ordering;
@@ -40,19 +71,8 @@ impl Services {
     }
 
     async fn renew(&self, id: i64) -> Result<i64, ServerError> {
-        // On the leader, a lease whose time is up is as good as revoked: etcd's Renew waits
-        // for the revoke and answers "not found" (a keep-alive with TTL 0), it never brings
-        // the lease back.
         if let Some(p) = self.lease_promotion() {
-            let expired = self
-                .server
-                .leases
-                .lock()
-                .map(|t| t.is_expired(id, now_ms(), p))
-                .unwrap_or(false);
-            if expired {
-                return Err(ServerError::LeaseNotFound);
-            }
+            return self.renew_on_leader(id, p);
         }
         let op = Op::LeaseRenew(LeaseOp {
             id,
