@@ -27,8 +27,12 @@ use crate::grpc::Services;
 use crate::server::Server;
 use crate::watch::{to_pb, HubMsg, RegisterError, StreamHandle, WatchSpec};
 
-/// Store events read per catch-up step (a step never splits a revision).
-const CATCHUP_CHUNK_EVENTS: usize = 1000;
+/// Store events read per catch-up step, at most and at first (a step never splits a
+/// revision). The step size doubles while steps stay under [`CATCHUP_CHUNK_BYTES_MAX`] of
+/// keys and values and halves when one goes over, so large values make small steps.
+const CATCHUP_CHUNK_EVENTS_MAX: usize = 1000;
+const CATCHUP_CHUNK_EVENTS_FIRST: usize = 64;
+const CATCHUP_CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Responses queued per stream towards the client (then HTTP/2 flow control).
 const OUT_QUEUE_MAX: usize = 16;
 
@@ -136,6 +140,7 @@ impl Watch for Services {
                 watchers: HashMap::new(),
                 next_id: 0,
                 progress_pending: false,
+                catchup_events: CATCHUP_CHUNK_EVENTS_FIRST,
                 fragment_bytes: server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES,
             };
             stream.run(inbound, require_leader).await;
@@ -166,6 +171,8 @@ struct WatchStreamTask {
     next_id: i64,
     /// A progress request waits until no watcher of the stream is catching up.
     progress_pending: bool,
+    /// Store events per catch-up step (see [`CATCHUP_CHUNK_EVENTS_MAX`]).
+    catchup_events: usize,
     fragment_bytes: usize,
 }
 
@@ -467,8 +474,7 @@ impl WatchStreamTask {
         let from = w.sent_rev + 1;
         let current = store.current_rev();
         if from <= current {
-            self.send_history(id, from, current, CATCHUP_CHUNK_EVENTS)
-                .await?;
+            self.send_history(id, from, current).await?;
             return Ok(true);
         }
         // Up to date: rejoin the hub, then send what was applied meanwhile.
@@ -481,16 +487,16 @@ impl WatchStreamTask {
         };
         while self.watchers.get(&id).is_some_and(|w| w.sent_rev < upto) {
             let from = self.watchers.get(&id).map_or(upto, |w| w.sent_rev + 1);
-            self.send_history(id, from, upto, CATCHUP_CHUNK_EVENTS)
-                .await?;
+            self.send_history(id, from, upto).await?;
         }
         Ok(unsynced.len() > 1)
     }
 
-    /// Sends watcher `id` its events in `[from, to]` from the store, at most `chunk` store
-    /// events' worth, and advances its `sent_rev`. A compacted `from` cancels the watcher
-    /// with the compact revision, as etcd does.
-    async fn send_history(&mut self, id: i64, from: i64, to: i64, chunk: usize) -> Step {
+    /// Sends watcher `id` its events in `[from, to]` from the store, one step's worth
+    /// (`catchup_events` store events), and advances its `sent_rev`. A compacted `from`
+    /// cancels the watcher with the compact revision, as etcd does.
+    async fn send_history(&mut self, id: i64, from: i64, to: i64) -> Step {
+        let chunk = self.catchup_events;
         let store = self.server.store.clone();
         let compact = store.compact_rev();
         let read = if from < compact {
@@ -507,6 +513,17 @@ impl WatchStreamTask {
                 let _ = self.out.send(Err(status)).await;
                 return Err(Gone);
             }
+        };
+        let bytes: usize = events
+            .iter()
+            .map(|e| e.kv.key.len() + e.kv.value.len())
+            .sum();
+        self.catchup_events = if bytes > CATCHUP_CHUNK_BYTES_MAX {
+            (chunk / 2).max(1)
+        } else if bytes < CATCHUP_CHUNK_BYTES_MAX / 2 {
+            (chunk * 2).min(CATCHUP_CHUNK_EVENTS_MAX)
+        } else {
+            chunk
         };
         let Some(w) = self.watchers.get_mut(&id) else {
             return Ok(());
