@@ -255,6 +255,7 @@ impl Applier {
                     return Err(ServerError::LeaseNotFound);
                 };
                 l.renewed_ms = r.now_ms;
+                l.applied_ms = crate::raft_node::now_ms();
                 let (ttl, row) = (l.ttl, LeaseTable::row(l));
                 batch.aux_put(AUX_LEASES, &r.id.to_be_bytes(), &row)?;
                 Ok(Applied::LeaseRenewed { ttl })
@@ -303,6 +304,7 @@ impl Applier {
         let lease = Lease {
             ttl: g.ttl,
             renewed_ms: g.now_ms,
+            applied_ms: crate::raft_node::now_ms(),
             keys: Default::default(),
         };
         batch.aux_put(AUX_LEASES, &g.id.to_be_bytes(), &LeaseTable::row(&lease))?;

@@ -619,6 +619,28 @@ mod tests {
     }
 
     #[test]
+    fn go_durations() {
+        let d = |s: &str| parse_go_duration(s).map(|d| d.as_millis());
+        assert_eq!(d("10m"), Some(600_000));
+        assert_eq!(d("1s"), Some(1000));
+        assert_eq!(d("500ms"), Some(500));
+        assert_eq!(d("1m30s"), Some(90_000));
+        assert_eq!(d("1.5h"), Some(5_400_000));
+        assert_eq!(d("0"), Some(0));
+        for bad in ["", "10", "1x", "s", "-1s", "1s2"] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
+        let Ok(Parsed::Run(c)) = p(&["--experimental-watch-progress-notify-interval=2s"]) else {
+            panic!("a duration flag")
+        };
+        assert_eq!(c.watch_progress_notify_interval.as_millis(), 2000);
+        let Err(e) = p(&["--experimental-watch-progress-notify-interval=0"]) else {
+            panic!("zero is refused")
+        };
+        assert!(e.0.contains("positive duration"), "{e}");
+    }
+
+    #[test]
     fn go_flag_forms() {
         let Ok(Parsed::Run(c)) = p(&[
             "-name",

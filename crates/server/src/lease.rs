@@ -16,7 +16,13 @@ pub const TTL_MAX: i64 = 9_000_000_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
     pub ttl: i64,
+    /// The last grant or renewal, by the proposer's clock (the same on every member).
     pub renewed_ms: i64,
+    /// When this member applied (or, as leader, answered) the last grant or renewal, by its
+    /// own clock (0 = not since it started). Not persisted, not replicated: the leader
+    /// decides expiry by its own clock, as etcd's does, so a member whose clock is off
+    /// cannot make a lease expire early.
+    pub applied_ms: i64,
     pub keys: BTreeSet<Vec<u8>>,
 }
 
@@ -34,11 +40,16 @@ pub struct Promotion {
 impl Lease {
     fn expiry_ms(&self, promotion: Option<Promotion>) -> i64 {
         let ttl_ms = self.ttl.saturating_mul(1000);
+        let renewed = if self.applied_ms != 0 {
+            self.applied_ms
+        } else {
+            self.renewed_ms
+        };
         match promotion {
-            Some(p) if self.renewed_ms < p.at_ms => {
+            Some(p) if renewed < p.at_ms => {
                 p.at_ms.saturating_add(p.extend_ms).saturating_add(ttl_ms)
             }
-            _ => self.renewed_ms.saturating_add(ttl_ms),
+            _ => renewed.saturating_add(ttl_ms),
         }
     }
 }
@@ -82,6 +93,7 @@ impl LeaseTable {
                 Lease {
                     ttl,
                     renewed_ms: renewed,
+                    applied_ms: 0,
                     keys: BTreeSet::new(),
                 },
             );
@@ -114,6 +126,26 @@ impl LeaseTable {
     ) -> Option<i64> {
         let l = self.leases.get(&id)?;
         Some(((l.expiry_ms(promotion) - now_ms).max(0) + 999) / 1000)
+    }
+
+    /// The leader renews lease `id` by its own clock at `now_ms` (etcd's `lessor.Renew`):
+    /// its TTL, or `None` when the lease is unknown or its time is already up (it is not
+    /// brought back). Only the promoted leader calls this; other members learn of the
+    /// renewal from the log entry the leader proposes after it.
+    pub fn renew_on_leader(&mut self, id: i64, now_ms: i64, promotion: Promotion) -> Option<i64> {
+        let l = self.leases.get_mut(&id)?;
+        if l.expiry_ms(Some(promotion)) <= now_ms {
+            return None;
+        }
+        l.applied_ms = l.applied_ms.max(now_ms);
+        Some(l.ttl)
+    }
+
+    /// Whether lease `id` exists and its time is up under the leader's `promotion`.
+    pub fn is_expired(&self, id: i64, now_ms: i64, promotion: Promotion) -> bool {
+        self.leases
+            .get(&id)
+            .is_some_and(|l| l.expiry_ms(Some(promotion)) <= now_ms)
     }
 
     /// Up to `limit` leases whose time is up at `now_ms` under the leader's `promotion`,
@@ -156,6 +188,7 @@ mod tests {
             Lease {
                 ttl: 10,
                 renewed_ms: 1_000,
+                applied_ms: 0,
                 keys: BTreeSet::new(),
             },
         );
@@ -181,6 +214,49 @@ mod tests {
     }
 
     #[test]
+    fn the_leaders_own_clock_decides() {
+        let mut t = LeaseTable::default();
+        // Renewed through a member whose clock is 3 s behind: applied here at 10 s.
+        t.leases.insert(
+            7,
+            Lease {
+                ttl: 5,
+                renewed_ms: 7_000,
+                applied_ms: 10_000,
+                keys: BTreeSet::new(),
+            },
+        );
+        let p = Promotion {
+            at_ms: 0,
+            extend_ms: 0,
+        };
+        assert!(t.expired(14_999, p, 10).is_empty());
+        assert_eq!(t.expired(15_000, p, 10), vec![7]);
+    }
+
+    #[test]
+    fn the_leader_renews_live_leases_only() {
+        let mut t = LeaseTable::default();
+        t.leases.insert(
+            7,
+            Lease {
+                ttl: 5,
+                renewed_ms: 1_000,
+                applied_ms: 1_000,
+                keys: BTreeSet::new(),
+            },
+        );
+        let p = Promotion {
+            at_ms: 0,
+            extend_ms: 0,
+        };
+        assert_eq!(t.renew_on_leader(7, 5_999, p), Some(5));
+        assert!(t.expired(10_998, p, 10).is_empty());
+        assert_eq!(t.renew_on_leader(7, 10_999, p), None, "time was up");
+        assert_eq!(t.renew_on_leader(8, 1_000, p), None, "unknown");
+    }
+
+    #[test]
     fn expired_leases_come_in_bounded_batches_oldest_first() {
         let mut t = LeaseTable::default();
         for id in 1..=10 {
@@ -189,6 +265,7 @@ mod tests {
                 Lease {
                     ttl: 1,
                     renewed_ms: 100 - id,
+                    applied_ms: 0,
                     keys: BTreeSet::new(),
                 },
             );

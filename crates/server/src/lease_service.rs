@@ -16,6 +16,7 @@ use crate::error::ServerError;
 use crate::grpc::{BoxStream, Services};
 use crate::raft_node::now_ms;
 use crate::request::{LeaseOp, Op};
+use crate::watch_service::RequireLeader;
 
 /// Keep-alive responses queued per stream before the stream is closed as too slow.
 const KEEPALIVE_QUEUE_MAX: usize = 64;
@@ -26,6 +27,37 @@ impl Services {
     /// etcd's minimum TTL (`lease::ttl_min_secs`): shorter TTLs are raised to it.
     fn lease_ttl_min(&self) -> i64 {
         crate::lease::ttl_min_secs(self.server.cfg.election_ms, self.server.cfg.heartbeat_ms)
+    }
+
+    /// A keep-alive on the leader, answered from memory as etcd's leader does: the leader
+    /// alone decides expiry, by its own clock, and a renewal needs no durability (a new
+    /// leader gives every lease a full TTL anyway). A lease whose time is up is as good as
+    /// revoked: "not found" (TTL 0), it is not brought back. The renewal is then proposed,
+    /// without waiting, so that the other members' TimeToLive follows.
+    fn renew_on_leader(&self, id: i64, p: crate::lease::Promotion) -> Result<i64, ServerError> {
+        let now = now_ms();
+        let ttl = self
+            .server
+            .leases
+            .lock()
+            .map_err(|_| ServerError::Internal("lease table lock".into()))?
+            .renew_on_leader(id, now, p)
+            .ok_or(ServerError::LeaseNotFound)?;
+        let req = crate::request::LogRequest {
+            id: 0,
+            op: Some(Op::LeaseRenew(LeaseOp {
+                id,
+                ttl: 0,
+                now_ms: now,
+            })),
+        };
+        let data = prost::Message::encode_to_vec(&req);
+        // A full queue loses only the followers' view of this renewal.
+        let _ = self
+            .server
+            .raft_tx
+            .try_send(crate::raft_node::RaftEvent::Propose { id: 0, data });
+        Ok(ttl)
     }
 
     /// This member's lease promotion, when it is the leader that expires leases.
@@ -39,6 +71,9 @@ impl Services {
     }
 
     async fn renew(&self, id: i64) -> Result<i64, ServerError> {
+        if let Some(p) = self.lease_promotion() {
+            return self.renew_on_leader(id, p);
+        }
         let op = Op::LeaseRenew(LeaseOp {
             id,
             ttl: 0,
@@ -106,11 +141,22 @@ impl Lease for Services {
         &self,
         r: Request<tonic::Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> GrpcResult<Self::LeaseKeepAliveStream> {
+        let mut require_leader = RequireLeader::check(&self.server, r.metadata())?;
         let mut inbound = r.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_QUEUE_MAX);
         let svc = self.clone();
         tokio::spawn(async move {
-            while let Some(Ok(req)) = inbound.next().await {
+            loop {
+                let req = tokio::select! {
+                    req = inbound.next() => match req {
+                        Some(Ok(req)) => req,
+                        _ => return,
+                    },
+                    _ = RequireLeader::lost_if_required(&mut require_leader) => {
+                        let _ = tx.send(Err(ServerError::NoLeader.status())).await;
+                        return;
+                    }
+                };
                 let resp = match svc.renew(req.id).await {
                     Ok(ttl) => pb::LeaseKeepAliveResponse {
                         header: Some(svc.server.header(svc.server.store.current_rev())),

@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 
 use crate::apply::{Applied, Applier, Outcome};
 use crate::error::ServerError;
+use crate::lease::REVOKES_PER_SEC_MAX;
 use crate::request::{LogRequest, MemberAttrs, Op, V2Expire};
 use crate::storage::LogStore;
 use crate::watch::WatchHub;
@@ -44,7 +45,6 @@ pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How often the leader looks for expired leases and v2 TTLs.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
-use crate::lease::REVOKES_PER_SEC_MAX;
 
 pub type ApplyResult = Result<(Applied, i64), ServerError>;
 

@@ -27,8 +27,12 @@ use crate::grpc::Services;
 use crate::server::Server;
 use crate::watch::{to_pb, HubMsg, RegisterError, StreamHandle, WatchSpec};
 
-/// Store events read per catch-up step (a step never splits a revision).
-const CATCHUP_CHUNK_EVENTS: usize = 1000;
+/// Store events read per catch-up step, at most and at first (a step never splits a
+/// revision). The step size doubles while steps stay under [`CATCHUP_CHUNK_BYTES_MAX`] of
+/// keys and values and halves when one goes over, so large values make small steps.
+const CATCHUP_CHUNK_EVENTS_MAX: usize = 1000;
+const CATCHUP_CHUNK_EVENTS_FIRST: usize = 64;
+const CATCHUP_CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Responses queued per stream towards the client (then HTTP/2 flow control).
 const OUT_QUEUE_MAX: usize = 16;
 
@@ -42,6 +46,75 @@ const ERR_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchSt
 
 type Out = mpsc::Sender<Result<WatchResponse, Status>>;
 
+/// Election timeouts in a row without a leader after which a stream that requires one
+/// ends (etcd's `maxNoLeaderCnt`).
+const NO_LEADER_TIMEOUTS_MAX: u32 = 3;
+
+/// etcd's `WithRequireLeader`: a stream opened with the metadata `hasleader: true` is
+/// refused when this member knows no leader, and ends with "etcdserver: no leader" once it
+/// has had none for [`NO_LEADER_TIMEOUTS_MAX`] election timeouts, so that the client moves
+/// to a member that is part of a working cluster instead of waiting on a cut-off one.
+pub(crate) struct RequireLeader {
+    server: Arc<Server>,
+    tick: tokio::time::Interval,
+    without_leader: u32,
+}
+
+impl RequireLeader {
+    /// `Ok(None)` when the client did not ask; `Err` when it did and there is no leader.
+    pub(crate) fn check(
+        server: &Arc<Server>,
+        meta: &tonic::metadata::MetadataMap,
+    ) -> Result<Option<RequireLeader>, Status> {
+        let asked = meta.get("hasleader").and_then(|v| v.to_str().ok()) == Some("true");
+        if !asked {
+            return Ok(None);
+        }
+        if server
+            .status
+            .leader
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            return Err(crate::error::ServerError::NoLeader.status());
+        }
+        let every = std::time::Duration::from_millis(server.cfg.election_ms.max(1));
+        Ok(Some(RequireLeader {
+            server: server.clone(),
+            tick: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            without_leader: 0,
+        }))
+    }
+
+    /// Resolves once the member has been without a leader for too long (cancel-safe).
+    async fn lost(&mut self) {
+        loop {
+            self.tick.tick().await;
+            let leader = self
+                .server
+                .status
+                .leader
+                .load(std::sync::atomic::Ordering::Relaxed);
+            self.without_leader = if leader == 0 {
+                self.without_leader + 1
+            } else {
+                0
+            };
+            if self.without_leader >= NO_LEADER_TIMEOUTS_MAX {
+                return;
+            }
+        }
+    }
+
+    /// Resolves when a required leader is lost; never when none was required.
+    pub(crate) async fn lost_if_required(monitor: &mut Option<RequireLeader>) {
+        match monitor {
+            Some(m) => m.lost().await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Watch for Services {
     type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
@@ -50,6 +123,7 @@ impl Watch for Services {
         &self,
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let require_leader = RequireLeader::check(&self.server, req.metadata())?;
         // As etcd, the stream's token is checked at every watch it creates.
         let token = crate::auth::token_of(req.metadata()).map(str::to_string);
         let inbound = req.into_inner();
@@ -66,9 +140,10 @@ impl Watch for Services {
                 watchers: HashMap::new(),
                 next_id: 0,
                 progress_pending: false,
+                catchup_events: CATCHUP_CHUNK_EVENTS_FIRST,
                 fragment_bytes: server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES,
             };
-            stream.run(inbound).await;
+            stream.run(inbound, require_leader).await;
             server.watch.close_stream(id);
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
@@ -96,6 +171,8 @@ struct WatchStreamTask {
     next_id: i64,
     /// A progress request waits until no watcher of the stream is catching up.
     progress_pending: bool,
+    /// Store events per catch-up step (see [`CATCHUP_CHUNK_EVENTS_MAX`]).
+    catchup_events: usize,
     fragment_bytes: usize,
 }
 
@@ -113,7 +190,11 @@ enum Next {
 type Step = Result<(), Gone>;
 
 impl WatchStreamTask {
-    async fn run(&mut self, mut inbound: Streaming<WatchRequest>) {
+    async fn run(
+        &mut self,
+        mut inbound: Streaming<WatchRequest>,
+        mut require_leader: Option<RequireLeader>,
+    ) {
         let interval = self.server.cfg.watch_progress_notify_interval;
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         let mut catching_up = false;
@@ -127,6 +208,11 @@ impl WatchStreamTask {
                 _ = self.hub.wake.notified() => Next::CatchUp,
                 _ = ticker.tick() => Next::Tick,
                 _ = std::future::ready(()), if catching_up => Next::CatchUp,
+                _ = RequireLeader::lost_if_required(&mut require_leader) => {
+                    let no_leader = crate::error::ServerError::NoLeader.status();
+                    let _ = self.out.send(Err(no_leader)).await;
+                    return;
+                }
             };
             let step = match next {
                 Next::Request(req) => self.request(req).await,
@@ -388,8 +474,7 @@ impl WatchStreamTask {
         let from = w.sent_rev + 1;
         let current = store.current_rev();
         if from <= current {
-            self.send_history(id, from, current, CATCHUP_CHUNK_EVENTS)
-                .await?;
+            self.send_history(id, from, current).await?;
             return Ok(true);
         }
         // Up to date: rejoin the hub, then send what was applied meanwhile.
@@ -402,16 +487,16 @@ impl WatchStreamTask {
         };
         while self.watchers.get(&id).is_some_and(|w| w.sent_rev < upto) {
             let from = self.watchers.get(&id).map_or(upto, |w| w.sent_rev + 1);
-            self.send_history(id, from, upto, CATCHUP_CHUNK_EVENTS)
-                .await?;
+            self.send_history(id, from, upto).await?;
         }
         Ok(unsynced.len() > 1)
     }
 
-    /// Sends watcher `id` its events in `[from, to]` from the store, at most `chunk` store
-    /// events' worth, and advances its `sent_rev`. A compacted `from` cancels the watcher
-    /// with the compact revision, as etcd does.
-    async fn send_history(&mut self, id: i64, from: i64, to: i64, chunk: usize) -> Step {
+    /// Sends watcher `id` its events in `[from, to]` from the store, one step's worth
+    /// (`catchup_events` store events), and advances its `sent_rev`. A compacted `from`
+    /// cancels the watcher with the compact revision, as etcd does.
+    async fn send_history(&mut self, id: i64, from: i64, to: i64) -> Step {
+        let chunk = self.catchup_events;
         let store = self.server.store.clone();
         let compact = store.compact_rev();
         let read = if from < compact {
@@ -424,8 +509,21 @@ impl WatchStreamTask {
             Err(oxcd_storage::MvccError::Compacted) => return self.compacted(id).await,
             Err(e) => {
                 tracing::warn!("watch history read failed: {e}");
+                let status = crate::error::ServerError::from(e).status();
+                let _ = self.out.send(Err(status)).await;
                 return Err(Gone);
             }
+        };
+        let bytes: usize = events
+            .iter()
+            .map(|e| e.kv.key.len() + e.kv.value.len())
+            .sum();
+        self.catchup_events = if bytes > CATCHUP_CHUNK_BYTES_MAX {
+            (chunk / 2).max(1)
+        } else if bytes < CATCHUP_CHUNK_BYTES_MAX / 2 {
+            (chunk * 2).min(CATCHUP_CHUNK_EVENTS_MAX)
+        } else {
+            chunk
         };
         let Some(w) = self.watchers.get_mut(&id) else {
             return Ok(());

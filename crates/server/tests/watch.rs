@@ -5,8 +5,11 @@
 //! from its last revision. Then: events strictly ordered by revision, never repeated, all
 //! events of a revision in one response, no revision missing, prev_kv equal to the key's
 //! previous state, and the replayed events equal to the final key-value state (values,
-//! create/mod revisions, versions) on every member. Also: the real etcdctl 3.4's `watch`
-//! against oxcd and etcd, output compared.
+//! create/mod revisions, versions) on every member. Also: a client that stops reading
+//! (writes and other watchers go on; it catches up later), a follower that installs a raft
+//! snapshot (its watchers catch up from the restored store), require-leader streams on a
+//! member cut off from the others, and the real etcdctl 3.4's `watch` against oxcd and
+//! etcd, output compared.
 
 mod common;
 mod tls3;
@@ -511,4 +514,200 @@ fn mask_ids(s: &str) -> String {
         out = common::mask_json_number(&out, key);
     }
     out
+}
+
+/// etcd's `WithRequireLeader` (metadata `hasleader: true`, which Kubernetes sets on its
+/// watches): on a member cut off from the others, such watch and keep-alive streams end with
+/// "etcdserver: no leader" (after 3 election timeouts without one), and new ones are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_leader_streams_end_on_a_member_without_leader() {
+    use oxcd_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
+    let c = Tls3::start(190, &[]);
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let m = (leader + 1) % 3;
+    let client = c.client(m).await.expect("client");
+    let open_watch = |client: oxcd_client::Client| async move {
+        let (tx, rx) = mpsc::channel(2);
+        tx.send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+                key: b("r"),
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("send");
+        let r = client
+            .watch()
+            .watch(require(tonic::Request::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
+            .await;
+        (tx, r)
+    };
+    let (_wtx, watch) = open_watch(client.clone()).await;
+    let mut watch = watch.expect("watch with a leader").into_inner();
+    assert!(watch.next().await.expect("created").expect("ok").created);
+    let id = client
+        .lease()
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner()
+        .id;
+    let (ktx, krx) = mpsc::channel(2);
+    ktx.send(LeaseKeepAliveRequest { id }).await.expect("send");
+    let mut ka = client
+        .lease()
+        .lease_keep_alive(require(tonic::Request::new(
+            tokio_stream::wrappers::ReceiverStream::new(krx),
+        )))
+        .await
+        .expect("keep-alive with a leader")
+        .into_inner();
+    assert_eq!(ka.next().await.expect("answer").expect("ok").ttl, 60);
+    // Cut the member off: the other two die.
+    for i in (0..3).filter(|i| *i != m) {
+        c.kill9(i);
+    }
+    let t = Instant::now();
+    for (what, end) in [
+        (
+            "watch",
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    match watch.next().await {
+                        Some(Ok(_)) => continue,
+                        other => return other.map(|r| r.map(|_| ())),
+                    }
+                }
+            })
+            .await,
+        ),
+        (
+            "keep-alive",
+            tokio::time::timeout(Duration::from_secs(20), async {
+                loop {
+                    match ka.next().await {
+                        Some(Ok(_)) => continue,
+                        other => return other.map(|r| r.map(|_| ())),
+                    }
+                }
+            })
+            .await,
+        ),
+    ] {
+        let status = match end {
+            Ok(Some(Err(s))) => s,
+            other => panic!("{what} stream did not end with an error: {other:?}"),
+        };
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, "etcdserver: no leader"),
+            "{what}"
+        );
+    }
+    eprintln!(
+        "require-leader streams ended {:?} after the cut",
+        t.elapsed()
+    );
+    // New ones are refused at once.
+    let (_tx, refused) = open_watch(client.clone()).await;
+    let status = refused.expect_err("a new require-leader watch without a leader");
+    assert_eq!(status.message(), "etcdserver: no leader");
+    // Without the metadata a watch still opens (etcd serves it from the local store).
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b("r"),
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("send");
+    let mut plain = client
+        .watch()
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("plain watch")
+        .into_inner();
+    assert!(plain.next().await.expect("created").expect("ok").created);
+}
+
+/// A follower that falls so far behind that the leader sends it a raft snapshot: its
+/// watchers catch up from the restored store, every revision once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_on_a_follower_survive_a_snapshot_install() {
+    let c = Tls3::start(180, &["--snapshot-count=100"]);
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let f = (leader + 1) % 3;
+    let writer = c.client(leader).await.expect("client");
+    let put = |n: usize| PutRequest {
+        key: b(&format!("s/{:03}", n % 20)),
+        value: b(&format!("v{n}")),
+        ..Default::default()
+    };
+    let start = writer
+        .kv()
+        .put(put(0))
+        .await
+        .expect("put")
+        .into_inner()
+        .header
+        .map_or(0, |h| h.revision);
+    let reader = c.client(f).await.expect("client");
+    let (_tx, rx) = mpsc::channel(2);
+    _tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b("s/"),
+            range_end: b("s0"),
+            start_revision: start,
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("send");
+    let mut w = reader
+        .watch()
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    // The follower stops; the leader writes past its log compaction point.
+    c.signal(f, "STOP");
+    let writes = 400usize;
+    for n in 1..=writes {
+        writer.kv().put(put(n)).await.expect("put");
+    }
+    c.signal(f, "CONT");
+    let end = start + writes as i64;
+    let mut next = start;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next <= end && Instant::now() < deadline {
+        let r = tokio::time::timeout(Duration::from_secs(15), w.next())
+            .await
+            .expect("the follower's watcher got nothing for 15 s")
+            .expect("stream ended")
+            .expect("ok");
+        assert!(!r.canceled, "{r:?}");
+        for e in r.events {
+            let rev = e.kv.map_or(0, |kv| kv.mod_revision);
+            assert_eq!(rev, next, "revision out of order, repeated or missing");
+            next += 1;
+        }
+    }
+    assert_eq!(next, end + 1, "the follower's watcher caught up");
+    assert!(
+        c.log(f).contains("applying snapshot"),
+        "the follower did not install a snapshot; log:\n{}",
+        c.log(f)
+    );
+}
+
+/// Asks for etcd's require-leader behaviour, as `clientv3.WithRequireLeader` does.
+fn require<T>(mut r: tonic::Request<T>) -> tonic::Request<T> {
+    r.metadata_mut().insert(
+        "hasleader",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    r
 }

@@ -187,6 +187,23 @@ impl Tls3 {
         }
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to member `i` with kill(1).
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.members[i]
+            .child
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|c| c.id())
+            .expect("member running");
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
     pub fn alive(&self, i: usize) -> bool {
         self.members[i].child.lock().expect("lock").is_some()
     }
