@@ -271,7 +271,7 @@ async fn wait_exit(c: &mut Cluster, idx: usize, timeout: Duration) -> Option<Str
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = c.members[idx].reap() {
-            return Some(format!("crashed ({status})"));
+            return Some(format!("exited ({status})"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
