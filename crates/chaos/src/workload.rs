@@ -602,7 +602,9 @@ pub async fn lease_client(ctx: Arc<Ctx>, seed: u64) -> LeaseLog {
     let mut kept: Vec<(String, i64, u64)> = Vec::new(); // key, lease, last renewal µs
     let mut next_short = 0;
     let mut last_keepalive = Instant::now();
-    while !ctx.stopped() {
+    let mut rounds = 0u64;
+    while !ctx.stopped() && rounds < OPS_PER_CLIENT_MAX {
+        rounds += 1;
         let Some(c) = conn.get().await else { continue };
         if kept.len() < LEASES_KEPT {
             let key = lease_key("kept", kept.len());
