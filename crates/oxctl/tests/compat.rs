@@ -362,6 +362,14 @@ fn errors_print_the_same_as_etcdctl() {
     same(&f, &["watch"], "");
     same(&f, &["watch", "-i"], "bogus\nwatch\n");
     same(&f, &["bogus"], "");
+    // --user without a password: the prompt (stdout), stty turning echo off and on (which
+    // complains on a pipe, as it does for etcdctl), then the server's answer.
+    same(&f, &["--user", "root", "get", "a"], "secret\n");
+    let unreachable = vec![
+        "--endpoints=127.0.0.1:1".to_string(),
+        "--dial-timeout=1s".into(),
+    ];
+    same(&unreachable, &["--user", "root:pw", "get", "a"], "");
     // cobra also prints the command's usage on stdout; oxctl prints its own help there.
     for args in [vec!["get", "k", "--bogus"], vec!["lease", "bogus"], vec![]] {
         let want = run("etcdctl", &f, &args, "");
@@ -551,4 +559,98 @@ fn three_member_tls_cluster_prints_the_same_as_etcdctl() {
         "{moved:?}"
     );
     same(&f, &["move-leader", "zz"], "");
+}
+
+/// `snapshot restore` is offline: etcdctl restores a real etcd snapshot, oxctl an oxcd one,
+/// each in its own directory holding `snap.db`; with the same flags both must print the same
+/// (the member IDs, cluster ID and paths in the log lines included) and fail the same way.
+#[test]
+fn snapshot_restore_prints_the_same_as_etcdctl() {
+    let etcd = Etcd::start_bin("etcd", false);
+    setup(&etcd.flags(), &["put", "a", "1"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (e_dir, o_dir) = (dir.path().join("etcd"), dir.path().join("oxcd"));
+    for d in [&e_dir, &o_dir] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let e_snap = e_dir.join("snap.db").display().to_string();
+    setup(&etcd.flags(), &["snapshot", "save", &e_snap]);
+    drop(etcd);
+    let body = {
+        let store = oxcd_storage::Store::open(&dir.path().join("src.db")).expect("store");
+        let mut b = store.batch().expect("batch");
+        {
+            let mut t = b.txn();
+            t.put(b"a", b"1".to_vec(), 0).expect("put");
+            t.end();
+        }
+        b.commit(true).expect("commit");
+        store.snapshot().expect("snapshot").0
+    };
+    let snap = oxcd_server::restore::encode_snapshot(&body);
+    std::fs::write(o_dir.join("snap.db"), snap).expect("write snapshot");
+
+    let cluster = "n1=http://127.0.0.1:2380,n2=http://127.0.0.2:2380";
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["snapshot", "restore"],
+        vec!["snapshot", "restore", "snap.db", "other.db"],
+        vec!["snapshot", "restore", "nope.db", "--data-dir", "x1"],
+        vec![
+            "snapshot",
+            "restore",
+            "snap.db",
+            "--name",
+            "n3",
+            "--initial-cluster",
+            cluster,
+        ],
+        vec![
+            "snapshot",
+            "restore",
+            "snap.db",
+            "--name",
+            "n1",
+            "--initial-cluster",
+            cluster,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.9:2380",
+        ],
+        vec![
+            "snapshot",
+            "restore",
+            "snap.db",
+            "--data-dir",
+            "new",
+            "--name",
+            "n1",
+            "--initial-cluster",
+            cluster,
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster-token",
+            "tok",
+        ],
+        vec!["snapshot", "restore", "snap.db", "--data-dir", "new"],
+        vec!["snapshot", "restore", "snap.db"],
+        vec![
+            "snapshot",
+            "restore",
+            "snap.db",
+            "--data-dir",
+            "w",
+            "--wal-dir",
+            "w-wal",
+        ],
+    ];
+    for args in &cases {
+        let want = common::run_in("etcdctl", &e_dir, args);
+        let got = common::run_in(oxctl_bin(), &o_dir, args);
+        assert_eq!(got, want, "oxctl and etcdctl differ for {args:?}");
+    }
+    for d in ["new", "default.etcd", "w"] {
+        assert!(o_dir.join(d).join("member").is_dir(), "oxctl made no {d}");
+    }
+    assert!(std::fs::read_dir(o_dir.join("w-wal"))
+        .expect("wal dir")
+        .any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))));
 }

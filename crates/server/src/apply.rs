@@ -42,6 +42,10 @@ pub enum Applied {
         member: Option<crate::members::Member>,
         list: Vec<crate::members::Member>,
     },
+    /// A corruption check to run against this member's data.
+    HashCheck(crate::request::HashCheck),
+    /// The alarms an alarm change raised or cleared.
+    Alarms(Vec<oxcd_api::etcdserverpb::AlarmMember>),
     Done,
 }
 
@@ -61,6 +65,7 @@ pub struct Applier {
     pub members: Arc<RwLock<Members>>,
     pub leases: Arc<Mutex<LeaseTable>>,
     pub auth: Arc<Mutex<AuthStore>>,
+    pub alarms: Arc<RwLock<crate::alarm::Alarms>>,
 }
 
 impl Applier {
@@ -104,6 +109,28 @@ impl Applier {
         }
     }
 
+    /// What the active alarms forbid (etcd's capped and corrupt appliers): with CORRUPT,
+    /// every write; with NOSPACE, writes that add data.
+    fn alarm_check(&self, op: &Op) -> Result<(), ServerError> {
+        let alarms = self.alarms.read().expect("alarms lock poisoned");
+        if alarms.is_empty() {
+            return Ok(());
+        }
+        let writes = match op {
+            Op::Put(_) | Op::DeleteRange(_) | Op::Compaction(_) => true,
+            Op::LeaseGrant(_) | Op::LeaseRevoke(_) => true,
+            Op::Txn(t) => !crate::kv::txn_is_read_only(t),
+            _ => false,
+        };
+        if writes && crate::alarm::has(&alarms, crate::alarm::CORRUPT) {
+            return Err(ServerError::Corrupt);
+        }
+        if crate::server::grows_data(op) && crate::alarm::has(&alarms, crate::alarm::NOSPACE) {
+            return Err(ServerError::NoSpace);
+        }
+        Ok(())
+    }
+
     fn apply_op(
         &self,
         batch: &mut WriteBatch<'_>,
@@ -113,6 +140,7 @@ impl Applier {
     ) -> Result<Applied, ServerError> {
         // Looked up only when a put names a lease; the lease lock is not held across ops.
         let no_leases = |l: i64| self.leases.lock().map(|t| t.contains(l)).unwrap_or(false);
+        self.alarm_check(&op)?;
         match op {
             Op::Put(p) => {
                 precheck_put(batch, &p, &no_leases)?;
@@ -177,6 +205,36 @@ impl Applier {
                 }
                 Ok(Applied::Done)
             }
+            Op::Alarm(a) => {
+                let mut alarms = self.alarms.write().expect("alarms lock poisoned");
+                let entry = (a.member_id, a.alarm);
+                let key = crate::alarm::key(a.member_id, a.alarm);
+                let changed = if a.activate {
+                    batch.aux_put(crate::alarm::AUX_ALARMS, &key, &[])?;
+                    alarms.insert(entry)
+                } else {
+                    batch.aux_delete(crate::alarm::AUX_ALARMS, &key)?;
+                    alarms.remove(&entry)
+                };
+                if changed {
+                    tracing::warn!(
+                        "alarm {}{}",
+                        crate::alarm::describe(a.member_id, a.alarm),
+                        if a.activate { "raised" } else { "cleared" }
+                    );
+                }
+                // etcd answers with the alarm itself when raising, and with what was cleared.
+                let mut out = crate::alarm::Alarms::new();
+                if a.activate || changed {
+                    out.insert(entry);
+                }
+                Ok(Applied::Alarms(crate::alarm::to_pb(&out)))
+            }
+            Op::HashCheck(h) => Ok(Applied::HashCheck(h)),
+            Op::Refused(r) => Err(match r.reason {
+                crate::request::REFUSED_LEARNER_NOT_READY => ServerError::LearnerNotReady,
+                other => ServerError::Internal(format!("proposal refused by the leader ({other})")),
+            }),
             Op::MemberUpdate(u) => {
                 let mut members = self.members.write().expect("members lock poisoned");
                 let Some(m) = members.list.iter_mut().find(|m| m.id == u.id) else {
@@ -307,6 +365,7 @@ impl Applier {
         let mut old = self.auth.lock().expect("auth store lock poisoned");
         auth.keep_tokens(&mut old);
         *old = auth;
+        *self.alarms.write().expect("alarms lock poisoned") = crate::alarm::load(&self.store)?;
         Ok(())
     }
 }

@@ -64,9 +64,32 @@ pub fn initial_members(cfg: &Config) -> (Vec<Member>, u64) {
     (members, cid)
 }
 
+/// Where the write-ahead log lives: `--wal-dir`, else `<data-dir>/member/wal`.
+pub fn wal_dir(cfg: &Config) -> PathBuf {
+    cfg.wal_dir
+        .clone()
+        .unwrap_or_else(|| member_dir(&cfg.data_dir).join("wal"))
+}
+
 /// True when the data dir has no WAL yet (a member that has never run).
 pub fn is_fresh(cfg: &Config) -> bool {
-    !Wal::exists(&member_dir(&cfg.data_dir).join("wal"))
+    !Wal::exists(&wal_dir(cfg))
+}
+
+/// Writes a new member's WAL: its identity, then the snapshot record raft starts from
+/// (index and term 1 with the initial voters for a new cluster, 0 and empty for a joining
+/// member). Durable when this returns.
+pub fn create_wal(
+    dir: &Path,
+    meta: &WalMeta,
+    index: u64,
+    term: u64,
+    cs: &ConfState,
+) -> anyhow::Result<()> {
+    let mut wal = Wal::create(dir, &serde_json::to_vec(meta)?)?;
+    wal.append_snapshot(index, &encode_snapshot_meta(term, cs));
+    wal.sync()?;
+    Ok(())
 }
 
 /// Opens the data dir. `join` is the membership fetched from running members, for a new
@@ -104,7 +127,7 @@ pub fn open(cfg: &Config, join: Option<crate::peer::Membership>) -> anyhow::Resu
         }
     }
     let mdir = member_dir(&cfg.data_dir);
-    let wal_dir = mdir.join("wal");
+    let wal_dir = wal_dir(cfg);
     let db_path = mdir.join("oxcd.db");
     if mdir.join("snap").join("db").exists() {
         bail!(
@@ -128,7 +151,6 @@ pub fn open(cfg: &Config, join: Option<crate::peer::Membership>) -> anyhow::Resu
             cluster_id,
             name: cfg.name.clone(),
         };
-        let mut wal = Wal::create(&wal_dir, &serde_json::to_vec(&meta)?)?;
         // A new cluster starts from a snapshot at index 1, term 1 holding the initial voters
         // (as raft-rs bootstraps): a member added later has index 0, so the leader sends it
         // a snapshot, and with it the whole membership. A member joining an existing cluster
@@ -142,8 +164,7 @@ pub fn open(cfg: &Config, join: Option<crate::peer::Membership>) -> anyhow::Resu
         } else {
             (0, ConfState::default())
         };
-        wal.append_snapshot(index, &encode_snapshot_meta(index, &cs));
-        wal.sync()?;
+        create_wal(&wal_dir, &meta, index, index, &cs)?;
         let (wal, replay) = Wal::open(&wal_dir)?;
         (wal, replay)
     } else {

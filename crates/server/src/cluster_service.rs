@@ -15,6 +15,20 @@ use crate::raft_node::now_ms;
 
 type GrpcResult<T> = Result<Response<T>, Status>;
 
+/// etcd's HealthInterval: a peer counts as connected once its stream has been up this long.
+pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// etcd 3.4's maxLearners: at most this many learners at a time.
+pub const LEARNERS_MAX: usize = 1;
+
+/// A member that has started at least once (it has a name), as etcd counts them.
+fn started(m: &Member) -> bool {
+    !m.name.is_empty()
+}
+
+fn quorum(n: usize) -> usize {
+    n / 2 + 1
+}
+
 impl Services {
     fn members_snapshot(&self) -> Result<Vec<Member>, ServerError> {
         self.server
@@ -42,6 +56,80 @@ impl Services {
             }
             _ => Err(ServerError::Internal("unexpected apply result".into())),
         }
+    }
+
+    /// This member, or a peer whose stream has been up for [`HEALTH_INTERVAL`].
+    fn connected(&self, id: u64) -> bool {
+        id == self.server.member_id
+            || self
+                .server
+                .peer_activity
+                .since(id)
+                .is_some_and(|t| t.elapsed() >= HEALTH_INTERVAL)
+    }
+
+    /// etcd's mayAddMember (with `--strict-reconfig-check`) and its learner limit.
+    fn may_add(&self, is_learner: bool, members: &[Member]) -> Result<(), ServerError> {
+        if is_learner && members.iter().filter(|m| m.is_learner).count() >= LEARNERS_MAX {
+            return Err(ServerError::TooManyLearners);
+        }
+        if !self.server.cfg.strict_reconfig_check {
+            return Ok(());
+        }
+        let voters: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
+        if !is_learner {
+            let (n, up) = (
+                voters.len() + 1,
+                voters.iter().filter(|m| started(m)).count(),
+            );
+            // Adding a second member to a one-member cluster is how a cluster grows.
+            if !(up == 1 && n == 2) && up < quorum(n) {
+                return Err(ServerError::NotEnoughStartedMembers);
+            }
+        }
+        if !voters.iter().all(|m| self.connected(m.id)) {
+            return Err(ServerError::Unhealthy);
+        }
+        Ok(())
+    }
+
+    /// etcd's mayRemoveMember: never leave fewer started or connected voters than a quorum.
+    fn may_remove(&self, id: u64, members: &[Member]) -> Result<(), ServerError> {
+        if !self.server.cfg.strict_reconfig_check
+            || members.iter().any(|m| m.id == id && m.is_learner)
+        {
+            return Ok(());
+        }
+        let voters: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
+        let rest: Vec<&&Member> = voters.iter().filter(|m| m.id != id).collect();
+        if rest.iter().filter(|m| started(m)).count() < quorum(rest.len()) {
+            return Err(ServerError::NotEnoughStartedMembers);
+        }
+        // A member that is down is not part of the active quorum: removing it is safe.
+        if id != self.server.member_id && self.server.peer_activity.since(id).is_none() {
+            return Ok(());
+        }
+        let active = voters.iter().filter(|m| self.connected(m.id)).count();
+        if active.saturating_sub(1) < 1 + (voters.len().saturating_sub(1)) / 2 {
+            return Err(ServerError::Unhealthy);
+        }
+        Ok(())
+    }
+
+    /// etcd's mayPromoteMember (the learner's progress is checked by the leader).
+    fn may_promote(&self, members: &[Member]) -> Result<(), ServerError> {
+        if !self.server.cfg.strict_reconfig_check {
+            return Ok(());
+        }
+        let voters: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
+        let (n, up) = (
+            voters.len() + 1,
+            voters.iter().filter(|m| started(m)).count() + 1,
+        );
+        if up < quorum(n) {
+            return Err(ServerError::NotEnoughStartedMembers);
+        }
+        Ok(())
     }
 
     fn header(&self) -> Option<pb::ResponseHeader> {
@@ -76,6 +164,7 @@ impl Cluster for Services {
         {
             return Err(ServerError::PeerUrlExist.into());
         }
+        self.may_add(r.is_learner, &existing)?;
         // etcd names a runtime-added member by its URLs, the token and the time.
         let salt = format!(
             "{}{}",
@@ -108,6 +197,7 @@ impl Cluster for Services {
     ) -> GrpcResult<pb::MemberRemoveResponse> {
         self.server.auth_check(r.metadata(), Need::Admin).await?;
         let m = self.member(r.into_inner().id)?;
+        self.may_remove(m.id, &self.members_snapshot()?)?;
         let (_, members) = self.change(ConfChangeType::RemoveNode, m).await?;
         Ok(Response::new(pb::MemberRemoveResponse {
             header: self.header(),
@@ -158,6 +248,7 @@ impl Cluster for Services {
         if !m.is_learner {
             return Err(ServerError::MemberNotLearner.into());
         }
+        self.may_promote(&self.members_snapshot()?)?;
         let (_, members) = self.change(ConfChangeType::AddNode, m).await?;
         Ok(Response::new(pb::MemberPromoteResponse {
             header: self.header(),

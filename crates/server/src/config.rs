@@ -26,6 +26,7 @@ enum Kind {
 const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("name", Kind::Str, "default", "Human-readable name for this member."),
     ("data-dir", Kind::Str, "", "Path to the data directory (default ${name}.etcd)."),
+    ("wal-dir", Kind::Str, "", "Path to the dedicated wal directory (default ${data-dir}/member/wal)."),
     ("listen-client-urls", Kind::Str, "http://localhost:2379", "List of URLs to listen on for client traffic."),
     ("advertise-client-urls", Kind::Str, "http://localhost:2379", "List of this member's client URLs to advertise to the public."),
     ("listen-peer-urls", Kind::Str, "http://localhost:2380", "List of URLs to listen on for peer traffic."),
@@ -45,12 +46,17 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("max-request-bytes", Kind::Uint, "1572864", "Maximum client request size in bytes the server will accept."),
     ("max-txn-ops", Kind::Uint, "128", "Maximum number of operations permitted in a transaction."),
     ("quota-backend-bytes", Kind::Uint, "0", "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."),
+    ("strict-reconfig-check", Kind::Bool, "true", "Reject reconfiguration requests that would cause quorum loss."),
+    ("auto-compaction-mode", Kind::Str, "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),
+    ("auto-compaction-retention", Kind::Str, "0", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction."),
+    ("experimental-corrupt-check-time", Kind::Str, "0s", "Duration of time between cluster corruption check passes."),
     ("snapshot-count", Kind::Uint, "100000", "Number of committed transactions to trigger a snapshot to disk."),
     ("heartbeat-interval", Kind::Uint, "100", "Time (in milliseconds) of a heartbeat interval."),
     ("election-timeout", Kind::Uint, "1000", "Time (in milliseconds) for an election to timeout."),
     ("pre-vote", Kind::Bool, "true", "Enable to run an additional Raft election phase."),
     ("max-connections", Kind::Uint, "1024", "Maximum number of concurrent client connections per listener."),
     ("max-watchers", Kind::Uint, "10000", "Maximum number of watchers per member."),
+    ("experimental-watch-progress-notify-interval", Kind::Str, "10m", "Duration of periodical watch progress notification."),
     ("log-level", Kind::Str, "info", "Configures log level. Only supports debug, info, warn, error."),
     ("version", Kind::Bool, "false", "Print the version and exit."),
 ];
@@ -105,6 +111,8 @@ impl std::fmt::Display for Url {
 pub struct Config {
     pub name: String,
     pub data_dir: PathBuf,
+    /// `--wal-dir`; `None` keeps the log in `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
     pub listen_client_urls: Vec<Url>,
     pub advertise_client_urls: Vec<Url>,
     pub listen_peer_urls: Vec<Url>,
@@ -125,7 +133,54 @@ pub struct Config {
     pub pre_vote: bool,
     pub connections_max: usize,
     pub watchers_max: usize,
+    /// How often watchers that asked for it get a progress notification.
+    pub watch_progress_notify_interval: std::time::Duration,
     pub log_level: String,
+    pub strict_reconfig_check: bool,
+    pub auto_compaction: Option<AutoCompaction>,
+    /// `--experimental-corrupt-check-time`; `None` when 0 (off, etcd's default).
+    pub corrupt_check: Option<std::time::Duration>,
+}
+
+/// `--auto-compaction-mode` with a non-zero `--auto-compaction-retention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep this much history (etcd's periodic mode).
+    Periodic(std::time::Duration),
+    /// Keep this many revisions (etcd's revision mode).
+    Revision(u64),
+}
+
+/// Go's `time.ParseDuration` for non-negative values: numbers with units h, m, s, ms, us, ns.
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    if rest == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..n_end].parse().ok()?;
+        rest = &rest[n_end..];
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..u_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "\u{b5}s" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[u_end..];
+        total += n * unit;
+    }
+    std::time::Duration::try_from_secs_f64(total).ok()
 }
 
 /// Go's `strconv.ParseBool`.
@@ -245,6 +300,17 @@ impl RawFlags {
         })
     }
 
+    /// A positive Go duration (`10m`, `1s`, `500ms`, `1m30s`).
+    fn duration(&self, name: &str) -> Result<std::time::Duration, ConfigError> {
+        let v = self.str(name);
+        match parse_go_duration(&v) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => err(format!(
+                "invalid value {v:?} for --{name}: expected a positive duration such as 10m, 1s or 500ms"
+            )),
+        }
+    }
+
     fn urls(&self, name: &str) -> Result<Vec<Url>, ConfigError> {
         let v = self.str(name);
         parse_urls(name, &v)
@@ -253,6 +319,37 @@ impl RawFlags {
     fn path(&self, name: &str) -> Option<PathBuf> {
         let v = self.str(name);
         (!v.is_empty()).then(|| PathBuf::from(v))
+    }
+
+    fn auto_compaction(&self) -> Result<Option<AutoCompaction>, ConfigError> {
+        let mode = self.str("auto-compaction-mode");
+        let retention = self.str("auto-compaction-retention");
+        let bad = || {
+            ConfigError(format!(
+                "invalid value {retention:?} for --auto-compaction-retention (mode {mode}): {}",
+                if mode == "revision" {
+                    "expected a number of revisions"
+                } else {
+                    "expected hours (e.g. 1) or a duration (e.g. 30m, 1h30m)"
+                }
+            ))
+        };
+        match mode.as_str() {
+            "revision" => {
+                let n: u64 = retention.trim().parse().map_err(|_| bad())?;
+                Ok((n > 0).then_some(AutoCompaction::Revision(n)))
+            }
+            "periodic" => {
+                let d = match retention.trim().parse::<u64>() {
+                    Ok(hours) => std::time::Duration::from_secs(hours.saturating_mul(3600)),
+                    Err(_) => parse_go_duration(retention.trim()).ok_or_else(bad)?,
+                };
+                Ok((!d.is_zero()).then_some(AutoCompaction::Periodic(d)))
+            }
+            other => err(format!(
+                "invalid auto-compaction-mode {other:?}: use periodic or revision"
+            )),
+        }
     }
 
     fn into_config(self) -> Result<Config, ConfigError> {
@@ -335,7 +432,21 @@ impl RawFlags {
             pre_vote: self.bool("pre-vote")?,
             connections_max: self.uint("max-connections")?.max(1) as usize,
             watchers_max: self.uint("max-watchers")? as usize,
+            watch_progress_notify_interval: self
+                .duration("experimental-watch-progress-notify-interval")?,
             log_level: self.str("log-level"),
+            strict_reconfig_check: self.bool("strict-reconfig-check")?,
+            auto_compaction: self.auto_compaction()?,
+            wal_dir: self.path("wal-dir"),
+            corrupt_check: {
+                let v = self.str("experimental-corrupt-check-time");
+                let d = parse_go_duration(&v).ok_or_else(|| {
+                    ConfigError(format!(
+                        "invalid value {v:?} for --experimental-corrupt-check-time: expected a duration (e.g. 5m)"
+                    ))
+                })?;
+                (!d.is_zero()).then_some(d)
+            },
         };
         cfg.check()?;
         Ok(cfg)
@@ -463,7 +574,7 @@ fn parse_url(s: &str) -> Result<Url, String> {
     })
 }
 
-fn parse_initial_cluster(v: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
+pub fn parse_initial_cluster(v: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
     let mut out: Vec<(String, Vec<Url>)> = Vec::new();
     for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let Some((name, url)) = part.split_once('=') else {

@@ -23,6 +23,8 @@ pub enum ServerError {
     FutureRev,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -37,6 +39,16 @@ pub enum ServerError {
     MemberBadUrls,
     #[error("etcdserver: can only promote a learner member")]
     MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
     #[error("etcdserver: too many requests")]
@@ -127,6 +139,9 @@ impl ServerError {
             | E::AuthNotEnabled
             | E::PeerUrlExist
             | E::MemberNotLearner
+            | E::LearnerNotReady
+            | E::TooManyLearners
+            | E::NotEnoughStartedMembers
             | E::RootUserNotExist
             | E::RootRoleNotExist
             | E::UserAlreadyExist
@@ -137,9 +152,14 @@ impl ServerError {
             | E::PermissionNotGranted => Code::FailedPrecondition,
             E::PermissionDenied => Code::PermissionDenied,
             E::InvalidAuthToken => Code::Unauthenticated,
-            E::NoLeader | E::LeaderChanged | E::Stopped | E::Timeout | E::NotCapable => {
-                Code::Unavailable
-            }
+            E::NoLeader
+            | E::LeaderChanged
+            | E::Stopped
+            | E::Timeout
+            | E::NotCapable
+            | E::Unhealthy
+            | E::NotSupportedForLearner
+            | E::Corrupt => Code::Unavailable,
             E::Internal(_) | E::AuthUntranslated(_) => Code::Unknown,
         };
         tonic::Status::new(code, self.to_string())

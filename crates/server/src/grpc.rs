@@ -41,6 +41,9 @@ impl Kv for Services {
     async fn range(&self, req: Request<pb::RangeRequest>) -> GrpcResult<pb::RangeResponse> {
         let (meta, _, r) = req.into_parts();
         kv::check_range(&r)?;
+        if !r.serializable && self.server.is_learner() {
+            return Err(ServerError::NotSupportedForLearner.into());
+        }
         self.server.auth_check(&meta, Need::Range(&r)).await?;
         if !r.serializable {
             self.server.read_index().await?;
@@ -123,16 +126,36 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 
 #[tonic::async_trait]
 impl Maintenance for Services {
-    /// The only alarm oxcd raises is NOSPACE, while the backend exceeds
-    /// `--quota-backend-bytes`; it clears itself once there is room again.
-    async fn alarm(&self, _req: Request<pb::AlarmRequest>) -> GrpcResult<pb::AlarmResponse> {
-        let mut alarms = Vec::new();
-        if self.server.db_size() as u64 > self.server.cfg.quota_backend_bytes {
-            alarms.push(pb::AlarmMember {
-                member_id: self.server.member_id,
-                alarm: pb::AlarmType::Nospace as i32,
-            });
-        }
+    /// GET lists the active alarms; ACTIVATE and DEACTIVATE go through the log (see
+    /// [`crate::alarm`]) and answer with the alarm raised or cleared.
+    async fn alarm(&self, req: Request<pb::AlarmRequest>) -> GrpcResult<pb::AlarmResponse> {
+        use pb::alarm_request::AlarmAction;
+        let r = req.into_inner();
+        let action = AlarmAction::try_from(r.action).unwrap_or(AlarmAction::Get);
+        let alarms = match action {
+            AlarmAction::Get => self
+                .server
+                .alarms
+                .read()
+                .map(|a| crate::alarm::to_pb(&a))
+                .map_err(|_| ServerError::Internal("alarms lock".into()))?,
+            AlarmAction::Activate | AlarmAction::Deactivate => {
+                if r.alarm == pb::AlarmType::None as i32 {
+                    // etcd ignores a change of alarm NONE.
+                    Vec::new()
+                } else {
+                    let op = Op::Alarm(crate::request::AlarmOp {
+                        activate: action == AlarmAction::Activate,
+                        member_id: r.member_id,
+                        alarm: r.alarm,
+                    });
+                    match self.server.propose(op).await? {
+                        (Applied::Alarms(a), _) => a,
+                        _ => return Err(self.unexpected()),
+                    }
+                }
+            }
+        };
         Ok(Response::new(pb::AlarmResponse {
             header: Some(self.server.header(self.server.store.current_rev())),
             alarms,
@@ -151,9 +174,18 @@ impl Maintenance for Services {
             raft_index: s.commit.load(Relaxed),
             raft_term: s.term.load(Relaxed),
             raft_applied_index: s.applied.load(Relaxed),
-            errors: Vec::new(),
+            errors: self
+                .server
+                .alarms
+                .read()
+                .map(|a| {
+                    a.iter()
+                        .map(|&(m, t)| crate::alarm::describe(m, t))
+                        .collect()
+                })
+                .unwrap_or_default(),
             db_size_in_use: size,
-            is_learner: false,
+            is_learner: self.server.is_learner(),
             ..Default::default()
         }))
     }
@@ -165,7 +197,13 @@ impl Maintenance for Services {
         self.server
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
-        // redb reuses freed pages itself; there is nothing to rewrite.
+        // redb reuses freed pages itself; defragmenting gives the free ones back to the file
+        // system, so that the backend file shrinks below the quota again.
+        let store = self.server.store.clone();
+        tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))?
+            .map_err(ServerError::from)?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.server.header(self.server.store.current_rev())),
         }))
@@ -175,7 +213,18 @@ impl Maintenance for Services {
         self.server
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
-        Err(ServerError::NotCapable.status())
+        let store = self.server.store.clone();
+        let (body, rev) = tokio::task::spawn_blocking(move || {
+            let rev = store.current_rev();
+            store.snapshot().map(|(body, _, _)| (body, rev))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(ServerError::from)?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.server.header(rev)),
+            hash: crate::restore::backend_hash(&body),
+        }))
     }
 
     async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> GrpcResult<pb::HashKvResponse> {
@@ -189,19 +238,11 @@ impl Maintenance for Services {
         } else {
             store.current_rev()
         };
-        let events = store
-            .history(store.compact_rev(), rev, usize::MAX, false)
-            .map_err(ServerError::from)?;
-        let mut h = crc32fast::Hasher::new();
-        for e in &events {
-            h.update(&e.kv.key);
-            h.update(&e.kv.value);
-            h.update(&e.kv.mod_revision.to_be_bytes());
-        }
+        let (hash, compact_revision) = crate::kv::hash_kv(store, rev)?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.server.header(store.current_rev())),
-            hash: h.finalize(),
-            compact_revision: store.compact_rev(),
+            hash,
+            compact_revision,
             ..Default::default()
         }))
     }
@@ -219,14 +260,8 @@ impl Maintenance for Services {
         self.server
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
-        use sha2::Digest;
         let (body, _, _) = self.server.store.snapshot().map_err(ServerError::from)?;
-        let mut data = b"OXCDSNP1".to_vec();
-        data.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        data.extend_from_slice(&body);
-        data.resize(data.len().div_ceil(512) * 512, 0);
-        let sum = sha2::Sha256::digest(&data);
-        data.extend_from_slice(&sum);
+        let data = crate::restore::encode_snapshot(&body);
         let header = self.server.header(self.server.store.current_rev());
         let total = data.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = data

@@ -40,9 +40,31 @@ pub fn router(server: Arc<Server>) -> Router {
             .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
             .into_axum_router();
+    let gate = server.clone();
     grpc.merge(crate::v2_http::router(server))
         .fallback(not_found)
         .layer(axum::middleware::map_response(etcd_size_error))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            learner_gate(gate.clone(), req, next)
+        }))
+}
+
+/// The gRPC calls a learner serves, as etcd 3.4: Status, and Range (whose handler refuses
+/// all but serializable reads). Everything else gets "rpc not supported for learner".
+const LEARNER_RPCS: &[&str] = &["/etcdserverpb.Maintenance/Status", "/etcdserverpb.KV/Range"];
+
+async fn learner_gate(
+    server: Arc<Server>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    if path.starts_with("/etcdserverpb.") && !LEARNER_RPCS.contains(&path) && server.is_learner() {
+        return crate::error::ServerError::NotSupportedForLearner
+            .status()
+            .into_http::<axum::body::Body>();
+    }
+    next.run(req).await
 }
 
 /// Unknown paths: gRPC's Unimplemented for gRPC requests, else Go's "404 page not found",

@@ -450,3 +450,17 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 
 /// The events a write produced, for watchers; kept with its revision.
 pub type Events = Vec<Event>;
+
+/// HashKV: CRC-32 of every key revision from the compaction point up to `rev` (key, value,
+/// mod revision), and the compaction point it started from.
+pub fn hash_kv(store: &Store, rev: i64) -> Result<(u32, i64), ServerError> {
+    let compacted = store.compact_rev();
+    let events = store.history(compacted, rev, usize::MAX, false)?;
+    let mut h = crc32fast::Hasher::new();
+    for e in &events {
+        h.update(&e.kv.key);
+        h.update(&e.kv.value);
+        h.update(&e.kv.mod_revision.to_be_bytes());
+    }
+    Ok((h.finalize(), compacted))
+}

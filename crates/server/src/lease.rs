@@ -20,11 +20,40 @@ pub struct Lease {
     pub keys: BTreeSet<Vec<u8>>,
 }
 
+/// When a member became the leader and how much it extends every lease then. etcd's
+/// `lessor.Promote(electionTimeout)`: a new leader does not know when the old one last saw
+/// each lease renewed by the clock, so it gives every lease its full TTL again plus one
+/// election timeout, counted from its promotion. A renewal after the promotion counts as
+/// usual. A leader change therefore never expires a lease early.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Promotion {
+    pub at_ms: i64,
+    pub extend_ms: i64,
+}
+
 impl Lease {
-    fn expires_ms(&self) -> i64 {
-        self.renewed_ms
-            .saturating_add(self.ttl.saturating_mul(1000))
+    fn expiry_ms(&self, promotion: Option<Promotion>) -> i64 {
+        let ttl_ms = self.ttl.saturating_mul(1000);
+        match promotion {
+            Some(p) if self.renewed_ms < p.at_ms => {
+                p.at_ms.saturating_add(p.extend_ms).saturating_add(ttl_ms)
+            }
+            _ => self.renewed_ms.saturating_add(ttl_ms),
+        }
     }
+}
+
+/// etcd's `leaseRevokeRate`: expired leases revoked per second at most, so that a mass
+/// expiry is spread over time instead of stalling writes.
+pub const REVOKES_PER_SEC_MAX: usize = 1000;
+
+/// etcd's minimum lease TTL: 1.5 election timeouts counted in whole heartbeats
+/// (`(3 * electionTicks) / 2 * heartbeat`), rounded up to whole seconds.
+pub fn ttl_min_secs(election_ms: u64, heartbeat_ms: u64) -> i64 {
+    let heartbeat_ms = heartbeat_ms.max(1);
+    let election_ticks = election_ms / heartbeat_ms;
+    let min_ms = (3 * election_ticks) / 2 * heartbeat_ms;
+    min_ms.div_ceil(1000) as i64
 }
 
 #[derive(Debug, Default)]
@@ -75,24 +104,29 @@ impl LeaseTable {
         self.leases.contains_key(&id)
     }
 
-    /// Seconds left, rounded up, as etcd reports them (never below 0).
-    pub fn remaining_secs(&self, id: i64, now_ms: i64) -> Option<i64> {
+    /// Seconds left, rounded up, as etcd reports them (never below 0). `promotion` is
+    /// this member's, when it is the leader (see [`Promotion`]).
+    pub fn remaining_secs(
+        &self,
+        id: i64,
+        now_ms: i64,
+        promotion: Option<Promotion>,
+    ) -> Option<i64> {
         let l = self.leases.get(&id)?;
-        Some(((l.expires_ms() - now_ms).max(0) + 999) / 1000)
+        Some(((l.expiry_ms(promotion) - now_ms).max(0) + 999) / 1000)
     }
 
-    /// Leases whose time is up at `now_ms`. `grace_from_ms` is when this member became
-    /// leader: as etcd does on a leader change, no lease expires before a full TTL has
-    /// passed under the new leader.
-    pub fn expired(&self, now_ms: i64, grace_from_ms: i64) -> Vec<i64> {
-        self.leases
+    /// Up to `limit` leases whose time is up at `now_ms` under the leader's `promotion`,
+    /// the longest expired first.
+    pub fn expired(&self, now_ms: i64, promotion: Promotion, limit: usize) -> Vec<i64> {
+        let mut due: Vec<(i64, i64)> = self
+            .leases
             .iter()
-            .filter(|(_, l)| {
-                let renewed = l.renewed_ms.max(grace_from_ms);
-                renewed.saturating_add(l.ttl.saturating_mul(1000)) <= now_ms
-            })
-            .map(|(id, _)| *id)
-            .collect()
+            .map(|(id, l)| (l.expiry_ms(Some(promotion)), *id))
+            .filter(|(at, _)| *at <= now_ms)
+            .collect();
+        due.sort_unstable();
+        due.into_iter().take(limit).map(|(_, id)| id).collect()
     }
 
     /// Moves `key` from the lease it had to the one it has now (0 = none).
@@ -115,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expiry_respects_leader_grace() {
+    fn a_new_leader_extends_every_lease() {
         let mut t = LeaseTable::default();
         t.leases.insert(
             7,
@@ -125,16 +159,52 @@ mod tests {
                 keys: BTreeSet::new(),
             },
         );
-        assert!(t.expired(10_999, 0).is_empty());
-        assert_eq!(t.expired(11_000, 0), vec![7]);
-        assert!(
-            t.expired(11_000, 5_000).is_empty(),
-            "a new leader grants a full TTL"
-        );
-        assert_eq!(t.remaining_secs(7, 10_500), Some(1));
+        let old = Promotion {
+            at_ms: 0,
+            extend_ms: 1_000,
+        };
+        assert!(t.expired(10_999, old, 10).is_empty());
+        assert_eq!(t.expired(11_000, old, 10), vec![7]);
+        // Promoted at 5 s: a full TTL plus one election timeout from then.
+        let new = Promotion {
+            at_ms: 5_000,
+            extend_ms: 1_000,
+        };
+        assert!(t.expired(15_999, new, 10).is_empty());
+        assert_eq!(t.expired(16_000, new, 10), vec![7]);
+        assert_eq!(t.remaining_secs(7, 10_500, None), Some(1));
+        assert_eq!(t.remaining_secs(7, 10_500, Some(new)), Some(6));
         t.reattach(b"k", 0, 7);
         assert!(t.leases[&7].keys.contains(b"k".as_slice()));
         t.reattach(b"k", 7, 0);
         assert!(t.leases[&7].keys.is_empty());
+    }
+
+    #[test]
+    fn expired_leases_come_in_bounded_batches_oldest_first() {
+        let mut t = LeaseTable::default();
+        for id in 1..=10 {
+            t.leases.insert(
+                id,
+                Lease {
+                    ttl: 1,
+                    renewed_ms: 100 - id,
+                    keys: BTreeSet::new(),
+                },
+            );
+        }
+        let p = Promotion {
+            at_ms: 0,
+            extend_ms: 0,
+        };
+        assert_eq!(t.expired(5_000, p, 3), vec![10, 9, 8]);
+    }
+
+    #[test]
+    fn ttl_min_is_etcds() {
+        assert_eq!(ttl_min_secs(1000, 100), 2);
+        assert_eq!(ttl_min_secs(1000, 300), 2);
+        assert_eq!(ttl_min_secs(5000, 500), 8);
+        assert_eq!(ttl_min_secs(500, 100), 1);
     }
 }

@@ -23,10 +23,19 @@ const KEEPALIVE_QUEUE_MAX: usize = 64;
 type GrpcResult<T> = Result<Response<T>, Status>;
 
 impl Services {
-    /// etcd's minimum TTL: 1.5 election timeouts, rounded up to whole seconds.
+    /// etcd's minimum TTL (`lease::ttl_min_secs`): shorter TTLs are raised to it.
     fn lease_ttl_min(&self) -> i64 {
-        let ms = self.server.cfg.election_ms * 3 / 2;
-        ms.div_ceil(1000) as i64
+        crate::lease::ttl_min_secs(self.server.cfg.election_ms, self.server.cfg.heartbeat_ms)
+    }
+
+    /// This member's lease promotion, when it is the leader that expires leases.
+    fn lease_promotion(&self) -> Option<crate::lease::Promotion> {
+        use std::sync::atomic::Ordering;
+        let at_ms = self.server.status.lease_promoted_ms.load(Ordering::Relaxed);
+        (at_ms != 0).then(|| crate::lease::Promotion {
+            at_ms,
+            extend_ms: self.server.status.lease_extend_ms.load(Ordering::Relaxed),
+        })
     }
 
     async fn renew(&self, id: i64) -> Result<i64, ServerError> {
@@ -156,7 +165,9 @@ impl Lease for Services {
         Ok(Response::new(pb::LeaseTimeToLiveResponse {
             header,
             id: r.id,
-            ttl: table.remaining_secs(r.id, now_ms()).unwrap_or(0),
+            ttl: table
+                .remaining_secs(r.id, now_ms(), self.lease_promotion())
+                .unwrap_or(0),
             granted_ttl: lease.ttl,
             keys: if r.keys {
                 lease.keys.iter().cloned().collect()

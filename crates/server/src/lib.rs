@@ -1,11 +1,13 @@
 //! The oxcd server: etcd's v3 gRPC API and v2 keys HTTP API over a raft-replicated,
 //! durable MVCC store. [`run`] wires the pieces; see ARCHITECTURE.md for the map.
 
+pub mod alarm;
 pub mod apply;
 pub mod auth;
 pub mod auth_service;
 pub mod bootstrap;
 pub mod cluster_service;
+pub mod compactor;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -19,6 +21,7 @@ pub mod members;
 pub mod peer;
 pub mod raft_node;
 pub mod request;
+pub mod restore;
 pub mod server;
 pub mod storage;
 pub mod v2;
@@ -117,7 +120,9 @@ pub async fn run(
     )));
     let waiters: raft_node::Waiters = Default::default();
 
+    let peer_activity = Arc::new(peer::PeerActivity::default());
     let peer_ctx = peer::PeerContext {
+        activity: peer_activity.clone(),
         member_id: boot.member_id,
         cluster_id: boot.cluster_id,
         raft_tx: raft_tx.clone(),
@@ -186,12 +191,16 @@ pub async fn run(
     let auth = apply::load_auth(&boot.store)
         .map_err(|e| anyhow::anyhow!("cannot load the auth store: {e}"))?;
     let auth = Arc::new(Mutex::new(auth));
+    let alarms = Arc::new(RwLock::new(
+        alarm::load(&boot.store).map_err(|e| anyhow::anyhow!("cannot load alarms: {e}"))?,
+    ));
     let applier = apply::Applier {
         store: boot.store.clone(),
         v2: v2.clone(),
         members: members.clone(),
         leases: leases.clone(),
         auth: auth.clone(),
+        alarms: alarms.clone(),
     };
     let attrs = MemberAttrs {
         id: boot.member_id,
@@ -218,6 +227,8 @@ pub async fn run(
         boot.conf_state,
         boot.last_snapshot_index,
     );
+    let mut raft_loop = raft_loop;
+    raft_loop.self_tx = Some(raft_tx.clone());
     let mut published = raft_loop.published.subscribe();
     let raft_thread = std::thread::Builder::new()
         .name("raft".into())
@@ -244,6 +255,8 @@ pub async fn run(
         waiters,
         next_id: AtomicU64::new(id_prefix | (start & ((1 << 48) - 1))),
         started: Instant::now(),
+        peer_activity,
+        alarms,
     });
     let app = http::router(server.clone());
     // As etcd: serve clients once this member's attributes are published through the log.

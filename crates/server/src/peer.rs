@@ -86,9 +86,37 @@ impl Transport for PeerTransport {
     }
 }
 
+/// When each peer's stream came up (etcd's transport `ActiveSince`); absent while it is
+/// down. The strict reconfiguration checks read it.
+#[derive(Debug, Default)]
+pub struct PeerActivity {
+    since: std::sync::Mutex<HashMap<u64, std::time::Instant>>,
+}
+
+impl PeerActivity {
+    fn up(&self, id: u64) {
+        if let Ok(mut m) = self.since.lock() {
+            m.entry(id).or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    fn down(&self, id: u64) {
+        if let Ok(mut m) = self.since.lock() {
+            m.remove(&id);
+        }
+    }
+
+    /// Since when the stream to `id` has been up, if it is.
+    pub fn since(&self, id: u64) -> Option<std::time::Instant> {
+        self.since.lock().ok().and_then(|m| m.get(&id).copied())
+    }
+}
+
 /// What both directions need to know.
 #[derive(Clone)]
 pub struct PeerContext {
+    /// Which peers this member is connected to, and since when.
+    pub activity: Arc<PeerActivity>,
     pub member_id: u64,
     pub cluster_id: u64,
     pub raft_tx: SyncSender<RaftEvent>,
@@ -167,10 +195,12 @@ async fn dial_loop(
                     peer.id
                 );
                 was_up = true;
+                ctx.activity.up(peer.id);
                 let err = tokio::select! {
                     e = pump(conn, &mut rx, &ctx) => e,
                     _ = shutdown.changed() => return,
                 };
+                ctx.activity.down(peer.id);
                 tracing::warn!(
                     "lost TCP streaming connection with peer {:x}: {err}",
                     peer.id
@@ -348,10 +378,22 @@ async fn connect(
 
 /// Writes queued messages until the connection fails. Batches what is waiting into one write.
 async fn pump(conn: Box<dyn Conn>, rx: &mut mpsc::Receiver<Message>, ctx: &PeerContext) -> String {
-    let mut w = BufWriter::with_capacity(256 * 1024, conn);
+    // The other side never writes after the handshake: a read that ends means it went away
+    // (so a dead peer is noticed even when there is nothing to send it).
+    let (mut r, w) = tokio::io::split(conn);
+    let mut w = BufWriter::with_capacity(256 * 1024, w);
+    let mut probe = [0u8; 1];
     loop {
-        let Some(first) = rx.recv().await else {
-            return "transport closed".into();
+        let first = tokio::select! {
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => return "transport closed".into(),
+            },
+            n = r.read(&mut probe) => return match n {
+                Ok(0) => "the peer closed the connection".into(),
+                Ok(_) => "unexpected data from the peer".into(),
+                Err(e) => e.to_string(),
+            },
         };
         let mut batch = vec![first];
         while batch.len() < 1024 {

@@ -34,8 +34,15 @@ pub const EVENT_QUEUE_MAX: usize = 16384;
 /// Entries kept behind a raft snapshot for slow followers (etcd: 5000), capped by
 /// `--snapshot-count`.
 pub const CATCHUP_ENTRIES_MAX: u64 = 5000;
+/// etcd's readyPercent: a learner may be promoted once its log matches this share of the
+/// leader's.
+pub const LEARNER_READY_SHARE: f64 = 0.9;
 /// The backend is made durable at least this often (bounds replay after a crash).
 pub const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often the leader looks for expired leases and v2 TTLs.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(500);
+use crate::lease::REVOKES_PER_SEC_MAX;
 
 pub type ApplyResult = Result<(Applied, i64), ServerError>;
 
@@ -71,6 +78,10 @@ pub struct RaftStatus {
     pub commit: AtomicU64,
     pub applied: AtomicU64,
     pub last_index: AtomicU64,
+    /// When this member, as leader, took over the leases (ms since the epoch); 0 when it is
+    /// not the leader. Read by TimeToLive to report what this leader will enforce.
+    pub lease_promoted_ms: std::sync::atomic::AtomicI64,
+    pub lease_extend_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A linearizable read waiting for its read index to be applied.
@@ -103,10 +114,19 @@ pub struct RaftLoop {
     durable_index: u64,
     leader: u64,
     last_housekeeping: Instant,
+    compactor: Option<crate::compactor::Compactor>,
+    /// For work done off the loop that ends in a proposal (the corruption check).
+    pub self_tx: Option<std::sync::mpsc::SyncSender<RaftEvent>>,
+    corrupt_check: Option<Duration>,
+    last_corrupt_check: Instant,
+    /// True while a corruption-check hash is being computed (one at a time).
+    hashing: Arc<std::sync::atomic::AtomicBool>,
     /// Proposals that arrived while no leader was known.
     held: Vec<(u64, Vec<u8>)>,
-    /// When this member last became leader (leases get a full TTL from then).
-    leader_since_ms: i64,
+    /// Set once this member, as leader, has applied every entry of earlier terms: only
+    /// then does it expire leases (etcd's `lessor.Promote`).
+    lease_promotion: Option<crate::lease::Promotion>,
+    election_ms: i64,
     /// Lease revokes proposed, and when.
     revoking: HashMap<i64, i64>,
     /// Set when a membership change removed this member.
@@ -148,6 +168,7 @@ impl RaftLoop {
         last_snapshot_index: u64,
     ) -> RaftLoop {
         let durable_index = applier.store.consistent_index().0;
+        watch.start_at(applier.store.current_rev());
         RaftLoop {
             node,
             wal,
@@ -172,8 +193,14 @@ impl RaftLoop {
             durable_index,
             leader: 0,
             last_housekeeping: Instant::now(),
+            compactor: cfg.auto_compaction.map(crate::compactor::Compactor::new),
+            self_tx: None,
+            corrupt_check: cfg.corrupt_check,
+            last_corrupt_check: Instant::now(),
+            hashing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             held: Vec::new(),
-            leader_since_ms: 0,
+            lease_promotion: None,
+            election_ms: cfg.election_ms as i64,
             revoking: HashMap::new(),
             removed: false,
             published: tokio::sync::watch::channel(false).0,
@@ -246,7 +273,12 @@ impl RaftLoop {
                 }
             }
             RaftEvent::ReadIndex(tx) => self.reads_new.push(tx),
-            RaftEvent::Step(m) => {
+            RaftEvent::Step(mut m) => {
+                if m.get_msg_type() == raft::eraftpb::MessageType::MsgPropose
+                    && self.node.raft.state == StateRole::Leader
+                {
+                    self.refuse_unready_promotions(&mut m.entries);
+                }
                 if let Err(e) = self.node.step(*m) {
                     tracing::debug!("dropped a raft message: {e}");
                 }
@@ -254,7 +286,9 @@ impl RaftLoop {
             RaftEvent::Unreachable(id) => self.node.report_unreachable(id),
             RaftEvent::TransferLeader(id) => self.node.transfer_leader(id),
             RaftEvent::ProposeConfChange { id, cc } => {
-                if self.node.propose_conf_change(vec![], cc).is_err() {
+                if self.node.raft.state == StateRole::Leader && self.learner_not_ready(&cc) {
+                    self.reply(id, Err(ServerError::LearnerNotReady));
+                } else if self.node.propose_conf_change(vec![], cc).is_err() {
                     self.reply(id, Err(ServerError::NoLeader));
                 }
             }
@@ -262,6 +296,49 @@ impl RaftLoop {
                 self.node.report_snapshot(id, raft::SnapshotStatus::Failure)
             }
             RaftEvent::Shutdown => {}
+        }
+    }
+
+    /// True for a promotion (AddNode of a current learner) while the learner's log is behind
+    /// the leader's (etcd's isLearnerReady). Meaningful on the leader only.
+    fn learner_not_ready(&self, cc: &raft::eraftpb::ConfChange) -> bool {
+        if cc.get_change_type() != raft::eraftpb::ConfChangeType::AddNode
+            || !self.conf_state.learners.contains(&cc.node_id)
+        {
+            return false;
+        }
+        let prs = self.node.raft.prs();
+        let Some(learner) = prs.get(cc.node_id) else {
+            return false;
+        };
+        let leader = prs.get(self.member_id).map(|p| p.matched).unwrap_or(0);
+        (learner.matched as f64) < (leader as f64) * LEARNER_READY_SHARE
+    }
+
+    /// A follower forwarded proposals: a promotion of a learner that is behind becomes an
+    /// [`Op::Refused`] entry, which fails the proposer's request when applied.
+    fn refuse_unready_promotions(&self, entries: &mut [Entry]) {
+        for e in entries.iter_mut() {
+            if e.get_entry_type() != EntryType::EntryConfChange {
+                continue;
+            }
+            let Ok(cc) = raft::eraftpb::ConfChange::parse_from_bytes(&e.data) else {
+                continue;
+            };
+            if !self.learner_not_ready(&cc) {
+                continue;
+            }
+            let req = serde_json::from_slice::<crate::apply::MemberChange>(&cc.context)
+                .map(|c| c.req)
+                .unwrap_or(0);
+            let refused = LogRequest {
+                id: req,
+                op: Some(Op::Refused(crate::request::Refused {
+                    reason: crate::request::REFUSED_LEARNER_NOT_READY,
+                })),
+            };
+            e.set_entry_type(EntryType::EntryNormal);
+            e.data = prost::Message::encode_to_vec(&refused).into();
         }
     }
 
@@ -276,12 +353,118 @@ impl RaftLoop {
         }
     }
 
+    /// Runs `work` on a thread of its own unless a hash is already being computed; what it
+    /// returns is proposed.
+    fn hash_off_loop(
+        &self,
+        work: impl FnOnce(&oxcd_storage::Store) -> Option<Op> + Send + 'static,
+    ) {
+        let Some(tx) = self.self_tx.clone() else {
+            return;
+        };
+        if self.hashing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, hashing) = (self.applier.store.clone(), self.hashing.clone());
+        let spawned = std::thread::Builder::new()
+            .name("corrupt-check".into())
+            .spawn(move || {
+                if let Some(op) = work(&store) {
+                    let req = LogRequest {
+                        id: 0,
+                        op: Some(op),
+                    };
+                    let data = prost::Message::encode_to_vec(&req);
+                    let _ = tx.try_send(RaftEvent::Propose { id: 0, data });
+                }
+                hashing.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.hashing.store(false, Ordering::Release);
+        }
+    }
+
+    /// `--experimental-corrupt-check-time`: the leader hashes its keys at the current
+    /// revision and proposes the result; every member compares (see [`Self::compare_hash`]).
+    fn start_corrupt_check(&mut self) {
+        let Some(every) = self.corrupt_check else {
+            return;
+        };
+        if self.node.raft.state != StateRole::Leader || self.last_corrupt_check.elapsed() < every {
+            return;
+        }
+        self.last_corrupt_check = Instant::now();
+        let leader = self.member_id;
+        self.hash_off_loop(move |store| {
+            let revision = store.current_rev();
+            let (hash, compact_revision) = crate::kv::hash_kv(store, revision).ok()?;
+            Some(Op::HashCheck(crate::request::HashCheck {
+                leader,
+                revision,
+                compact_revision,
+                hash,
+            }))
+        });
+    }
+
+    /// A member whose HashKV at the leader's revision differs from the leader's raises the
+    /// CORRUPT alarm for itself (through the log, so every member refuses writes).
+    fn compare_hash(&self, h: crate::request::HashCheck) {
+        if h.leader == self.member_id {
+            return;
+        }
+        let me = self.member_id;
+        self.hash_off_loop(move |store| {
+            let (mine, compacted) = crate::kv::hash_kv(store, h.revision).ok()?;
+            if compacted != h.compact_revision || mine == h.hash {
+                return None;
+            }
+            tracing::error!(
+                "found data inconsistency with the leader {:x} at revision {}: local hash {mine}, leader's {} (compacted at {compacted}); raising CORRUPT",
+                h.leader,
+                h.revision,
+                h.hash
+            );
+            Some(Op::Alarm(crate::request::AlarmOp {
+                activate: true,
+                member_id: me,
+                alarm: crate::alarm::CORRUPT,
+            }))
+        });
+    }
+
+    /// Proposes the compaction the auto-compactor asks for (leader only).
+    fn auto_compact(&mut self) {
+        let leader = self.node.raft.state == StateRole::Leader;
+        let store = &self.applier.store;
+        let (current, compacted) = (store.current_rev(), store.compact_rev());
+        let Some(c) = self.compactor.as_mut() else {
+            return;
+        };
+        let Some(rev) = c.tick(Instant::now(), current, compacted, leader) else {
+            return;
+        };
+        tracing::info!("starting auto compaction at revision {rev} ({:?})", c.mode);
+        let req = LogRequest {
+            id: 0,
+            op: Some(Op::Compaction(oxcd_api::etcdserverpb::CompactionRequest {
+                revision: rev,
+                physical: false,
+            })),
+        };
+        let _ = self
+            .node
+            .propose(vec![], prost::Message::encode_to_vec(&req));
+    }
+
     /// Leader duties on each tick: expire v2 TTLs; every member: publish its attributes.
     fn housekeeping(&mut self) {
-        if self.last_housekeeping.elapsed() < Duration::from_millis(500) {
+        if self.last_housekeeping.elapsed() < HOUSEKEEPING_INTERVAL {
             return;
         }
         self.last_housekeeping = Instant::now();
+        self.auto_compact();
+        self.start_corrupt_check();
         let now_ms = now_ms();
         if self.node.raft.state == StateRole::Leader {
             self.revoke_expired_leases(now_ms);
@@ -329,18 +512,29 @@ impl RaftLoop {
     }
 
     /// Leader only: propose a revoke for each lease whose time is up (once per lease every
-    /// few seconds, in case a proposal is lost).
+    /// few seconds, in case a proposal is lost), at most [`REVOKES_PER_SEC_MAX`] a second
+    /// (this runs every [`HOUSEKEEPING_INTERVAL`]).
     fn revoke_expired_leases(&mut self, now_ms: i64) {
-        let expired = match self.applier.leases.lock() {
-            Ok(t) => t.expired(now_ms, self.leader_since_ms),
-            Err(_) => return,
+        let Some(promotion) = self.lease_promotion else {
+            return;
         };
+        let per_round = REVOKES_PER_SEC_MAX * HOUSEKEEPING_INTERVAL.as_millis() as usize / 1000;
+        let Ok(table) = self.applier.leases.lock() else {
+            return;
+        };
+        // Revokes still in flight (proposed less than 3 s ago, not applied yet) count
+        // against this round; one that got lost is proposed again after that.
         self.revoking
-            .retain(|id, at| expired.contains(id) && now_ms - *at < 3000);
+            .retain(|id, at| table.contains(*id) && now_ms - *at < 3000);
+        let room = per_round.saturating_sub(self.revoking.len());
+        let expired = table.expired(now_ms, promotion, room + self.revoking.len());
+        drop(table);
+        let mut proposed = 0;
         for id in expired {
-            if self.revoking.contains_key(&id) {
+            if proposed >= room || self.revoking.contains_key(&id) {
                 continue;
             }
+            proposed += 1;
             self.revoking.insert(id, now_ms);
             let req = LogRequest {
                 id: 0,
@@ -471,14 +665,46 @@ impl RaftLoop {
                 }
             }
             self.leader = leader;
-            if leader == self.member_id {
-                self.leader_since_ms = now_ms();
+            if leader != self.member_id {
+                self.demote_leases();
             }
             if leader != 0 {
                 // Publish attributes on the next tick rather than after the usual pause.
                 self.last_housekeeping = Instant::now() - Duration::from_secs(1);
             }
         }
+    }
+
+    /// etcd promotes its lessor when the leader applies the empty entry of its own term
+    /// (everything from earlier terms is applied by then): from now on this member expires
+    /// leases, and every lease gets its full TTL plus an election timeout from now.
+    fn maybe_promote_leases(&mut self, e: &Entry) {
+        if self.node.raft.state != StateRole::Leader || e.term != self.node.raft.term {
+            return;
+        }
+        let p = crate::lease::Promotion {
+            at_ms: now_ms(),
+            extend_ms: self.election_ms,
+        };
+        tracing::info!(
+            "leader at term {}: leases extended by their TTL plus {} ms",
+            e.term,
+            p.extend_ms
+        );
+        self.lease_promotion = Some(p);
+        self.revoking.clear();
+        self.status
+            .lease_extend_ms
+            .store(p.extend_ms, Ordering::Relaxed);
+        self.status
+            .lease_promoted_ms
+            .store(p.at_ms, Ordering::Relaxed);
+    }
+
+    fn demote_leases(&mut self) {
+        self.lease_promotion = None;
+        self.revoking.clear();
+        self.status.lease_promoted_ms.store(0, Ordering::Relaxed);
     }
 
     fn publish_status(&self) {
@@ -506,7 +732,7 @@ impl RaftLoop {
             let mut batch = store.batch().map_err(|e| e.to_string())?;
             for e in &entries {
                 match e.get_entry_type() {
-                    EntryType::EntryNormal if e.data.is_empty() => {}
+                    EntryType::EntryNormal if e.data.is_empty() => self.maybe_promote_leases(e),
                     EntryType::EntryNormal => {
                         outcomes.push(self.applier.apply(&mut batch, e.index, &e.data))
                     }
@@ -537,6 +763,9 @@ impl RaftLoop {
         }
         self.status.applied.store(last_index, Ordering::Relaxed);
         for o in outcomes {
+            if let Ok(Applied::HashCheck(h)) = &o.result {
+                self.compare_hash(h.clone());
+            }
             if !o.events.is_empty() {
                 self.watch.notify(o.rev, &o.events);
             }
@@ -621,7 +850,6 @@ impl RaftLoop {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         tracing::info!("applying snapshot at index {index} (term {term}) from the leader");
-        let old_rev = self.applier.store.current_rev();
         let mut batch = self.applier.store.batch().map_err(|e| e.to_string())?;
         batch.restore(&snap.data).map_err(|e| e.to_string())?;
         batch
@@ -648,7 +876,7 @@ impl RaftLoop {
             self.v2_index.send_replace(v2.index);
         }
         // The snapshot's revisions reach watchers from the store, not as live events.
-        self.watch.resync(old_rev, self.applier.store.current_rev());
+        self.watch.resync_all(self.applier.store.current_rev());
         Ok(())
     }
 

@@ -12,7 +12,10 @@ pub struct LogRequest {
     /// Unique per proposal (member-ID prefix + counter): how the proposer finds its waiter.
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13")]
+    #[prost(
+        oneof = "Op",
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
+    )]
     pub op: Option<Op>,
 }
 
@@ -47,7 +50,52 @@ pub enum Op {
     /// A change to the auth store (users, roles, the enabled flag, a new token).
     #[prost(message, tag = "13")]
     Auth(AuthRequest),
+    /// A proposal the leader refused (a membership change it found unsafe) in place of the
+    /// proposal itself, so that the proposer, maybe a follower, gets the error.
+    #[prost(message, tag = "14")]
+    Refused(Refused),
+    /// Raise or clear an alarm (etcd's AlarmRequest ACTIVATE / DEACTIVATE).
+    #[prost(message, tag = "15")]
+    Alarm(AlarmOp),
+    /// The leader's HashKV at a revision: every member compares its own (corruption check).
+    #[prost(message, tag = "16")]
+    HashCheck(HashCheck),
 }
+
+/// See [`Op::HashCheck`].
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HashCheck {
+    #[prost(uint64, tag = "1")]
+    pub leader: u64,
+    #[prost(int64, tag = "2")]
+    pub revision: i64,
+    #[prost(int64, tag = "3")]
+    pub compact_revision: i64,
+    #[prost(uint32, tag = "4")]
+    pub hash: u32,
+}
+
+/// An alarm change: `activate` raises (`member_id`, `alarm`), else clears it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AlarmOp {
+    #[prost(bool, tag = "1")]
+    pub activate: bool,
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    #[prost(int32, tag = "3")]
+    pub alarm: i32,
+}
+
+/// Why the leader refused a proposal (see [`Op::Refused`]).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Refused {
+    /// 1 = the learner to promote is not in sync with the leader.
+    #[prost(uint32, tag = "1")]
+    pub reason: u32,
+}
+
+/// [`Refused::reason`]: the learner is behind.
+pub const REFUSED_LEARNER_NOT_READY: u32 = 1;
 
 /// An auth store change. Passwords never enter the log: the proposer puts the bcrypt hash
 /// in `hashed_password` and leaves `password` empty.

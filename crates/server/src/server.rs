@@ -44,10 +44,14 @@ pub struct Server {
     pub request_timeout: Duration,
     pub started: Instant,
     pub db_path: std::path::PathBuf,
+    /// Which peers this member is connected to, and since when.
+    pub peer_activity: Arc<crate::peer::PeerActivity>,
+    /// The active alarms (kept by the apply loop).
+    pub alarms: Arc<RwLock<crate::alarm::Alarms>>,
 }
 
 /// True for requests that can make the backend bigger.
-fn grows_data(op: &Op) -> bool {
+pub fn grows_data(op: &Op) -> bool {
     match op {
         Op::Put(_) | Op::LeaseGrant(_) | Op::V2(_) => true,
         Op::Txn(t) => !crate::kv::txn_is_read_only(t),
@@ -56,6 +60,18 @@ fn grows_data(op: &Op) -> bool {
 }
 
 impl Server {
+    /// True while this member is a learner (etcd's IsLearner).
+    pub fn is_learner(&self) -> bool {
+        self.members
+            .read()
+            .map(|m| {
+                m.list
+                    .iter()
+                    .any(|x| x.id == self.member_id && x.is_learner)
+            })
+            .unwrap_or(false)
+    }
+
     /// A response header: IDs, the given revision, the current term.
     pub fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
@@ -76,9 +92,37 @@ impl Server {
     /// Proposes a write and waits until it is applied here. Acknowledged only then: the
     /// entry is durable on a majority (committed) and applied to this member's stores.
     pub async fn propose(&self, op: Op) -> Result<(Applied, i64), ServerError> {
-        if grows_data(&op) && self.db_size() as u64 > self.cfg.quota_backend_bytes {
+        if grows_data(&op) {
             // etcd's space quota: writes that add data fail, deletes and compaction still work.
-            return Err(ServerError::NoSpace);
+            let raised = self
+                .alarms
+                .read()
+                .map(|a| crate::alarm::has(&a, crate::alarm::NOSPACE))
+                .unwrap_or(false);
+            if raised {
+                return Err(ServerError::NoSpace);
+            }
+            if self.db_size() as u64 > self.cfg.quota_backend_bytes {
+                // Raise NOSPACE for this member through the log; nobody waits for it.
+                tracing::warn!(
+                    "backend is {} bytes, over --quota-backend-bytes={}: raising NOSPACE",
+                    self.db_size(),
+                    self.cfg.quota_backend_bytes
+                );
+                let alarm = LogRequest {
+                    id: 0,
+                    op: Some(Op::Alarm(crate::request::AlarmOp {
+                        activate: true,
+                        member_id: self.member_id,
+                        alarm: crate::alarm::NOSPACE,
+                    })),
+                };
+                let _ = self.send(RaftEvent::Propose {
+                    id: 0,
+                    data: alarm.encode_to_vec(),
+                });
+                return Err(ServerError::NoSpace);
+            }
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let data = LogRequest { id, op: Some(op) }.encode_to_vec();

@@ -1,53 +1,56 @@
-//! The watch hub: who watches which keys, and delivery of applied changes to them. The raft
-//! loop calls [`WatchHub::notify`] after each applied batch; it never blocks: each watch
-//! stream has a bounded queue, and a stream that does not keep up has its watchers
-//! canceled with a reason (never a silent gap).
+//! The watch hub: who watches which keys, and live delivery of applied changes to them.
+//!
+//! The raft loop calls [`WatchHub::notify`] after each applied revision; it never blocks and
+//! never allocates per watcher beyond a reference-counted slice of events. Watchers are
+//! either **synced** (they have every event up to the store's revision, and the hub hands
+//! them each new revision) or **unsynced** (behind: their stream task catches them up from
+//! the store, in bounded chunks, then asks to rejoin). This is etcd's synced/unsynced split;
+//! etcd's "victims" (a synced watcher whose channel is full) become unsynced here at once,
+//! so they too catch up from storage and the hub keeps nothing for them.
+//!
+//! Each watch stream has one bounded queue from the hub ([`STREAM_QUEUE_MAX`] messages and
+//! [`STREAM_QUEUE_BYTES_MAX`] bytes of events). When a revision does not fit, the watchers
+//! it was for become unsynced and the stream is woken to catch them up later: a client
+//! that stops reading costs the server one full queue, never more, and stalls nobody else.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use oxcd_api::mvccpb;
 use oxcd_storage::{Event, EventKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
-/// Messages a watch stream task receives from the hub.
+/// Messages queued per stream from the hub.
+pub const STREAM_QUEUE_MAX: usize = 1024;
+/// Bytes of keys and values queued per stream from the hub (over all its messages).
+pub const STREAM_QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// One revision's events for one watcher.
 #[derive(Debug)]
-pub enum HubMsg {
-    Events {
-        watch_id: i64,
-        rev: i64,
-        events: Vec<mvccpb::Event>,
-    },
-    /// The watcher was dropped because its stream fell too far behind.
-    Overflow { watch_id: i64 },
-    /// The member installed a snapshot: the revisions `from..=upto` were never notified and
-    /// the stream sends them from the store before any later event.
-    Replay {
-        watch_id: i64,
-        from: i64,
-        upto: i64,
-        request: oxcd_api::etcdserverpb::WatchCreateRequest,
-    },
+pub struct HubMsg {
+    pub watch_id: i64,
+    /// Which registration of `watch_id` this is for (IDs can be reused after a cancel).
+    pub serial: u64,
+    pub rev: i64,
+    pub events: Arc<Vec<mvccpb::Event>>,
+    /// What this message counts against [`STREAM_QUEUE_BYTES_MAX`].
+    pub bytes: usize,
 }
 
-/// Per-stream queue length; a stream this far behind loses its watchers.
-pub const STREAM_QUEUE_MAX: usize = 4096;
-
-struct Watcher {
-    stream: u64,
-    watch_id: i64,
-    key: Vec<u8>,
-    end: Vec<u8>,
-    prev_kv: bool,
-    no_put: bool,
-    no_delete: bool,
-    /// Events at or below this revision were already sent from history.
-    after_rev: i64,
-    tx: mpsc::Sender<HubMsg>,
+/// What a watcher asks for.
+#[derive(Debug, Clone, Default)]
+pub struct WatchSpec {
+    pub key: Vec<u8>,
+    /// etcd's range end: empty = one key, `[0]` = every key from `key`.
+    pub end: Vec<u8>,
+    pub prev_kv: bool,
+    pub no_put: bool,
+    pub no_delete: bool,
 }
 
-impl Watcher {
-    fn covers(&self, key: &[u8]) -> bool {
+impl WatchSpec {
+    pub fn covers(&self, key: &[u8]) -> bool {
         if self.end.is_empty() {
             key == self.key.as_slice()
         } else if self.end == [0] {
@@ -56,25 +59,68 @@ impl Watcher {
             key >= self.key.as_slice() && key < self.end.as_slice()
         }
     }
+
+    pub fn wants(&self, e: &Event) -> bool {
+        self.covers(&e.kv.key)
+            && match e.kind {
+                EventKind::Put => !self.no_put,
+                EventKind::Delete => !self.no_delete,
+            }
+    }
 }
 
-/// What a new watcher asks for.
-pub struct WatchSpec {
-    pub stream: u64,
-    pub watch_id: i64,
-    pub key: Vec<u8>,
-    pub end: Vec<u8>,
-    pub prev_kv: bool,
-    pub no_put: bool,
-    pub no_delete: bool,
+struct Watcher {
+    spec: WatchSpec,
+    serial: u64,
+    /// Synced: the hub delivers revisions after this one. Unsynced: `None`.
+    synced_after: Option<i64>,
+}
+
+/// The hub's side of one watch stream.
+struct StreamEntry {
+    tx: mpsc::Sender<HubMsg>,
+    queued_bytes: Arc<AtomicUsize>,
+    wake: Arc<Notify>,
+    watchers: HashMap<i64, Watcher>,
+}
+
+/// The stream task's side: its queue from the hub and what wakes it to catch up.
+pub struct StreamHandle {
+    pub id: u64,
+    pub rx: mpsc::Receiver<HubMsg>,
+    pub queued_bytes: Arc<AtomicUsize>,
+    pub wake: Arc<Notify>,
+}
+
+impl StreamHandle {
+    /// Takes a message off the queue and releases its bytes.
+    pub fn taken(&self, msg: &HubMsg) {
+        self.queued_bytes.fetch_sub(msg.bytes, Ordering::Relaxed);
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    streams: HashMap<u64, StreamEntry>,
+    watchers: usize,
+    /// The last revision handed to the hub: every event up to it is queued or unsynced.
+    notified_rev: i64,
+}
+
+/// Why a watcher could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("etcdserver: too many watchers (--max-watchers)")]
+    TooMany,
+    #[error("watch stream closed")]
+    StreamGone,
 }
 
 pub struct WatchHub {
-    watchers: Mutex<HashMap<(u64, i64), Watcher>>,
-    next_stream: std::sync::atomic::AtomicU64,
+    inner: Mutex<Inner>,
+    next_stream: AtomicU64,
+    next_serial: AtomicU64,
     pub watchers_max: usize,
-    /// The runtime that delivers overflow notices (the hub is called from the raft thread).
-    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Converts a store event to etcd's wire event.
@@ -89,159 +135,359 @@ pub fn to_pb(e: &Event, with_prev: bool) -> mvccpb::Event {
     }
 }
 
+fn event_bytes(e: &mvccpb::Event) -> usize {
+    let kv = |kv: &Option<mvccpb::KeyValue>| {
+        kv.as_ref()
+            .map(|kv| kv.key.len() + kv.value.len() + 48)
+            .unwrap_or(0)
+    };
+    kv(&e.kv) + kv(&e.prev_kv)
+}
+
+/// One revision's events on the wire, built at most once per form per revision.
+struct Forms<'e> {
+    events: &'e [Event],
+    plain: Option<(Arc<Vec<mvccpb::Event>>, usize)>,
+    with_prev: Option<(Arc<Vec<mvccpb::Event>>, usize)>,
+}
+
+impl Forms<'_> {
+    fn get(&mut self, spec: &WatchSpec) -> Option<(Arc<Vec<mvccpb::Event>>, usize)> {
+        let all = self.events.iter().all(|e| spec.wants(e));
+        if !all {
+            let mine: Vec<mvccpb::Event> = self
+                .events
+                .iter()
+                .filter(|e| spec.wants(e))
+                .map(|e| to_pb(e, spec.prev_kv))
+                .collect();
+            if mine.is_empty() {
+                return None;
+            }
+            let bytes = mine.iter().map(event_bytes).sum();
+            return Some((Arc::new(mine), bytes));
+        }
+        let events = self.events;
+        let slot = if spec.prev_kv {
+            &mut self.with_prev
+        } else {
+            &mut self.plain
+        };
+        let (v, bytes) = slot.get_or_insert_with(|| {
+            let v: Vec<mvccpb::Event> = events.iter().map(|e| to_pb(e, spec.prev_kv)).collect();
+            let bytes = v.iter().map(event_bytes).sum();
+            (Arc::new(v), bytes)
+        });
+        Some((v.clone(), *bytes))
+    }
+}
+
 impl WatchHub {
     pub fn new(watchers_max: usize) -> WatchHub {
         WatchHub {
-            watchers: Mutex::new(HashMap::new()),
-            next_stream: Default::default(),
+            inner: Mutex::new(Inner::default()),
+            next_stream: AtomicU64::new(1),
+            next_serial: AtomicU64::new(1),
             watchers_max,
-            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
-    pub fn new_stream_id(&self) -> u64 {
-        self.next_stream
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("watch hub lock poisoned")
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, i64), Watcher>> {
-        self.watchers.lock().expect("watch hub lock poisoned")
+    /// Sets the revision the hub starts from (the store's, when the member starts).
+    pub fn start_at(&self, rev: i64) {
+        let mut inner = self.lock();
+        inner.notified_rev = inner.notified_rev.max(rev);
     }
 
-    /// Registers a watcher. `current_rev` is read under the hub lock so that no applied
-    /// batch falls between the history the caller sends and the live events: the caller
-    /// sends history up to the returned revision, the hub everything after it.
-    pub fn register(
-        &self,
-        spec: WatchSpec,
-        tx: mpsc::Sender<HubMsg>,
-        current_rev: impl FnOnce() -> i64,
-    ) -> Result<i64, &'static str> {
-        let mut w = self.lock();
-        if w.len() >= self.watchers_max {
-            return Err("etcdserver: too many watchers (--max-watchers)");
-        }
-        let rev = current_rev();
-        w.insert(
-            (spec.stream, spec.watch_id),
-            Watcher {
-                stream: spec.stream,
-                watch_id: spec.watch_id,
-                key: spec.key,
-                end: spec.end,
-                prev_kv: spec.prev_kv,
-                no_put: spec.no_put,
-                no_delete: spec.no_delete,
-                after_rev: rev,
+    /// Opens a stream: its bounded queue from the hub.
+    pub fn open_stream(&self) -> StreamHandle {
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let wake = Arc::new(Notify::new());
+        self.lock().streams.insert(
+            id,
+            StreamEntry {
                 tx,
+                queued_bytes: queued_bytes.clone(),
+                wake: wake.clone(),
+                watchers: HashMap::new(),
             },
         );
-        Ok(rev)
+        StreamHandle {
+            id,
+            rx,
+            queued_bytes,
+            wake,
+        }
+    }
+
+    pub fn close_stream(&self, stream: u64) {
+        let mut inner = self.lock();
+        if let Some(s) = inner.streams.remove(&stream) {
+            inner.watchers -= s.watchers.len();
+        }
+    }
+
+    /// Registers a watcher that wants every event after `after_rev`, and returns its serial
+    /// and the revision it was registered at. `current_rev` is read under the hub lock, so
+    /// no revision falls between what the stream reads from the store and what the hub
+    /// delivers: a watcher whose `after_rev` is below it starts unsynced (the stream catches
+    /// it up from the store); otherwise it is synced from `after_rev` on.
+    pub fn register(
+        &self,
+        stream: u64,
+        watch_id: i64,
+        spec: WatchSpec,
+        after_rev: i64,
+        current_rev: impl FnOnce() -> i64,
+    ) -> Result<(u64, i64), RegisterError> {
+        let mut inner = self.lock();
+        if inner.watchers >= self.watchers_max {
+            return Err(RegisterError::TooMany);
+        }
+        let rev = current_rev();
+        let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
+        let s = inner
+            .streams
+            .get_mut(&stream)
+            .ok_or(RegisterError::StreamGone)?;
+        let synced = after_rev >= rev;
+        let w = Watcher {
+            spec,
+            serial,
+            synced_after: synced.then_some(after_rev),
+        };
+        if let Some(old) = s.watchers.insert(watch_id, w) {
+            // The stream task checks IDs first; replacing would be a bug there.
+            debug_assert!(false, "watch {watch_id} registered twice ({})", old.serial);
+        } else {
+            inner.watchers += 1;
+        }
+        if !synced {
+            if let Some(s) = inner.streams.get(&stream) {
+                s.wake.notify_one();
+            }
+        }
+        Ok((serial, rev))
     }
 
     pub fn cancel(&self, stream: u64, watch_id: i64) -> bool {
-        self.lock().remove(&(stream, watch_id)).is_some()
-    }
-
-    pub fn cancel_stream(&self, stream: u64) {
-        self.lock().retain(|_, w| w.stream != stream);
+        let mut inner = self.lock();
+        let removed = inner
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.watchers.remove(&watch_id))
+            .is_some();
+        if removed {
+            inner.watchers -= 1;
+        }
+        removed
     }
 
     pub fn count(&self) -> usize {
-        self.lock().len()
+        self.lock().watchers
     }
 
-    /// After a snapshot moved the store from `old_rev` to `new_rev` without events: asks
-    /// every watcher's stream to send the skipped revisions from the store, in order.
-    pub fn resync(&self, old_rev: i64, new_rev: i64) {
-        let mut w = self.lock();
-        let mut overflowed = Vec::new();
-        for watcher in w.values() {
-            let from = old_rev.max(watcher.after_rev) + 1;
-            if from > new_rev {
-                continue;
+    /// The unsynced watchers of a stream.
+    pub fn unsynced(&self, stream: u64) -> Vec<i64> {
+        let inner = self.lock();
+        let Some(s) = inner.streams.get(&stream) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<i64> = s
+            .watchers
+            .iter()
+            .filter(|(_, w)| w.synced_after.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// A watcher that has every event up to `sent_rev` rejoins the live feed. Returns the
+    /// revision from which the hub delivers again (events in `(sent_rev, returned]` are the
+    /// caller's to send from the store), or `None` if the watcher is gone.
+    pub fn resync(
+        &self,
+        stream: u64,
+        watch_id: i64,
+        sent_rev: i64,
+        current_rev: impl FnOnce() -> i64,
+    ) -> Option<i64> {
+        let mut inner = self.lock();
+        let rev = current_rev().max(sent_rev);
+        let w = inner
+            .streams
+            .get_mut(&stream)?
+            .watchers
+            .get_mut(&watch_id)?;
+        w.synced_after = Some(rev);
+        Some(rev)
+    }
+
+    /// The revision up to which every event has been handed to the streams' queues (or
+    /// left to catch-up): a progress notification may name it once the queue is drained.
+    pub fn notified_rev(&self) -> i64 {
+        self.lock().notified_rev
+    }
+
+    /// After a snapshot replaced the store: every watcher catches up from the store.
+    pub fn resync_all(&self, rev: i64) {
+        let mut inner = self.lock();
+        inner.notified_rev = inner.notified_rev.max(rev);
+        for s in inner.streams.values_mut() {
+            for w in s.watchers.values_mut() {
+                w.synced_after = None;
             }
-            let mut filters = Vec::new();
-            if watcher.no_put {
-                filters
-                    .push(oxcd_api::etcdserverpb::watch_create_request::FilterType::Noput as i32);
-            }
-            if watcher.no_delete {
-                filters.push(
-                    oxcd_api::etcdserverpb::watch_create_request::FilterType::Nodelete as i32,
-                );
-            }
-            let msg = HubMsg::Replay {
-                watch_id: watcher.watch_id,
-                from,
-                upto: new_rev,
-                request: oxcd_api::etcdserverpb::WatchCreateRequest {
-                    key: watcher.key.clone(),
-                    range_end: watcher.end.clone(),
-                    prev_kv: watcher.prev_kv,
-                    filters,
-                    ..Default::default()
-                },
-            };
-            if watcher.tx.try_send(msg).is_err() {
-                overflowed.push((watcher.stream, watcher.watch_id));
-            }
+            s.wake.notify_one();
         }
-        self.drop_overflowed(&mut w, overflowed);
     }
 
-    /// Delivers the events of one revision to every watcher whose range they touch.
+    /// Delivers the events of one revision to every synced watcher whose range they touch.
     pub fn notify(&self, rev: i64, events: &[Event]) {
         if events.is_empty() {
             return;
         }
-        let mut w = self.lock();
-        let mut overflowed = Vec::new();
-        for watcher in w.values() {
-            if rev <= watcher.after_rev {
-                continue;
-            }
-            let mine: Vec<mvccpb::Event> = events
-                .iter()
-                .filter(|e| watcher.covers(&e.kv.key))
-                .filter(|e| match e.kind {
-                    EventKind::Put => !watcher.no_put,
-                    EventKind::Delete => !watcher.no_delete,
-                })
-                .map(|e| to_pb(e, watcher.prev_kv))
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let msg = HubMsg::Events {
-                watch_id: watcher.watch_id,
-                rev,
-                events: mine,
-            };
-            if watcher.tx.try_send(msg).is_err() {
-                overflowed.push((watcher.stream, watcher.watch_id));
-            }
-        }
-        self.drop_overflowed(&mut w, overflowed);
-    }
-
-    fn drop_overflowed(&self, w: &mut HashMap<(u64, i64), Watcher>, overflowed: Vec<(u64, i64)>) {
-        for key in overflowed {
-            if let Some(watcher) = w.remove(&key) {
-                tracing::warn!(
-                    "canceling watch {} of stream {}: its client is not reading fast enough",
-                    watcher.watch_id,
-                    watcher.stream
-                );
-                let tx = watcher.tx.clone();
-                let watch_id = watcher.watch_id;
-                // The queue is full; deliver the notice as soon as there is room.
-                if let Some(rt) = &self.runtime {
-                    rt.spawn(async move {
-                        let _ = tx.send(HubMsg::Overflow { watch_id }).await;
-                    });
+        let mut forms = Forms {
+            events,
+            plain: None,
+            with_prev: None,
+        };
+        let mut inner = self.lock();
+        inner.notified_rev = inner.notified_rev.max(rev);
+        for s in inner.streams.values_mut() {
+            let mut fell_behind = false;
+            for (id, w) in s.watchers.iter_mut() {
+                match w.synced_after {
+                    Some(after) if rev > after => {}
+                    _ => continue,
+                }
+                let Some((events, bytes)) = forms.get(&w.spec) else {
+                    continue;
+                };
+                let queued = s.queued_bytes.load(Ordering::Relaxed);
+                let fits = queued + bytes <= STREAM_QUEUE_BYTES_MAX || queued == 0;
+                let msg = HubMsg {
+                    watch_id: *id,
+                    serial: w.serial,
+                    rev,
+                    events,
+                    bytes,
+                };
+                if fits && s.tx.try_send(msg).is_ok() {
+                    s.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+                } else {
+                    // Behind: catch up from the store later; the hub keeps nothing for it.
+                    w.synced_after = None;
+                    fell_behind = true;
                 }
             }
+            if fell_behind {
+                tracing::debug!(
+                    "a watch stream fell behind at revision {rev}; catching up from the store"
+                );
+                s.wake.notify_one();
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, rev: i64) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: mvccpb::KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'v'; 100],
+                mod_revision: rev,
+                ..Default::default()
+            },
+            prev_kv: None,
+        }
+    }
+
+    fn prefix(p: &str) -> WatchSpec {
+        let mut end = p.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        WatchSpec {
+            key: p.as_bytes().to_vec(),
+            end,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_full_queue_makes_watchers_unsynced_and_bounds_memory() {
+        let hub = WatchHub::new(100);
+        let mut slow = hub.open_stream();
+        let fast = hub.open_stream();
+        hub.register(slow.id, 0, prefix("a"), 1, || 1)
+            .expect("register");
+        hub.register(fast.id, 0, prefix("a"), 1, || 1)
+            .expect("register");
+        for rev in 2..(STREAM_QUEUE_MAX as i64 + 10) {
+            hub.notify(rev, &[put("a1", rev)]);
+        }
+        // The slow stream holds at most its queue and then is unsynced; nothing else grows.
+        assert_eq!(hub.unsynced(slow.id), vec![0]);
+        assert!(slow.rx.len() <= STREAM_QUEUE_MAX);
+        assert_eq!(hub.unsynced(fast.id), vec![0], "fast never read either");
+        // Rejoining: the hub delivers only after the revision it names.
+        let next = STREAM_QUEUE_MAX as i64 + 10;
+        let from = hub.resync(slow.id, 0, next - 1, || next - 1);
+        assert_eq!(from, Some(next - 1));
+        while let Ok(m) = slow.rx.try_recv() {
+            slow.taken(&m);
+        }
+        hub.notify(next, &[put("a2", next)]);
+        let m = slow.rx.try_recv().expect("live again");
+        assert_eq!((m.rev, m.events.len()), (next, 1));
+        assert!(hub.unsynced(slow.id).is_empty());
+    }
+
+    #[test]
+    fn byte_budget_is_enforced() {
+        let hub = WatchHub::new(10);
+        let s = hub.open_stream();
+        hub.register(s.id, 0, prefix("a"), 0, || 0)
+            .expect("register");
+        let big = Event {
+            kv: mvccpb::KeyValue {
+                key: b"a".to_vec(),
+                value: vec![0; STREAM_QUEUE_BYTES_MAX / 2],
+                ..Default::default()
+            },
+            ..put("a", 1)
+        };
+        hub.notify(1, std::slice::from_ref(&big));
+        hub.notify(2, std::slice::from_ref(&big));
+        hub.notify(3, std::slice::from_ref(&big));
+        assert!(s.rx.len() <= 2);
+        assert_eq!(hub.unsynced(s.id), vec![0]);
+    }
+
+    #[test]
+    fn registration_below_the_current_revision_starts_unsynced() {
+        let hub = WatchHub::new(2);
+        let s = hub.open_stream();
+        let (_, rev) = hub.register(s.id, 5, prefix("a"), 3, || 9).expect("r");
+        assert_eq!(rev, 9);
+        assert_eq!(hub.unsynced(s.id), vec![5]);
+        hub.register(s.id, 6, prefix("a"), 9, || 9).expect("r");
+        assert!(matches!(
+            hub.register(s.id, 7, prefix("a"), 9, || 9),
+            Err(RegisterError::TooMany)
+        ));
+        hub.close_stream(s.id);
+        assert_eq!(hub.count(), 0);
     }
 }

@@ -3,312 +3,17 @@
 //! Every process is killed when its test ends (the `Cluster` guard).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oxcd_api::etcdserverpb::{
-    kv_client::KvClient, maintenance_client::MaintenanceClient, PutRequest, RangeRequest,
-    StatusRequest,
-};
+use oxcd_api::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest};
 use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_oxcd");
-
-struct Member {
-    name: String,
-    ip: String,
-    data: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-struct Cluster {
-    _dir: tempfile::TempDir,
-    members: Vec<Member>,
-    extra: Vec<String>,
-    tls: Option<PathBuf>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in &mut self.members {
-            if let Some(mut c) = m.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-impl Cluster {
-    /// Three members on `127.0.0.{base+1..3}`, plain http unless `tls` names a dir of
-    /// tutorial-style certificates.
-    fn start(base: u8, extra: &[&str], tls: Option<PathBuf>) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let members = (1..=3)
-            .map(|n| Member {
-                name: format!("m{n}"),
-                ip: format!("127.0.0.{}", base + n),
-                data: dir.path().join(format!("m{n}")),
-                log: dir.path().join(format!("m{n}.log")),
-                child: None,
-            })
-            .collect();
-        let mut c = Cluster {
-            _dir: dir,
-            members,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            tls,
-        };
-        for i in 0..3 {
-            c.spawn(i);
-        }
-        c
-    }
-
-    fn scheme(&self) -> &'static str {
-        if self.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        }
-    }
-
-    fn args(&self, i: usize) -> Vec<String> {
-        let s = self.scheme();
-        let m = &self.members[i];
-        let cluster: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| format!("{}={s}://{}:2380", m.name, m.ip))
-            .collect();
-        let mut a = vec![
-            format!("--name={}", m.name),
-            format!("--data-dir={}", m.data.display()),
-            format!("--initial-advertise-peer-urls={s}://{}:2380", m.ip),
-            format!("--listen-peer-urls={s}://{}:2380", m.ip),
-            format!("--listen-client-urls=http://{}:2379", m.ip),
-            format!("--advertise-client-urls=http://{}:2379", m.ip),
-            "--initial-cluster-token=test-cluster".into(),
-            format!("--initial-cluster={}", cluster.join(",")),
-        ];
-        if let Some(d) = &self.tls {
-            let n = i + 1;
-            a.push(format!(
-                "--peer-cert-file={}",
-                d.join(format!("peer{n}.pem")).display()
-            ));
-            a.push(format!(
-                "--peer-key-file={}",
-                d.join(format!("peer{n}-key.pem")).display()
-            ));
-            a.push(format!(
-                "--peer-trusted-ca-file={}",
-                d.join("ca.pem").display()
-            ));
-            a.push("--peer-client-cert-auth=true".into());
-        }
-        a.extend(self.extra.iter().cloned());
-        a
-    }
-
-    fn spawn(&mut self, i: usize) {
-        let args = self.args(i);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.members[i].log)
-            .expect("log file");
-        let child = Command::new(BIN)
-            .args(&args)
-            .env("OXCD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start oxcd");
-        self.members[i].child = Some(child);
-    }
-
-    fn kill9(&mut self, i: usize) {
-        if let Some(mut c) = self.members[i].child.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
-    }
-
-    fn endpoint(&self, i: usize) -> String {
-        format!("http://{}:2379", self.members[i].ip)
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
-    }
-
-    async fn kv(&self, i: usize) -> Option<KvClient<Channel>> {
-        let ch = Channel::from_shared(self.endpoint(i))
-            .ok()?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(3))
-            .connect()
-            .await
-            .ok()?;
-        Some(KvClient::new(ch))
-    }
-
-    /// Index of the member every reachable member names as leader.
-    async fn leader(&self) -> Option<usize> {
-        for i in 0..3 {
-            if self.members[i].child.is_none() {
-                continue;
-            }
-            let Ok(ch) = Channel::from_shared(self.endpoint(i)) else {
-                continue;
-            };
-            let Ok(ch) = ch.timeout(Duration::from_secs(2)).connect().await else {
-                continue;
-            };
-            let Ok(st) = MaintenanceClient::new(ch).status(StatusRequest {}).await else {
-                continue;
-            };
-            let leader = st.into_inner().leader;
-            if leader == 0 {
-                continue;
-            }
-            let ids = self.member_ids().await;
-            return ids.iter().position(|id| *id == leader);
-        }
-        None
-    }
-
-    async fn member_ids(&self) -> Vec<u64> {
-        (0..3)
-            .map(|i| {
-                let m = &self.members[i];
-                let url = format!("{}://{}:2380", self.scheme(), m.ip);
-                member_id(&url, "test-cluster")
-            })
-            .collect()
-    }
-
-    /// Waits (bounded) until a put through member `i` succeeds.
-    async fn wait_writable(&self, i: usize, within: Duration) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(mut kv) = self.kv(i).await {
-                let put = PutRequest {
-                    key: b"probe".to_vec(),
-                    value: b"1".to_vec(),
-                    ..Default::default()
-                };
-                if kv.put(put).await.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "member {i} not writable within {within:?}; log:\n{}",
-            self.log(i)
-        );
-    }
-
-    /// Every key under `prefix` as member `i` has it (serializable: its local state).
-    async fn local_keys(&self, i: usize, prefix: &str) -> Option<BTreeMap<String, String>> {
-        let mut kv = self.kv(i).await?;
-        let mut end = prefix.as_bytes().to_vec();
-        *end.last_mut()? += 1;
-        let r = RangeRequest {
-            key: prefix.as_bytes().to_vec(),
-            range_end: end,
-            serializable: true,
-            ..Default::default()
-        };
-        let resp = kv.range(r).await.ok()?.into_inner();
-        Some(
-            resp.kvs
-                .into_iter()
-                .map(|kv| {
-                    (
-                        String::from_utf8_lossy(&kv.key).into_owned(),
-                        String::from_utf8_lossy(&kv.value).into_owned(),
-                    )
-                })
-                .collect(),
-        )
-    }
-
-    /// Waits (bounded) until member `i` holds every expected key with its value.
-    async fn expect_keys(
-        &self,
-        i: usize,
-        prefix: &str,
-        want: &BTreeMap<String, String>,
-        within: Duration,
-    ) {
-        let deadline = Instant::now() + within;
-        let mut last_missing = usize::MAX;
-        while Instant::now() < deadline {
-            if let Some(have) = self.local_keys(i, prefix).await {
-                let missing: Vec<_> = want
-                    .iter()
-                    .filter(|(k, v)| have.get(*k) != Some(v))
-                    .collect();
-                if missing.is_empty() {
-                    return;
-                }
-                last_missing = missing.len();
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "member {i} misses {last_missing} of {} acknowledged writes; log:\n{}",
-            want.len(),
-            self.log(i)
-        );
-    }
-}
-
-fn member_id(peer_url: &str, token: &str) -> u64 {
-    oxcd_server::ids::member_id(&[peer_url.to_string()], token)
-}
-
-/// Puts `count` keys `prefix{n}` through any member that answers; returns what was acked.
-async fn write_keys(c: &Cluster, prefix: &str, count: usize) -> BTreeMap<String, String> {
-    let mut acked = BTreeMap::new();
-    let live: Vec<usize> = (0..3).filter(|i| c.members[*i].child.is_some()).collect();
-    let mut clients = Vec::new();
-    for i in &live {
-        if let Some(kv) = c.kv(*i).await {
-            clients.push(kv);
-        }
-    }
-    assert!(!clients.is_empty(), "no member reachable");
-    for n in 0..count {
-        let key = format!("{prefix}{n:06}");
-        let value = format!("value-{n}");
-        let mut done = false;
-        for attempt in 0..20 {
-            let pick = (n + attempt) % clients.len();
-            let kv = &mut clients[pick];
-            let put = PutRequest {
-                key: key.clone().into_bytes(),
-                value: value.clone().into_bytes(),
-                ..Default::default()
-            };
-            if kv.put(put).await.is_ok() {
-                done = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(done, "put {key} never succeeded");
-        acked.insert(key, value);
-    }
-    acked
-}
+mod common;
+use common::cluster::{write_keys, Cluster, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_under_load_loses_nothing() {
@@ -372,7 +77,7 @@ async fn leader_killed_under_load_loses_nothing() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let leader = c.leader().await.expect("a leader");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
     c.kill9(leader);
     *killed_at.lock().expect("lock") = Some(Instant::now());
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -412,7 +117,7 @@ async fn leader_killed_under_load_loses_nothing() {
 async fn follower_catches_up_by_log_and_by_snapshot() {
     let mut c = Cluster::start(30, &["--snapshot-count=100"], None);
     c.wait_writable(0, Duration::from_secs(15)).await;
-    let leader = c.leader().await.expect("leader");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
     let mut want = write_keys(&c, "a/", 10).await;
     c.kill9(f);
@@ -456,7 +161,7 @@ async fn wiped_member_is_refused() {
     let mut c = Cluster::start(50, &[], None);
     c.wait_writable(0, Duration::from_secs(15)).await;
     write_keys(&c, "w/", 5).await;
-    let leader = c.leader().await.expect("leader");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
     c.kill9(f);
     std::fs::remove_dir_all(&c.members[f].data).expect("wipe");
@@ -594,14 +299,26 @@ async fn member_added_at_runtime_joins_and_leaves() {
         .expect("connect");
     let mut cluster = ClusterClient::new(ch);
     let url = "http://127.0.0.84:2380".to_string();
-    let added = cluster
-        .member_add(MemberAddRequest {
-            peer_ur_ls: vec![url.clone()],
-            is_learner: false,
-        })
-        .await
-        .expect("member add")
-        .into_inner();
+    // As etcd (--strict-reconfig-check), a voter is added only once every member has been
+    // connected for the 5 s health interval.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let added = loop {
+        let r = cluster
+            .member_add(MemberAddRequest {
+                peer_ur_ls: vec![url.clone()],
+                is_learner: false,
+            })
+            .await;
+        match r {
+            Ok(r) => break r.into_inner(),
+            Err(s)
+                if s.message() == "etcdserver: unhealthy cluster" && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(s) => panic!("member add: {s:?}"),
+        }
+    };
     let new_id = added.member.expect("member").id;
     assert_eq!(added.members.len(), 4);
     let mut initial: Vec<String> = c
@@ -610,8 +327,8 @@ async fn member_added_at_runtime_joins_and_leaves() {
         .map(|m| format!("{}=http://{}:2380", m.name, m.ip))
         .collect();
     initial.push(format!("m4={url}"));
-    let data = c._dir.path().join("m4");
-    let log_path = c._dir.path().join("m4.log");
+    let data = c.dir.path().join("m4");
+    let log_path = c.dir.path().join("m4.log");
     let log = std::fs::File::create(&log_path).expect("log");
     let mut joiner = Command::new(BIN)
         .args([
@@ -767,7 +484,7 @@ async fn watcher_on_a_member_that_installs_a_snapshot_misses_nothing() {
     const WRITES: usize = 400;
     let c = Cluster::start(120, &["--snapshot-count=50"], None);
     c.wait_writable(0, Duration::from_secs(15)).await;
-    let leader = c.leader().await.expect("leader");
+    let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
     let ch = Channel::from_shared(c.endpoint(f))
         .expect("endpoint")

@@ -51,7 +51,12 @@ pub enum MvccError {
     NotOurs { path: String, reason: String },
     #[error("backend record at revision {main}.{sub} is damaged: {reason}")]
     Corrupt { main: u64, sub: u64, reason: String },
+    #[error("defragment: {0}")]
+    Defrag(String),
 }
+
+/// How long [`Store::defragment`] waits for open transactions to finish.
+pub const DEFRAG_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl From<redb::Error> for MvccError {
     fn from(e: redb::Error) -> Self {
@@ -194,7 +199,9 @@ impl Event {
 
 /// The MVCC store. Cheap to share behind an `Arc`.
 pub struct Store {
-    db: Database,
+    /// Behind a lock only so that [`Store::defragment`] can have it alone; transactions do
+    /// not borrow it, so every other use holds the read side for an instant.
+    db: RwLock<Database>,
     index: RwLock<Index>,
 }
 
@@ -216,6 +223,20 @@ fn encode_record(tombstone: bool, kv: &KeyValue) -> Vec<u8> {
     out.push(if tombstone { FLAG_TOMBSTONE } else { FLAG_PUT });
     kv.encode(&mut out).expect("Vec<u8> grows as needed");
     out
+}
+
+/// The record at `rev`, which the index says exists.
+fn fetch_in(
+    table: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    rev: Rev,
+) -> Result<KeyValue, MvccError> {
+    let (main, sub) = rev_key(rev);
+    let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
+        main,
+        sub,
+        reason: "indexed revision missing from the backend".into(),
+    })?;
+    Ok(decode_record(main, sub, v.value())?.1)
 }
 
 fn rev_key(rev: Rev) -> (u64, u64) {
@@ -285,9 +306,38 @@ impl Store {
             }
         }
         Ok(Store {
-            db,
+            db: RwLock::new(db),
             index: RwLock::new(index),
         })
+    }
+
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.db.read().expect("backend lock poisoned")
+    }
+
+    /// Gives free pages back to the file system (etcd's defragment): compacts the redb file
+    /// while no transaction is open, retrying for a bounded time while one is.
+    pub fn defragment(&self) -> Result<(), MvccError> {
+        let deadline = std::time::Instant::now() + DEFRAG_WAIT_MAX;
+        loop {
+            let done = {
+                let mut db = self.db.write().expect("backend lock poisoned");
+                match db.compact() {
+                    Ok(_) => true,
+                    Err(redb::CompactionError::TransactionInProgress) => false,
+                    Err(e) => return Err(MvccError::Defrag(e.to_string())),
+                }
+            };
+            if done {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(MvccError::Defrag(
+                    "the backend stayed busy; try again".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
@@ -319,16 +369,10 @@ impl Store {
         opts: RangeOptions,
     ) -> Result<RangeResult, MvccError> {
         let idx = self.read_index();
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(KV)?;
         range_in(&idx, key, end, opts, idx.current_rev, |rev| {
-            let (main, sub) = rev_key(rev);
-            let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
-                main,
-                sub,
-                reason: "indexed revision missing from the backend".into(),
-            })?;
-            Ok(decode_record(main, sub, v.value())?.1)
+            fetch_in(&table, rev)
         })
     }
 
@@ -346,7 +390,7 @@ impl Store {
         if from < idx.compact_rev {
             return Err(MvccError::Compacted);
         }
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         drop(idx);
         let table = txn.open_table(KV)?;
         let mut out = Vec::new();
@@ -393,7 +437,7 @@ impl Store {
 
     /// Reads every row of an auxiliary table (v2 keys, leases, members) at open.
     pub fn aux_load(&self, table: u8) -> Result<Vec<AuxRow>, MvccError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let aux = txn.open_table(AUX)?;
         let mut out = Vec::new();
         let start: (u8, &[u8]) = (table, &[]);
@@ -411,7 +455,7 @@ impl Store {
     /// Starts the batch of writes the apply loop makes for a group of log entries.
     pub fn batch(&self) -> Result<WriteBatch<'_>, MvccError> {
         let index = self.index.write().expect("mvcc index lock poisoned");
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         Ok(WriteBatch { index, txn })
     }
 
@@ -421,7 +465,7 @@ impl Store {
     pub fn snapshot(&self) -> Result<(Vec<u8>, u64, u64), MvccError> {
         let idx = self.read_index();
         let (ci, ct) = (idx.consistent_index, idx.consistent_term);
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         drop(idx);
         let mut out = Vec::new();
         let mut put = |t: u8, k: &[u8], v: &[u8]| {
@@ -526,14 +570,7 @@ impl<'a> WriteBatch<'a> {
     }
 
     fn fetch(&self, rev: Rev) -> Result<KeyValue, MvccError> {
-        let table = self.txn.open_table(KV)?;
-        let (main, sub) = rev_key(rev);
-        let v = table.get((main, sub))?.ok_or_else(|| MvccError::Corrupt {
-            main,
-            sub,
-            reason: "indexed revision missing from the backend".into(),
-        })?;
-        Ok(decode_record(main, sub, v.value())?.1)
+        fetch_in(&self.txn.open_table(KV)?, rev)
     }
 
     /// Reads inside the batch, seeing its own writes.
@@ -775,21 +812,36 @@ impl TxnWrite<'_, '_> {
     /// Deletes the keys in a range; returns their previous values.
     pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, MvccError> {
         let newest = self.main;
-        let found = range_in(
-            &self.batch.index,
-            key,
-            end,
-            RangeOptions::default(),
-            newest,
-            |rev| self.batch.fetch(rev),
-        )?;
+        // One table handle for the whole range: deleting a large prefix must not pay a table
+        // lookup per key.
+        let found = {
+            let table = self.batch.txn.open_table(KV)?;
+            range_in(
+                &self.batch.index,
+                key,
+                end,
+                RangeOptions::default(),
+                newest,
+                |rev| fetch_in(&table, rev),
+            )?
+        };
+        let mut table = self.batch.txn.open_table(KV)?;
+        self.events.reserve(found.kvs.len());
         for prev in &found.kvs {
             let tomb = KeyValue {
                 key: prev.key.clone(),
                 mod_revision: self.main,
                 ..Default::default()
             };
-            self.record(true, &tomb)?;
+            let rev = Rev {
+                main: self.main,
+                sub: self.sub,
+            };
+            self.sub += 1;
+            table.insert(rev_key(rev), encode_record(true, &tomb).as_slice())?;
+            if let Some(hist) = self.batch.index.keys.get_mut(&prev.key) {
+                hist.revs.push((rev, true));
+            }
             self.events.push(Event {
                 kind: EventKind::Delete,
                 kv: tomb,

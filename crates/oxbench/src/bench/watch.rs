@@ -57,6 +57,13 @@ pub struct WatchLatencyArgs {
     /// PrevKV enabled on watch requests
     #[arg(long)]
     pub prevkv: bool,
+    /// Watch the prefix `oxbench/watch` and put keys under it (an oxbench extension:
+    /// etcd's tool watches one key)
+    #[arg(long)]
+    pub prefix: bool,
+    /// Distinct keys the puts cycle through with --prefix
+    #[arg(long, default_value_t = 1000)]
+    pub key_space_size: usize,
     /// Value size of put request
     #[arg(long, default_value_t = 32)]
     pub val_size: usize,
@@ -75,6 +82,8 @@ pub async fn watch(
         rate: a.put_rate,
         val_size: a.val_size,
         prev_kv: false,
+        prefix: false,
+        key_space: 1,
     };
     let (created, events, created_secs, events_secs) = fanout(clients, plan, max).await?;
     if !g.json {
@@ -101,6 +110,8 @@ pub async fn latency(
         rate: a.put_rate,
         val_size: a.val_size,
         prev_kv: a.prevkv,
+        prefix: a.prefix,
+        key_space: a.key_space_size.max(1),
     };
     let (_, events, _, events_secs) = fanout(clients, plan, max).await?;
     report(g, "watch-latency", events, events_secs);
@@ -114,6 +125,20 @@ struct Fanout {
     rate: f64,
     val_size: usize,
     prev_kv: bool,
+    prefix: bool,
+    key_space: usize,
+}
+
+/// The end of the range of keys that start with `key`.
+fn prefix_end(key: &[u8]) -> Vec<u8> {
+    let mut end = key.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// Opens the streams and watchers, then puts; returns creation and delivery latencies.
@@ -133,6 +158,11 @@ async fn fanout(
         let create = pb::WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
                 key: WATCHED_KEY.to_vec(),
+                range_end: if plan.prefix {
+                    prefix_end(WATCHED_KEY)
+                } else {
+                    Vec::new()
+                },
                 prev_kv: plan.prev_kv,
                 ..Default::default()
             })),
@@ -188,8 +218,15 @@ async fn put_paced(
         let mut value = (i as u64).to_le_bytes().to_vec();
         value.resize(plan.val_size.max(8), b'x');
         sent_at[i].store(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let key = if plan.prefix {
+            let mut k = WATCHED_KEY.to_vec();
+            k.extend_from_slice(format!("/{:06}", i % plan.key_space).as_bytes());
+            k
+        } else {
+            WATCHED_KEY.to_vec()
+        };
         let req = pb::PutRequest {
-            key: WATCHED_KEY.to_vec(),
+            key,
             value,
             ..Default::default()
         };

@@ -39,6 +39,34 @@ pub enum SnapshotCmd {
     Save { args: Vec<String> },
     /// Gets backend snapshot status of a given file
     Status { args: Vec<String> },
+    /// Restores an etcd member snapshot to an etcd directory
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    /// Path to the data directory
+    #[arg(long, default_value = "")]
+    pub data_dir: String,
+    /// Path to the WAL directory (use --data-dir if none given)
+    #[arg(long, default_value = "")]
+    pub wal_dir: String,
+    /// Initial cluster configuration for restore bootstrap
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// Initial cluster token for the etcd cluster during restore bootstrap
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Human-readable name for this member
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Ignore snapshot integrity hash value (required if copied from data directory)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub skip_hash_check: bool,
+    pub args: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -167,6 +195,7 @@ pub async fn snapshot(ctx: &Ctx, c: SnapshotCmd) -> CtlResult {
     let args = match c {
         SnapshotCmd::Save { args } => args,
         SnapshotCmd::Status { args } => return snapshot_status(ctx, &args),
+        SnapshotCmd::Restore(a) => return snapshot_restore(a),
     };
     if args.len() != 1 {
         return Err(CtlError::args("snapshot save expects one argument"));
@@ -241,6 +270,52 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     Ok(())
 }
 
+/// `snapshot restore`: an oxcd snapshot into a new member's data dir (see
+/// `oxcd_server::restore`), logging what etcdctl logs, to stderr.
+fn snapshot_restore(a: RestoreArgs) -> CtlResult {
+    let [path] = a.args.as_slice() else {
+        return Err(CtlError::args(
+            "snapshot restore requires exactly one argument",
+        ));
+    };
+    let opts = oxcd_server::restore::RestoreOptions {
+        snapshot: path.into(),
+        data_dir: (!a.data_dir.is_empty()).then(|| a.data_dir.clone().into()),
+        wal_dir: (!a.wal_dir.is_empty()).then(|| a.wal_dir.clone().into()),
+        name: a.name,
+        initial_cluster: a.initial_cluster,
+        initial_cluster_token: a.initial_cluster_token,
+        initial_advertise_peer_urls: a.initial_advertise_peer_urls,
+        skip_hash_check: a.skip_hash_check,
+    };
+    oxcd_server::restore::check_options(&opts).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+    let data_dir = opts.data_dir().display().to_string();
+    let dirs = format!(
+        ",\"path\":{},\"wal-dir\":{},\"data-dir\":{},\"snap-dir\":{}",
+        json_str(path),
+        json_str(&opts.wal_dir().display().to_string()),
+        json_str(&data_dir),
+        json_str(&format!("{data_dir}/member/snap")),
+    );
+    snapshot_log("snapshot/v3_snapshot.go:296", "restoring snapshot", &dirs);
+    let r = oxcd_server::restore::restore(&opts).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+    for m in &r.members {
+        let urls: Vec<String> = m.peer_urls.iter().map(|u| json_str(u)).collect();
+        snapshot_log(
+            "membership/cluster.go:392",
+            "added member",
+            &format!(
+                ",\"cluster-id\":\"{:x}\",\"local-member-id\":\"0\",\"added-peer-id\":\"{:x}\",\"added-peer-peer-urls\":[{}]",
+                r.cluster_id,
+                m.id,
+                urls.join(",")
+            ),
+        );
+    }
+    snapshot_log("snapshot/v3_snapshot.go:309", "restored snapshot", &dirs);
+    Ok(())
+}
+
 fn json_str(s: &str) -> String {
     crate::gofmt::json_string(s)
 }
@@ -295,7 +370,18 @@ fn snapshot_status(ctx: &Ctx, args: &[String]) -> CtlResult {
         };
         CtlError::new(EXIT_ERROR, format!("stat {path}: {why}"))
     })?;
-    let st = crate::boltdb::status(&data).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+    let st = if data.starts_with(oxcd_server::restore::SNAPSHOT_MAGIC) {
+        let st = oxcd_server::restore::snapshot_status(path, &data)
+            .map_err(|e| CtlError::new(EXIT_ERROR, e.to_string()))?;
+        crate::boltdb::Status {
+            hash: st.hash,
+            revision: st.revision,
+            total_key: st.total_key,
+            total_size: st.total_size,
+        }
+    } else {
+        crate::boltdb::status(&data).map_err(|e| CtlError::new(EXIT_ERROR, e))?
+    };
     let row = vec![
         format!("{:x}", st.hash),
         st.revision.to_string(),

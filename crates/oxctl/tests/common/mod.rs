@@ -38,6 +38,7 @@ fn free_port() -> u16 {
 /// A single-member etcd. Restarting it from an empty data dir gives the same cluster and
 /// member ids (same name, peer URL and token), so the same commands give the same output.
 pub struct Etcd {
+    bin: String,
     pub dir: tempfile::TempDir,
     pub client_port: u16,
     peer_port: u16,
@@ -47,6 +48,11 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start(tls: bool) -> Etcd {
+        Etcd::start_bin(&server_bin(), tls)
+    }
+
+    /// Starts `bin` (`etcd` for the real one whatever `OXCTL_TEST_SERVER` says).
+    pub fn start_bin(bin: &str, tls: bool) -> Etcd {
         require("etcd", "etcd-server");
         require("etcdctl", "etcd-client");
         let dir = tempfile::tempdir().expect("temp dir");
@@ -54,6 +60,7 @@ impl Etcd {
             make_certs(dir.path());
         }
         let mut etcd = Etcd {
+            bin: bin.to_string(),
             dir,
             client_port: free_port(),
             peer_port: free_port(),
@@ -82,7 +89,7 @@ impl Etcd {
         let _ = std::fs::remove_dir_all(&data);
         let client = format!("{}://127.0.0.1:{}", self.scheme(), self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut cmd = Command::new(server_bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["--name", "t1", "--data-dir"]).arg(&data);
         cmd.args([
             "--listen-client-urls",
@@ -211,6 +218,18 @@ pub fn run_env(
     drop(input);
     let out = wait_bounded(child, COMMAND_TIMEOUT);
     printed(&out)
+}
+
+/// [`run`] with no global flags, in directory `dir` (offline commands that take paths).
+pub fn run_in(bin: &str, dir: &std::path::Path, args: &[&str]) -> Printed {
+    let child = tool_cmd(bin, &[], args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tool");
+    printed(&wait_bounded(child, COMMAND_TIMEOUT))
 }
 
 /// Runs a command that does not end by itself (watch, keep-alive) for `dur`, then kills it.
