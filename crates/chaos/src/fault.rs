@@ -117,6 +117,7 @@ pub async fn inject(
     c: &mut Cluster,
     fw: &Firewall,
     rng: &mut StdRng,
+    hold_override: Option<Duration>,
 ) -> anyhow::Result<String> {
     let leader = c
         .wait_leader(Duration::from_secs(15))
@@ -245,7 +246,8 @@ pub async fn inject(
             ));
         }
     };
-    tokio::time::sleep(hold(rng)).await;
+    let held = hold(rng);
+    tokio::time::sleep(hold_override.unwrap_or(held)).await;
     match undo {
         Undo::Restart(v) => {
             for i in v {

@@ -134,7 +134,10 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
             }
         }
         let start_us = ctx.now_us();
-        let detail = match fault::inject(f, &mut c, &fw, &mut rng).await {
+        // The stale-read self-test holds its partition long enough that the majority
+        // surely writes while the old leader still answers reads.
+        let hold = (spec.bug == Some(Bug::StaleRead)).then_some(Duration::from_secs(5));
+        let detail = match fault::inject(f, &mut c, &fw, &mut rng, hold).await {
             Ok(d) => d,
             Err(e) => {
                 out.violations.push(format!("fault {}: {e:#}", f.name()));
