@@ -90,8 +90,8 @@ pub fn svg(timelines: &[Timeline]) -> String {
     );
     let _ = writeln!(
         s,
-        "<text x=\"{LEFT}\" y=\"16\">blue: completed ops/s (left axis) · orange: mean latency, \
-         dotted: max latency (ms, right axis, log) · red ticks: unknown outcomes · grey: fault held · pink: heal until a write is accepted</text>"
+        "<text x=\"{LEFT}\" y=\"16\">blue: completed ops/s · orange: mean latency, dotted: max latency (ms, log scale) \
+         · red ticks: unknown outcomes · grey: fault held · pink: heal until writes resume</text>"
     );
     for (i, t) in timelines.iter().enumerate() {
         panel(&mut s, t, 30.0 + PANEL_H * i as f64);
