@@ -117,6 +117,7 @@ pub async fn inject(
     c: &mut Cluster,
     fw: &Firewall,
     rng: &mut StdRng,
+    hold_override: Option<Duration>,
 ) -> anyhow::Result<String> {
     let leader = c
         .wait_leader(Duration::from_secs(15))
@@ -245,7 +246,8 @@ pub async fn inject(
             ));
         }
     };
-    tokio::time::sleep(hold(rng)).await;
+    let held = hold(rng);
+    tokio::time::sleep(hold_override.unwrap_or(held)).await;
     match undo {
         Undo::Restart(v) => {
             for i in v {
@@ -271,7 +273,7 @@ async fn wait_exit(c: &mut Cluster, idx: usize, timeout: Duration) -> Option<Str
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = c.members[idx].reap() {
-            return Some(format!("crashed ({status})"));
+            return Some(format!("exited ({status})"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -362,12 +364,18 @@ async fn member_replace(
         .member_id;
     let client = cluster::dial(&c.tls, leader).await?;
     let mut cl = client.cluster();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        cl.member_remove(MemberRemoveRequest { id: fid }),
-    )
-    .await
-    .context("member remove timed out")??;
+    // As etcd (--strict-reconfig-check), oxcd refuses a change while a voter has not been
+    // connected for a while ("unhealthy cluster"); an operator retries, so do we.
+    let mut retries = Vec::new();
+    retry_unhealthy("member remove", &mut retries, || {
+        let mut cl = cl.clone();
+        async move {
+            cl.member_remove(MemberRemoveRequest { id: fid })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await?;
     c.active.retain(|&i| i != f);
     let exited = wait_exit(c, f, Duration::from_secs(5)).await;
     c.kill9(f);
@@ -376,17 +384,18 @@ async fn member_replace(
     else {
         bail!("no spare member left to add");
     };
-    let added = tokio::time::timeout(
-        Duration::from_secs(10),
-        cl.member_add(MemberAddRequest {
+    let new_id = retry_unhealthy("member add", &mut retries, || {
+        let mut cl = cl.clone();
+        let req = MemberAddRequest {
             peer_ur_ls: vec![cluster::peer_url(new)],
             is_learner: true,
-        }),
-    )
-    .await
-    .context("member add timed out")??
-    .into_inner();
-    let new_id = added.member.map(|m| m.id).unwrap_or_default();
+        };
+        async move {
+            let r = cl.member_add(req).await?.into_inner();
+            Ok(r.member.map(|m| m.id).unwrap_or_default())
+        }
+    })
+    .await?;
     c.start_joining(new)?;
     c.active.push(new);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -410,9 +419,46 @@ async fn member_replace(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     Ok(format!(
-        "removed {} ({}), added {} as a learner, promoted it",
+        "removed {} ({}), added {} as a learner, promoted it{}",
         cluster::member_name(f),
         exited.unwrap_or_else(|| "it did not exit by itself within 5s".into()),
-        cluster::member_name(new)
+        cluster::member_name(new),
+        if retries.is_empty() {
+            String::new()
+        } else {
+            format!(" (retried: {})", retries.join("; "))
+        }
     ))
+}
+
+/// Runs a membership call (10 s timeout each) until it succeeds, retrying for up to 20 s
+/// while the cluster answers "unhealthy cluster" or "not enough started members".
+async fn retry_unhealthy<T, F, Fut>(
+    what: &str,
+    retries: &mut Vec<String>,
+    mut call: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), call()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e))
+                if Instant::now() < deadline
+                    && (e.message().contains("unhealthy cluster")
+                        || e.message().contains("not enough started members")) =>
+            {
+                let msg = format!("{what}: {}", e.message());
+                if retries.last() != Some(&msg) {
+                    retries.push(msg);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Ok(Err(e)) => bail!("{what}: {}", e.message()),
+            Err(_) => bail!("{what} timed out"),
+        }
+    }
 }

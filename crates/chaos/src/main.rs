@@ -206,6 +206,7 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
     let started = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    let mut total = Row::default();
     let mut timelines = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     let mut i = 0usize;
@@ -308,13 +309,23 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
                 }
             }
         }
-        let row = rows.entry(name).or_default();
-        row.runs += 1;
-        row.ops += outcome.ops;
-        row.unknowns += outcome.unknowns;
-        row.violations += outcome.violations.len() as u64;
+        let names: Vec<String> = match plan.bug {
+            Some(_) => vec![name],
+            None => plan.faults.iter().map(|f| f.name()).collect(),
+        };
+        let add = |row: &mut Row| {
+            row.runs += 1;
+            row.ops += outcome.ops;
+            row.unknowns += outcome.unknowns;
+            row.violations += outcome.violations.len() as u64;
+        };
+        for n in names {
+            add(rows.entry(n).or_default());
+        }
+        add(&mut total);
         for w in &outcome.windows {
-            if let Some(r) = w.recovery_ms {
+            if let (Some(r), None) = (w.recovery_ms, plan.bug) {
+                let row = rows.entry(w.fault.name()).or_default();
                 row.recovery_ms_max = Some(row.recovery_ms_max.unwrap_or(0).max(r));
             }
         }
@@ -325,7 +336,7 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         }
         i += 1;
     }
-    let table = report::table(&rows);
+    let table = report::table(&rows, &total);
     std::fs::write(out.join("timeline.svg"), report::svg(&timelines))?;
     let mut md = format!(
         "# oxchaos report\n\nseed {seed}, {} members, {} s of load per run, {} runs in {:.0} s\n\n{table}\n",

@@ -90,8 +90,8 @@ pub fn svg(timelines: &[Timeline]) -> String {
     );
     let _ = writeln!(
         s,
-        "<text x=\"{LEFT}\" y=\"16\">blue: completed ops/s (left axis) · orange: mean latency, \
-         dotted: max latency (ms, right axis, log) · red ticks: unknown outcomes · grey: fault windows</text>"
+        "<text x=\"{LEFT}\" y=\"16\">blue: completed ops/s · orange: mean latency, dotted: max latency (ms, log scale) \
+         · red ticks: unknown outcomes · grey: fault held · pink: heal until writes resume</text>"
     );
     for (i, t) in timelines.iter().enumerate() {
         panel(&mut s, t, 30.0 + PANEL_H * i as f64);
@@ -122,6 +122,14 @@ fn panel(s: &mut String, t: &Timeline, y0: f64) {
             (x1 - x0).max(1.0),
             xml(&w.detail)
         );
+        if let Some(ms) = w.recovery_ms {
+            let x2 = LEFT + PANEL_W * ((w.end_us as f64 / 1e6) + ms as f64 / 1e3) / secs;
+            let _ = writeln!(
+                s,
+                "<rect x=\"{x1:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{plot_h}\" fill=\"#f6d5d5\"><title>recovered {ms} ms after heal</title></rect>",
+                (x2 - x1).max(0.0).min(LEFT + PANEL_W - x1)
+            );
+        }
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#555\">{}</text>",
@@ -212,12 +220,12 @@ pub struct Row {
     pub recovery_ms_max: Option<u64>,
 }
 
-/// The summary table (Markdown) from (fault names, ops, unknowns, violations, recovery).
-pub fn table(rows: &BTreeMap<String, Row>) -> String {
+/// The summary table (Markdown): one row per fault type (a run with several faults counts
+/// in each of their rows), then the totals over distinct runs.
+pub fn table(rows: &BTreeMap<String, Row>, total: &Row) -> String {
     let mut s = String::from(
         "| fault | runs | operations | unknown | violations | max recovery |\n|---|---:|---:|---:|---:|---:|\n",
     );
-    let mut total = Row::default();
     for (name, r) in rows {
         let _ = writeln!(
             s,
@@ -230,10 +238,6 @@ pub fn table(rows: &BTreeMap<String, Row>) -> String {
                 .map(|m| format!("{m} ms"))
                 .unwrap_or_else(|| "-".into())
         );
-        total.runs += r.runs;
-        total.ops += r.ops;
-        total.unknowns += r.unknowns;
-        total.violations += r.violations;
     }
     let _ = writeln!(
         s,

@@ -27,8 +27,8 @@ use crate::workload::{self, Ctx, Op, Record};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Bug {
-    /// Clients read with serializable (local) reads: a partitioned old leader or a lagging
-    /// follower answers from its own stale state.
+    /// The leader that is about to be partitioned away serves reads from its own state
+    /// (serializable), without confirming it is still leader: stale once it is isolated.
     StaleRead,
     /// One acknowledged append is removed from every later read in the recorded history.
     LostWrite,
@@ -83,7 +83,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
         tls: c.tls.clone(),
         members: c.members.len(),
         stop: AtomicBool::new(false),
-        stale_reads: spec.bug == Some(Bug::StaleRead),
+        stale_member: std::sync::atomic::AtomicUsize::new(usize::MAX),
     });
     let mut clients = Vec::new();
     let n = u32::try_from(spec.members).unwrap_or(3);
@@ -127,8 +127,17 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
             + slot * i as u32
             + Duration::from_millis(rng.gen_range(1_000..slot.as_millis().max(1_001) as u64));
         tokio::time::sleep_until(at.into()).await;
+        if spec.bug == Some(Bug::StaleRead) {
+            // The leader about to be partitioned away answers reads from its own state.
+            if let Some(l) = c.leader().await {
+                ctx.stale_member.store(l, Ordering::Relaxed);
+            }
+        }
         let start_us = ctx.now_us();
-        let detail = match fault::inject(f, &mut c, &fw, &mut rng).await {
+        // The stale-read self-test holds its partition long enough that the majority
+        // surely writes while the old leader still answers reads.
+        let hold = (spec.bug == Some(Bug::StaleRead)).then_some(Duration::from_secs(5));
+        let detail = match fault::inject(f, &mut c, &fw, &mut rng, hold).await {
             Ok(d) => d,
             Err(e) => {
                 out.violations.push(format!("fault {}: {e:#}", f.name()));

@@ -39,8 +39,10 @@ pub struct Ctx {
     /// Members a client may talk to (all that may ever run: a dead one refuses quickly).
     pub members: usize,
     pub stop: AtomicBool,
-    /// Test-only bug: serve reads locally (serializable), as a partitioned old leader would.
-    pub stale_reads: bool,
+    /// Test-only bug: the member (index) that serves its reads locally, without ReadIndex
+    /// (serializable), as a leader trusting a lease it no longer holds would; `usize::MAX`
+    /// for none.
+    pub stale_member: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
@@ -49,6 +51,9 @@ impl Ctx {
     }
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+    fn serves_stale(&self, member: usize) -> bool {
+        self.stale_member.load(Ordering::Relaxed) == member
     }
 }
 
@@ -128,8 +133,8 @@ fn decode_u64(b: &[u8]) -> Option<u64> {
     std::str::from_utf8(b).ok()?.parse().ok()
 }
 
-/// A client's connections, one per member, dialed lazily; it sticks to one member until an
-/// operation on it fails, then moves to the next.
+/// A client's connections, one per member, dialed lazily; it sticks to one member until
+/// that member cannot be dialed, then moves to the next.
 struct Conn {
     ctx: Arc<Ctx>,
     clients: BTreeMap<usize, Client>,
@@ -159,6 +164,14 @@ impl Conn {
                 None
             }
         }
+    }
+
+    /// After a failed or timed-out request: stay with this member, as Jepsen's clients stay
+    /// with their node (so clients keep talking to an isolated or paused member), and dial
+    /// it again; only a member that cannot be dialed makes the client move on.
+    async fn retry(&mut self) {
+        self.clients.remove(&self.member);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     async fn fail(&mut self) {
@@ -213,7 +226,7 @@ pub async fn register_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Reco
         };
         let mut kv = c.kv();
         let result = if roll < 4 {
-            with_timeout(kv.range(range(&key, ctx.stale_reads)))
+            with_timeout(kv.range(range(&key, ctx.serves_stale(conn.member))))
                 .await
                 .map(|r| {
                     let v = r.kvs.first().and_then(|kv| decode_u64(&kv.value));
@@ -266,7 +279,7 @@ pub async fn register_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Reco
             out.push(rec);
         }
         if failed {
-            conn.fail().await;
+            conn.retry().await;
         }
     }
     out
@@ -323,7 +336,7 @@ pub async fn append_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Record
         let mut kv = c.kv();
         // The read.
         let invoke_us = ctx.now_us();
-        let read = with_timeout(kv.range(range(&key, ctx.stale_reads))).await;
+        let read = with_timeout(kv.range(range(&key, ctx.serves_stale(conn.member)))).await;
         let (list, mod_rev) = match read {
             Ok(r) => {
                 let kv0 = r.kvs.first();
@@ -347,7 +360,7 @@ pub async fn append_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Record
                 (list, kv0.map(|kv| kv.mod_revision).unwrap_or(0))
             }
             Err(_) => {
-                conn.fail().await;
+                conn.retry().await;
                 continue;
             }
         };
@@ -393,7 +406,7 @@ pub async fn append_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Record
         let failed = rec.error.is_some();
         out.push(rec);
         if failed {
-            conn.fail().await;
+            conn.retry().await;
         }
     }
     out
@@ -551,7 +564,7 @@ pub async fn reference_events(
         tls: tls.clone(),
         members: idx + 1,
         stop: AtomicBool::new(true),
-        stale_reads: false,
+        stale_member: std::sync::atomic::AtomicUsize::new(usize::MAX),
     };
     let mut log = WatchLog::default();
     let mut next = 1;
@@ -602,7 +615,9 @@ pub async fn lease_client(ctx: Arc<Ctx>, seed: u64) -> LeaseLog {
     let mut kept: Vec<(String, i64, u64)> = Vec::new(); // key, lease, last renewal µs
     let mut next_short = 0;
     let mut last_keepalive = Instant::now();
-    while !ctx.stopped() {
+    let mut rounds = 0u64;
+    while !ctx.stopped() && rounds < OPS_PER_CLIENT_MAX {
+        rounds += 1;
         let Some(c) = conn.get().await else { continue };
         if kept.len() < LEASES_KEPT {
             let key = lease_key("kept", kept.len());
