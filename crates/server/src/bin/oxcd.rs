@@ -16,6 +16,18 @@ fn main() -> ExitCode {
         }));
         fail::FailScenario::setup()
     };
+    // Any other build: a panic is a bug, and a member whose raft thread died would stay up
+    // serving nothing. Stop the whole process instead (exit status 2, as a Go panic in
+    // etcd), so that it is seen and restarted.
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            eprintln!("oxcd: internal error (panic); exiting");
+            std::process::exit(2);
+        }));
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let cfg = match config::parse(&args, &env) {
