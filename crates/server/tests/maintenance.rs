@@ -126,6 +126,21 @@ fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
     }
 }
 
+/// Maintenance.Hash of member `i`: the hash and the revision it was taken at.
+async fn hash(c: &Cluster, i: usize) -> (u32, i64) {
+    let ch = Channel::from_shared(c.endpoint(i))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let r = MaintenanceClient::new(ch)
+        .hash(HashRequest {})
+        .await
+        .expect("hash")
+        .into_inner();
+    (r.hash, r.header.map(|h| h.revision).unwrap_or(0))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_and_hashkv_are_equal_on_every_member() {
     common::require("etcdctl");
@@ -153,33 +168,14 @@ async fn hash_and_hashkv_are_equal_on_every_member() {
     assert!(hashes.iter().all(|h| *h == hashes[0]), "{out:?}");
     let mut full = Vec::new();
     for i in 0..3 {
-        let ch = Channel::from_shared(c.endpoint(i))
-            .expect("url")
-            .connect()
-            .await
-            .expect("connect");
-        let r = MaintenanceClient::new(ch)
-            .hash(HashRequest {})
-            .await
-            .expect("hash")
-            .into_inner();
-        assert_eq!(r.header.map(|h| h.revision), Some(rev));
-        full.push(r.hash);
+        let (hash, at) = hash(&c, i).await;
+        assert_eq!(at, rev);
+        full.push(hash);
     }
     assert!(full.iter().all(|h| *h == full[0] && *h != 0), "{full:?}");
     // Different data, different hash.
     ctl(&c, 0, &["put", "h/new", "v"]).ok();
-    let ch = Channel::from_shared(c.endpoint(0))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    let after = MaintenanceClient::new(ch)
-        .hash(HashRequest {})
-        .await
-        .expect("hash")
-        .into_inner()
-        .hash;
+    let (after, _) = hash(&c, 0).await;
     assert_ne!(after, full[0]);
 }
 
