@@ -105,22 +105,9 @@ pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
     produce(tx, &prefix, limit, Duration::from_secs(secs)).await;
     let (lats, errs) = collect(workers).await;
     let elapsed = start.elapsed().as_secs_f64();
-    let del = pb::DeleteRangeRequest {
-        key: prefix.clone().into_bytes(),
-        range_end: prefix_end(prefix.as_bytes()),
-        prev_kv: false,
-    };
     // etcdctl gives the clean-up delete 30 seconds.
-    let d = ctx
-        .call_within(Duration::from_secs(30), first.kv().delete_range(del))
-        .await?;
-    if auto_compact {
-        let rev = d.header.map(|h| h.revision).unwrap_or(0);
-        ctx.call(first.kv().compact(pb::CompactionRequest {
-            revision: rev,
-            physical: true,
-        }))
-        .await?;
+    let compacted = clean_up(ctx, &first, &prefix, Duration::from_secs(30), auto_compact).await?;
+    if let Some(rev) = compacted {
         emit(format!("Compacted with revision {rev}\n").as_bytes())?;
     }
     if auto_defrag {
@@ -129,6 +116,35 @@ pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
         emit(format!("Defragmented {:?}\n", first.endpoint.original).as_bytes())?;
     }
     verdict(&lats, &errs, elapsed, limit)
+}
+
+/// Deletes everything a check wrote under `prefix` (within `within`), then, with
+/// `compact`, compacts physically to the delete's revision, which it returns.
+pub async fn clean_up(
+    ctx: &Ctx,
+    client: &oxcd_client::Client,
+    prefix: &str,
+    within: Duration,
+    compact: bool,
+) -> CtlResult<Option<i64>> {
+    let del = pb::DeleteRangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: prefix_end(prefix.as_bytes()),
+        prev_kv: false,
+    };
+    let d = ctx
+        .call_within(within, client.kv().delete_range(del))
+        .await?;
+    if !compact {
+        return Ok(None);
+    }
+    let rev = d.header.map(|h| h.revision).unwrap_or(0);
+    ctx.call(client.kv().compact(pb::CompactionRequest {
+        revision: rev,
+        physical: true,
+    }))
+    .await?;
+    Ok(Some(rev))
 }
 
 type Measured = (Vec<f64>, BTreeMap<String, usize>);

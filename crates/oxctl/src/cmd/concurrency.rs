@@ -236,24 +236,12 @@ async fn wait_deletes(
 }
 
 async fn wait_delete(client: &Client, key: &[u8], rev: i64) -> CtlResult {
-    use oxcd_api::etcdserverpb::watch_request::RequestUnion;
     let create = pb::WatchCreateRequest {
         key: key.to_vec(),
         start_revision: rev + 1,
         ..Default::default()
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let _ = tx
-        .send(pb::WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(create)),
-        })
-        .await;
-    let mut stream = client
-        .watch()
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?
-        .into_inner();
+    let (_requests, mut stream) = super::open_watch(client, create).await?;
     while let Some(resp) = stream.next().await {
         let resp = resp.map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?;
         if resp.events.iter().any(|e| e.r#type == 1) {

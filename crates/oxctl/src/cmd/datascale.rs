@@ -101,22 +101,7 @@ pub async fn run(
         emit(b"FAIL: Could not read process_resident_memory_bytes after the put operations.\n")?;
         return Err(CtlError::new(EXIT_ERROR, ""));
     }
-    let del = pb::DeleteRangeRequest {
-        key: prefix.as_bytes().to_vec(),
-        range_end: prefix_end(prefix.as_bytes()),
-        prev_kv: false,
-    };
-    let d = ctx
-        .call_within(Duration::from_secs(600), first.kv().delete_range(del))
-        .await?;
-    if auto_compact {
-        let rev = d.header.map(|h| h.revision).unwrap_or(0);
-        ctx.call(first.kv().compact(pb::CompactionRequest {
-            revision: rev,
-            physical: true,
-        }))
-        .await?;
-    }
+    super::check::clean_up(ctx, &first, prefix, Duration::from_secs(600), auto_compact).await?;
     if auto_defrag {
         ctx.call(first.maintenance().defragment(pb::DefragmentRequest {}))
             .await?;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxcd_api::etcdserverpb::{self as pb, watch_request::RequestUnion};
+use oxcd_api::etcdserverpb as pb;
 use oxcd_client::{parse_endpoint, ClientTlsFiles, TlsMode};
 use tokio_stream::StreamExt as _;
 
@@ -96,18 +96,7 @@ pub async fn run(ctx: &Ctx, a: MirrorArgs) -> CtlResult {
         start_revision: rev + 1,
         ..Default::default()
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let _ = tx
-        .send(pb::WatchRequest {
-            request_union: Some(RequestUnion::CreateRequest(create)),
-        })
-        .await;
-    let mut stream = src
-        .watch()
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?
-        .into_inner();
+    let (_requests, mut stream) = super::open_watch(&src, create).await?;
     while let Some(resp) = stream.next().await {
         let resp = resp.map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?;
         if resp.canceled {

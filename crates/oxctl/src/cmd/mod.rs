@@ -23,6 +23,31 @@ pub fn emit(bytes: &[u8]) -> CtlResult {
         .map_err(|e| CtlError::new(EXIT_IO, e.to_string()))
 }
 
+/// Opens a watch stream with one create request. The request side stays open as long as the
+/// returned sender lives (the server ends the stream when it closes).
+pub async fn open_watch(
+    client: &oxcd_client::Client,
+    create: oxcd_api::etcdserverpb::WatchCreateRequest,
+) -> CtlResult<(
+    tokio::sync::mpsc::Sender<oxcd_api::etcdserverpb::WatchRequest>,
+    tonic::Streaming<oxcd_api::etcdserverpb::WatchResponse>,
+)> {
+    use oxcd_api::etcdserverpb::{watch_request::RequestUnion, WatchRequest};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let _ = tx
+        .send(WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(create)),
+        })
+        .await;
+    let stream = client
+        .watch()
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|s| CtlError::new(crate::ctx::EXIT_ERROR, crate::ctx::status_message(&s)))?
+        .into_inner();
+    Ok((tx, stream))
+}
+
 /// The end of the range covering every key with this prefix (clientv3's `GetPrefixRangeEnd`).
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
