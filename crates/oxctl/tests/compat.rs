@@ -470,13 +470,12 @@ fn lock_elect_and_make_mirror_work_like_etcdctl() {
     // make-mirror copies what is there, then follows changes, under another prefix.
     setup(&f, &["put", "src/a", "1"]);
     let dest = format!("127.0.0.1:{}", etcd.client_port);
-    let mut mirror = vec![
+    let mirror = [
         "make-mirror",
         "--prefix=src/",
         "--dest-prefix=dst/",
         dest.as_str(),
     ];
-    mirror.retain(|_| true);
     let handle = std::thread::spawn({
         let f = f.clone();
         let mirror: Vec<String> = mirror.iter().map(|s| s.to_string()).collect();

@@ -5,11 +5,12 @@
 //!
 //! - NOSPACE: a member whose backend file exceeds `--quota-backend-bytes` raises it for
 //!   itself; while any member's is active, writes that add data (puts, txns with puts, lease
-//!   grants) fail with `etcdserver: mvcc: database space exceeded`; reads, deletes and
-//!   compaction still work. `alarm disarm` (after compaction and defrag) clears it.
+//!   grants, v2 writes) fail with `etcdserver: mvcc: database space exceeded`; reads,
+//!   deletes and compaction still work. `alarm disarm` (after compaction and defrag) clears it.
 //! - CORRUPT: raised when a member finds its data differs from the leader's at the same
-//!   revision (see `raft_node`'s corruption check); every write then fails with
-//!   `etcdserver: corrupt cluster` until `alarm disarm`.
+//!   revision (see `raft_node`'s corruption check); v3 puts, deletes, write txns,
+//!   compactions, lease grants and revokes then fail with `etcdserver: corrupt cluster`
+//!   until `alarm disarm`.
 
 use std::collections::BTreeSet;
 

@@ -69,12 +69,8 @@ impl Services {
             (Applied::Token(token), _) => {
                 Ok((token, self.server.lock_auth().revision() == checked))
             }
-            _ => Err(self.unexpected_result()),
+            _ => Err(self.unexpected()),
         }
-    }
-
-    fn unexpected_result(&self) -> Status {
-        ServerError::Internal("unexpected apply result".into()).status()
     }
 }
 

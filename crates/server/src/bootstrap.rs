@@ -169,7 +169,10 @@ pub fn open(cfg: &Config, join: Option<crate::peer::Membership>) -> anyhow::Resu
         (wal, replay)
     } else {
         Wal::open(&wal_dir)
-            .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?
+            .with_context(|| format!(
+                "cannot open the write-ahead log in {}; if it is damaged, remove this member (etcdctl member remove), empty its data dir and add it back (etcdctl member add, --initial-cluster-state existing), or restore a snapshot into a new cluster (oxctl snapshot restore)",
+                wal_dir.display()
+            ))?
     };
     let meta: WalMeta = serde_json::from_slice(replay.meta.as_deref().unwrap_or_default())
         .context("the write-ahead log has no readable member record; the data dir is damaged")?;

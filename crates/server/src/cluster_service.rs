@@ -54,7 +54,7 @@ impl Services {
             Applied::Members { member, list } => {
                 Ok((member, list.iter().map(Member::to_pb).collect()))
             }
-            _ => Err(ServerError::Internal("unexpected apply result".into())),
+            _ => Err(ServerError::unexpected_apply()),
         }
     }
 
@@ -219,7 +219,7 @@ impl Cluster for Services {
         });
         let members = match self.server.propose(op).await? {
             (Applied::Members { list, .. }, _) => list.iter().map(Member::to_pb).collect(),
-            _ => return Err(ServerError::Internal("unexpected apply result".into()).into()),
+            _ => return Err(ServerError::unexpected_apply().into()),
         };
         Ok(Response::new(pb::MemberUpdateResponse {
             header: self.header(),

@@ -114,6 +114,11 @@ impl From<MvccError> for ServerError {
 }
 
 impl ServerError {
+    /// An apply result of the wrong kind for the request: a bug, reported as Unknown.
+    pub fn unexpected_apply() -> ServerError {
+        ServerError::Internal("unexpected apply result".into())
+    }
+
     /// The gRPC status etcd returns for this error.
     pub fn status(&self) -> tonic::Status {
         use tonic::Code;

@@ -31,8 +31,8 @@ impl Services {
         Ok(self.server.propose(op).await?)
     }
 
-    fn unexpected(&self) -> Status {
-        ServerError::Internal("unexpected apply result".into()).status()
+    pub(crate) fn unexpected(&self) -> Status {
+        ServerError::unexpected_apply().status()
     }
 }
 

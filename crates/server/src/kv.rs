@@ -455,7 +455,7 @@ pub type Events = Vec<Event>;
 /// mod revision), and the compaction point it started from.
 pub fn hash_kv(store: &Store, rev: i64) -> Result<(u32, i64), ServerError> {
     let compacted = store.compact_rev();
-    let events = store.history(compacted, rev, usize::MAX, false)?;
+    let events = store.history(compacted, rev, usize::MAX)?;
     let mut h = crc32fast::Hasher::new();
     for e in &events {
         h.update(&e.kv.key);

@@ -66,7 +66,8 @@ impl Services {
         let at_ms = self.server.status.lease_promoted_ms.load(Ordering::Relaxed);
         (at_ms != 0).then(|| crate::lease::Promotion {
             at_ms,
-            extend_ms: self.server.status.lease_extend_ms.load(Ordering::Relaxed),
+            // The loop extends by one election timeout (etcd's Promote).
+            extend_ms: self.server.cfg.election_ms as i64,
         })
     }
 
@@ -81,7 +82,7 @@ impl Services {
         });
         match self.server.propose(op).await {
             Ok((Applied::LeaseRenewed { ttl }, _)) => Ok(ttl),
-            Ok(_) => Err(ServerError::Internal("unexpected apply result".into())),
+            Ok(_) => Err(ServerError::unexpected_apply()),
             Err(e) => Err(e),
         }
     }
@@ -112,7 +113,7 @@ impl Lease for Services {
                 ttl,
                 error: String::new(),
             })),
-            _ => Err(ServerError::Internal("unexpected apply result".into()).status()),
+            _ => Err(ServerError::unexpected_apply().status()),
         }
     }
 

@@ -226,9 +226,8 @@ pub async fn run(
         attrs,
         boot.conf_state,
         boot.last_snapshot_index,
+        raft_tx.clone(),
     );
-    let mut raft_loop = raft_loop;
-    raft_loop.self_tx = Some(raft_tx.clone());
     let mut published = raft_loop.published.subscribe();
     let raft_thread = std::thread::Builder::new()
         .name("raft".into())

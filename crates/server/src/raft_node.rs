@@ -83,7 +83,6 @@ pub struct RaftStatus {
     /// When this member, as leader, took over the leases (ms since the epoch); 0 when it is
     /// not the leader. Read by TimeToLive to report what this leader will enforce.
     pub lease_promoted_ms: std::sync::atomic::AtomicI64,
-    pub lease_extend_ms: std::sync::atomic::AtomicI64,
 }
 
 /// A linearizable read waiting for its read index to be applied.
@@ -118,7 +117,7 @@ pub struct RaftLoop {
     last_housekeeping: Instant,
     compactor: Option<crate::compactor::Compactor>,
     /// For work done off the loop that ends in a proposal (the corruption check).
-    pub self_tx: Option<std::sync::mpsc::SyncSender<RaftEvent>>,
+    self_tx: std::sync::mpsc::SyncSender<RaftEvent>,
     corrupt_check: Option<Duration>,
     last_corrupt_check: Instant,
     /// True while a corruption-check hash is being computed (one at a time).
@@ -172,6 +171,7 @@ impl RaftLoop {
         attrs: MemberAttrs,
         conf_state: ConfState,
         last_snapshot_index: u64,
+        self_tx: std::sync::mpsc::SyncSender<RaftEvent>,
     ) -> RaftLoop {
         let durable_index = applier.store.consistent_index().0;
         watch.start_at(applier.store.current_rev());
@@ -200,7 +200,7 @@ impl RaftLoop {
             leader: 0,
             last_housekeeping: Instant::now(),
             compactor: cfg.auto_compaction.map(crate::compactor::Compactor::new),
-            self_tx: None,
+            self_tx,
             corrupt_check: cfg.corrupt_check,
             last_corrupt_check: Instant::now(),
             hashing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
@@ -373,9 +373,7 @@ impl RaftLoop {
         &self,
         work: impl FnOnce(&oxcd_storage::Store) -> Option<Op> + Send + 'static,
     ) {
-        let Some(tx) = self.self_tx.clone() else {
-            return;
-        };
+        let tx = self.self_tx.clone();
         if self.hashing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -720,9 +718,6 @@ impl RaftLoop {
         );
         self.lease_promotion = Some(p);
         self.revoking.clear();
-        self.status
-            .lease_extend_ms
-            .store(p.extend_ms, Ordering::Relaxed);
         self.status
             .lease_promoted_ms
             .store(p.at_ms, Ordering::Relaxed);

@@ -214,16 +214,12 @@ impl Default for RestoreOptions {
 }
 
 impl RestoreOptions {
-    pub fn data_dir(&self) -> PathBuf {
+    /// `--data-dir`, else etcd's `${name}.etcd` (before the flags are checked; after, the
+    /// checked [`Config`]'s `data_dir` is the same).
+    fn data_dir(&self) -> PathBuf {
         self.data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
-    }
-
-    pub fn wal_dir(&self) -> PathBuf {
-        self.wal_dir
-            .clone()
-            .unwrap_or_else(|| bootstrap::member_dir(&self.data_dir()).join("wal"))
     }
 }
 
@@ -301,7 +297,11 @@ pub fn check_options(o: &RestoreOptions) -> Result<Config, String> {
 
 /// Restores `o.snapshot` into a new data dir. Errors are etcdctl's texts where it has one.
 pub fn restore(o: &RestoreOptions) -> Result<Restored, String> {
-    let cfg = check_options(o)?;
+    restore_checked(o, &check_options(o)?)
+}
+
+/// [`restore`] with the flags already checked (`cfg` from [`check_options`]).
+pub fn restore_checked(o: &RestoreOptions, cfg: &Config) -> Result<Restored, String> {
     let path = o.snapshot.display().to_string();
     let data = fs::read(&o.snapshot).map_err(|e| format!("open {path}: {}", go_io_error(&e)))?;
     let copied_backend;
@@ -328,7 +328,7 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, String> {
         .wal_dir
         .as_ref()
         .map(|w| w.with_file_name(format!(".wal.restoring-{}", std::process::id())));
-    let result = build(&cfg, body, &tmp, tmp_wal.as_deref());
+    let result = build(cfg, body, &tmp, tmp_wal.as_deref());
     let result = result.and_then(|r| {
         if let (Some(t), Some(w)) = (&tmp_wal, &cfg.wal_dir) {
             fs::rename(t, w)
@@ -385,7 +385,8 @@ fn build(cfg: &Config, body: &[u8], dir: &Path, wal: Option<&Path>) -> Result<Re
         let old_members = {
             let mut b = store.batch().map_err(bad)?;
             b.restore(body).map_err(bad)?;
-            b.commit(true).map_err(bad)?;
+            // Made durable by the commit below.
+            b.commit(false).map_err(bad)?;
             store.aux_load(AUX_MEMBERS).map_err(bad)?
         };
         let mut b = store.batch().map_err(bad)?;

@@ -102,11 +102,11 @@ impl Server {
             if raised {
                 return Err(ServerError::NoSpace);
             }
-            if self.db_size() as u64 > self.cfg.quota_backend_bytes {
+            let size = self.db_size() as u64;
+            if size > self.cfg.quota_backend_bytes {
                 // Raise NOSPACE for this member through the log; nobody waits for it.
                 tracing::warn!(
-                    "backend is {} bytes, over --quota-backend-bytes={}: raising NOSPACE",
-                    self.db_size(),
+                    "backend is {size} bytes, over --quota-backend-bytes={}: raising NOSPACE",
                     self.cfg.quota_backend_bytes
                 );
                 let alarm = LogRequest {

@@ -502,7 +502,7 @@ impl WatchStreamTask {
         let read = if from < compact {
             Err(oxcd_storage::MvccError::Compacted)
         } else {
-            store.history(from, to, chunk, false)
+            store.history(from, to, chunk)
         };
         let events = match read {
             Ok(ev) => ev,

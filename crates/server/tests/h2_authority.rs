@@ -3,8 +3,11 @@
 //! HTTP/1.1 (curl) must still work through the same listener. Uses 127.0.0.91.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::Output;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oxcd");
 const IP: &str = "127.0.0.91";
@@ -38,34 +41,22 @@ fn start(dir: &Path) -> Member {
     Member(child)
 }
 
-/// Runs a tool the test cannot do without; a missing one fails the test by name.
-fn run(tool: &str, package: &str, args: &[&str]) -> Output {
-    let out = Command::new(tool)
-        .env("ETCDCTL_API", "3")
-        .args(args)
-        .output();
-    match out {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("{tool} is not installed: apt-get install {package}")
-        }
-        Err(e) => panic!("cannot run {tool}: {e}"),
-    }
+/// Runs a tool the test cannot do without (a missing one fails the test by name), killed
+/// after the common command timeout.
+fn run(tool: &str, args: &[&str]) -> Output {
+    common::require(tool);
+    common::run(Command::new(tool).env("ETCDCTL_API", "3").args(args), b"")
 }
 
 fn etcdctl(args: &[&str]) -> Output {
     let endpoints = format!("--endpoints=http://{IP}:2379");
     let mut all = vec![endpoints.as_str(), "--command-timeout=5s"];
     all.extend_from_slice(args);
-    run("etcdctl", "etcd-client", &all)
+    run("etcdctl", &all)
 }
 
 fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    format!("{}{}", out.stdout, out.stderr)
 }
 
 #[test]
@@ -75,7 +66,7 @@ fn etcdctl_reaches_a_member_over_plain_http() {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let out = etcdctl(&["endpoint", "health"]);
-        if out.status.success() {
+        if out.code == 0 {
             break;
         }
         let log = std::fs::read_to_string(dir.path().join("oxcd.log")).unwrap_or_default();
@@ -91,19 +82,19 @@ fn etcdctl_reaches_a_member_over_plain_http() {
     // with RST_STREAM PROTOCOL_ERROR.
     let out = etcdctl(&["endpoint", "status", "--cluster", "-w", "table"]);
     let shown = text(&out);
-    assert!(out.status.success(), "endpoint status failed: {shown}");
+    assert!(out.code == 0, "endpoint status failed: {shown}");
     assert!(!shown.contains("Failed"), "{shown}");
     assert!(shown.contains(&format!("| http://{IP}:2379 |")), "{shown}");
 
     // A write and a read, each with the repaired authority.
     let out = etcdctl(&["put", "k", "v"]);
-    assert!(out.status.success(), "put failed: {}", text(&out));
+    assert!(out.code == 0, "put failed: {}", text(&out));
     let out = etcdctl(&["get", "k", "--print-value-only"]);
     assert_eq!(text(&out).trim(), "v");
 
     // HTTP/1.1 through the same shim.
     let url = format!("http://{IP}:2379/version");
-    let out = run("curl", "curl", &["-sS", "--max-time", "5", &url]);
-    assert!(out.status.success(), "curl failed: {}", text(&out));
+    let out = run("curl", &["-sS", "--max-time", "5", &url]);
+    assert!(out.code == 0, "curl failed: {}", text(&out));
     assert!(text(&out).contains("etcdserver"), "{}", text(&out));
 }

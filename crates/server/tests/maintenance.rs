@@ -8,12 +8,8 @@ use oxcd_api::etcdserverpb::{maintenance_client::MaintenanceClient, HashRequest}
 use tonic::transport::Channel;
 
 mod common;
-use common::cluster::Cluster;
-use common::{etcdctl, Output};
-
-fn ctl(c: &Cluster, i: usize, args: &[&str]) -> Output {
-    etcdctl(&c.endpoint(i), None, args, b"")
-}
+use common::cluster::{ctl, error_line, wait_same_revision, wait_until, Cluster};
+use common::etcdctl;
 
 fn endpoints(c: &Cluster) -> String {
     (0..c.members.len())
@@ -22,44 +18,11 @@ fn endpoints(c: &Cluster) -> String {
         .join(",")
 }
 
-fn error_line(out: &Output) -> &str {
-    out.stderr.lines().last().unwrap_or_default()
-}
-
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The revision member `i` has applied (serializable read of its own state).
-fn local_rev(c: &Cluster, i: usize) -> i64 {
-    let out = ctl(c, i, &["get", "x", "--consistency=s", "-w", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-    v["header"]["revision"].as_i64().unwrap_or(-1)
-}
-
-fn wait_same_rev(c: &Cluster) -> i64 {
-    let mut rev = -1;
-    wait_for(
-        "every member at the same revision",
-        Duration::from_secs(20),
-        || {
-            let revs: Vec<i64> = (0..c.members.len()).map(|i| local_rev(c, i)).collect();
-            rev = revs[0];
-            revs.iter().all(|r| *r > 0 && *r == revs[0])
-        },
-    );
-    rev
-}
-
 #[test]
 fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
     common::require("etcdctl");
     let c = Cluster::start(190, &["--quota-backend-bytes=4000000"], None);
-    wait_for("a writable cluster", Duration::from_secs(20), || {
+    wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 0, &["put", "a", "1"]).code == 0
     });
     let big = "x".repeat(100_000);
@@ -101,7 +64,7 @@ fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
     );
     ctl(&c, 2, &["del", "big/", "--prefix"]).ok();
     // Compaction and defragmentation free the space; disarm clears the alarm everywhere.
-    let rev = wait_same_rev(&c);
+    let rev = wait_same_revision(&c);
     ctl(&c, 0, &["compaction", &rev.to_string()]).ok();
     let eps = endpoints(&c);
     let out = etcdctl(&eps, None, &["defrag", "--cluster"], b"").ok();
@@ -114,7 +77,7 @@ fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
     let out = ctl(&c, 1, &["alarm", "disarm"]).ok();
     assert_eq!(out.stdout, lists[0]);
     for i in 0..3 {
-        wait_for("the alarm cleared", Duration::from_secs(10), || {
+        wait_until("the alarm cleared", Duration::from_secs(10), || {
             ctl(&c, i, &["alarm", "list"]).stdout.is_empty()
         });
     }
@@ -151,7 +114,7 @@ async fn hash_and_hashkv_are_equal_on_every_member() {
     }
     ctl(&c, 1, &["del", "h/1", "--prefix"]).ok();
     ctl(&c, 2, &["lease", "grant", "600"]).ok();
-    let rev = wait_same_rev(&c);
+    let rev = wait_same_revision(&c);
     let out = etcdctl(
         &endpoints(&c),
         None,
@@ -190,10 +153,10 @@ fn periodic_auto_compaction_keeps_one_retention_of_history_on_every_member() {
         ],
         None,
     );
-    wait_for("a writable cluster", Duration::from_secs(20), || {
+    wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 0, &["put", "k", "0"]).code == 0
     });
-    let first = wait_same_rev(&c);
+    let first = wait_same_revision(&c);
     // Writes for about 5 s, one every 100 ms (bounded by count).
     let start = Instant::now();
     let mut recent = Vec::new();
@@ -211,7 +174,7 @@ fn periodic_auto_compaction_keeps_one_retention_of_history_on_every_member() {
     }
     // The first revision is compacted away on every member (through the log)...
     for i in 0..3 {
-        wait_for("auto compaction", Duration::from_secs(15), || {
+        wait_until("auto compaction", Duration::from_secs(15), || {
             let out = ctl(
                 &c,
                 i,
@@ -262,13 +225,13 @@ fn damage_oldest_value(db: &std::path::Path) {
 fn corruption_check_raises_corrupt_and_stops_writes() {
     common::require("etcdctl");
     let mut c = Cluster::start(200, &["--experimental-corrupt-check-time=1s"], None);
-    wait_for("a writable cluster", Duration::from_secs(20), || {
+    wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 0, &["put", "c/first", "value"]).code == 0
     });
     for n in 0..20 {
         ctl(&c, n % 3, &["put", &format!("c/{n}"), &format!("v{n}")]).ok();
     }
-    wait_same_rev(&c);
+    wait_same_revision(&c);
     // Consistent members raise nothing.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(ctl(&c, 0, &["alarm", "list"]).ok().stdout, "");
@@ -278,7 +241,7 @@ fn corruption_check_raises_corrupt_and_stops_writes() {
     let id = c.id(2);
     let want = format!("memberID:{id} alarm:CORRUPT \n");
     for i in 0..3 {
-        wait_for("the CORRUPT alarm", Duration::from_secs(20), || {
+        wait_until("the CORRUPT alarm", Duration::from_secs(20), || {
             ctl(&c, i, &["alarm", "list"]).stdout == want
         });
     }

@@ -13,17 +13,8 @@ use oxcd_api::etcdserverpb::{kv_client::KvClient, PutRequest};
 use tonic::transport::Channel;
 
 mod common;
-use common::cluster::Cluster;
-use common::{etcdctl, Output};
-
-fn ctl(c: &Cluster, i: usize, args: &[&str]) -> Output {
-    etcdctl(&c.endpoint(i), None, args, b"")
-}
-
-/// The error line etcdctl ends with (before it, its client logs each failed attempt).
-fn error_line(out: &Output) -> &str {
-    out.stderr.lines().last().unwrap_or_default()
-}
+use common::cluster::{ctl, error_line, wait_until, Cluster};
+use common::Output;
 
 /// Runs a membership command until it is not refused for "unhealthy cluster" (a peer stream
 /// must have been up for etcd's 5 s health interval), at most 30 s.
@@ -61,17 +52,9 @@ fn member_rows(c: &Cluster, i: usize) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Waits until member `i` answers a serializable get of `key` with `value`.
 fn wait_local_value(c: &Cluster, i: usize, key: &str, value: &str) {
-    wait_for(
+    wait_until(
         &format!("{key}={value} on member {i}"),
         Duration::from_secs(30),
         || {
@@ -238,7 +221,7 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     for i in 0..3 {
         c.spawn(i);
     }
-    wait_for("a writable cluster", Duration::from_secs(20), || {
+    wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 0, &["put", "a", "1"]).code == 0
     });
     // A learner add needs every voter connected for 5 s (etcd's health interval).
@@ -309,7 +292,7 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     );
     assert!(member_rows(&c, 0).iter().all(|r| r.3 == "false"));
     ctl_until_healthy(&c, 0, &["member", "remove", &format!("{learner:x}")]).ok();
-    wait_for(
+    wait_until(
         "the removed member to stop",
         Duration::from_secs(20),
         || {
@@ -325,7 +308,7 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     std::thread::sleep(Duration::from_secs(1));
     // If it was the leader, a proposal forwarded to it would be lost (as with etcd): wait
     // until the other two have a leader and take writes.
-    wait_for("a writable cluster", Duration::from_secs(20), || {
+    wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 1, &["put", "b", "2"]).code == 0
     });
     let refused: [&[&str]; 3] = [

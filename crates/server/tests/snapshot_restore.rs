@@ -7,13 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::cluster::{write_keys, Cluster};
-use common::etcdctl;
+use common::cluster::{ctl, wait_same_revision, write_keys, Cluster};
 use oxcd_server::restore::{restore, RestoreOptions};
-
-fn ctl(c: &Cluster, i: usize, args: &[&str]) -> common::Output {
-    etcdctl(&c.endpoint(i), None, args, b"")
-}
 
 /// `etcdctl get "" --from-key -w json` with the per-member header fields masked.
 fn all_keys_json(c: &Cluster, i: usize) -> String {
@@ -37,28 +32,6 @@ fn hashes(c: &Cluster) -> Vec<String> {
                 .to_string()
         })
         .collect()
-}
-
-/// Waits (bounded) until every member serves the same revision.
-fn wait_same_revision(c: &Cluster) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let revs: Vec<i64> = (0..c.members.len())
-            .map(|i| {
-                let out = ctl(c, i, &["get", "x", "--consistency=s", "-w", "json"]);
-                let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
-                v["header"]["revision"].as_i64().unwrap_or(-1)
-            })
-            .collect();
-        if revs.iter().all(|r| *r > 0 && *r == revs[0]) {
-            return revs[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "members never agreed on a revision: {revs:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn options(c: &Cluster, i: usize, snapshot: &Path) -> RestoreOptions {

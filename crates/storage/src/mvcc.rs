@@ -239,6 +239,27 @@ fn fetch_in(
     Ok(decode_record(main, sub, v.value())?.1)
 }
 
+/// Writes one record at (`main`, next sub revision) and indexes it.
+fn record_in(
+    table: &mut redb::Table<(u64, u64), &'static [u8]>,
+    index: &mut Index,
+    sub: &mut i64,
+    main: i64,
+    tombstone: bool,
+    kv: &KeyValue,
+) -> Result<Rev, MvccError> {
+    let rev = Rev { main, sub: *sub };
+    *sub += 1;
+    table.insert(rev_key(rev), encode_record(tombstone, kv).as_slice())?;
+    index
+        .keys
+        .entry(kv.key.clone())
+        .or_default()
+        .revs
+        .push((rev, tombstone));
+    Ok(rev)
+}
+
 fn rev_key(rev: Rev) -> (u64, u64) {
     (rev.main as u64, rev.sub as u64)
 }
@@ -377,15 +398,9 @@ impl Store {
     }
 
     /// The changes made at revisions `from..=to`, oldest first, about `limit` of them, whole
-    /// revisions only (for
-    /// watchers that start in the past or fell behind). `prev_kv` is filled when asked.
-    pub fn history(
-        &self,
-        from: i64,
-        to: i64,
-        limit: usize,
-        with_prev: bool,
-    ) -> Result<Vec<Event>, MvccError> {
+    /// revisions only (for watchers that start in the past or fell behind). `prev_kv` is
+    /// left empty: a watcher that wants it looks up the revision before.
+    pub fn history(&self, from: i64, to: i64, limit: usize) -> Result<Vec<Event>, MvccError> {
         let idx = self.read_index();
         if from < idx.compact_rev {
             return Err(MvccError::Compacted);
@@ -408,20 +423,6 @@ impl Store {
                 break;
             }
             let (tomb, kv) = decode_record(main, sub, v.value())?;
-            let prev_kv = if with_prev && main > 1 {
-                self.range(
-                    &kv.key,
-                    &[],
-                    RangeOptions {
-                        rev: main as i64 - 1,
-                        ..Default::default()
-                    },
-                )
-                .ok()
-                .and_then(|r| r.kvs.into_iter().next())
-            } else {
-                None
-            };
             out.push(Event {
                 kind: if tomb {
                     EventKind::Delete
@@ -429,7 +430,7 @@ impl Store {
                     EventKind::Put
                 },
                 kv,
-                prev_kv,
+                prev_kv: None,
             });
         }
         Ok(out)
@@ -760,24 +761,15 @@ impl TxnWrite<'_, '_> {
     }
 
     fn record(&mut self, tombstone: bool, kv: &KeyValue) -> Result<Rev, MvccError> {
-        let rev = Rev {
-            main: self.main,
-            sub: self.sub,
-        };
-        self.sub += 1;
-        let bytes = encode_record(tombstone, kv);
-        self.batch
-            .txn
-            .open_table(KV)?
-            .insert(rev_key(rev), bytes.as_slice())?;
-        self.batch
-            .index
-            .keys
-            .entry(kv.key.clone())
-            .or_default()
-            .revs
-            .push((rev, tombstone));
-        Ok(rev)
+        let mut table = self.batch.txn.open_table(KV)?;
+        record_in(
+            &mut table,
+            &mut self.batch.index,
+            &mut self.sub,
+            self.main,
+            tombstone,
+            kv,
+        )
     }
 
     /// Puts a key; returns the previous value if the key existed.
@@ -814,18 +806,15 @@ impl TxnWrite<'_, '_> {
         let newest = self.main;
         // One table handle for the whole range: deleting a large prefix must not pay a table
         // lookup per key.
-        let found = {
-            let table = self.batch.txn.open_table(KV)?;
-            range_in(
-                &self.batch.index,
-                key,
-                end,
-                RangeOptions::default(),
-                newest,
-                |rev| fetch_in(&table, rev),
-            )?
-        };
         let mut table = self.batch.txn.open_table(KV)?;
+        let found = range_in(
+            &self.batch.index,
+            key,
+            end,
+            RangeOptions::default(),
+            newest,
+            |rev| fetch_in(&table, rev),
+        )?;
         self.events.reserve(found.kvs.len());
         for prev in &found.kvs {
             let tomb = KeyValue {
@@ -833,15 +822,14 @@ impl TxnWrite<'_, '_> {
                 mod_revision: self.main,
                 ..Default::default()
             };
-            let rev = Rev {
-                main: self.main,
-                sub: self.sub,
-            };
-            self.sub += 1;
-            table.insert(rev_key(rev), encode_record(true, &tomb).as_slice())?;
-            if let Some(hist) = self.batch.index.keys.get_mut(&prev.key) {
-                hist.revs.push((rev, true));
-            }
+            record_in(
+                &mut table,
+                &mut self.batch.index,
+                &mut self.sub,
+                self.main,
+                true,
+                &tomb,
+            )?;
             self.events.push(Event {
                 kind: EventKind::Delete,
                 kv: tomb,

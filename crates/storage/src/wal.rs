@@ -189,9 +189,7 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, Option<TornAt>), WalErro
             if off + 8 + len as usize == data.len() {
                 return Ok((records, torn("checksum mismatch in the last record")));
             }
-            return Err(corrupt(
-                "checksum mismatch (crc mismatch) before the end of the log",
-            ));
+            return Err(corrupt("crc mismatch before the end of the log"));
         }
         let mut index = [0u8; 8];
         index.copy_from_slice(&body[1..9]);

@@ -288,17 +288,19 @@ fn snapshot_restore(a: RestoreArgs) -> CtlResult {
         initial_advertise_peer_urls: a.initial_advertise_peer_urls,
         skip_hash_check: a.skip_hash_check,
     };
-    oxcd_server::restore::check_options(&opts).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
-    let data_dir = opts.data_dir().display().to_string();
+    let cfg =
+        oxcd_server::restore::check_options(&opts).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+    let data_dir = cfg.data_dir.display().to_string();
     let dirs = format!(
         ",\"path\":{},\"wal-dir\":{},\"data-dir\":{},\"snap-dir\":{}",
         json_str(path),
-        json_str(&opts.wal_dir().display().to_string()),
+        json_str(&oxcd_server::bootstrap::wal_dir(&cfg).display().to_string()),
         json_str(&data_dir),
         json_str(&format!("{data_dir}/member/snap")),
     );
     snapshot_log("snapshot/v3_snapshot.go:296", "restoring snapshot", &dirs);
-    let r = oxcd_server::restore::restore(&opts).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+    let r = oxcd_server::restore::restore_checked(&opts, &cfg)
+        .map_err(|e| CtlError::new(EXIT_ERROR, e))?;
     for m in &r.members {
         let urls: Vec<String> = m.peer_urls.iter().map(|u| json_str(u)).collect();
         snapshot_log(

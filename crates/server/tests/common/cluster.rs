@@ -365,3 +365,44 @@ pub async fn write_keys(c: &Cluster, prefix: &str, count: usize) -> BTreeMap<Str
     }
     acked
 }
+
+/// The real etcdctl against member `i` (plain http).
+pub fn ctl(c: &Cluster, i: usize, args: &[&str]) -> super::Output {
+    super::etcdctl(&c.endpoint(i), None, args, b"")
+}
+
+/// The error line etcdctl ends with (before it, its client logs each failed attempt).
+pub fn error_line(out: &super::Output) -> &str {
+    out.stderr.lines().last().unwrap_or_default()
+}
+
+/// Polls `ok` every 200 ms until it holds; fails the test after `within`.
+pub fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits (at most 20 s) until every member serves the same revision; returns it.
+pub fn wait_same_revision(c: &Cluster) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let revs: Vec<i64> = (0..c.members.len())
+            .map(|i| {
+                let out = ctl(c, i, &["get", "x", "--consistency=s", "-w", "json"]);
+                let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+                v["header"]["revision"].as_i64().unwrap_or(-1)
+            })
+            .collect();
+        if revs.iter().all(|r| *r > 0 && *r == revs[0]) {
+            return revs[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members never agreed on a revision: {revs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
