@@ -1,33 +1,16 @@
 //! The oxcd server: etcd's v3 gRPC API and v2 keys HTTP API over a raft-replicated,
 //! durable MVCC store. [`run`] wires the pieces; see ARCHITECTURE.md for the map.
 
-pub mod alarm;
-pub mod apply;
-pub mod auth;
-pub mod auth_service;
-pub mod bootstrap;
-pub mod cluster_service;
-pub mod compactor;
+pub mod api;
+pub mod clock;
 pub mod config;
+pub mod consensus;
 pub mod error;
-pub mod grpc;
-pub mod h2_authority;
-pub mod http;
 pub mod ids;
-pub mod kv;
-pub mod lease;
-pub mod lease_service;
-pub mod members;
-pub mod peer;
-pub mod raft_node;
 pub mod request;
 pub mod restore;
-pub mod server;
-pub mod storage;
-pub mod v2;
-pub mod v2_http;
-pub mod watch;
-pub mod watch_service;
+pub mod state;
+pub mod version;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -37,11 +20,14 @@ use anyhow::Context;
 use raft::RawNode;
 use tokio::sync::watch as tokio_watch;
 
+use crate::api::http;
+use crate::api::server::Server;
 use crate::config::Config;
-use crate::raft_node::{RaftEvent, RaftLoop, RaftStatus, EVENT_QUEUE_MAX};
+use crate::consensus::log_store::{raft_logger, LogStore};
+use crate::consensus::raft_loop::{RaftEvent, RaftLoop, RaftStatus, EVENT_QUEUE_MAX};
+use crate::consensus::{bootstrap, peer, raft_loop};
 use crate::request::MemberAttrs;
-use crate::server::Server;
-use crate::storage::{raft_logger, LogStore};
+use crate::state::{alarm, apply, members, watch};
 
 /// Runs a member until `shutdown` resolves. Listeners are bound before the data dir is
 /// touched, so a port in use fails without side effects.
@@ -118,7 +104,7 @@ pub async fn run(
     let members = Arc::new(RwLock::new(members::Members::new(
         boot.members.list.clone(),
     )));
-    let waiters: raft_node::Waiters = Default::default();
+    let waiters: raft_loop::Waiters = Default::default();
 
     let peer_activity = Arc::new(peer::PeerActivity::default());
     let peer_ctx = peer::PeerContext {
@@ -235,7 +221,7 @@ pub async fn run(
         .context("cannot start the raft thread")?;
 
     let id_prefix = (boot.member_id & 0xffff) << 48;
-    let start = ((raft_node::now_ms() as u64) & 0xff_ffff_ffff) << 8;
+    let start = ((clock::now_ms() as u64) & 0xff_ffff_ffff) << 8;
     let server = Arc::new(Server {
         request_timeout: Duration::from_millis(5000 + 2 * cfg.election_ms),
         db_path: bootstrap::member_dir(&cfg.data_dir).join("oxcd.db"),

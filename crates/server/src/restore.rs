@@ -1,5 +1,5 @@
 //! `snapshot restore`: turns a snapshot file (what Maintenance.Snapshot streams, see
-//! [`crate::grpc`]) into the data dir of one member of a NEW cluster, as etcd's
+//! [`crate::api::grpc`]) into the data dir of one member of a NEW cluster, as etcd's
 //! `etcdctl snapshot restore` does: the keys, revisions, leases, auth and v2 keys of the
 //! snapshot, a membership taken from the flags (the old one is dropped), and a WAL that starts
 //! like a fresh cluster's (snapshot record at index 1, term 1, all members voters). Every
@@ -19,9 +19,9 @@ use sha2::Digest as _;
 
 use oxcd_storage::Store;
 
-use crate::bootstrap::{self, WalMeta};
 use crate::config::{self, Config, Parsed};
-use crate::members::{Member, AUX_MEMBERS};
+use crate::consensus::bootstrap::{self, WalMeta};
+use crate::state::members::{Member, AUX_MEMBERS};
 
 /// First bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"OXCDSNP1";

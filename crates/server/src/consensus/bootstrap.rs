@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use oxcd_storage::{Store, Wal};
 
 use crate::config::Config;
+use crate::consensus::log_store::{decode_snapshot_meta, encode_snapshot_meta};
 use crate::ids;
-use crate::members::{Member, Members};
-use crate::raft_node::{decode_snapshot_meta, encode_snapshot_meta};
+use crate::state::members::{Member, Members};
 
 /// Who a data dir belongs to; the WAL's meta record.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -94,7 +94,10 @@ pub fn create_wal(
 
 /// Opens the data dir. `join` is the membership fetched from running members, for a new
 /// member started with `--initial-cluster-state existing`.
-pub fn open(cfg: &Config, join: Option<crate::peer::Membership>) -> anyhow::Result<Boot> {
+pub fn open(
+    cfg: &Config,
+    join: Option<crate::consensus::peer::Membership>,
+) -> anyhow::Result<Boot> {
     let (mut members, mut cluster_id) = initial_members(cfg);
     let mut member_id = members
         .iter()
@@ -246,7 +249,7 @@ pub fn open(cfg: &Config, join: Option<crate::peer::Membership>) -> anyhow::Resu
         .map(|s| s.conf_state)
         .unwrap_or(conf_state);
     let mut members = Members::new(members);
-    members.load_rows(store.aux_load(crate::members::AUX_MEMBERS)?);
+    members.load_rows(store.aux_load(crate::state::members::AUX_MEMBERS)?);
     Ok(Boot {
         mem,
         wal,

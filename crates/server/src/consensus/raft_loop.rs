@@ -21,12 +21,13 @@ use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
 use raft::{RawNode, StateRole, Storage};
 use tokio::sync::oneshot;
 
-use crate::apply::{Applied, Applier, Outcome};
+use crate::clock::now_ms;
+use crate::consensus::log_store::{encode_snapshot_meta, LogStore};
 use crate::error::ServerError;
-use crate::lease::REVOKES_PER_SEC_MAX;
 use crate::request::{LogRequest, MemberAttrs, Op, V2Expire};
-use crate::storage::LogStore;
-use crate::watch::WatchHub;
+use crate::state::apply::{Applied, Applier, Outcome};
+use crate::state::lease::REVOKES_PER_SEC_MAX;
+use crate::state::watch::WatchHub;
 
 /// Events handled per loop turn before `Ready` is processed (bounds latency of a turn).
 pub const EVENTS_PER_TURN_MAX: usize = 4096;
@@ -69,7 +70,7 @@ pub enum RaftEvent {
 pub trait Transport: Send + Sync {
     fn send(&self, msgs: Vec<Message>);
     /// Starts dialers for new members and stops those of removed ones.
-    fn set_peers(&self, members: &[crate::members::Member]);
+    fn set_peers(&self, members: &[crate::state::members::Member]);
 }
 
 /// Numbers the loop publishes for status requests and response headers.
@@ -115,7 +116,7 @@ pub struct RaftLoop {
     durable_index: u64,
     leader: u64,
     last_housekeeping: Instant,
-    compactor: Option<crate::compactor::Compactor>,
+    compactor: Option<crate::consensus::compactor::Compactor>,
     /// For work done off the loop that ends in a proposal (the corruption check).
     self_tx: std::sync::mpsc::SyncSender<RaftEvent>,
     corrupt_check: Option<Duration>,
@@ -130,7 +131,7 @@ pub struct RaftLoop {
     held_conf: std::collections::VecDeque<(u64, raft::eraftpb::ConfChange)>,
     /// Set once this member, as leader, has applied every entry of earlier terms: only
     /// then does it expire leases (etcd's `lessor.Promote`).
-    lease_promotion: Option<crate::lease::Promotion>,
+    lease_promotion: Option<crate::state::lease::Promotion>,
     election_ms: i64,
     /// Lease revokes proposed, and when.
     revoking: HashMap<i64, i64>,
@@ -139,19 +140,6 @@ pub struct RaftLoop {
     /// Flipped once this member's attributes are in the member table (etcd's "published"):
     /// client listeners open only then.
     pub published: tokio::sync::watch::Sender<bool>,
-}
-
-/// The encoded WAL snapshot marker: term, then the conf state.
-pub fn encode_snapshot_meta(term: u64, cs: &ConfState) -> Vec<u8> {
-    let mut out = term.to_le_bytes().to_vec();
-    out.extend(cs.write_to_bytes().unwrap_or_default());
-    out
-}
-
-pub fn decode_snapshot_meta(b: &[u8]) -> Option<(u64, ConfState)> {
-    let term = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
-    let cs = ConfState::parse_from_bytes(&b[8..]).ok()?;
-    Some((term, cs))
 }
 
 impl RaftLoop {
@@ -199,7 +187,9 @@ impl RaftLoop {
             durable_index,
             leader: 0,
             last_housekeeping: Instant::now(),
-            compactor: cfg.auto_compaction.map(crate::compactor::Compactor::new),
+            compactor: cfg
+                .auto_compaction
+                .map(crate::consensus::compactor::Compactor::new),
             self_tx,
             corrupt_check: cfg.corrupt_check,
             last_corrupt_check: Instant::now(),
@@ -342,7 +332,7 @@ impl RaftLoop {
             if !self.learner_not_ready(&cc) {
                 continue;
             }
-            let req = serde_json::from_slice::<crate::apply::MemberChange>(&cc.context)
+            let req = serde_json::from_slice::<crate::state::apply::MemberChange>(&cc.context)
                 .map(|c| c.req)
                 .unwrap_or(0);
             let refused = LogRequest {
@@ -409,7 +399,7 @@ impl RaftLoop {
         let leader = self.member_id;
         self.hash_off_loop(move |store| {
             let revision = store.current_rev();
-            let (hash, compact_revision) = crate::kv::hash_kv(store, revision).ok()?;
+            let (hash, compact_revision) = crate::state::kv::hash_kv(store, revision).ok()?;
             Some(Op::HashCheck(crate::request::HashCheck {
                 leader,
                 revision,
@@ -427,7 +417,7 @@ impl RaftLoop {
         }
         let me = self.member_id;
         self.hash_off_loop(move |store| {
-            let (mine, compacted) = crate::kv::hash_kv(store, h.revision).ok()?;
+            let (mine, compacted) = crate::state::kv::hash_kv(store, h.revision).ok()?;
             if compacted != h.compact_revision || mine == h.hash {
                 return None;
             }
@@ -440,7 +430,7 @@ impl RaftLoop {
             Some(Op::Alarm(crate::request::AlarmOp {
                 activate: true,
                 member_id: me,
-                alarm: crate::alarm::CORRUPT,
+                alarm: crate::state::alarm::CORRUPT,
             }))
         });
     }
@@ -707,7 +697,7 @@ impl RaftLoop {
         if self.node.raft.state != StateRole::Leader || e.term != self.node.raft.term {
             return;
         }
-        let p = crate::lease::Promotion {
+        let p = crate::state::lease::Promotion {
             at_ms: now_ms(),
             extend_ms: self.election_ms,
         };
@@ -835,7 +825,8 @@ impl RaftLoop {
         e: &Entry,
     ) -> Result<Option<(u64, ApplyResult)>, String> {
         let cc = raft::eraftpb::ConfChange::parse_from_bytes(&e.data).map_err(|e| e.to_string())?;
-        let change: Option<crate::apply::MemberChange> = serde_json::from_slice(&cc.context).ok();
+        let change: Option<crate::state::apply::MemberChange> =
+            serde_json::from_slice(&cc.context).ok();
         let res = change.as_ref().map(|c| {
             self.applier
                 .apply_member_change(batch, c, cc.get_change_type())
@@ -930,11 +921,4 @@ impl RaftLoop {
         tracing::info!("compacted the raft log up to index {upto} (applied {applied})");
         Ok(())
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -1,18 +1,18 @@
 //! The Auth gRPC service: users, roles, permissions, auth enable/disable, and Authenticate.
 //! Changes are proposed through the log (passwords as bcrypt hashes made here, on the
 //! proposing member); reads wait for a linearizable read point and read the local store.
-//! Who may call what is decided by [`crate::server::Server::auth_check`].
+//! Who may call what is decided by [`crate::api::server::Server::auth_check`].
 
 use oxcd_api::etcdserverpb as pb;
 use oxcd_api::etcdserverpb::auth_server::Auth;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::apply::Applied;
-use crate::auth::{token_prefix, Need, BCRYPT_COST};
+use crate::api::grpc::Services;
 use crate::error::ServerError;
-use crate::grpc::Services;
 use crate::request::{AuthAssign, AuthOp, AuthRequest, Op};
+use crate::state::apply::Applied;
+use crate::state::auth::{token_prefix, Need, BCRYPT_COST};
 
 type GrpcResult<T> = Result<Response<T>, Status>;
 

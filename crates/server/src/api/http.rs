@@ -18,8 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::grpc::Services;
-use crate::server::Server;
+use crate::api::grpc::Services;
+use crate::api::server::Server;
 
 /// A TLS handshake that has not finished in this long is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +41,7 @@ pub fn router(server: Arc<Server>) -> Router {
             .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
             .into_axum_router();
     let gate = server.clone();
-    grpc.merge(crate::v2_http::router(server))
+    grpc.merge(crate::api::v2_http::router(server))
         .fallback(not_found)
         .layer(axum::middleware::map_response(etcd_size_error))
         .layer(axum::middleware::from_fn(move |req, next| {
@@ -189,7 +189,7 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor
     let res = match tls {
         None => {
             // etcdctl 3.4 sends `:authority: http://host:port` over plaintext HTTP/2.
-            let conn = match crate::h2_authority::wrap(stream).await {
+            let conn = match crate::api::h2_authority::wrap(stream).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!("connection from {peer} ended before its first request: {e}");

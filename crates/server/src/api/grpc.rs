@@ -9,12 +9,13 @@ use oxcd_api::etcdserverpb as pb;
 use oxcd_api::etcdserverpb::{kv_server::Kv, maintenance_server::Maintenance};
 use tonic::{Request, Response, Status};
 
-use crate::apply::Applied;
-use crate::auth::Need;
+use crate::api::server::Server;
 use crate::error::ServerError;
-use crate::kv;
 use crate::request::Op;
-use crate::server::{Server, ETCD_VERSION};
+use crate::state::apply::Applied;
+use crate::state::auth::Need;
+use crate::state::kv;
+use crate::version::ETCD_VERSION;
 
 type GrpcResult<T> = Result<Response<T>, Status>;
 
@@ -127,7 +128,7 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 #[tonic::async_trait]
 impl Maintenance for Services {
     /// GET lists the active alarms; ACTIVATE and DEACTIVATE go through the log (see
-    /// [`crate::alarm`]) and answer with the alarm raised or cleared.
+    /// [`crate::state::alarm`]) and answer with the alarm raised or cleared.
     async fn alarm(&self, req: Request<pb::AlarmRequest>) -> GrpcResult<pb::AlarmResponse> {
         use pb::alarm_request::AlarmAction;
         let r = req.into_inner();
@@ -137,7 +138,7 @@ impl Maintenance for Services {
                 .server
                 .alarms
                 .read()
-                .map(|a| crate::alarm::to_pb(&a))
+                .map(|a| crate::state::alarm::to_pb(&a))
                 .map_err(|_| ServerError::Internal("alarms lock".into()))?,
             AlarmAction::Activate | AlarmAction::Deactivate => {
                 if r.alarm == pb::AlarmType::None as i32 {
@@ -180,7 +181,7 @@ impl Maintenance for Services {
                 .read()
                 .map(|a| {
                     a.iter()
-                        .map(|&(m, t)| crate::alarm::describe(m, t))
+                        .map(|&(m, t)| crate::state::alarm::describe(m, t))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -238,7 +239,7 @@ impl Maintenance for Services {
         } else {
             store.current_rev()
         };
-        let (hash, compact_revision) = crate::kv::hash_kv(store, rev)?;
+        let (hash, compact_revision) = crate::state::kv::hash_kv(store, rev)?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.server.header(store.current_rev())),
             hash,

@@ -10,13 +10,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::apply::Applied;
-use crate::auth::Need;
+use crate::api::grpc::{BoxStream, Services};
+use crate::api::watch_service::RequireLeader;
+use crate::clock::now_ms;
 use crate::error::ServerError;
-use crate::grpc::{BoxStream, Services};
-use crate::raft_node::now_ms;
 use crate::request::{LeaseOp, Op};
-use crate::watch_service::RequireLeader;
+use crate::state::apply::Applied;
+use crate::state::auth::Need;
 
 /// Keep-alive responses queued per stream before the stream is closed as too slow.
 const KEEPALIVE_QUEUE_MAX: usize = 64;
@@ -26,7 +26,7 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 impl Services {
     /// etcd's minimum TTL (`lease::ttl_min_secs`): shorter TTLs are raised to it.
     fn lease_ttl_min(&self) -> i64 {
-        crate::lease::ttl_min_secs(self.server.cfg.election_ms, self.server.cfg.heartbeat_ms)
+        crate::state::lease::ttl_min_secs(self.server.cfg.election_ms, self.server.cfg.heartbeat_ms)
     }
 
     /// A keep-alive on the leader, answered from memory as etcd's leader does: the leader
@@ -34,7 +34,11 @@ impl Services {
     /// leader gives every lease a full TTL anyway). A lease whose time is up is as good as
     /// revoked: "not found" (TTL 0), it is not brought back. The renewal is then proposed,
     /// without waiting, so that the other members' TimeToLive follows.
-    fn renew_on_leader(&self, id: i64, p: crate::lease::Promotion) -> Result<i64, ServerError> {
+    fn renew_on_leader(
+        &self,
+        id: i64,
+        p: crate::state::lease::Promotion,
+    ) -> Result<i64, ServerError> {
         let now = now_ms();
         let ttl = self
             .server
@@ -56,15 +60,15 @@ impl Services {
         let _ = self
             .server
             .raft_tx
-            .try_send(crate::raft_node::RaftEvent::Propose { id: 0, data });
+            .try_send(crate::consensus::raft_loop::RaftEvent::Propose { id: 0, data });
         Ok(ttl)
     }
 
     /// This member's lease promotion, when it is the leader that expires leases.
-    fn lease_promotion(&self) -> Option<crate::lease::Promotion> {
+    fn lease_promotion(&self) -> Option<crate::state::lease::Promotion> {
         use std::sync::atomic::Ordering;
         let at_ms = self.server.status.lease_promoted_ms.load(Ordering::Relaxed);
-        (at_ms != 0).then(|| crate::lease::Promotion {
+        (at_ms != 0).then(|| crate::state::lease::Promotion {
             at_ms,
             // The loop extends by one election timeout (etcd's Promote).
             extend_ms: self.server.cfg.election_ms as i64,

@@ -11,13 +11,13 @@ use oxcd_api::etcdserverpb::{request_op, CompactionResponse, RangeRequest, TxnRe
 use oxcd_storage::{Event, Store, WriteBatch};
 use prost::Message;
 
-use crate::auth::{AuthStore, AUX_AUTH};
 use crate::error::ServerError;
-use crate::kv::{self, KvRead, Writer};
-use crate::lease::{Lease, LeaseTable, AUX_LEASES, TTL_MAX};
-use crate::members::{Members, AUX_MEMBERS};
 use crate::request::{LogRequest, Op};
-use crate::v2::{Changes, V2Error, V2Event, V2Store, AUX_V2_META, AUX_V2_NODES};
+use crate::state::auth::{AuthStore, AUX_AUTH};
+use crate::state::kv::{self, KvRead, Writer};
+use crate::state::lease::{Lease, LeaseTable, AUX_LEASES, TTL_MAX};
+use crate::state::members::{Members, AUX_MEMBERS};
+use crate::state::v2::{Changes, V2Error, V2Event, V2Store, AUX_V2_META, AUX_V2_NODES};
 
 /// The result of applying one request, handed to the member that proposed it.
 #[derive(Debug, Clone)]
@@ -39,8 +39,8 @@ pub enum Applied {
     Token(String),
     /// A membership change: the member it concerns and the table after it.
     Members {
-        member: Option<crate::members::Member>,
-        list: Vec<crate::members::Member>,
+        member: Option<crate::state::members::Member>,
+        list: Vec<crate::state::members::Member>,
     },
     /// A corruption check to run against this member's data.
     HashCheck(crate::request::HashCheck),
@@ -65,7 +65,7 @@ pub struct Applier {
     pub members: Arc<RwLock<Members>>,
     pub leases: Arc<Mutex<LeaseTable>>,
     pub auth: Arc<Mutex<AuthStore>>,
-    pub alarms: Arc<RwLock<crate::alarm::Alarms>>,
+    pub alarms: Arc<RwLock<crate::state::alarm::Alarms>>,
 }
 
 impl Applier {
@@ -119,13 +119,15 @@ impl Applier {
         let writes = match op {
             Op::Put(_) | Op::DeleteRange(_) | Op::Compaction(_) => true,
             Op::LeaseGrant(_) | Op::LeaseRevoke(_) => true,
-            Op::Txn(t) => !crate::kv::txn_is_read_only(t),
+            Op::Txn(t) => !crate::state::kv::txn_is_read_only(t),
             _ => false,
         };
-        if writes && crate::alarm::has(&alarms, crate::alarm::CORRUPT) {
+        if writes && crate::state::alarm::has(&alarms, crate::state::alarm::CORRUPT) {
             return Err(ServerError::Corrupt);
         }
-        if crate::server::grows_data(op) && crate::alarm::has(&alarms, crate::alarm::NOSPACE) {
+        if crate::state::alarm::grows_data(op)
+            && crate::state::alarm::has(&alarms, crate::state::alarm::NOSPACE)
+        {
             return Err(ServerError::NoSpace);
         }
         Ok(())
@@ -208,27 +210,27 @@ impl Applier {
             Op::Alarm(a) => {
                 let mut alarms = self.alarms.write().expect("alarms lock poisoned");
                 let entry = (a.member_id, a.alarm);
-                let key = crate::alarm::key(a.member_id, a.alarm);
+                let key = crate::state::alarm::key(a.member_id, a.alarm);
                 let changed = if a.activate {
-                    batch.aux_put(crate::alarm::AUX_ALARMS, &key, &[])?;
+                    batch.aux_put(crate::state::alarm::AUX_ALARMS, &key, &[])?;
                     alarms.insert(entry)
                 } else {
-                    batch.aux_delete(crate::alarm::AUX_ALARMS, &key)?;
+                    batch.aux_delete(crate::state::alarm::AUX_ALARMS, &key)?;
                     alarms.remove(&entry)
                 };
                 if changed {
                     tracing::warn!(
                         "alarm {}{}",
-                        crate::alarm::describe(a.member_id, a.alarm),
+                        crate::state::alarm::describe(a.member_id, a.alarm),
                         if a.activate { "raised" } else { "cleared" }
                     );
                 }
                 // etcd answers with the alarm itself when raising, and with what was cleared.
-                let mut out = crate::alarm::Alarms::new();
+                let mut out = crate::state::alarm::Alarms::new();
                 if a.activate || changed {
                     out.insert(entry);
                 }
-                Ok(Applied::Alarms(crate::alarm::to_pb(&out)))
+                Ok(Applied::Alarms(crate::state::alarm::to_pb(&out)))
             }
             Op::HashCheck(h) => Ok(Applied::HashCheck(h)),
             Op::Refused(r) => Err(match r.reason {
@@ -255,7 +257,7 @@ impl Applier {
                     return Err(ServerError::LeaseNotFound);
                 };
                 l.renewed_ms = r.now_ms;
-                l.applied_ms = crate::raft_node::now_ms();
+                l.applied_ms = crate::clock::now_ms();
                 let (ttl, row) = (l.ttl, LeaseTable::row(l));
                 batch.aux_put(AUX_LEASES, &r.id.to_be_bytes(), &row)?;
                 Ok(Applied::LeaseRenewed { ttl })
@@ -304,7 +306,7 @@ impl Applier {
         let lease = Lease {
             ttl: g.ttl,
             renewed_ms: g.now_ms,
-            applied_ms: crate::raft_node::now_ms(),
+            applied_ms: crate::clock::now_ms(),
             keys: Default::default(),
         };
         batch.aux_put(AUX_LEASES, &g.id.to_be_bytes(), &LeaseTable::row(&lease))?;
@@ -342,7 +344,7 @@ impl Applier {
         if kind == T::RemoveNode {
             batch.aux_delete(AUX_MEMBERS, &m.id.to_be_bytes())?;
         }
-        batch.aux_put(AUX_MEMBERS, crate::members::COMPLETE_KEY, b"1")?;
+        batch.aux_put(AUX_MEMBERS, crate::state::members::COMPLETE_KEY, b"1")?;
         let member = members.get(m.id).cloned().or(Some(m));
         Ok(Applied::Members {
             member,
@@ -367,7 +369,8 @@ impl Applier {
         let mut old = self.auth.lock().expect("auth store lock poisoned");
         auth.keep_tokens(&mut old);
         *old = auth;
-        *self.alarms.write().expect("alarms lock poisoned") = crate::alarm::load(&self.store)?;
+        *self.alarms.write().expect("alarms lock poisoned") =
+            crate::state::alarm::load(&self.store)?;
         Ok(())
     }
 }
@@ -377,7 +380,7 @@ impl Applier {
 pub struct MemberChange {
     /// The proposer's request ID (0 = nobody waits).
     pub req: u64,
-    pub member: crate::members::Member,
+    pub member: crate::state::members::Member,
 }
 
 /// Loads the lease table: its rows, and the keys that name a lease.

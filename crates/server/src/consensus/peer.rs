@@ -26,8 +26,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use std::sync::{Arc, RwLock};
 
-use crate::members::{Member, Members};
-use crate::raft_node::{RaftEvent, Transport};
+use crate::consensus::raft_loop::{RaftEvent, Transport};
+use crate::state::members::{Member, Members};
 
 pub const MAGIC: &[u8; 8] = b"OXCDPEER";
 /// A joining member's request for the membership (then 17 zero bytes).

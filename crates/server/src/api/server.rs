@@ -12,19 +12,14 @@ use oxcd_storage::Store;
 use prost::Message;
 use tokio::sync::oneshot;
 
-use crate::apply::Applied;
 use crate::config::Config;
+use crate::consensus::raft_loop::{RaftEvent, RaftStatus, Waiters};
 use crate::error::ServerError;
-use crate::members::Members;
-use crate::raft_node::{RaftEvent, RaftStatus, Waiters};
 use crate::request::{LogRequest, Op};
-use crate::v2::V2Store;
-use crate::watch::WatchHub;
-
-/// The version oxcd reports to clients: the etcd API level it implements, so that clients
-/// that gate features on the server version behave as with etcd 3.4.
-pub const ETCD_VERSION: &str = "3.4.23";
-pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+use crate::state::apply::Applied;
+use crate::state::members::Members;
+use crate::state::v2::V2Store;
+use crate::state::watch::WatchHub;
 
 pub struct Server {
     pub cfg: Config,
@@ -34,8 +29,8 @@ pub struct Server {
     pub v2: Arc<Mutex<V2Store>>,
     pub v2_index: tokio::sync::watch::Receiver<u64>,
     pub members: Arc<RwLock<Members>>,
-    pub leases: Arc<Mutex<crate::lease::LeaseTable>>,
-    pub auth: Arc<Mutex<crate::auth::AuthStore>>,
+    pub leases: Arc<Mutex<crate::state::lease::LeaseTable>>,
+    pub auth: Arc<Mutex<crate::state::auth::AuthStore>>,
     pub status: Arc<RaftStatus>,
     pub watch: Arc<WatchHub>,
     pub raft_tx: SyncSender<RaftEvent>,
@@ -45,18 +40,9 @@ pub struct Server {
     pub started: Instant,
     pub db_path: std::path::PathBuf,
     /// Which peers this member is connected to, and since when.
-    pub peer_activity: Arc<crate::peer::PeerActivity>,
+    pub peer_activity: Arc<crate::consensus::peer::PeerActivity>,
     /// The active alarms (kept by the apply loop).
-    pub alarms: Arc<RwLock<crate::alarm::Alarms>>,
-}
-
-/// True for requests that can make the backend bigger.
-pub fn grows_data(op: &Op) -> bool {
-    match op {
-        Op::Put(_) | Op::LeaseGrant(_) | Op::V2(_) => true,
-        Op::Txn(t) => !crate::kv::txn_is_read_only(t),
-        _ => false,
-    }
+    pub alarms: Arc<RwLock<crate::state::alarm::Alarms>>,
 }
 
 impl Server {
@@ -92,12 +78,12 @@ impl Server {
     /// Proposes a write and waits until it is applied here. Acknowledged only then: the
     /// entry is durable on a majority (committed) and applied to this member's stores.
     pub async fn propose(&self, op: Op) -> Result<(Applied, i64), ServerError> {
-        if grows_data(&op) {
+        if crate::state::alarm::grows_data(&op) {
             // etcd's space quota: writes that add data fail, deletes and compaction still work.
             let raised = self
                 .alarms
                 .read()
-                .map(|a| crate::alarm::has(&a, crate::alarm::NOSPACE))
+                .map(|a| crate::state::alarm::has(&a, crate::state::alarm::NOSPACE))
                 .unwrap_or(false);
             if raised {
                 return Err(ServerError::NoSpace);
@@ -114,7 +100,7 @@ impl Server {
                     op: Some(Op::Alarm(crate::request::AlarmOp {
                         activate: true,
                         member_id: self.member_id,
-                        alarm: crate::alarm::NOSPACE,
+                        alarm: crate::state::alarm::NOSPACE,
                     })),
                 };
                 let _ = self.send(RaftEvent::Propose {
@@ -152,13 +138,13 @@ impl Server {
     pub async fn propose_member_change(
         &self,
         kind: raft::eraftpb::ConfChangeType,
-        member: crate::members::Member,
+        member: crate::state::members::Member,
     ) -> Result<Applied, ServerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut cc = raft::eraftpb::ConfChange::default();
         cc.set_change_type(kind);
         cc.node_id = member.id;
-        cc.context = serde_json::to_vec(&crate::apply::MemberChange { req: id, member })
+        cc.context = serde_json::to_vec(&crate::state::apply::MemberChange { req: id, member })
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .into();
         let (tx, rx) = oneshot::channel();

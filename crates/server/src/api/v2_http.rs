@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 
-use crate::apply::Applied;
-use crate::raft_node::now_ms;
+use crate::api::server::Server;
+use crate::clock::now_ms;
 use crate::request::{Op, V2Request};
-use crate::server::{Server, ETCD_CLUSTER_VERSION, ETCD_VERSION};
-use crate::v2::{V2Error, V2Event};
+use crate::state::apply::Applied;
+use crate::state::v2::{V2Error, V2Event};
+use crate::version::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
 /// Longest a `wait=true` request is held before it is answered with nothing (etcd clients
 /// reconnect). Bounded so a forgotten client does not hold a connection forever.

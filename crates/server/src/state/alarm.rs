@@ -65,3 +65,14 @@ pub fn describe(member_id: u64, alarm: i32) -> String {
     };
     format!("memberID:{member_id} alarm:{name} ")
 }
+
+/// True for requests that can make the backend bigger: what NOSPACE refuses (etcd's
+/// capped applier).
+pub fn grows_data(op: &crate::request::Op) -> bool {
+    use crate::request::Op;
+    match op {
+        Op::Put(_) | Op::LeaseGrant(_) | Op::V2(_) => true,
+        Op::Txn(t) => !crate::state::kv::txn_is_read_only(t),
+        _ => false,
+    }
+}

@@ -6,12 +6,12 @@ use oxcd_api::etcdserverpb::cluster_server::Cluster;
 use raft::eraftpb::ConfChangeType;
 use tonic::{Request, Response, Status};
 
-use crate::apply::Applied;
-use crate::auth::Need;
+use crate::api::grpc::Services;
+use crate::clock::now_ms;
 use crate::error::ServerError;
-use crate::grpc::Services;
-use crate::members::Member;
-use crate::raft_node::now_ms;
+use crate::state::apply::Applied;
+use crate::state::auth::Need;
+use crate::state::members::Member;
 
 type GrpcResult<T> = Result<Response<T>, Status>;
 

@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Need;
-use crate::grpc::Services;
-use crate::server::Server;
-use crate::watch::{to_pb, HubMsg, RegisterError, StreamHandle, WatchSpec};
+use crate::api::grpc::Services;
+use crate::api::server::Server;
+use crate::state::auth::Need;
+use crate::state::watch::{to_pb, HubMsg, RegisterError, StreamHandle, WatchSpec};
 
 /// Store events read per catch-up step, at most and at first (a step never splits a
 /// revision). The step size doubles while steps stay under [`CATCHUP_CHUNK_BYTES_MAX`] of
@@ -125,7 +125,7 @@ impl Watch for Services {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let require_leader = RequireLeader::check(&self.server, req.metadata())?;
         // As etcd, the stream's token is checked at every watch it creates.
-        let token = crate::auth::token_of(req.metadata()).map(str::to_string);
+        let token = crate::api::auth_check::token_of(req.metadata()).map(str::to_string);
         let inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE_MAX);
         let server = self.server.clone();
