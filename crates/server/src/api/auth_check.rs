@@ -91,11 +91,15 @@ impl Server {
     }
 
     pub fn lock_auth(&self) -> std::sync::MutexGuard<'_, AuthStore> {
-        self.auth.lock().expect("auth store lock poisoned")
+        self.tables.auth.lock().expect("auth store lock poisoned")
     }
 
     fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
-        let leases = self.leases.lock().expect("lease table lock poisoned");
+        let leases = self
+            .tables
+            .leases
+            .lock()
+            .expect("lease table lock poisoned");
         leases
             .leases
             .get(&id)

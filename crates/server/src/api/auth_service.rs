@@ -8,7 +8,7 @@ use oxcd_api::etcdserverpb::auth_server::Auth;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::api::grpc::Services;
+use crate::api::services::Services;
 use crate::error::ServerError;
 use crate::request::{AuthAssign, AuthOp, AuthRequest, Op};
 use crate::state::apply::Applied;

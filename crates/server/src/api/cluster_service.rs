@@ -6,7 +6,7 @@ use oxcd_api::etcdserverpb::cluster_server::Cluster;
 use raft::eraftpb::ConfChangeType;
 use tonic::{Request, Response, Status};
 
-use crate::api::grpc::Services;
+use crate::api::services::Services;
 use crate::clock::now_ms;
 use crate::error::ServerError;
 use crate::state::apply::Applied;
@@ -32,6 +32,7 @@ fn quorum(n: usize) -> usize {
 impl Services {
     fn members_snapshot(&self) -> Result<Vec<Member>, ServerError> {
         self.server
+            .tables
             .members
             .read()
             .map(|m| m.list.clone())

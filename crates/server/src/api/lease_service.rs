@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::api::grpc::{BoxStream, Services};
+use crate::api::services::{BoxStream, Services};
 use crate::api::watch_service::RequireLeader;
 use crate::clock::now_ms;
 use crate::error::ServerError;
@@ -42,25 +42,18 @@ impl Services {
         let now = now_ms();
         let ttl = self
             .server
+            .tables
             .leases
             .lock()
             .map_err(|_| ServerError::Internal("lease table lock".into()))?
             .renew_on_leader(id, now, p)
             .ok_or(ServerError::LeaseNotFound)?;
-        let req = crate::request::LogRequest {
-            id: 0,
-            op: Some(Op::LeaseRenew(LeaseOp {
-                id,
-                ttl: 0,
-                now_ms: now,
-            })),
-        };
-        let data = prost::Message::encode_to_vec(&req);
         // A full queue loses only the followers' view of this renewal.
-        let _ = self
-            .server
-            .raft_tx
-            .try_send(crate::consensus::raft_loop::RaftEvent::Propose { id: 0, data });
+        self.server.propose_internal(Op::LeaseRenew(LeaseOp {
+            id,
+            ttl: 0,
+            now_ms: now,
+        }));
         Ok(ttl)
     }
 
@@ -199,6 +192,7 @@ impl Lease for Services {
         self.server.read_index().await?;
         let table = self
             .server
+            .tables
             .leases
             .lock()
             .map_err(|_| ServerError::Internal("lease table lock".into()))?;
@@ -235,6 +229,7 @@ impl Lease for Services {
         self.server.read_index().await?;
         let table = self
             .server
+            .tables
             .leases
             .lock()
             .map_err(|_| ServerError::Internal("lease table lock".into()))?;

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oxcd_api::etcdserverpb::ResponseHeader;
@@ -13,24 +13,21 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::consensus::raft_loop::{RaftEvent, RaftStatus, Waiters};
+use crate::consensus::events::{RaftEvent, RaftStatus, Waiters};
 use crate::error::ServerError;
 use crate::request::{LogRequest, Op};
 use crate::state::apply::Applied;
-use crate::state::members::Members;
-use crate::state::v2::V2Store;
 use crate::state::watch::WatchHub;
+use crate::state::Tables;
 
 pub struct Server {
     pub cfg: Config,
     pub member_id: u64,
     pub cluster_id: u64,
     pub store: Arc<Store>,
-    pub v2: Arc<Mutex<V2Store>>,
+    /// The tables beside the MVCC store (v2, members, leases, auth, alarms).
+    pub tables: Tables,
     pub v2_index: tokio::sync::watch::Receiver<u64>,
-    pub members: Arc<RwLock<Members>>,
-    pub leases: Arc<Mutex<crate::state::lease::LeaseTable>>,
-    pub auth: Arc<Mutex<crate::state::auth::AuthStore>>,
     pub status: Arc<RaftStatus>,
     pub watch: Arc<WatchHub>,
     pub raft_tx: SyncSender<RaftEvent>,
@@ -41,14 +38,13 @@ pub struct Server {
     pub db_path: std::path::PathBuf,
     /// Which peers this member is connected to, and since when.
     pub peer_activity: Arc<crate::consensus::peer::PeerActivity>,
-    /// The active alarms (kept by the apply loop).
-    pub alarms: Arc<RwLock<crate::state::alarm::Alarms>>,
 }
 
 impl Server {
     /// True while this member is a learner (etcd's IsLearner).
     pub fn is_learner(&self) -> bool {
-        self.members
+        self.tables
+            .members
             .read()
             .map(|m| {
                 m.list
@@ -81,6 +77,7 @@ impl Server {
         if crate::state::alarm::grows_data(&op) {
             // etcd's space quota: writes that add data fail, deletes and compaction still work.
             let raised = self
+                .tables
                 .alarms
                 .read()
                 .map(|a| crate::state::alarm::has(&a, crate::state::alarm::NOSPACE))
@@ -95,18 +92,11 @@ impl Server {
                     "backend is {size} bytes, over --quota-backend-bytes={}: raising NOSPACE",
                     self.cfg.quota_backend_bytes
                 );
-                let alarm = LogRequest {
-                    id: 0,
-                    op: Some(Op::Alarm(crate::request::AlarmOp {
-                        activate: true,
-                        member_id: self.member_id,
-                        alarm: crate::state::alarm::NOSPACE,
-                    })),
-                };
-                let _ = self.send(RaftEvent::Propose {
-                    id: 0,
-                    data: alarm.encode_to_vec(),
-                });
+                self.propose_internal(Op::Alarm(crate::request::AlarmOp {
+                    activate: true,
+                    member_id: self.member_id,
+                    alarm: crate::state::alarm::NOSPACE,
+                }));
                 return Err(ServerError::NoSpace);
             }
         }
@@ -132,6 +122,15 @@ impl Server {
                 Err(ServerError::Timeout)
             }
         }
+    }
+
+    /// Proposes a request nobody waits for. A full queue drops it: the callers' effects
+    /// are retried or only lose a follower's view (a renewal, an alarm raised again).
+    pub fn propose_internal(&self, op: Op) {
+        let _ = self.send(RaftEvent::Propose {
+            id: 0,
+            data: LogRequest::internal(op),
+        });
     }
 
     /// Proposes a membership change and waits until it is applied here.

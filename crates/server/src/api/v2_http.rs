@@ -238,7 +238,7 @@ impl Ctx {
     }
 
     fn current_index(&self) -> u64 {
-        self.server.v2.lock().map(|v| v.index).unwrap_or(0)
+        self.server.tables.v2.lock().map(|v| v.index).unwrap_or(0)
     }
 }
 
@@ -407,6 +407,7 @@ async fn get_keys(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
     }
     let v2 = ctx
         .server
+        .tables
         .v2
         .lock()
         .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
@@ -428,6 +429,7 @@ async fn wait(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
         {
             let v2 = ctx
                 .server
+                .tables
                 .v2
                 .lock()
                 .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::grpc::Services;
 use crate::api::server::Server;
+use crate::api::services::Services;
 use crate::state::auth::Need;
 use crate::state::watch::{to_pb, HubMsg, RegisterError, StreamHandle, WatchSpec};
 

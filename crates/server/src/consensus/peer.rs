@@ -26,7 +26,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use std::sync::{Arc, RwLock};
 
-use crate::consensus::raft_loop::{RaftEvent, Transport};
+use crate::consensus::events::{RaftEvent, Stop, StopSender, Transport};
 use crate::state::members::{Member, Members};
 
 pub const MAGIC: &[u8; 8] = b"OXCDPEER";
@@ -38,6 +38,58 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
 type PeerQueue = (Vec<String>, mpsc::Sender<Message>);
+
+/// Why a peer connection could not be made or was refused. The texts are what the log
+/// says about the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("bad peer URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("dial {addr} timed out")]
+    DialTimeout { addr: String },
+    #[error("dial {addr}: {source}")]
+    Dial {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("peer URL is https but no --peer-cert-file/--peer-key-file are set")]
+    NoTlsConfig,
+    #[error("TLS handshake timed out")]
+    TlsTimeout,
+    #[error("TLS handshake{with} failed: {reason}")]
+    Tls { with: String, reason: String },
+    #[error("peer closed the connection during the handshake: {0}")]
+    ClosedInHandshake(String),
+    #[error("no client certificate")]
+    NoClientCert,
+    #[error("peer certificate does not cover the address it connects from: {0}")]
+    CertAddress(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Handshake(&'static str),
+    /// The other side refused this member (its reason).
+    #[error("peer refused us: {0}")]
+    RefusedBy(String),
+    /// This side refused the other (the reason it was told).
+    #[error("{0}")]
+    Refused(String),
+    /// This member's data dir was wiped; the member stops.
+    #[error("{0}")]
+    Wiped(String),
+    #[error("membership answer of {0} bytes is too large")]
+    AnswerTooLarge(usize),
+    #[error("membership answer: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Maps an I/O error to [`PeerError::Io`] saying what was being done.
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> PeerError {
+    move |source| PeerError::Io { what, source }
+}
 
 /// Sends raft messages to peers through one queue per peer; dialers come and go with
 /// membership changes.
@@ -127,12 +179,28 @@ pub struct PeerContext {
     pub fresh: Arc<dyn Fn() -> bool + Send + Sync>,
     /// The IP peer connections are made from (this member's listen-peer address).
     pub local_ip: Option<std::net::IpAddr>,
+    /// Asks the member to stop (a wiped data dir found during a handshake).
+    pub stop: StopSender,
 }
 
 const FLAG_FRESH: u8 = 1;
 const FLAG_YOU_PUBLISHED: u8 = 2;
 
 impl PeerContext {
+    /// A member whose data dir was wiped must not rejoin under its old identity: raft would
+    /// find its log gone (etcd refuses the same way). Asks the member to stop, saying what
+    /// to do; returns the reason for the connection's error.
+    fn wiped(&self) -> PeerError {
+        let id = self.member_id;
+        let why = format!(
+            "this member ({id:x}) was part of the cluster before, but its data dir is empty: it was wiped or replaced. \
+             Remove it from the cluster (etcdctl member remove {id:x}), add it again (etcdctl member add), \
+             and start it with an empty data dir and --initial-cluster-state existing"
+        );
+        let _ = self.stop.try_send(Stop::Fatal(why.clone()));
+        PeerError::Wiped(why)
+    }
+
     /// True when `id` has published its attributes: it has applied this cluster's log
     /// before, so a fresh data dir under that ID means the old one was wiped.
     fn has_published(&self, id: u64) -> bool {
@@ -141,17 +209,6 @@ impl PeerContext {
             .map(|t| t.get(id).is_some_and(|m| !m.client_urls.is_empty()))
             .unwrap_or(false)
     }
-}
-
-/// A member whose data dir was wiped must not rejoin under its old identity: raft would
-/// find its log gone (etcd refuses the same way). Say what to do and stop.
-fn wiped_exit(member_id: u64) -> ! {
-    tracing::error!(
-        "this member ({member_id:x}) was part of the cluster before, but its data dir is empty: it was wiped or replaced. \
-         Remove it from the cluster (etcdctl member remove {member_id:x}), add it again (etcdctl member add), \
-         and start it with an empty data dir and --initial-cluster-state existing"
-    );
-    std::process::exit(1);
 }
 
 /// Starts one dialer per other member; returns the transport the raft loop sends through.
@@ -259,9 +316,15 @@ async fn open(
     url: &str,
     tls: Option<&TlsConnector>,
     local_ip: Option<std::net::IpAddr>,
-) -> Result<Box<dyn Conn>, String> {
-    let parsed = crate::config::parse_urls("initial-cluster", url).map_err(|e| e.to_string())?;
-    let u = &parsed[0];
+) -> Result<Box<dyn Conn>, PeerError> {
+    let bad_url = |reason: String| PeerError::Url {
+        url: url.to_string(),
+        reason,
+    };
+    let parsed = crate::config::parse_urls("initial-cluster", url).map_err(|e| bad_url(e.0))?;
+    let u = parsed
+        .first()
+        .ok_or_else(|| bad_url("no URL".to_string()))?;
     let addr = format!(
         "{}:{}",
         u.host.trim_matches(|c| c == '[' || c == ']'),
@@ -269,22 +332,24 @@ async fn open(
     );
     let tcp = tokio::time::timeout(DIAL_TIMEOUT, dial(&addr, local_ip))
         .await
-        .map_err(|_| format!("dial {addr} timed out"))?
-        .map_err(|e| format!("dial {addr}: {e}"))?;
+        .map_err(|_| PeerError::DialTimeout { addr: addr.clone() })?
+        .map_err(|source| PeerError::Dial {
+            addr: addr.clone(),
+            source,
+        })?;
     let _ = tcp.set_nodelay(true);
     if !u.tls {
         return Ok(Box::new(tcp));
     }
-    let tls = tls.ok_or("peer URL is https but no --peer-cert-file/--peer-key-file are set")?;
-    let name = oxcd_tls::server_name(&u.host).ok_or("bad peer host")?;
+    let tls = tls.ok_or(PeerError::NoTlsConfig)?;
+    let name =
+        oxcd_tls::server_name(&u.host).ok_or_else(|| bad_url("bad peer host".to_string()))?;
     let s = tokio::time::timeout(DIAL_TIMEOUT, tls.connect(name, tcp))
         .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| {
-            format!(
-                "TLS handshake with {addr} failed: {}",
-                oxcd_tls::explain(&e)
-            )
+        .map_err(|_| PeerError::TlsTimeout)?
+        .map_err(|e| PeerError::Tls {
+            with: format!(" with {addr}"),
+            reason: oxcd_tls::explain(&e),
         })?;
     Ok(Box::new(s))
 }
@@ -302,17 +367,23 @@ pub async fn fetch_membership(
             let mut conn = open(url, tls, local_ip).await?;
             let mut hello = JOIN_MAGIC.to_vec();
             hello.resize(25, 0);
-            conn.write_all(&hello).await.map_err(|e| e.to_string())?;
-            conn.flush().await.map_err(|e| e.to_string())?;
+            conn.write_all(&hello)
+                .await
+                .map_err(io("send the join request"))?;
+            conn.flush().await.map_err(io("send the join request"))?;
             let mut len = [0u8; 4];
-            conn.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+            conn.read_exact(&mut len)
+                .await
+                .map_err(io("read the answer"))?;
             let len = u32::from_be_bytes(len) as usize;
             if len > FRAME_BYTES_MAX {
-                return Err("membership answer too large".to_string());
+                return Err(PeerError::AnswerTooLarge(len));
             }
             let mut buf = vec![0u8; len];
-            conn.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-            serde_json::from_slice::<Membership>(&buf).map_err(|e| e.to_string())
+            conn.read_exact(&mut buf)
+                .await
+                .map_err(io("read the answer"))?;
+            Ok::<_, PeerError>(serde_json::from_slice::<Membership>(&buf)?)
         };
         match tokio::time::timeout(DIAL_TIMEOUT * 2, res).await {
             Ok(Ok(m)) => return Ok(m),
@@ -334,8 +405,11 @@ async fn connect(
     ctx: &PeerContext,
     peer: &Member,
     tls: Option<&TlsConnector>,
-) -> Result<Box<dyn Conn>, String> {
-    let url = peer.peer_urls.first().ok_or("no peer URL")?;
+) -> Result<Box<dyn Conn>, PeerError> {
+    let url = peer.peer_urls.first().ok_or(PeerError::Url {
+        url: String::new(),
+        reason: format!("member {:x} has no peer URL", peer.id),
+    })?;
     let mut conn = open(url, tls, ctx.local_ip).await?;
     let mut hello = MAGIC.to_vec();
     hello.extend_from_slice(&ctx.member_id.to_be_bytes());
@@ -348,29 +422,25 @@ async fn connect(
         flags |= FLAG_YOU_PUBLISHED;
     }
     hello.push(flags);
-    conn.write_all(&hello).await.map_err(|e| e.to_string())?;
-    conn.flush().await.map_err(|e| e.to_string())?;
+    conn.write_all(&hello)
+        .await
+        .map_err(io("send the handshake"))?;
+    conn.flush().await.map_err(io("send the handshake"))?;
     let mut ok = [0u8; 1];
     tokio::time::timeout(DIAL_TIMEOUT, conn.read_exact(&mut ok))
         .await
-        .map_err(|_| "peer did not answer the handshake".to_string())?
-        .map_err(|e| {
-            format!(
-                "peer closed the connection during the handshake: {}",
-                oxcd_tls::explain(&e)
-            )
-        })?;
+        .map_err(|_| PeerError::Handshake("peer did not answer the handshake"))?
+        .map_err(|e| PeerError::ClosedInHandshake(oxcd_tls::explain(&e)))?;
     if ok[0] == 2 {
-        wiped_exit(ctx.member_id);
+        return Err(ctx.wiped());
     }
     if ok[0] != 0 {
         let mut len = [0u8; 2];
         let _ = conn.read_exact(&mut len).await;
         let mut why = vec![0u8; u16::from_be_bytes(len) as usize];
         let _ = conn.read_exact(&mut why).await;
-        return Err(format!(
-            "peer refused us: {}",
-            String::from_utf8_lossy(&why)
+        return Err(PeerError::RefusedBy(
+            String::from_utf8_lossy(&why).into_owned(),
         ));
     }
     Ok(conn)
@@ -462,90 +532,127 @@ async fn accept(
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     ctx: PeerContext,
-) -> Result<(), String> {
-    let mut conn: Box<dyn Conn> = match tls {
-        Some(acc) => {
-            let s = tokio::time::timeout(DIAL_TIMEOUT, acc.accept(stream))
-                .await
-                .map_err(|_| "TLS handshake timed out".to_string())?
-                .map_err(|e| format!("TLS handshake failed: {}", oxcd_tls::explain(&e)))?;
-            if ctx.client_cert_auth {
-                let cert = s
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .ok_or("no client certificate")?;
-                oxcd_tls::cert_covers_ip(cert, addr.ip()).map_err(|e| {
-                    format!("peer certificate does not cover the address it connects from: {e}")
-                })?;
-            }
-            Box::new(s)
-        }
-        None => Box::new(stream),
-    };
+) -> Result<(), PeerError> {
+    let mut conn = accept_tls(stream, addr, tls, &ctx).await?;
     let mut hello = [0u8; 25];
     tokio::time::timeout(DIAL_TIMEOUT, conn.read_exact(&mut hello))
         .await
-        .map_err(|_| "no handshake".to_string())?
-        .map_err(|e| format!("handshake: {e}"))?;
-    let from = u64::from_be_bytes(hello[8..16].try_into().map_err(|_| "bad handshake")?);
-    let cluster = u64::from_be_bytes(hello[16..24].try_into().map_err(|_| "bad handshake")?);
+        .map_err(|_| PeerError::Handshake("no handshake"))?
+        .map_err(io("handshake"))?;
     if &hello[..8] == JOIN_MAGIC {
-        let list = ctx.table.read().map(|t| t.list.clone()).unwrap_or_default();
-        let answer = serde_json::to_vec(&Membership {
-            cluster_id: ctx.cluster_id,
-            members: list,
-        })
-        .map_err(|e| e.to_string())?;
-        let mut out = (answer.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(&answer);
-        conn.write_all(&out).await.map_err(|e| e.to_string())?;
-        conn.flush().await.map_err(|e| e.to_string())?;
-        tracing::info!("told a joining member at {addr} the cluster's membership");
-        return Ok(());
+        return answer_join(conn, addr, &ctx).await;
     }
-    let refusal = if &hello[..8] != MAGIC {
-        Some("not an oxcd peer (bad magic)".to_string())
-    } else if cluster != ctx.cluster_id {
-        Some(format!(
-            "cluster ID mismatch: this member is in cluster {:x}, the peer says {:x}",
-            ctx.cluster_id, cluster
-        ))
-    } else if !ctx
-        .table
-        .read()
-        .map(|t| t.get(from).is_some())
-        .unwrap_or(false)
-    {
-        Some(format!("member {from:x} is not in this cluster"))
-    } else {
-        None
-    };
-    let flags = hello[24];
-    if refusal.is_none() && flags & FLAG_YOU_PUBLISHED != 0 && (ctx.fresh)() {
-        wiped_exit(ctx.member_id);
-    }
-    let wiped = refusal.is_none() && flags & FLAG_FRESH != 0 && ctx.has_published(from);
-    let refusal = if wiped {
-        Some(format!(
-            "member {from:x} comes back with an empty data dir; it must be removed and added again"
-        ))
-    } else {
-        refusal
-    };
-    if let Some(why) = refusal {
-        let mut out = vec![if wiped { 2u8 } else { 1u8 }];
+    let from = u64::from_be_bytes(hello[8..16].try_into().unwrap_or_default());
+    if let Err((code, why)) = admit(&hello, &ctx) {
+        if code == 0 {
+            return Err(ctx.wiped());
+        }
+        let mut out = vec![code];
         out.extend_from_slice(&(why.len() as u16).to_be_bytes());
         out.extend_from_slice(why.as_bytes());
         let _ = conn.write_all(&out).await;
-        return Err(why);
+        return Err(PeerError::Refused(why));
     }
-    conn.write_all(&[0]).await.map_err(|e| e.to_string())?;
-    conn.flush().await.map_err(|e| e.to_string())?;
+    conn.write_all(&[0])
+        .await
+        .map_err(io("accept the handshake"))?;
+    conn.flush().await.map_err(io("accept the handshake"))?;
     tracing::info!("established a TCP streaming connection with peer {from:x} (stream reader)");
     let err = read_frames(&mut conn, &ctx).await;
     tracing::warn!("lost TCP streaming connection with peer {from:x}: {err}");
+    Ok(())
+}
+
+/// The TLS handshake of an incoming peer connection, and with client certificate auth, the
+/// check that the peer's certificate covers the address it connects from.
+async fn accept_tls(
+    stream: TcpStream,
+    addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    ctx: &PeerContext,
+) -> Result<Box<dyn Conn>, PeerError> {
+    let Some(acc) = tls else {
+        return Ok(Box::new(stream));
+    };
+    let s = tokio::time::timeout(DIAL_TIMEOUT, acc.accept(stream))
+        .await
+        .map_err(|_| PeerError::TlsTimeout)?
+        .map_err(|e| PeerError::Tls {
+            with: String::new(),
+            reason: oxcd_tls::explain(&e),
+        })?;
+    if ctx.client_cert_auth {
+        let cert = s
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or(PeerError::NoClientCert)?;
+        oxcd_tls::cert_covers_ip(cert, addr.ip())
+            .map_err(|e| PeerError::CertAddress(e.to_string()))?;
+    }
+    Ok(Box::new(s))
+}
+
+/// Tells a joining member the cluster's ID and members.
+async fn answer_join(
+    mut conn: Box<dyn Conn>,
+    addr: SocketAddr,
+    ctx: &PeerContext,
+) -> Result<(), PeerError> {
+    let list = ctx.table.read().map(|t| t.list.clone()).unwrap_or_default();
+    let answer = serde_json::to_vec(&Membership {
+        cluster_id: ctx.cluster_id,
+        members: list,
+    })?;
+    let mut out = (answer.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&answer);
+    conn.write_all(&out)
+        .await
+        .map_err(io("answer a joining member"))?;
+    conn.flush().await.map_err(io("answer a joining member"))?;
+    tracing::info!("told a joining member at {addr} the cluster's membership");
+    Ok(())
+}
+
+/// Decides on a dialer's handshake: Ok to accept it, or the refusal code (1: refused,
+/// 2: the dialer's data dir was wiped) and the reason to tell it. Code 0 means this
+/// member's own data dir was wiped: it must stop.
+fn admit(hello: &[u8; 25], ctx: &PeerContext) -> Result<(), (u8, String)> {
+    let from = u64::from_be_bytes(hello[8..16].try_into().unwrap_or_default());
+    let cluster = u64::from_be_bytes(hello[16..24].try_into().unwrap_or_default());
+    let flags = hello[24];
+    if &hello[..8] != MAGIC {
+        return Err((1, "not an oxcd peer (bad magic)".to_string()));
+    }
+    if cluster != ctx.cluster_id {
+        return Err((
+            1,
+            format!(
+                "cluster ID mismatch: this member is in cluster {:x}, the peer says {:x}",
+                ctx.cluster_id, cluster
+            ),
+        ));
+    }
+    let known = ctx
+        .table
+        .read()
+        .map(|t| t.get(from).is_some())
+        .unwrap_or(false);
+    if !known {
+        return Err((1, format!("member {from:x} is not in this cluster")));
+    }
+    if flags & FLAG_YOU_PUBLISHED != 0 && (ctx.fresh)() {
+        return Err((0, String::new()));
+    }
+    if flags & FLAG_FRESH != 0 && ctx.has_published(from) {
+        return Err((
+            2,
+            format!(
+                "member {from:x} comes back with an empty data dir; it must be removed and added again"
+            ),
+        ));
+    }
     Ok(())
 }
 

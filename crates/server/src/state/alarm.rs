@@ -8,7 +8,7 @@
 //!   grants, v2 writes) fail with `etcdserver: mvcc: database space exceeded`; reads,
 //!   deletes and compaction still work. `alarm disarm` (after compaction and defrag) clears it.
 //! - CORRUPT: raised when a member finds its data differs from the leader's at the same
-//!   revision (see `raft_node`'s corruption check); v3 puts, deletes, write txns,
+//!   revision (see the corruption check in `consensus::duties`); v3 puts, deletes, write txns,
 //!   compactions, lease grants and revokes then fail with `etcdserver: corrupt cluster`
 //!   until `alarm disarm`.
 
@@ -32,8 +32,13 @@ pub fn key(member_id: u64, alarm: i32) -> Vec<u8> {
 }
 
 /// Loads the alarm table from the backend.
-pub fn load(store: &Store) -> Result<Alarms, String> {
-    let rows = store.aux_load(AUX_ALARMS).map_err(|e| e.to_string())?;
+pub fn load(store: &Store) -> Result<Alarms, super::TableError> {
+    let rows = store
+        .aux_load(AUX_ALARMS)
+        .map_err(|source| super::TableError::Backend {
+            table: "alarm",
+            source,
+        })?;
     Ok(rows
         .into_iter()
         .filter_map(|(k, _)| {

@@ -5,7 +5,7 @@
 //! A request is checked against the state before it touches anything (etcd's
 //! `checkRequests`), so a request that fails leaves no partial write.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use oxcd_api::etcdserverpb::{request_op, CompactionResponse, RangeRequest, TxnRequest};
 use oxcd_storage::{Event, Store, WriteBatch};
@@ -13,11 +13,11 @@ use prost::Message;
 
 use crate::error::ServerError;
 use crate::request::{LogRequest, Op};
-use crate::state::auth::{AuthStore, AUX_AUTH};
 use crate::state::kv::{self, KvRead, Writer};
 use crate::state::lease::{Lease, LeaseTable, AUX_LEASES, TTL_MAX};
-use crate::state::members::{Members, AUX_MEMBERS};
+use crate::state::members::AUX_MEMBERS;
 use crate::state::v2::{Changes, V2Error, V2Event, V2Store, AUX_V2_META, AUX_V2_NODES};
+use crate::state::Tables;
 
 /// The result of applying one request, handed to the member that proposed it.
 #[derive(Debug, Clone)]
@@ -61,11 +61,7 @@ pub struct Outcome {
 /// Applies entries. Holds shared handles to the stores it alone writes.
 pub struct Applier {
     pub store: Arc<Store>,
-    pub v2: Arc<Mutex<V2Store>>,
-    pub members: Arc<RwLock<Members>>,
-    pub leases: Arc<Mutex<LeaseTable>>,
-    pub auth: Arc<Mutex<AuthStore>>,
-    pub alarms: Arc<RwLock<crate::state::alarm::Alarms>>,
+    pub tables: Tables,
 }
 
 impl Applier {
@@ -91,7 +87,11 @@ impl Applier {
             None => Ok(Applied::Done),
         };
         if !events.is_empty() {
-            let mut leases = self.leases.lock().expect("lease table lock poisoned");
+            let mut leases = self
+                .tables
+                .leases
+                .lock()
+                .expect("lease table lock poisoned");
             for e in &events {
                 let old = e.prev_kv.as_ref().map(|p| p.lease).unwrap_or(0);
                 let new = match e.kind {
@@ -112,7 +112,7 @@ impl Applier {
     /// What the active alarms forbid (etcd's capped and corrupt appliers): with CORRUPT,
     /// every write; with NOSPACE, writes that add data.
     fn alarm_check(&self, op: &Op) -> Result<(), ServerError> {
-        let alarms = self.alarms.read().expect("alarms lock poisoned");
+        let alarms = self.tables.alarms.read().expect("alarms lock poisoned");
         if alarms.is_empty() {
             return Ok(());
         }
@@ -140,155 +140,188 @@ impl Applier {
         op: Op,
         events: &mut Vec<Event>,
     ) -> Result<Applied, ServerError> {
-        // Looked up only when a put names a lease; the lease lock is not held across ops.
-        let no_leases = |l: i64| self.leases.lock().map(|t| t.contains(l)).unwrap_or(false);
         self.alarm_check(&op)?;
         match op {
-            Op::Put(p) => {
-                precheck_put(batch, &p, &no_leases)?;
-                let mut t = batch.txn();
-                let res = kv::put(
-                    &mut Writer {
-                        txn: &mut t,
-                        lease_exists: no_leases,
-                    },
-                    &p,
-                );
-                events.extend(t.end());
-                res.map(Applied::Put)
-            }
-            Op::DeleteRange(d) => {
-                let mut t = batch.txn();
-                let res = kv::delete(
-                    &mut Writer {
-                        txn: &mut t,
-                        lease_exists: no_leases,
-                    },
-                    &d,
-                );
-                events.extend(t.end());
-                res.map(Applied::Delete)
-            }
-            Op::Txn(r) => {
-                precheck_txn(batch, &r, &no_leases)?;
-                let mut t = batch.txn();
-                let res = kv::txn(
-                    &mut Writer {
-                        txn: &mut t,
-                        lease_exists: no_leases,
-                    },
-                    &r,
-                );
-                events.extend(t.end());
-                res.map(Applied::Txn)
-            }
+            Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) => self.apply_kv(batch, op, events),
             Op::Compaction(c) => {
                 batch.compact(c.revision)?;
                 Ok(Applied::Compaction(CompactionResponse { header: None }))
             }
-            Op::V2(r) => {
-                let mut v2 = self.v2.lock().expect("v2 store lock poisoned");
-                let mut changes = Changes::default();
-                let res = v2.apply(&r, &mut changes);
-                persist_v2(batch, &changes, v2.index)?;
-                Ok(Applied::V2(res))
-            }
-            Op::V2Expire(e) => {
-                let mut v2 = self.v2.lock().expect("v2 store lock poisoned");
-                let mut changes = Changes::default();
-                v2.expire(e.now_ms, &mut changes);
-                persist_v2(batch, &changes, v2.index)?;
-                Ok(Applied::Done)
-            }
+            Op::V2(r) => self.apply_v2(batch, |v2, changes| Applied::V2(v2.apply(&r, changes))),
+            Op::V2Expire(e) => self.apply_v2(batch, |v2, changes| {
+                v2.expire(e.now_ms, changes);
+                Applied::Done
+            }),
             Op::MemberAttrs(a) => {
-                let mut members = self.members.write().expect("members lock poisoned");
+                let mut members = self.tables.members.write().expect("members lock poisoned");
                 if let Some(row) = members.set_attrs(&a) {
                     batch.aux_put(AUX_MEMBERS, &a.id.to_be_bytes(), &row)?;
                 }
                 Ok(Applied::Done)
             }
-            Op::Alarm(a) => {
-                let mut alarms = self.alarms.write().expect("alarms lock poisoned");
-                let entry = (a.member_id, a.alarm);
-                let key = crate::state::alarm::key(a.member_id, a.alarm);
-                let changed = if a.activate {
-                    batch.aux_put(crate::state::alarm::AUX_ALARMS, &key, &[])?;
-                    alarms.insert(entry)
-                } else {
-                    batch.aux_delete(crate::state::alarm::AUX_ALARMS, &key)?;
-                    alarms.remove(&entry)
-                };
-                if changed {
-                    tracing::warn!(
-                        "alarm {}{}",
-                        crate::state::alarm::describe(a.member_id, a.alarm),
-                        if a.activate { "raised" } else { "cleared" }
-                    );
-                }
-                // etcd answers with the alarm itself when raising, and with what was cleared.
-                let mut out = crate::state::alarm::Alarms::new();
-                if a.activate || changed {
-                    out.insert(entry);
-                }
-                Ok(Applied::Alarms(crate::state::alarm::to_pb(&out)))
-            }
+            Op::MemberUpdate(u) => self.member_update(batch, &u),
+            Op::Alarm(a) => self.alarm(batch, &a),
             Op::HashCheck(h) => Ok(Applied::HashCheck(h)),
             Op::Refused(r) => Err(match r.reason {
                 crate::request::REFUSED_LEARNER_NOT_READY => ServerError::LearnerNotReady,
                 other => ServerError::Internal(format!("proposal refused by the leader ({other})")),
             }),
-            Op::MemberUpdate(u) => {
-                let mut members = self.members.write().expect("members lock poisoned");
-                let Some(m) = members.list.iter_mut().find(|m| m.id == u.id) else {
-                    return Err(ServerError::MemberNotFound);
-                };
-                m.peer_urls = u.peer_urls.clone();
-                let (row, member) = (m.row(), m.clone());
-                batch.aux_put(AUX_MEMBERS, &u.id.to_be_bytes(), &row)?;
-                Ok(Applied::Members {
-                    member: Some(member),
-                    list: members.list.clone(),
-                })
-            }
             Op::LeaseGrant(g) => self.lease_grant(batch, &g),
-            Op::LeaseRenew(r) => {
-                let mut leases = self.leases.lock().expect("lease table lock poisoned");
-                let Some(l) = leases.leases.get_mut(&r.id) else {
-                    return Err(ServerError::LeaseNotFound);
-                };
-                l.renewed_ms = r.now_ms;
-                l.applied_ms = crate::clock::now_ms();
-                let (ttl, row) = (l.ttl, LeaseTable::row(l));
-                batch.aux_put(AUX_LEASES, &r.id.to_be_bytes(), &row)?;
-                Ok(Applied::LeaseRenewed { ttl })
-            }
-            Op::LeaseRevoke(r) => {
-                let keys = {
-                    let mut leases = self.leases.lock().expect("lease table lock poisoned");
-                    match leases.leases.remove(&r.id) {
-                        Some(l) => l.keys,
-                        None => return Err(ServerError::LeaseNotFound),
-                    }
-                };
-                batch.aux_delete(AUX_LEASES, &r.id.to_be_bytes())?;
-                let mut t = batch.txn();
-                for key in &keys {
-                    t.delete_range(key, &[])?;
-                }
-                events.extend(t.end());
-                Ok(Applied::Done)
-            }
+            Op::LeaseRenew(r) => self.lease_renew(batch, &r),
+            Op::LeaseRevoke(r) => self.lease_revoke(batch, &r, events),
             Op::Auth(a) => {
                 let Some(op) = a.op else {
                     return Ok(Applied::Done);
                 };
-                let mut auth = self.auth.lock().expect("auth store lock poisoned");
+                let mut auth = self.tables.auth.lock().expect("auth store lock poisoned");
                 Ok(match auth.apply(batch, index, op)? {
                     Some(token) => Applied::Token(token),
                     None => Applied::Done,
                 })
             }
         }
+    }
+
+    /// Put, DeleteRange and Txn: checked against the state first, then one MVCC txn.
+    fn apply_kv(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        op: Op,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, ServerError> {
+        // Looked up only when a put names a lease; the lease lock is not held across ops.
+        let lease_exists = |l: i64| {
+            self.tables
+                .leases
+                .lock()
+                .map(|t| t.contains(l))
+                .unwrap_or(false)
+        };
+        match &op {
+            Op::Put(p) => precheck_put(batch, p, &lease_exists)?,
+            Op::Txn(r) => precheck_txn(batch, r, &lease_exists)?,
+            _ => {}
+        }
+        let mut t = batch.txn();
+        let mut w = Writer {
+            txn: &mut t,
+            lease_exists,
+        };
+        let res = match op {
+            Op::Put(p) => kv::put(&mut w, &p).map(Applied::Put),
+            Op::DeleteRange(d) => kv::delete(&mut w, &d).map(Applied::Delete),
+            Op::Txn(r) => kv::txn(&mut w, &r).map(Applied::Txn),
+            _ => Err(ServerError::unexpected_apply()),
+        };
+        events.extend(t.end());
+        res
+    }
+
+    /// A v2 write or TTL expiry: `f` changes the v2 store, the changes are persisted.
+    fn apply_v2(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        f: impl FnOnce(&mut V2Store, &mut Changes) -> Applied,
+    ) -> Result<Applied, ServerError> {
+        let mut v2 = self.tables.v2.lock().expect("v2 store lock poisoned");
+        let mut changes = Changes::default();
+        let applied = f(&mut v2, &mut changes);
+        persist_v2(batch, &changes, v2.index)?;
+        Ok(applied)
+    }
+
+    fn member_update(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        u: &crate::request::MemberUpdate,
+    ) -> Result<Applied, ServerError> {
+        let mut members = self.tables.members.write().expect("members lock poisoned");
+        let Some(m) = members.list.iter_mut().find(|m| m.id == u.id) else {
+            return Err(ServerError::MemberNotFound);
+        };
+        m.peer_urls = u.peer_urls.clone();
+        let (row, member) = (m.row(), m.clone());
+        batch.aux_put(AUX_MEMBERS, &u.id.to_be_bytes(), &row)?;
+        Ok(Applied::Members {
+            member: Some(member),
+            list: members.list.clone(),
+        })
+    }
+
+    fn alarm(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        a: &crate::request::AlarmOp,
+    ) -> Result<Applied, ServerError> {
+        let mut alarms = self.tables.alarms.write().expect("alarms lock poisoned");
+        let entry = (a.member_id, a.alarm);
+        let key = crate::state::alarm::key(a.member_id, a.alarm);
+        let changed = if a.activate {
+            batch.aux_put(crate::state::alarm::AUX_ALARMS, &key, &[])?;
+            alarms.insert(entry)
+        } else {
+            batch.aux_delete(crate::state::alarm::AUX_ALARMS, &key)?;
+            alarms.remove(&entry)
+        };
+        if changed {
+            tracing::warn!(
+                "alarm {}{}",
+                crate::state::alarm::describe(a.member_id, a.alarm),
+                if a.activate { "raised" } else { "cleared" }
+            );
+        }
+        // etcd answers with the alarm itself when raising, and with what was cleared.
+        let mut out = crate::state::alarm::Alarms::new();
+        if a.activate || changed {
+            out.insert(entry);
+        }
+        Ok(Applied::Alarms(crate::state::alarm::to_pb(&out)))
+    }
+
+    fn lease_renew(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        r: &crate::request::LeaseOp,
+    ) -> Result<Applied, ServerError> {
+        let mut leases = self
+            .tables
+            .leases
+            .lock()
+            .expect("lease table lock poisoned");
+        let Some(l) = leases.leases.get_mut(&r.id) else {
+            return Err(ServerError::LeaseNotFound);
+        };
+        l.renewed_ms = r.now_ms;
+        l.applied_ms = crate::clock::now_ms();
+        let (ttl, row) = (l.ttl, LeaseTable::row(l));
+        batch.aux_put(AUX_LEASES, &r.id.to_be_bytes(), &row)?;
+        Ok(Applied::LeaseRenewed { ttl })
+    }
+
+    fn lease_revoke(
+        &self,
+        batch: &mut WriteBatch<'_>,
+        r: &crate::request::LeaseOp,
+        events: &mut Vec<Event>,
+    ) -> Result<Applied, ServerError> {
+        let keys = {
+            let mut leases = self
+                .tables
+                .leases
+                .lock()
+                .expect("lease table lock poisoned");
+            match leases.leases.remove(&r.id) {
+                Some(l) => l.keys,
+                None => return Err(ServerError::LeaseNotFound),
+            }
+        };
+        batch.aux_delete(AUX_LEASES, &r.id.to_be_bytes())?;
+        let mut t = batch.txn();
+        for key in &keys {
+            t.delete_range(key, &[])?;
+        }
+        events.extend(t.end());
+        Ok(Applied::Done)
     }
 
     fn lease_grant(
@@ -299,7 +332,11 @@ impl Applier {
         if g.ttl > TTL_MAX {
             return Err(ServerError::LeaseTtlTooLarge);
         }
-        let mut leases = self.leases.lock().expect("lease table lock poisoned");
+        let mut leases = self
+            .tables
+            .leases
+            .lock()
+            .expect("lease table lock poisoned");
         if leases.contains(g.id) {
             return Err(ServerError::LeaseExist);
         }
@@ -326,7 +363,7 @@ impl Applier {
         kind: raft::eraftpb::ConfChangeType,
     ) -> Result<Applied, ServerError> {
         use raft::eraftpb::ConfChangeType as T;
-        let mut members = self.members.write().expect("members lock poisoned");
+        let mut members = self.tables.members.write().expect("members lock poisoned");
         let m = change.member.clone();
         match kind {
             T::AddNode | T::AddLearnerNode => {
@@ -351,28 +388,6 @@ impl Applier {
             list: members.list.clone(),
         })
     }
-
-    /// Reloads the stores that live in memory after a snapshot replaced the backend.
-    pub fn reload(&self) -> Result<(), String> {
-        let v2 = load_v2(&self.store)?;
-        *self.v2.lock().expect("v2 store lock poisoned") = v2;
-        let rows = self
-            .store
-            .aux_load(AUX_MEMBERS)
-            .map_err(|e| e.to_string())?;
-        self.members
-            .write()
-            .expect("members lock poisoned")
-            .load_rows(rows);
-        *self.leases.lock().expect("lease table lock poisoned") = load_leases(&self.store)?;
-        let mut auth = load_auth(&self.store)?;
-        let mut old = self.auth.lock().expect("auth store lock poisoned");
-        auth.keep_tokens(&mut old);
-        *old = auth;
-        *self.alarms.write().expect("alarms lock poisoned") =
-            crate::state::alarm::load(&self.store)?;
-        Ok(())
-    }
 }
 
 /// The context of a membership ConfChange entry.
@@ -381,39 +396,6 @@ pub struct MemberChange {
     /// The proposer's request ID (0 = nobody waits).
     pub req: u64,
     pub member: crate::state::members::Member,
-}
-
-/// Loads the lease table: its rows, and the keys that name a lease.
-pub fn load_leases(store: &Store) -> Result<LeaseTable, String> {
-    let rows = store.aux_load(AUX_LEASES).map_err(|e| e.to_string())?;
-    let all = store
-        .range(&[0], &[0], Default::default())
-        .map_err(|e| e.to_string())?;
-    let attached = all
-        .kvs
-        .into_iter()
-        .filter(|kv| kv.lease != 0)
-        .map(|kv| (kv.key, kv.lease))
-        .collect();
-    Ok(LeaseTable::load(rows, attached))
-}
-
-/// Loads the auth store (users, roles, the enabled flag) from the backend.
-pub fn load_auth(store: &Store) -> Result<AuthStore, String> {
-    AuthStore::load(store.aux_load(AUX_AUTH).map_err(|e| e.to_string())?)
-}
-
-/// Loads the v2 store from the backend.
-pub fn load_v2(store: &Store) -> Result<V2Store, String> {
-    let rows = store.aux_load(AUX_V2_NODES).map_err(|e| e.to_string())?;
-    let meta = store.aux_load(AUX_V2_META).map_err(|e| e.to_string())?;
-    let index = meta
-        .iter()
-        .find(|(k, _)| k == b"index")
-        .and_then(|(_, v)| v.as_slice().try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
-    V2Store::load(rows, index)
 }
 
 fn persist_v2(

@@ -37,8 +37,6 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 /// used one.
 pub const TOKENS_MAX: usize = 65_536;
 const TOKEN_PREFIX_LETTERS: usize = 16;
-/// How often a request whose token names a log index not applied here looks again.
-
 const ROOT: &str = "root";
 const ENABLED_KEY: &[u8] = b"enabled";
 const REVISION_KEY: &[u8] = b"revision";

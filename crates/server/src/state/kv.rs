@@ -291,30 +291,43 @@ pub fn txn(w: &mut impl KvWrite, r: &TxnRequest) -> Result<TxnResponse, ServerEr
     })
 }
 
-/// Runs a read-only transaction against the store.
+/// Runs a read-only transaction against the store: [`txn`] over a view that refuses
+/// writes (the caller checked [`txn_is_read_only`] first).
 pub fn txn_read(view: &impl KvRead, r: &TxnRequest) -> Result<TxnResponse, ServerError> {
-    let succeeded = compares_hold(view, &r.compare)?;
-    let ops = if succeeded { &r.success } else { &r.failure };
-    let mut responses = Vec::with_capacity(ops.len());
-    for op in ops {
-        let resp = match &op.request {
-            Some(request_op::Request::RequestRange(rr)) => {
-                response_op::Response::ResponseRange(range(view, rr)?)
-            }
-            Some(request_op::Request::RequestTxn(t)) => {
-                response_op::Response::ResponseTxn(txn_read(view, t)?)
-            }
-            _ => return Err(ServerError::Internal("write in a read-only txn".into())),
-        };
-        responses.push(ResponseOp {
-            response: Some(resp),
-        });
+    txn(&mut ReadOnly(view), r)
+}
+
+/// A read view as a [`KvWrite`] whose writes fail.
+struct ReadOnly<'v, V>(&'v V);
+
+impl<V: KvRead> KvRead for ReadOnly<'_, V> {
+    fn range_kv(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, ServerError> {
+        self.0.range_kv(key, end, opts)
     }
-    Ok(TxnResponse {
-        header: Some(ResponseHeader::default()),
-        succeeded,
-        responses,
-    })
+}
+
+impl<V: KvRead> KvWrite for ReadOnly<'_, V> {
+    fn put_kv(&mut self, _: &[u8], _: Vec<u8>, _: i64) -> Result<Option<KeyValue>, ServerError> {
+        Err(ServerError::Internal("write in a read-only txn".into()))
+    }
+
+    fn delete_kv(&mut self, _: &[u8], _: &[u8]) -> Result<Vec<KeyValue>, ServerError> {
+        Err(ServerError::Internal("write in a read-only txn".into()))
+    }
+
+    fn lease_exists(&self, _: i64) -> bool {
+        false
+    }
+
+    /// Only writes read it, and none succeeds here.
+    fn read_rev(&self) -> i64 {
+        0
+    }
 }
 
 /// True when neither branch (nor any nested txn) writes.

@@ -1,129 +1,19 @@
-//! etcd's v3 gRPC services. Handlers are thin: check the request, delegate to the server
-//! facade or the KV semantics, map errors once (`ServerError::status`).
+//! etcd's Maintenance service: alarms, status, defragment, hashes, snapshots, leadership
+//! transfer.
 
-use std::pin::Pin;
-use std::sync::Arc;
-
-use futures::Stream;
 use oxcd_api::etcdserverpb as pb;
-use oxcd_api::etcdserverpb::{kv_server::Kv, maintenance_server::Maintenance};
+use oxcd_api::etcdserverpb::maintenance_server::Maintenance;
 use tonic::{Request, Response, Status};
 
-use crate::api::server::Server;
+use crate::api::services::{BoxStream, GrpcResult, Services};
 use crate::error::ServerError;
 use crate::request::Op;
 use crate::state::apply::Applied;
 use crate::state::auth::Need;
-use crate::state::kv;
 use crate::version::ETCD_VERSION;
-
-type GrpcResult<T> = Result<Response<T>, Status>;
 
 /// Bytes per message of a snapshot stream (etcd sends 32 KiB).
 const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
-
-#[derive(Clone)]
-pub struct Services {
-    pub server: Arc<Server>,
-}
-
-impl Services {
-    async fn write(&self, op: Op) -> Result<(Applied, i64), Status> {
-        Ok(self.server.propose(op).await?)
-    }
-
-    pub(crate) fn unexpected(&self) -> Status {
-        ServerError::unexpected_apply().status()
-    }
-}
-
-#[tonic::async_trait]
-impl Kv for Services {
-    async fn range(&self, req: Request<pb::RangeRequest>) -> GrpcResult<pb::RangeResponse> {
-        let (meta, _, r) = req.into_parts();
-        kv::check_range(&r)?;
-        if !r.serializable && self.server.is_learner() {
-            return Err(ServerError::NotSupportedForLearner.into());
-        }
-        self.server.auth_check(&meta, Need::Range(&r)).await?;
-        if !r.serializable {
-            self.server.read_index().await?;
-        }
-        let mut resp = kv::range(self.server.store.as_ref(), &r)?;
-        resp.header = Some(
-            self.server
-                .header(resp.header.map(|h| h.revision).unwrap_or(0)),
-        );
-        Ok(Response::new(resp))
-    }
-
-    async fn put(&self, req: Request<pb::PutRequest>) -> GrpcResult<pb::PutResponse> {
-        let (meta, _, r) = req.into_parts();
-        kv::check_put(&r)?;
-        self.server.auth_check(&meta, Need::Put(&r)).await?;
-        match self.write(Op::Put(r)).await? {
-            (Applied::Put(mut resp), rev) => {
-                resp.header = Some(self.server.header(rev));
-                Ok(Response::new(resp))
-            }
-            _ => Err(self.unexpected()),
-        }
-    }
-
-    async fn delete_range(
-        &self,
-        req: Request<pb::DeleteRangeRequest>,
-    ) -> GrpcResult<pb::DeleteRangeResponse> {
-        let (meta, _, r) = req.into_parts();
-        kv::check_delete(&r)?;
-        self.server.auth_check(&meta, Need::Delete(&r)).await?;
-        match self.write(Op::DeleteRange(r)).await? {
-            (Applied::Delete(mut resp), rev) => {
-                resp.header = Some(self.server.header(rev));
-                Ok(Response::new(resp))
-            }
-            _ => Err(self.unexpected()),
-        }
-    }
-
-    async fn txn(&self, req: Request<pb::TxnRequest>) -> GrpcResult<pb::TxnResponse> {
-        let (meta, _, r) = req.into_parts();
-        kv::check_txn(&r, self.server.cfg.txn_ops_max)?;
-        self.server.auth_check(&meta, Need::Txn(&r)).await?;
-        if kv::txn_is_read_only(&r) {
-            if !kv::txn_is_serializable(&r) {
-                self.server.read_index().await?;
-            }
-            let mut resp = kv::txn_read(self.server.store.as_ref(), &r)?;
-            resp.header = Some(self.server.header(self.server.store.current_rev()));
-            return Ok(Response::new(resp));
-        }
-        match self.write(Op::Txn(r)).await? {
-            (Applied::Txn(mut resp), rev) => {
-                resp.header = Some(self.server.header(rev));
-                Ok(Response::new(resp))
-            }
-            _ => Err(self.unexpected()),
-        }
-    }
-
-    async fn compact(
-        &self,
-        req: Request<pb::CompactionRequest>,
-    ) -> GrpcResult<pb::CompactionResponse> {
-        self.server.auth_check(req.metadata(), Need::Token).await?;
-        let r = req.into_inner();
-        match self.write(Op::Compaction(r)).await? {
-            (Applied::Compaction(mut resp), rev) => {
-                resp.header = Some(self.server.header(rev));
-                Ok(Response::new(resp))
-            }
-            _ => Err(self.unexpected()),
-        }
-    }
-}
-
-pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Maintenance for Services {
@@ -136,6 +26,7 @@ impl Maintenance for Services {
         let alarms = match action {
             AlarmAction::Get => self
                 .server
+                .tables
                 .alarms
                 .read()
                 .map(|a| crate::state::alarm::to_pb(&a))
@@ -177,6 +68,7 @@ impl Maintenance for Services {
             raft_applied_index: s.applied.load(Relaxed),
             errors: self
                 .server
+                .tables
                 .alarms
                 .read()
                 .map(|a| {
@@ -288,6 +180,7 @@ impl Maintenance for Services {
         let target = req.into_inner().target_id;
         let known = self
             .server
+            .tables
             .members
             .read()
             .map(|m| m.get(target).is_some())
