@@ -325,6 +325,14 @@ impl<'db> Bucket<'db> {
         matches!(self.root, BucketRoot::Inline(_))
     }
 
+    /// The bucket's root page (`None` for an inline bucket).
+    pub fn root_pgid(&self) -> Option<u64> {
+        match self.root {
+            BucketRoot::Page(pgid) => Some(pgid),
+            BucketRoot::Inline(_) => None,
+        }
+    }
+
     /// A cursor at the first element.
     pub fn cursor(&self) -> Cursor<'db> {
         Cursor {
