@@ -238,9 +238,9 @@ fn etcd_state_at(e: &Etcd, rev: i64) -> Vec<Value> {
     answer["kvs"].as_array().cloned().unwrap_or_default()
 }
 
-/// etcd's hashkv at the current revision: (hash, compact revision).
-fn etcd_hashkv(e: &Etcd) -> (u32, i64) {
-    let answer = e.json_root(&["endpoint", "hashkv"]);
+/// etcd's hashkv at `rev` (0: the current revision): (hash, compact revision).
+fn etcd_hashkv(e: &Etcd, rev: i64) -> (u32, i64) {
+    let answer = e.json_root(&["endpoint", "hashkv", &format!("--rev={rev}")]);
     let h = &answer[0]["HashKV"];
     let hash = h["hash"].as_u64().expect("hash") as u32;
     (hash, h["compact_revision"].as_i64().unwrap_or(0))
@@ -340,7 +340,8 @@ fn etcd_snapshot_reads_hashes_and_round_trips_through_restore() {
         .expect("revision");
     let revs = [compact_rev + 1, compact_rev + 2, current - 2, current];
     let expected: Vec<Vec<Value>> = revs.iter().map(|&r| etcd_state_at(&a, r)).collect();
-    let (hash, hash_compact) = etcd_hashkv(&a);
+    let (hash, hash_compact) = etcd_hashkv(&a, 0);
+    let (older_hash, _) = etcd_hashkv(&a, current - 2);
     let snap: PathBuf = dir.path().join("etcd.snap");
     a.ok_root(&["snapshot", "save", &snap.to_string_lossy()]);
 
@@ -357,6 +358,11 @@ fn etcd_snapshot_reads_hashes_and_round_trips_through_restore() {
     let ours = hash_kv_at(&db, 0).expect("hash_kv");
     assert_eq!((ours.hash, ours.compact_revision), (hash, hash_compact));
     assert_eq!(hash_compact, compact_rev);
+    assert_eq!(
+        hash_kv_at(&db, current - 2).expect("hash_kv").hash,
+        older_hash
+    );
+    assert_ne!(older_hash, hash, "an older revision hashes differently");
     let stored = store_revisions(&db).expect("revisions");
     assert_eq!(
         (stored.current, stored.finished_compact),
@@ -384,7 +390,7 @@ fn etcd_snapshot_reads_hashes_and_round_trips_through_restore() {
     for (rev, want) in revs.iter().zip(&expected) {
         assert_eq!(&etcd_state_at(&b, *rev), want, "restored state at {rev}");
     }
-    assert_eq!(etcd_hashkv(&b), (hash, hash_compact));
+    assert_eq!(etcd_hashkv(&b, 0), (hash, hash_compact));
     assert_eq!(b.ok_root(&["user", "list"]), a.ok_root(&["user", "list"]));
     assert_eq!(
         b.ok_root(&["role", "get", "r1"]),

@@ -15,7 +15,7 @@
 //! | `auth` | `authRevision` | u64 BE |
 //! | `authUsers` | user name | `authpb.User` ([`proto::User`]; password is a bcrypt hash) |
 //! | `authRoles` | role name | `authpb.Role` ([`proto::Role`]) |
-//! | `members` | member ID in lower-case hex | JSON of the member (`id`, `peerURLs`, `name`, `clientURLs`, `isLearner`) |
+//! | `members` | member ID in lower-case hex | JSON of the member: `{"id":<decimal>,"peerURLs":[..],"name":..,"clientURLs":[..]}` (`name` and `clientURLs` once published, `"isLearner":true` only for a learner) |
 //! | `members_removed` | member ID in hex | `removed` |
 //! | `cluster` | `clusterVersion` (3.5+) | e.g. `3.5.0`; `downgrade` (3.5+): JSON |
 //!
