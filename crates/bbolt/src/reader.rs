@@ -2,6 +2,7 @@
 //! length; [`Bucket`] and [`Cursor`] walk the B+tree with one `pread` per page, holding at
 //! most one page per tree level. Every length read from the file is checked against the
 //! file before anything is allocated for it; a damaged file is an [`Error`], never a panic.
+//! The freelist is not read: what a reader sees is exactly what the root bucket reaches.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
