@@ -573,12 +573,20 @@ fn scratch_dir() -> tempfile::TempDir {
     }
 }
 
-const SEEDS: u64 = 24;
-const STEPS: u32 = 120;
+/// Seeds per run: 16, or `OXCD_MODEL_SEEDS` for a longer soak (seeds 0 to n-1).
+const SEEDS: u64 = 16;
+const STEPS: u32 = 100;
+
+fn seeds() -> u64 {
+    std::env::var("OXCD_MODEL_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(SEEDS)
+}
 
 #[test]
 fn store_matches_model() {
-    for seed in 0..SEEDS {
+    for seed in 0..seeds() {
         let dir = scratch_dir();
         let mut h = Harness::new(dir.path());
         run(&mut h, &mut Rng(seed), STEPS, false);
@@ -586,7 +594,7 @@ fn store_matches_model() {
     }
 }
 
-const CRASH_SEEDS: u64 = 8;
+const CRASH_SEEDS: u64 = 6;
 const CRASH_STEPS: u32 = 60;
 /// Set in the child process of the crash test: `<seed>:<dir>`.
 const CRASH_CHILD_ENV: &str = "OXCD_MVCC_CRASH_CHILD";
