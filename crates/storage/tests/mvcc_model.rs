@@ -6,10 +6,11 @@
 //! What the store promises about durability (`mvcc.rs`, `docs/design.md`): a batch is one
 //! redb transaction, so a reopen finds the store exactly as some whole batch left it, and
 //! never before the last `commit(true)`; after a crash it is back at that last durable batch
-//! (the raft log replays the rest from `consistent_index` + 1). Every batch here records a
-//! new consistent index, which names the batch the store came back at.
+//! (the raft log replays the rest from `consistent_index` + 1); a defragment is a durable
+//! point too. Every batch here records a new consistent index, which names the batch the
+//! store came back at.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -96,6 +97,8 @@ struct Model {
     current_rev: i64,
     compact_rev: i64,
     consistent_index: (u64, u64),
+    /// The auxiliary tables: (table, key) -> value.
+    aux: BTreeMap<(u8, Vec<u8>), Vec<u8>>,
 }
 
 impl Model {
@@ -106,6 +109,7 @@ impl Model {
             current_rev: 1,
             compact_rev: 0,
             consistent_index: (0, 0),
+            aux: BTreeMap::new(),
         }
     }
 
@@ -288,7 +292,22 @@ fn check_store(store: &Store, model: &Model, rng: &mut Rng, sweep: bool) {
     let from = rng.between(comp - 1, cur + 1).max(0);
     let to = rng.between(from, cur + 1);
     check_history(store, model, from, to, 1 + rng.below(6) as usize);
+    for table in AUX_TABLES {
+        let want: Vec<(Vec<u8>, Vec<u8>)> = model
+            .aux
+            .range((table, Vec::new())..(table + 1, Vec::new()))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(
+            store.aux_load(table).expect("aux"),
+            want,
+            "aux table {table}"
+        );
+    }
 }
+
+/// Neighbouring table numbers, so that a scan running past its table would show.
+const AUX_TABLES: [u8; 3] = [1, 2, 3];
 
 /// The store under test, where it lives, and the model states a reopen may come back at.
 struct Harness {
@@ -390,10 +409,10 @@ impl Harness {
         {
             let mut batch = store.batch().expect("batch");
             for _ in 0..1 + rng.below(3) {
-                if rng.chance(12) {
-                    self.batch_compact(&mut batch, rng);
-                } else {
-                    self.batch_txn(&mut batch, rng);
+                match rng.below(100) {
+                    0..=11 => self.batch_compact(&mut batch, rng),
+                    12..=21 => self.batch_aux(&mut batch, rng),
+                    _ => self.batch_txn(&mut batch, rng),
                 }
             }
             if rng.chance(10) {
@@ -425,6 +444,19 @@ impl Harness {
             }
         }
         self.store = Some(store);
+    }
+
+    fn batch_aux(&mut self, batch: &mut oxcd_storage::WriteBatch<'_>, rng: &mut Rng) {
+        let table = AUX_TABLES[rng.below(3) as usize];
+        let key = rng.key();
+        if rng.chance(30) {
+            batch.aux_delete(table, &key).expect("aux delete");
+            self.model.aux.remove(&(table, key));
+        } else {
+            let value = format!("aux{}", rng.below(100)).into_bytes();
+            batch.aux_put(table, &key, &value).expect("aux put");
+            self.model.aux.insert((table, key), value);
+        }
     }
 
     fn batch_compact(&mut self, batch: &mut oxcd_storage::WriteBatch<'_>, rng: &mut Rng) {
@@ -529,6 +561,14 @@ impl Harness {
         self.store = Some(store);
     }
 
+    /// Defragments the store: same contents, and a durability point (redb's compaction
+    /// starts with a durable commit, which makes every commit before it durable too; found
+    /// by the crash test).
+    fn defragment(&mut self) {
+        self.store().defragment().expect("defragment");
+        self.since_durable = vec![self.model.clone()];
+    }
+
     /// A follower's catch-up: snapshot this store, restore it into a new one, go on there.
     fn restore_into_new_store(&mut self) {
         let (data, index, term) = self.store().snapshot().expect("snapshot");
@@ -546,7 +586,8 @@ impl Harness {
     }
 }
 
-/// Runs `steps` random steps, checking the store after each (every revision it can read
+/// Runs `steps` random steps (batches; now and then a reopen, a restore into a new store, a
+/// defragment), checking the store after each (every revision it can read
 /// every 16 steps). `crashless`: no reopen or restore steps (the crash test's child keeps
 /// its one store open to the end).
 fn run(h: &mut Harness, rng: &mut Rng, steps: u32, crashless: bool) {
@@ -554,6 +595,7 @@ fn run(h: &mut Harness, rng: &mut Rng, steps: u32, crashless: bool) {
         match rng.below(100) {
             0..=4 if !crashless => h.reopen(),
             5..=6 if !crashless => h.restore_into_new_store(),
+            7 => h.defragment(),
             _ => h.step_batch(rng),
         }
         let sweep = step % 16 == 15;
@@ -573,20 +615,20 @@ fn scratch_dir() -> tempfile::TempDir {
     }
 }
 
-/// Seeds per run: 16, or `OXCD_MODEL_SEEDS` for a longer soak (seeds 0 to n-1).
 const SEEDS: u64 = 16;
 const STEPS: u32 = 100;
 
-fn seeds() -> u64 {
+/// Seeds 0 to n-1, n = `default`, or `OXCD_MODEL_SEEDS` for a longer soak (both tests).
+fn seeds(default: u64) -> u64 {
     std::env::var("OXCD_MODEL_SEEDS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(SEEDS)
+        .unwrap_or(default)
 }
 
 #[test]
 fn store_matches_model() {
-    for seed in 0..seeds() {
+    for seed in 0..seeds(SEEDS) {
         let dir = scratch_dir();
         let mut h = Harness::new(dir.path());
         run(&mut h, &mut Rng(seed), STEPS, false);
@@ -619,7 +661,7 @@ fn crash_recovery_matches_model() {
     }
     let exe = std::env::current_exe().expect("test binary");
     let mut lost_batches = 0;
-    for seed in 0..CRASH_SEEDS {
+    for seed in 0..seeds(CRASH_SEEDS) {
         let crashed = scratch_dir();
         let status = Command::new(&exe)
             .args([
