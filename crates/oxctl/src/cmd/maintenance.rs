@@ -294,7 +294,11 @@ fn snapshot_restore(a: RestoreArgs) -> CtlResult {
     let dirs = format!(
         ",\"path\":{},\"wal-dir\":{},\"data-dir\":{},\"snap-dir\":{}",
         json_str(path),
-        json_str(&oxcd_server::consensus::bootstrap::wal_dir(&cfg).display().to_string()),
+        json_str(
+            &oxcd_server::consensus::bootstrap::wal_dir(&cfg)
+                .display()
+                .to_string()
+        ),
         json_str(&data_dir),
         json_str(&format!("{data_dir}/member/snap")),
     );
