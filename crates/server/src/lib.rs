@@ -12,7 +12,6 @@ pub mod consensus;
 pub mod error;
 pub mod ids;
 pub mod request;
-pub mod restore;
 pub mod state;
 pub mod version;
 

@@ -116,7 +116,7 @@ impl Maintenance for Services {
         .map_err(ServerError::from)?;
         Ok(Response::new(pb::HashResponse {
             header: Some(self.server.header(rev)),
-            hash: crate::restore::backend_hash(&body),
+            hash: oxcd_snapshot::backend_hash(&body),
         }))
     }
 
@@ -154,7 +154,7 @@ impl Maintenance for Services {
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
         let (body, _, _) = self.server.store.snapshot().map_err(ServerError::from)?;
-        let data = crate::restore::encode_snapshot(&body);
+        let data = oxcd_snapshot::encode_snapshot(&body);
         let header = self.server.header(self.server.store.current_rev());
         let total = data.len();
         let chunks: Vec<Result<pb::SnapshotResponse, Status>> = data

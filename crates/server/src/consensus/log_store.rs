@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use protobuf::Message as PbMessage;
-use raft::eraftpb::{ConfState, Entry, Snapshot};
+use raft::eraftpb::{Entry, Snapshot};
 use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use oxcd_storage::Store;
+
+/// The WAL snapshot marker's codec: the data-dir layout's, shared with `snapshot restore`.
+pub use oxcd_snapshot::layout::{decode_snapshot_meta, encode_snapshot_meta};
 
 pub struct LogStore {
     pub mem: MemStorage,
@@ -88,17 +90,4 @@ impl slog::Drain for SlogToTracing {
 
 pub fn raft_logger() -> slog::Logger {
     slog::Logger::root(SlogToTracing, slog::o!())
-}
-
-/// The encoded WAL snapshot marker: term, then the conf state.
-pub fn encode_snapshot_meta(term: u64, cs: &ConfState) -> Vec<u8> {
-    let mut out = term.to_le_bytes().to_vec();
-    out.extend(cs.write_to_bytes().unwrap_or_default());
-    out
-}
-
-pub fn decode_snapshot_meta(b: &[u8]) -> Option<(u64, ConfState)> {
-    let term = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
-    let cs = ConfState::parse_from_bytes(&b[8..]).ok()?;
-    Some((term, cs))
 }

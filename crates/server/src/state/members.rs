@@ -1,44 +1,15 @@
 //! The member table: every member's ID, name, peer URLs, client URLs and learner flag.
 //! A new cluster starts from `--initial-cluster`; names and client URLs are published by each
 //! member through the log (etcd's member attributes); membership changes (member add,
-//! remove, update, promote) go through the log too. Rows live in backend aux table
-//! [`AUX_MEMBERS`]: key = member ID (u64 big-endian), value = JSON of [`Member`]; the row
-//! [`COMPLETE_KEY`] marks that the rows are the whole table (written on the first
-//! membership change), so the flags no longer matter.
+//! remove, update, promote) go through the log too. The row format ([`Member`] as JSON in
+//! backend aux table [`AUX_MEMBERS`], [`COMPLETE_KEY`] once the rows are the whole table) is
+//! `oxcd_snapshot::members`, shared with `snapshot restore`.
 
 use oxcd_api::etcdserverpb::Member as PbMember;
-use serde::{Deserialize, Serialize};
+
+pub use oxcd_snapshot::members::{Member, AUX_MEMBERS, COMPLETE_KEY};
 
 use crate::request::MemberAttrs;
-
-pub const AUX_MEMBERS: u8 = 3;
-pub const COMPLETE_KEY: &[u8] = b"complete";
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Member {
-    pub id: u64,
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    #[serde(default)]
-    pub is_learner: bool,
-}
-
-impl Member {
-    pub fn row(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    pub fn to_pb(&self) -> PbMember {
-        PbMember {
-            id: self.id,
-            name: self.name.clone(),
-            peer_ur_ls: self.peer_urls.clone(),
-            client_ur_ls: self.client_urls.clone(),
-            is_learner: self.is_learner,
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 pub struct Members {
