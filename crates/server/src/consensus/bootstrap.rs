@@ -12,8 +12,9 @@ use protobuf::Message as PbMessage;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
 
-use oxcd_snapshot::layout::WalMeta;
-use oxcd_snapshot::layout::{self, create_wal, decode_snapshot_meta, encode_snapshot_meta};
+use oxcd_snapshot::layout::{
+    self, create_wal, decode_snapshot_meta, encode_snapshot_meta, WalMeta,
+};
 use oxcd_snapshot::members::initial_members;
 use oxcd_storage::wal::Replay;
 use oxcd_storage::{Store, Wal};
