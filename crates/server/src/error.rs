@@ -17,6 +17,9 @@ pub enum ServerError {
     TooManyOps,
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
+    /// oxcd's own limit (`state::kv::TXN_DEPTH_MAX`); etcd has none.
+    #[error("etcdserver: txn request nested too deep")]
+    TxnTooDeep,
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
@@ -130,6 +133,7 @@ impl ServerError {
             | E::LeaseProvided
             | E::TooManyOps
             | E::DuplicateKey
+            | E::TxnTooDeep
             | E::RequestTooLarge
             | E::MemberBadUrls
             | E::UserEmpty
