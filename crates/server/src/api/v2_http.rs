@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +16,7 @@ use crate::api::server::Server;
 use crate::clock::now_ms;
 use crate::request::{Op, V2Request};
 use crate::state::apply::Applied;
-use crate::state::v2::{V2Error, V2Event};
+use crate::state::v2::{V2Error, V2Event, TTL_MAX_S};
 use crate::version::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
 /// Longest a `wait=true` request is held before it is answered with nothing (etcd clients
@@ -321,7 +320,12 @@ fn parse_key_request(
     flag("noValueOnSuccess")?;
     let ttl = match f.get("ttl").map(String::as_str) {
         None | Some("") => None,
-        Some(v) => Some(go_uint(v).ok_or_else(|| request_error(202, "invalid value for \"ttl\""))?),
+        // Past TTL_MAX_S the expiration time would overflow (etcd's own overflows too).
+        Some(v) => Some(
+            go_uint(v)
+                .filter(|t| *t <= TTL_MAX_S as u64)
+                .ok_or_else(|| request_error(202, "invalid value for \"ttl\""))?,
+        ),
     };
     let prev_exist = match f.get("prevExist") {
         None => None,
@@ -364,8 +368,13 @@ async fn keys(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // The same limit as every other request; read as it arrives, never all at once.
+    let body = match crate::api::http::read_body(body, server.cfg.request_bytes_max).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let ctx = Ctx { server };
     if ![
         Method::HEAD,
@@ -457,7 +466,7 @@ async fn write_keys(ctx: &Ctx, method: &str, req: KeyRequest) -> Result<Response
         value: req.value,
         dir: req.dir,
         // An explicit empty `ttl=` clears a TTL on update; etcd treats it as "no TTL" too.
-        ttl: req.ttl.map(|t| t.min(i64::MAX as u64 / 1000) as i64),
+        ttl: req.ttl.map(|t| t.min(TTL_MAX_S as u64) as i64),
         prev_exist: req.prev_exist,
         prev_value: req.prev_value,
         // etcd's prevIndex=0 means "do not compare the index".

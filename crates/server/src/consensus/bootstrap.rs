@@ -55,12 +55,19 @@ pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
     let wal_dir = wal_dir(cfg);
     let db_path = layout::backend_path(&cfg.data_dir);
     let fresh = check_data_dir(cfg, &wal_dir, &db_path)?;
+    // A data dir in use: the backend first, since opening it takes its lock. A second oxcd
+    // on the same data dir stops there, before it reads (and would repair) the live WAL.
+    let in_use = if fresh {
+        None
+    } else {
+        Some(open_store(&db_path)?)
+    };
     let (mut wal, replay) = open_wal(cfg, &id, &wal_dir, fresh)?;
     check_owner(cfg, &replay, fresh, &mut id)?;
-    let store = Arc::new(
-        Store::open(&db_path)
-            .with_context(|| format!("cannot open backend {}", db_path.display()))?,
-    );
+    let store = match in_use {
+        Some(store) => store,
+        None => open_store(&db_path)?,
+    };
     let log = rebuild_log(&replay)?;
     let mut members = Members::new(id.members);
     members.load_rows(store.aux_load(AUX_MEMBERS)?);
@@ -81,6 +88,13 @@ pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
         members,
         fresh,
     })
+}
+
+/// Opens the backend (locking it, checking every page's checksum).
+fn open_store(db_path: &Path) -> anyhow::Result<Arc<Store>> {
+    let store = Store::open(db_path)
+        .with_context(|| format!("cannot open backend {}", db_path.display()))?;
+    Ok(Arc::new(store))
 }
 
 /// Who this member is and with whom: the flags' members and etcd's IDs, or, when joining a
