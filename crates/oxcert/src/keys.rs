@@ -178,20 +178,8 @@ impl PrivateKey {
         if let Ok(key) = rsa::RsaPrivateKey::from_pkcs8_der(der) {
             return Self::from_rsa(&key);
         }
-        let curve = yasna::parse_der(der, |r| {
-            r.read_sequence(|r| {
-                r.next().read_u8()?;
-                let curve = r.next().read_sequence(|r| {
-                    r.next().read_oid()?;
-                    r.next().read_oid()
-                })?;
-                r.next().read_der()?;
-                r.read_optional(|r| r.read_der())?;
-                r.read_optional(|r| r.read_der())?;
-                Ok(curve)
-            })
-        })
-        .map_err(|e| anyhow!("invalid PRIVATE KEY (PKCS#8): {e}"))?;
+        let (curve, _) =
+            pkcs8_ec_parts(der).map_err(|e| anyhow!("invalid PRIVATE KEY (PKCS#8): {e}"))?;
         let spec = spec_for_curve(&curve)?;
         Ok(PrivateKey {
             spec,
@@ -293,9 +281,9 @@ impl Sec1Key {
     }
 }
 
-/// ring's generated PKCS#8 EC key, rewritten as the SEC1 `EC PRIVATE KEY` cfssl writes.
-fn pkcs8_ec_to_sec1(pkcs8: &[u8]) -> Result<Vec<u8>> {
-    let (curve, inner) = yasna::parse_der(pkcs8, |r| {
+/// An EC key's PKCS#8 `PrivateKeyInfo`: the curve's OID and the SEC1 key inside.
+fn pkcs8_ec_parts(der: &[u8]) -> Result<(ObjectIdentifier, Vec<u8>), yasna::ASN1Error> {
+    yasna::parse_der(der, |r| {
         r.read_sequence(|r| {
             r.next().read_u8()?;
             let curve = r.next().read_sequence(|r| {
@@ -308,7 +296,12 @@ fn pkcs8_ec_to_sec1(pkcs8: &[u8]) -> Result<Vec<u8>> {
             Ok((curve, inner))
         })
     })
-    .map_err(|e| anyhow!("reading generated PKCS#8 key: {e}"))?;
+}
+
+/// ring's generated PKCS#8 EC key, rewritten as the SEC1 `EC PRIVATE KEY` cfssl writes.
+fn pkcs8_ec_to_sec1(pkcs8: &[u8]) -> Result<Vec<u8>> {
+    let (curve, inner) =
+        pkcs8_ec_parts(pkcs8).map_err(|e| anyhow!("reading generated PKCS#8 key: {e}"))?;
     let sec1 = Sec1Key::parse(&inner)?;
     let public_key = sec1
         .public_key

@@ -8,17 +8,24 @@ use clap::Args;
 use oxcd_api::etcdserverpb::{self as pb, request_op::Request};
 use oxcd_client::Client;
 
-use super::{bench_key, random_bytes, report, run_requests, Pacer};
+use super::{bench_key, random_bytes, report, run_requests, titled_report, Pacer};
 use crate::global::Global;
 
+/// The sizes of the keys and values a workload writes.
 #[derive(Args, Debug)]
-pub struct PutArgs {
+pub struct Sizes {
     /// Key size of put request
     #[arg(long, default_value_t = 8)]
     pub key_size: usize,
     /// Value size of put request
     #[arg(long, default_value_t = 8)]
     pub val_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub sizes: Sizes,
     /// Total number of put requests
     #[arg(long, default_value_t = 10000)]
     pub total: usize,
@@ -63,10 +70,8 @@ pub struct RangeArgs {
 
 #[derive(Args, Debug)]
 pub struct TxnPutArgs {
-    #[arg(long, default_value_t = 8)]
-    pub key_size: usize,
-    #[arg(long, default_value_t = 8)]
-    pub val_size: usize,
+    #[command(flatten)]
+    pub sizes: Sizes,
     /// Number of puts per txn
     #[arg(long, default_value_t = 1)]
     pub txn_ops: usize,
@@ -87,10 +92,8 @@ pub struct TxnMixedArgs {
     /// Read/write ops ratio
     #[arg(long, default_value_t = 1.0)]
     pub rw_ratio: f64,
-    #[arg(long, default_value_t = 8)]
-    pub key_size: usize,
-    #[arg(long, default_value_t = 8)]
-    pub val_size: usize,
+    #[command(flatten)]
+    pub sizes: Sizes,
     #[arg(long, default_value_t = 1)]
     pub key_space_size: u64,
     /// Linearizable(l) or Serializable(s)
@@ -140,7 +143,7 @@ where
 }
 
 pub async fn put(g: &Global, clients: Vec<Client>, a: PutArgs) -> anyhow::Result<()> {
-    let value = Arc::new(random_bytes(a.val_size));
+    let value = Arc::new(random_bytes(a.sizes.val_size));
     if a.compact_interval > Duration::ZERO {
         spawn_compactor(
             clients[0].clone(),
@@ -148,7 +151,7 @@ pub async fn put(g: &Global, clients: Vec<Client>, a: PutArgs) -> anyhow::Result
             a.compact_index_delta,
         );
     }
-    let (space, seq, size) = (a.key_space_size, a.sequential_keys, a.key_size);
+    let (space, seq, size) = (a.key_space_size, a.sequential_keys, a.sizes.key_size);
     drive(g, clients, "put", a.total, a.rate, move |c, i| {
         let req = pb::PutRequest {
             key: key_for(i, space, seq, size),
@@ -215,8 +218,8 @@ pub async fn range(g: &Global, clients: Vec<Client>, a: RangeArgs) -> anyhow::Re
 }
 
 pub async fn txn_put(g: &Global, clients: Vec<Client>, a: TxnPutArgs) -> anyhow::Result<()> {
-    let value = Arc::new(random_bytes(a.val_size));
-    let (ops, space, size) = (a.txn_ops.max(1), a.key_space_size, a.key_size);
+    let value = Arc::new(random_bytes(a.sizes.val_size));
+    let (ops, space, size) = (a.txn_ops.max(1), a.key_space_size, a.sizes.key_size);
     drive(g, clients, "txn-put", a.total, a.rate, move |c, i| {
         // Distinct keys within one txn (etcd refuses duplicates), as etcd's txn-put makes them.
         let success = (0..ops)
@@ -243,9 +246,9 @@ pub async fn txn_mixed(g: &Global, clients: Vec<Client>, a: TxnMixedArgs) -> any
     const READS: usize = 0;
     const WRITES: usize = 1;
     let read = range_request(&a.args, &a.consistency, a.limit, false)?;
-    let value = random_bytes(a.val_size);
+    let value = random_bytes(a.sizes.val_size);
     let read_share = a.rw_ratio / (a.rw_ratio + 1.0);
-    let (space, size) = (a.key_space_size, a.key_size);
+    let (space, size) = (a.key_space_size, a.sizes.key_size);
     let pacer = Pacer::new(a.total, a.rate, g.max_duration);
     let [reads, writes] = run_requests(g.clients, clients, &pacer, move |client, i| {
         let (lane, op) = if rand::random::<f64>() < read_share {
@@ -267,13 +270,7 @@ pub async fn txn_mixed(g: &Global, clients: Vec<Client>, a: TxnMixedArgs) -> any
     })
     .await;
     let elapsed = pacer.start.elapsed();
-    if !g.json {
-        println!("Read summary:");
-    }
-    report(g, "txn-mixed-read", reads, elapsed);
-    if !g.json {
-        println!("Write summary:");
-    }
-    report(g, "txn-mixed-write", writes, elapsed);
+    titled_report(g, "Read summary:", "txn-mixed-read", reads, elapsed);
+    titled_report(g, "Write summary:", "txn-mixed-write", writes, elapsed);
     Ok(())
 }

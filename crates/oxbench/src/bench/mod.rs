@@ -156,6 +156,14 @@ pub fn progress(pacer: Arc<Pacer>) -> Arc<AtomicBool> {
     stop
 }
 
+/// One of the reports of a run that makes several, under its `title` line in etcd's text.
+pub fn titled_report(g: &Global, title: &str, name: &str, samples: Samples, elapsed: Duration) {
+    if !g.json {
+        println!("{title}");
+    }
+    report(g, name, samples, elapsed);
+}
+
 /// Prints one report: etcd's text, or a JSON object with `--json`.
 pub fn report(g: &Global, name: &str, samples: Samples, elapsed: Duration) {
     let series = g.sample.then(|| crate::report::time_series(&samples));

@@ -11,7 +11,7 @@ use oxcd_client::Client;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
-use super::{error_text, report, Pacer};
+use super::{error_text, report, titled_report, Pacer};
 use crate::global::Global;
 use crate::report::Samples;
 
@@ -82,14 +82,20 @@ pub async fn watch(g: &Global, clients: Vec<Client>, a: WatchArgs) -> anyhow::Re
     };
     let (created, events, created_secs, events_secs) =
         fanout(clients, plan, g.max_duration).await?;
-    if !g.json {
-        println!("Watch creation summary:");
-    }
-    report(g, "watch-create", created, created_secs);
-    if !g.json {
-        println!("Watch events received summary:");
-    }
-    report(g, "watch-events", events, events_secs);
+    titled_report(
+        g,
+        "Watch creation summary:",
+        "watch-create",
+        created,
+        created_secs,
+    );
+    titled_report(
+        g,
+        "Watch events received summary:",
+        "watch-events",
+        events,
+        events_secs,
+    );
     Ok(())
 }
 

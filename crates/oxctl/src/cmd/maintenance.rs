@@ -8,12 +8,15 @@ use tokio::io::AsyncWriteExt as _;
 use tokio_stream::StreamExt as _;
 
 use super::emit;
-use crate::ctx::{
-    status_message, zap_timestamp, CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_ERROR,
-};
+use oxcd_gocompat::quote::{json_string, quote};
+use oxcd_gocompat::timestamp;
+use time::OffsetDateTime;
+
+use crate::ctx::Ctx;
+use crate::error::{status_message, CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_ERROR};
 use crate::gofmt::human_bytes;
 use crate::json;
-use crate::print::{fields_hdr, raw_bytes, table_unsupported, Format};
+use crate::print::{fields_header, raw_bytes, unsupported, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AlarmCmd {
@@ -123,23 +126,17 @@ pub async fn alarm(ctx: &Ctx, c: AlarmCmd) -> CtlResult {
             s
         }),
         Format::Json => json::alarms(&r) + "\n",
-        Format::Fields => {
-            let mut h = Vec::new();
-            fields_hdr(&r.header, &mut h);
-            r.alarms
-                .iter()
-                .fold(String::from_utf8_lossy(&h).into_owned(), |mut s, a| {
-                    let _ = write!(
-                        s,
-                        "\"MemberID\" : {}\n\"AlarmType\" : {}\n\n",
-                        a.member_id,
-                        alarm_name(a.alarm)
-                    );
-                    s
-                })
-        }
+        Format::Fields => r.alarms.iter().fold(fields_header(&r.header), |mut s, a| {
+            let _ = write!(
+                s,
+                "\"MemberID\" : {}\n\"AlarmType\" : {}\n\n",
+                a.member_id,
+                alarm_name(a.alarm)
+            );
+            s
+        }),
         Format::Protobuf => return emit(&raw_bytes(&prost::Message::encode_to_vec(&r))),
-        Format::Table => return Err(table_unsupported()),
+        Format::Table => return Err(unsupported(Format::Table)),
     };
     emit(out.as_bytes())
 }
@@ -187,7 +184,7 @@ fn snapshot_log(caller: &str, msg: &str, fields: &str) {
 fn client_log(caller: &str, msg: &str) {
     eprintln!(
         "{{\"level\":\"info\",\"ts\":\"{}\",\"caller\":\"{caller}\",\"msg\":\"{msg}\"}}",
-        zap_timestamp()
+        timestamp::zap_iso8601(OffsetDateTime::now_utc())
     );
 }
 
@@ -319,7 +316,7 @@ fn snapshot_restore(a: RestoreArgs) -> CtlResult {
 }
 
 fn json_str(s: &str) -> String {
-    crate::gofmt::json_string(s)
+    json_string(s)
 }
 
 pub async fn move_leader(ctx: &Ctx, a: MoveLeaderArgs) -> CtlResult {
@@ -329,7 +326,7 @@ pub async fn move_leader(ctx: &Ctx, a: MoveLeaderArgs) -> CtlResult {
     let target = u64::from_str_radix(&a.args[0], 16).map_err(|_| {
         CtlError::args(format!(
             "strconv.ParseUint: parsing {}: invalid syntax",
-            crate::gofmt::quote(a.args[0].as_bytes())
+            quote(a.args[0].as_bytes())
         ))
     })?;
     let mut leader = None;
@@ -403,12 +400,7 @@ fn snapshot_status(ctx: &Ctx, args: &[String]) -> CtlResult {
             "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n",
             st.hash, st.revision, st.total_key, st.total_size
         ),
-        Format::Protobuf => {
-            return Err(CtlError::new(
-                crate::ctx::EXIT_BAD_FEATURE,
-                "protobuf not supported as output format",
-            ))
-        }
+        Format::Protobuf => return Err(unsupported(Format::Protobuf)),
     };
     emit(out.as_bytes())
 }
