@@ -1,8 +1,6 @@
 //! Test harness: a real etcd 3.4 on loopback in a temp dir (plain or TLS), and a runner that
 //! gives the same command to etcdctl and to oxctl and compares what they print.
 
-#![allow(dead_code)]
-
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
