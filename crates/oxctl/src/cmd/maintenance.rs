@@ -221,7 +221,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     snapshot_log(
         "snapshot/v3_snapshot.go:119",
         "created temporary db file",
-        &format!(",\"path\":{}", json_str(part)),
+        &format!(",\"path\":{}", json_string(part)),
     );
     let start = Instant::now();
     let client = ctx.client().await?;
@@ -238,7 +238,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     snapshot_log(
         "snapshot/v3_snapshot.go:127",
         "fetching snapshot",
-        &format!(",\"endpoint\":{}", json_str(ep)),
+        &format!(",\"endpoint\":{}", json_string(ep)),
     );
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -254,7 +254,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     let took = start.elapsed().as_secs_f64();
     let fields = format!(
         ",\"endpoint\":{},\"size\":\"{}\",\"took\":{took}",
-        json_str(ep),
+        json_string(ep),
         human_bytes(size)
     );
     snapshot_log("snapshot/v3_snapshot.go:142", "fetched snapshot", &fields);
@@ -262,7 +262,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     snapshot_log(
         "snapshot/v3_snapshot.go:152",
         "saved",
-        &format!(",\"path\":{}", json_str(path)),
+        &format!(",\"path\":{}", json_string(path)),
     );
     Ok(())
 }
@@ -290,16 +290,16 @@ fn snapshot_restore(a: RestoreArgs) -> CtlResult {
     let data_dir = cfg.data_dir.display().to_string();
     let dirs = format!(
         ",\"path\":{},\"wal-dir\":{},\"data-dir\":{},\"snap-dir\":{}",
-        json_str(path),
-        json_str(&oxcd_server::bootstrap::wal_dir(&cfg).display().to_string()),
-        json_str(&data_dir),
-        json_str(&format!("{data_dir}/member/snap")),
+        json_string(path),
+        json_string(&oxcd_server::bootstrap::wal_dir(&cfg).display().to_string()),
+        json_string(&data_dir),
+        json_string(&format!("{data_dir}/member/snap")),
     );
     snapshot_log("snapshot/v3_snapshot.go:296", "restoring snapshot", &dirs);
     let r = oxcd_server::restore::restore_checked(&opts, &cfg)
         .map_err(|e| CtlError::new(EXIT_ERROR, e))?;
     for m in &r.members {
-        let urls: Vec<String> = m.peer_urls.iter().map(|u| json_str(u)).collect();
+        let urls: Vec<String> = m.peer_urls.iter().map(|u| json_string(u)).collect();
         snapshot_log(
             "membership/cluster.go:392",
             "added member",
@@ -313,10 +313,6 @@ fn snapshot_restore(a: RestoreArgs) -> CtlResult {
     }
     snapshot_log("snapshot/v3_snapshot.go:309", "restored snapshot", &dirs);
     Ok(())
-}
-
-fn json_str(s: &str) -> String {
-    json_string(s)
 }
 
 pub async fn move_leader(ctx: &Ctx, a: MoveLeaderArgs) -> CtlResult {
