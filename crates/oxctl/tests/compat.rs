@@ -586,7 +586,7 @@ fn snapshot_restore_prints_the_same_as_etcdctl() {
         b.commit(true).expect("commit");
         store.snapshot().expect("snapshot").0
     };
-    let snap = oxcd_server::restore::encode_snapshot(&body);
+    let snap = oxcd_snapshot::encode_snapshot(&body);
     std::fs::write(o_dir.join("snap.db"), snap).expect("write snapshot");
 
     let cluster = "n1=http://127.0.0.1:2380,n2=http://127.0.0.2:2380";

@@ -3,7 +3,6 @@
 //! its `ETCD_*` environment variable, then checked before anything touches the data dir.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use oxcd_gocompat::duration;
@@ -66,41 +65,18 @@ pub enum Parsed {
     Version,
 }
 
-/// A URL as etcd takes it: `http(s)://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-}
+/// URLs and `--initial-cluster` as etcd takes them, shared with `snapshot restore`.
+pub use oxcd_snapshot::{parse_initial_cluster, Url};
 
-impl Url {
-    pub fn scheme(&self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
-        }
-    }
-
-    /// The address to bind: an IP, or `localhost` (etcd allows it).
-    pub fn bind_addr(&self) -> Option<SocketAddr> {
-        let ip: IpAddr = if self.host == "localhost" {
-            IpAddr::from([127, 0, 0, 1])
-        } else {
-            self.host
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse()
-                .ok()?
-        };
-        Some(SocketAddr::new(ip, self.port))
+impl From<oxcd_snapshot::FlagError> for ConfigError {
+    fn from(e: oxcd_snapshot::FlagError) -> Self {
+        ConfigError(e.to_string())
     }
 }
 
-impl std::fmt::Display for Url {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme(), self.host, self.port)
-    }
+/// Parses a comma-separated URL list, naming the flag in errors ([`oxcd_snapshot::parse_urls`]).
+pub fn parse_urls(flag: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
+    Ok(oxcd_snapshot::parse_urls(flag, v)?)
 }
 
 /// The server's configuration, checked.
@@ -468,71 +444,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Parses a comma-separated URL list, naming the flag in errors.
-pub fn parse_urls(flag: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
-    let mut out = Vec::new();
-    for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        out.push(
-            parse_url(part).map_err(|why| {
-                ConfigError(format!("--{flag}: {part:?} is not a valid URL: {why}"))
-            })?,
-        );
-    }
-    if out.is_empty() {
-        return err(format!("--{flag} needs at least one URL"));
-    }
-    Ok(out)
-}
-
-fn parse_url(s: &str) -> Result<Url, String> {
-    let (scheme, rest) = s.split_once("://").ok_or("expected scheme://host:port")?;
-    let tls = match scheme {
-        "http" => false,
-        "https" => true,
-        other => return Err(format!("URL scheme must be http or https, not {other:?}")),
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') || rest.contains('?') {
-        return Err("a URL here carries no path".into());
-    }
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or("expected host:port (the port is required)")?;
-    if host.is_empty() {
-        return Err("missing host".into());
-    }
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("bad port {port:?}"))?;
-    Ok(Url {
-        tls,
-        host: host.to_string(),
-        port,
-    })
-}
-
-pub fn parse_initial_cluster(v: &str) -> Result<Vec<(String, Vec<Url>)>, ConfigError> {
-    let mut out: Vec<(String, Vec<Url>)> = Vec::new();
-    for part in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let Some((name, url)) = part.split_once('=') else {
-            return err(format!("--initial-cluster: {part:?} is not name=URL"));
-        };
-        let url = parse_url(url).map_err(|why| {
-            ConfigError(format!(
-                "--initial-cluster: {url:?} is not a valid URL: {why}"
-            ))
-        })?;
-        match out.iter_mut().find(|(n, _)| n == name) {
-            Some((_, urls)) => urls.push(url),
-            None => out.push((name.to_string(), vec![url])),
-        }
-    }
-    if out.is_empty() {
-        return err("--initial-cluster is empty");
-    }
-    Ok(out)
 }
 
 /// The help text.

@@ -1,103 +1,59 @@
 //! The oxcd server: etcd's v3 gRPC API and v2 keys HTTP API over a raft-replicated,
 //! durable MVCC store. [`run`] wires the pieces; see ARCHITECTURE.md for the map.
+//!
+//! Three wings over a base: `state` (the deterministic state machine), `consensus` (the raft
+//! loop and what feeds it), `api` (what clients reach). The base (`config`, `error`, `ids`,
+//! `request`, `clock`, `version`) imports no wing.
 
-pub mod alarm;
-pub mod apply;
-pub mod auth;
-pub mod auth_service;
-pub mod bootstrap;
-pub mod cluster_service;
-pub mod compactor;
+pub mod api;
+pub mod clock;
 pub mod config;
+pub mod consensus;
 pub mod error;
-pub mod grpc;
-pub mod h2_authority;
-pub mod http;
 pub mod ids;
-pub mod kv;
-pub mod lease;
-pub mod lease_service;
-pub mod members;
-pub mod peer;
-pub mod raft_node;
 pub mod request;
-pub mod restore;
-pub mod server;
-pub mod storage;
-pub mod v2;
-pub mod v2_http;
-pub mod watch;
-pub mod watch_service;
+pub mod state;
+pub mod version;
 
+use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use raft::RawNode;
-use tokio::sync::watch as tokio_watch;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::Config;
-use crate::raft_node::{RaftEvent, RaftLoop, RaftStatus, EVENT_QUEUE_MAX};
+use crate::api::http;
+use crate::api::server::Server;
+use crate::config::{Config, Url};
+use crate::consensus::bootstrap::{self, Boot};
+use crate::consensus::duties::DutySettings;
+use crate::consensus::events::{RaftEvent, RaftStatus, Stop, StopSender, EVENT_QUEUE_MAX};
+use crate::consensus::log_store::{raft_logger, LogStore};
+use crate::consensus::peer;
+use crate::consensus::raft_loop::{LoopExit, LoopParts, RaftLoop};
 use crate::request::MemberAttrs;
-use crate::server::Server;
-use crate::storage::{raft_logger, LogStore};
+use crate::state::apply::Applier;
+use crate::state::watch::WatchHub;
+use crate::state::Tables;
 
-/// Runs a member until `shutdown` resolves. Listeners are bound before the data dir is
-/// touched, so a port in use fails without side effects.
+/// Requests from the member's parts to stop it, at most this many queued.
+const STOP_QUEUE_MAX: usize = 4;
+
+/// Runs a member until `shutdown` resolves, or until it stops on its own: removed from the
+/// cluster (Ok), or a failure it cannot go on after (Err, saying what to do). Listeners
+/// are bound before the data dir is touched, so a port in use fails without side effects.
 pub async fn run(
     cfg: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let client_listeners = http::bind(&cfg.listen_client_urls).await?;
-    let peer_listeners = http::bind(&cfg.listen_peer_urls).await?;
-    let client_tls = match &cfg.client_tls {
-        Some(f) => Some(tokio_rustls::TlsAcceptor::from(oxcd_tls::server_config(f)?)),
-        None => None,
-    };
-    let peer_tls = match &cfg.peer_tls {
-        Some(f) => Some(tokio_rustls::TlsAcceptor::from(oxcd_tls::server_config(f)?)),
-        None => None,
-    };
-    let peer_dial_tls = match &cfg.peer_tls {
-        Some(f) => Some(tokio_rustls::TlsConnector::from(oxcd_tls::client_config(
-            &oxcd_tls::ClientTlsFiles {
-                cert_file: Some(f.cert_file.clone()),
-                key_file: Some(f.key_file.clone()),
-                trusted_ca_file: f.trusted_ca_file.clone(),
-                skip_verify: false,
-            },
-        )?)),
-        None => None,
-    };
-
-    let join = if !cfg.initial_cluster_new && bootstrap::is_fresh(&cfg) {
-        let mine: Vec<String> = cfg
-            .initial_advertise_peer_urls
-            .iter()
-            .map(|u| u.to_string())
-            .collect();
-        let others: Vec<String> = cfg
-            .initial_cluster
-            .iter()
-            .flat_map(|(_, urls)| urls.iter().map(|u| u.to_string()))
-            .filter(|u| !mine.contains(u))
-            .collect();
-        let local_ip = cfg
-            .listen_peer_urls
-            .first()
-            .and_then(|u| u.bind_addr())
-            .map(|a| a.ip());
-        let m = peer::fetch_membership(&others, peer_dial_tls.as_ref(), local_ip)
-            .await
-            .map_err(|e| anyhow::anyhow!(
-                "--initial-cluster-state existing: cannot learn the cluster's membership from the other members ({e}); are they running?"
-            ))?;
-        Some(m)
-    } else {
-        None
-    };
+    let listeners = Listeners::bind(&cfg).await?;
+    let tls = TlsSetup::load(&cfg)?;
+    let join = learn_membership(&cfg, tls.peer_dial.as_ref()).await?;
     let boot = bootstrap::open(&cfg, join)?;
     tracing::info!(
         "starting member {:x} ({}) in cluster {:x}; data dir {}",
@@ -106,23 +62,164 @@ pub async fn run(
         boot.cluster_id,
         cfg.data_dir.display()
     );
-    let (raft_tx, raft_rx) = std::sync::mpsc::sync_channel(EVENT_QUEUE_MAX);
+    let tables = Tables::load(&boot.store, boot.members.list.clone())?;
+    let (stop_tx, mut stop_rx) = mpsc::channel(STOP_QUEUE_MAX);
     let (shutdown_tx, shutdown_rx) = tokio_watch::channel(false);
-    let status = Arc::new(RaftStatus::default());
-    let watch = Arc::new(watch::WatchHub::new(cfg.watchers_max));
-    let v2 = Arc::new(Mutex::new(
-        apply::load_v2(&boot.store)
-            .map_err(|e| anyhow::anyhow!("cannot load the v2 store: {e}"))?,
-    ));
-    let (v2_index_tx, v2_index_rx) = tokio_watch::channel(0u64);
-    let members = Arc::new(RwLock::new(members::Members::new(
-        boot.members.list.clone(),
-    )));
-    let waiters: raft_node::Waiters = Default::default();
+    let member = start_member(
+        &cfg,
+        boot,
+        tables,
+        &tls,
+        listeners.peer,
+        stop_tx,
+        &shutdown_rx,
+    )?;
+    let server = member.server.clone();
+    let mut published = member.published.clone();
+    // As etcd: serve clients once this member's attributes are published through the log.
+    let stopped = tokio::select! {
+        _ = published.wait_for(|p| *p) => None,
+        stop = stop_rx.recv() => Some(stop),
+        _ = &mut shutdown => Some(None),
+    };
+    let stopped = match stopped {
+        Some(stop) => stop,
+        None => {
+            serve_clients(&server, listeners.client, tls.client, &shutdown_rx)?;
+            tokio::select! {
+                stop = stop_rx.recv() => stop,
+                _ = &mut shutdown => None,
+            }
+        }
+    };
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    member.stop().await;
+    match stopped {
+        None | Some(Stop::Removed) => Ok(()),
+        Some(Stop::Fatal(why)) => {
+            tracing::error!("{why}");
+            Err(anyhow::anyhow!(why))
+        }
+    }
+}
 
-    let peer_activity = Arc::new(peer::PeerActivity::default());
+/// The listeners, bound first so that a port in use fails before anything else.
+struct Listeners {
+    client: Vec<(Url, TcpListener)>,
+    peer: Vec<(Url, TcpListener)>,
+}
+
+impl Listeners {
+    async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+        Ok(Listeners {
+            client: http::bind(&cfg.listen_client_urls).await?,
+            peer: http::bind(&cfg.listen_peer_urls).await?,
+        })
+    }
+}
+
+/// TLS configurations loaded from the certificate files.
+struct TlsSetup {
+    client: Option<TlsAcceptor>,
+    peer: Option<TlsAcceptor>,
+    peer_dial: Option<TlsConnector>,
+}
+
+impl TlsSetup {
+    fn load(cfg: &Config) -> anyhow::Result<TlsSetup> {
+        let acceptor = |f: &oxcd_tls::ServerTlsFiles| -> anyhow::Result<TlsAcceptor> {
+            Ok(TlsAcceptor::from(oxcd_tls::server_config(f)?))
+        };
+        let peer_dial = match &cfg.peer_tls {
+            Some(f) => Some(TlsConnector::from(oxcd_tls::client_config(
+                &oxcd_tls::ClientTlsFiles {
+                    cert_file: Some(f.cert_file.clone()),
+                    key_file: Some(f.key_file.clone()),
+                    trusted_ca_file: f.trusted_ca_file.clone(),
+                    skip_verify: false,
+                },
+            )?)),
+            None => None,
+        };
+        Ok(TlsSetup {
+            client: cfg.client_tls.as_ref().map(acceptor).transpose()?,
+            peer: cfg.peer_tls.as_ref().map(acceptor).transpose()?,
+            peer_dial,
+        })
+    }
+}
+
+/// The IP this member's peer connections come from (its first listen-peer address).
+fn local_peer_ip(cfg: &Config) -> Option<IpAddr> {
+    cfg.listen_peer_urls
+        .first()
+        .and_then(|u| u.bind_addr())
+        .map(|a| a.ip())
+}
+
+/// `--initial-cluster-state existing` with a new data dir: asks the running members for the
+/// cluster's membership. None otherwise.
+async fn learn_membership(
+    cfg: &Config,
+    tls: Option<&TlsConnector>,
+) -> anyhow::Result<Option<peer::Membership>> {
+    if cfg.initial_cluster_new || !bootstrap::is_fresh(cfg) {
+        return Ok(None);
+    }
+    let mine: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .flat_map(|(_, urls)| urls.iter().map(|u| u.to_string()))
+        .filter(|u| !mine.contains(u))
+        .collect();
+    let m = peer::fetch_membership(&others, tls, local_peer_ip(cfg))
+        .await
+        .map_err(|e| anyhow::anyhow!(
+            "--initial-cluster-state existing: cannot learn the cluster's membership from the other members ({e}); are they running?"
+        ))?;
+    Ok(Some(m))
+}
+
+/// A running member: the raft thread and the facade handlers use.
+struct Member {
+    server: Arc<Server>,
+    published: tokio_watch::Receiver<bool>,
+    raft_tx: std::sync::mpsc::SyncSender<RaftEvent>,
+    raft_thread: std::thread::JoinHandle<()>,
+}
+
+impl Member {
+    /// Stops the raft loop and waits for it (it makes the backend durable on the way out).
+    async fn stop(self) {
+        let _ = self.raft_tx.send(RaftEvent::Shutdown);
+        let thread = self.raft_thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// Starts the peer transport, the raft thread and the facade over an opened data dir.
+fn start_member(
+    cfg: &Config,
+    boot: Boot,
+    tables: Tables,
+    tls: &TlsSetup,
+    peer_listeners: Vec<(Url, TcpListener)>,
+    stop: StopSender,
+    shutdown: &tokio_watch::Receiver<bool>,
+) -> anyhow::Result<Member> {
+    let (raft_tx, raft_rx) = std::sync::mpsc::sync_channel(EVENT_QUEUE_MAX);
+    let status = Arc::new(RaftStatus::default());
+    let watch = Arc::new(WatchHub::new(cfg.watchers_max));
+    let (v2_index_tx, v2_index_rx) = tokio_watch::channel(0u64);
+    let waiters = Default::default();
     let peer_ctx = peer::PeerContext {
-        activity: peer_activity.clone(),
+        activity: Arc::new(peer::PeerActivity::default()),
         member_id: boot.member_id,
         cluster_id: boot.cluster_id,
         raft_tx: raft_tx.clone(),
@@ -130,12 +227,8 @@ pub async fn run(
             .peer_tls
             .as_ref()
             .is_some_and(|t| t.trusted_ca_file.is_some()),
-        table: members.clone(),
-        local_ip: cfg
-            .listen_peer_urls
-            .first()
-            .and_then(|u| u.bind_addr())
-            .map(|a| a.ip()),
+        table: tables.members.clone(),
+        local_ip: local_peer_ip(cfg),
         fresh: {
             let status = status.clone();
             let fresh = boot.fresh;
@@ -143,23 +236,97 @@ pub async fn run(
                 fresh && status.applied.load(std::sync::atomic::Ordering::Relaxed) == 0
             })
         },
+        stop: stop.clone(),
     };
     let transport = Arc::new(peer::start_dialers(
         &peer_ctx,
         &boot.members.list,
-        peer_dial_tls,
-        shutdown_rx.clone(),
+        tls.peer_dial.clone(),
+        shutdown.clone(),
     ));
     for (u, l) in peer_listeners {
         tracing::info!("listening for peers on {u}");
-        tokio::spawn(peer::serve(
-            l,
-            if u.tls { peer_tls.clone() } else { None },
-            peer_ctx.clone(),
-            shutdown_rx.clone(),
-        ));
+        let acceptor = if u.tls { tls.peer.clone() } else { None };
+        tokio::spawn(peer::serve(l, acceptor, peer_ctx.clone(), shutdown.clone()));
     }
+    let raft_loop = RaftLoop::new(LoopParts {
+        node: raft_node(cfg, &boot)?,
+        wal: boot.wal,
+        applier: Applier {
+            store: boot.store.clone(),
+            tables: tables.clone(),
+        },
+        rx: raft_rx,
+        self_tx: raft_tx.clone(),
+        transport,
+        waiters: Arc::clone(&waiters),
+        status: status.clone(),
+        watch: watch.clone(),
+        v2_index: v2_index_tx,
+        member_id: boot.member_id,
+        conf_state: boot.conf_state,
+        last_snapshot_index: boot.last_snapshot_index,
+        tick: Duration::from_millis(cfg.heartbeat_ms),
+        snapshot_count: cfg.snapshot_count,
+        election_ms: cfg.election_ms,
+        duties: DutySettings {
+            compactor: cfg
+                .auto_compaction
+                .map(consensus::compactor::Compactor::new),
+            corrupt_check_every: cfg.corrupt_check,
+            attrs: MemberAttrs {
+                id: boot.member_id,
+                name: cfg.name.clone(),
+                client_urls: cfg
+                    .advertise_client_urls
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect(),
+            },
+        },
+    });
+    let published = raft_loop.published();
+    let raft_thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            let stopped = match raft_loop.run() {
+                Ok(LoopExit::Shutdown) => return,
+                Ok(LoopExit::Removed) => Stop::Removed,
+                Err(e) => Stop::Fatal(format!("fatal storage error in the raft loop: {e}")),
+            };
+            let _ = stop.blocking_send(stopped);
+        })
+        .context("cannot start the raft thread")?;
+    let id_prefix = (boot.member_id & 0xffff) << 48;
+    let start = ((clock::now_ms() as u64) & 0xff_ffff_ffff) << 8;
+    let server = Arc::new(Server {
+        request_timeout: Duration::from_millis(5000 + 2 * cfg.election_ms),
+        db_path: bootstrap::member_dir(&cfg.data_dir).join("oxcd.db"),
+        cfg: cfg.clone(),
+        member_id: boot.member_id,
+        cluster_id: boot.cluster_id,
+        store: boot.store,
+        tables,
+        v2_index: v2_index_rx,
+        status,
+        watch,
+        raft_tx: raft_tx.clone(),
+        waiters,
+        next_id: AtomicU64::new(id_prefix | (start & ((1 << 48) - 1))),
+        started: Instant::now(),
+        peer_activity: peer_ctx.activity,
+    });
+    Ok(Member {
+        server,
+        published,
+        raft_tx,
+        raft_thread,
+    })
+}
 
+/// raft-rs's node over the log bootstrap rebuilt from the WAL. A one-member cluster
+/// campaigns at once.
+fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
     let raft_cfg = raft::Config {
         id: boot.member_id,
         election_tick: (cfg.election_ms / cfg.heartbeat_ms) as usize,
@@ -173,127 +340,50 @@ pub async fn run(
         ..Default::default()
     };
     raft_cfg.validate().context("raft configuration")?;
-    let mut node = RawNode::new(
-        &raft_cfg,
-        LogStore {
-            mem: boot.mem,
-            store: boot.store.clone(),
-        },
-        &raft_logger(),
-    )
-    .context("cannot start raft")?;
+    let store = LogStore {
+        mem: boot.mem.clone(),
+        store: boot.store.clone(),
+    };
+    let mut node = RawNode::new(&raft_cfg, store, &raft_logger()).context("cannot start raft")?;
     if boot.conf_state.voters == [boot.member_id] {
         let _ = node.campaign();
     }
-    let leases = Arc::new(Mutex::new(
-        apply::load_leases(&boot.store).map_err(|e| anyhow::anyhow!("cannot load leases: {e}"))?,
-    ));
-    let auth = apply::load_auth(&boot.store)
-        .map_err(|e| anyhow::anyhow!("cannot load the auth store: {e}"))?;
-    let auth = Arc::new(Mutex::new(auth));
-    let alarms = Arc::new(RwLock::new(
-        alarm::load(&boot.store).map_err(|e| anyhow::anyhow!("cannot load alarms: {e}"))?,
-    ));
-    let applier = apply::Applier {
-        store: boot.store.clone(),
-        v2: v2.clone(),
-        members: members.clone(),
-        leases: leases.clone(),
-        auth: auth.clone(),
-        alarms: alarms.clone(),
-    };
-    let attrs = MemberAttrs {
-        id: boot.member_id,
-        name: cfg.name.clone(),
-        client_urls: cfg
-            .advertise_client_urls
-            .iter()
-            .map(|u| u.to_string())
-            .collect(),
-    };
-    let raft_loop = RaftLoop::new(
-        node,
-        boot.wal,
-        applier,
-        raft_rx,
-        transport,
-        waiters.clone(),
-        status.clone(),
-        watch.clone(),
-        v2_index_tx,
-        &cfg,
-        boot.member_id,
-        attrs,
-        boot.conf_state,
-        boot.last_snapshot_index,
-        raft_tx.clone(),
-    );
-    let mut published = raft_loop.published.subscribe();
-    let raft_thread = std::thread::Builder::new()
-        .name("raft".into())
-        .spawn(move || raft_loop.run())
-        .context("cannot start the raft thread")?;
+    Ok(node)
+}
 
-    let id_prefix = (boot.member_id & 0xffff) << 48;
-    let start = ((raft_node::now_ms() as u64) & 0xff_ffff_ffff) << 8;
-    let server = Arc::new(Server {
-        request_timeout: Duration::from_millis(5000 + 2 * cfg.election_ms),
-        db_path: bootstrap::member_dir(&cfg.data_dir).join("oxcd.db"),
-        cfg,
-        member_id: boot.member_id,
-        cluster_id: boot.cluster_id,
-        store: boot.store,
-        v2,
-        v2_index: v2_index_rx,
-        members,
-        leases,
-        auth,
-        status,
-        watch,
-        raft_tx: raft_tx.clone(),
-        waiters,
-        next_id: AtomicU64::new(id_prefix | (start & ((1 << 48) - 1))),
-        started: Instant::now(),
-        peer_activity,
-        alarms,
-    });
+/// Opens the client listeners: gRPC and HTTP on each `--listen-client-urls` port.
+fn serve_clients(
+    server: &Arc<Server>,
+    listeners: Vec<(Url, TcpListener)>,
+    tls: Option<TlsAcceptor>,
+    shutdown: &tokio_watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let app = http::router(server.clone());
-    // As etcd: serve clients once this member's attributes are published through the log.
-    tokio::select! {
-        _ = published.wait_for(|p| *p) => {}
-        _ = &mut shutdown => {
-            let _ = raft_tx.send(RaftEvent::Shutdown);
-            let _ = tokio::task::spawn_blocking(move || raft_thread.join()).await;
-            return Ok(());
-        }
-    }
-    for (u, l) in client_listeners {
+    for (u, l) in listeners {
         tracing::info!("serving client requests on {u}");
-        let tls = if u.tls { client_tls.clone() } else { None };
-        if u.tls && tls.is_none() {
+        let acceptor = if u.tls { tls.clone() } else { None };
+        if u.tls && acceptor.is_none() {
             anyhow::bail!("{u} is https but no client TLS configuration was loaded");
         }
         tokio::spawn(http::serve(
             l,
-            tls,
+            acceptor,
             app.clone(),
             server.cfg.connections_max,
-            shutdown_rx.clone(),
+            shutdown.clone(),
         ));
     }
-    if let Some(files) = &server.cfg.client_tls {
-        if files.trusted_ca_file.is_some() {
-            tracing::info!(
-                "client certificates are required: clients must present a certificate signed by {} (--trusted-ca-file)",
-                files.trusted_ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-            );
-        }
+    if let Some(ca) = server
+        .cfg
+        .client_tls
+        .as_ref()
+        .and_then(|f| f.trusted_ca_file.as_ref())
+    {
+        tracing::info!(
+            "client certificates are required: clients must present a certificate signed by {} (--trusted-ca-file)",
+            ca.display()
+        );
     }
     tracing::info!("ready to serve client requests");
-    shutdown.as_mut().await;
-    tracing::info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    let _ = raft_tx.send(RaftEvent::Shutdown);
-    let _ = tokio::task::spawn_blocking(move || raft_thread.join()).await;
     Ok(())
 }

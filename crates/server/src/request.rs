@@ -19,6 +19,17 @@ pub struct LogRequest {
     pub op: Option<Op>,
 }
 
+impl LogRequest {
+    /// The encoded entry of a request nobody waits for (ID 0): what a member proposes on
+    /// its own (revokes, compactions, alarms, attributes, hash checks).
+    pub fn internal(op: Op) -> Vec<u8> {
+        prost::Message::encode_to_vec(&LogRequest {
+            id: 0,
+            op: Some(op),
+        })
+    }
+}
+
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Op {
     #[prost(message, tag = "2")]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::cluster::{ctl, wait_same_revision, write_keys, Cluster};
-use oxcd_server::restore::{restore, RestoreOptions};
+use oxcd_snapshot::{restore, RestoreOptions};
 
 /// `etcdctl get "" --from-key -w json` with the per-member header fields masked.
 fn all_keys_json(c: &Cluster, i: usize) -> String {
@@ -151,7 +151,7 @@ fn damaged_or_foreign_snapshots_are_refused_and_leave_nothing() {
         b.commit(true).expect("commit");
         store.snapshot().expect("snapshot").0
     };
-    let file = oxcd_server::restore::encode_snapshot(&body);
+    let file = oxcd_snapshot::encode_snapshot(&body);
     let opts = |name: &str, snapshot: &Path, skip: bool| RestoreOptions {
         snapshot: snapshot.to_path_buf(),
         data_dir: Some(dir.path().join(name)),

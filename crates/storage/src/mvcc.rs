@@ -15,7 +15,15 @@
 //! `consistent_index` + 1 (the log is never compacted past that point).
 //!
 //! Concurrency: one writer (the apply loop) holds the index write lock for the whole batch;
-//! readers hold the read lock while they resolve revisions and open their redb snapshot.
+//! readers hold the read lock while they resolve revisions and open their redb snapshot. A
+//! batch that ends without committing (dropped, or its commit failed) wrote nothing, so the
+//! index it changed is rebuilt from the backend before anyone else uses it.
+//!
+//! Invariants asserted (a broken one would corrupt the backend, so it crashes): a revision is
+//! written once, above the compact revision and after every earlier revision of its key;
+//! a transaction's revision is the store's current one plus one; the consistent index never
+//! goes back, except for the first one set after a [`WriteBatch::restore`], which names the
+//! restored state.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -123,6 +131,9 @@ struct Index {
     compact_rev: i64,
     consistent_index: u64,
     consistent_term: u64,
+    /// Set by a restore until the next consistent index is set: that one names the restored
+    /// state and may be lower (`snapshot restore` starts a new cluster's log at 1).
+    restored: bool,
 }
 
 /// The revision of an empty store. etcd starts at 1, so the first write gets revision 2;
@@ -137,8 +148,46 @@ impl Default for Index {
             compact_rev: 0,
             consistent_index: 0,
             consistent_term: 0,
+            restored: false,
         }
     }
+}
+
+impl Index {
+    /// Adds a revision of a key read back from the backend, which lists them in order.
+    fn push_loaded(&mut self, key: Vec<u8>, rev: Rev, tombstone: bool) {
+        self.current_rev = self.current_rev.max(rev.main);
+        self.keys
+            .entry(key)
+            .or_default()
+            .revs
+            .push((rev, tombstone));
+    }
+}
+
+/// Reads the index from the backend's committed state.
+fn load_index(db: &Database) -> Result<Index, MvccError> {
+    let mut index = Index::default();
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let get = |name: &str| -> Result<u64, MvccError> {
+        Ok(meta.get(name)?.map(|v| v.value()).unwrap_or(0))
+    };
+    index.current_rev = (get("current_rev")? as i64).max(INITIAL_REV);
+    index.compact_rev = get("compact_rev")? as i64;
+    index.consistent_index = get("consistent_index")?;
+    index.consistent_term = get("consistent_term")?;
+    for item in txn.open_table(KV)?.iter()? {
+        let (k, v) = item?;
+        let (main, sub) = k.value();
+        let (tomb, record) = decode_record(main, sub, v.value())?;
+        let rev = Rev {
+            main: main as i64,
+            sub: sub as i64,
+        };
+        index.push_loaded(record.key, rev, tomb);
+    }
+    Ok(index)
 }
 
 /// Which keys a range covers, etcd's way: empty end = one key, `\0` end = from key onwards.
@@ -250,13 +299,23 @@ fn record_in(
 ) -> Result<Rev, MvccError> {
     let rev = Rev { main, sub: *sub };
     *sub += 1;
-    table.insert(rev_key(rev), encode_record(tombstone, kv).as_slice())?;
-    index
-        .keys
-        .entry(kv.key.clone())
-        .or_default()
-        .revs
-        .push((rev, tombstone));
+    assert!(
+        main > index.compact_rev,
+        "mvcc: writing revision {main} at or below the compact revision {}",
+        index.compact_rev
+    );
+    let hist = index.keys.entry(kv.key.clone()).or_default();
+    if let Some((last, _)) = hist.revs.last() {
+        assert!(
+            *last < rev,
+            "mvcc: writing {rev:?} after {last:?} of the same key: revisions go back"
+        );
+    }
+    let replaced = table
+        .insert(rev_key(rev), encode_record(tombstone, kv).as_slice())?
+        .is_some();
+    assert!(!replaced, "mvcc: revision {rev:?} written twice");
+    hist.revs.push((rev, tombstone));
     Ok(rev)
 }
 
@@ -273,7 +332,6 @@ impl Store {
         };
         let existed = path.exists();
         let db = Database::create(path).map_err(|e| not_ours(e.to_string()))?;
-        let mut index = Index::default();
         {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -294,38 +352,12 @@ impl Store {
                         meta.insert("format", FORMAT_VERSION)?;
                     }
                 }
-                let get = |name: &str| -> Result<u64, MvccError> {
-                    Ok(meta.get(name)?.map(|v| v.value()).unwrap_or(0))
-                };
-                index.current_rev = (get("current_rev")? as i64).max(INITIAL_REV);
-                index.compact_rev = get("compact_rev")? as i64;
-                index.consistent_index = get("consistent_index")?;
-                index.consistent_term = get("consistent_term")?;
             }
             txn.open_table(KV)?;
             txn.open_table(AUX)?;
             txn.commit()?;
         }
-        {
-            let txn = db.begin_read()?;
-            let kv = txn.open_table(KV)?;
-            for item in kv.iter()? {
-                let (k, v) = item?;
-                let (main, sub) = k.value();
-                let (tomb, record) = decode_record(main, sub, v.value())?;
-                let rev = Rev {
-                    main: main as i64,
-                    sub: sub as i64,
-                };
-                index.current_rev = index.current_rev.max(rev.main);
-                index
-                    .keys
-                    .entry(record.key)
-                    .or_default()
-                    .revs
-                    .push((rev, tomb));
-            }
-        }
+        let index = load_index(&db)?;
         Ok(Store {
             db: RwLock::new(db),
             index: RwLock::new(index),
@@ -457,7 +489,14 @@ impl Store {
     pub fn batch(&self) -> Result<WriteBatch<'_>, MvccError> {
         let index = self.index.write().expect("mvcc index lock poisoned");
         let txn = self.db().begin_write()?;
-        Ok(WriteBatch { index, txn })
+        Ok(WriteBatch {
+            index: IndexWrite {
+                index,
+                db: &self.db,
+                committed: false,
+            },
+            txn,
+        })
     }
 
     /// Serialises the whole backend (for a raft snapshot), consistent with one applied index.
@@ -538,8 +577,46 @@ fn range_in(
 
 /// One batch of writes: a redb write transaction plus exclusive use of the index.
 pub struct WriteBatch<'a> {
-    index: RwLockWriteGuard<'a, Index>,
+    index: IndexWrite<'a>,
     txn: redb::WriteTransaction,
+}
+
+/// A batch's hold on the index. The batch changes the index as it writes; if it ends without
+/// committing, the backend holds none of those writes, so the index is read back from the
+/// backend before the lock is released (an aborted batch is rare: an I/O error or a bug).
+struct IndexWrite<'a> {
+    index: RwLockWriteGuard<'a, Index>,
+    db: &'a RwLock<Database>,
+    committed: bool,
+}
+
+impl std::ops::Deref for IndexWrite<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        &self.index
+    }
+}
+
+impl std::ops::DerefMut for IndexWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Index {
+        &mut self.index
+    }
+}
+
+impl Drop for IndexWrite<'_> {
+    fn drop(&mut self) {
+        // While unwinding, the lock is poisoned and nobody reads the index again.
+        if self.committed || std::thread::panicking() {
+            return;
+        }
+        let loaded = load_index(&self.db.read().expect("backend lock poisoned"));
+        match loaded {
+            Ok(index) => *self.index = index,
+            // The index would list writes the backend does not hold: stop here (the panic
+            // poisons the lock, so every later use fails too).
+            Err(e) => panic!("mvcc: cannot rebuild the key index after an aborted batch: {e}"),
+        }
+    }
 }
 
 /// One write transaction of etcd's (one request): all its changes share a main revision.
@@ -613,6 +690,13 @@ impl<'a> WriteBatch<'a> {
 
     /// Records the last applied raft entry; written in the same transaction as its effects.
     pub fn set_consistent_index(&mut self, index: u64, term: u64) -> Result<(), MvccError> {
+        // Going back would apply entries twice; only a restored backend starts anew.
+        assert!(
+            self.index.restored || index >= self.index.consistent_index,
+            "mvcc: consistent index going back from {} to {index}",
+            self.index.consistent_index
+        );
+        self.index.restored = false;
         self.index.consistent_index = index;
         self.index.consistent_term = term;
         let mut meta = self.txn.open_table(META)?;
@@ -644,6 +728,7 @@ impl<'a> WriteBatch<'a> {
         self.txn.delete_table(META)?;
         self.txn.delete_table(AUX)?;
         let mut index = Index::default();
+        let mut last_rev: Option<Rev> = None;
         {
             let mut kv = self.txn.open_table(KV)?;
             let mut meta = self.txn.open_table(META)?;
@@ -676,19 +761,19 @@ impl<'a> WriteBatch<'a> {
                             main: main as i64,
                             sub: sub as i64,
                         };
-                        index
-                            .keys
-                            .entry(rec.key)
-                            .or_default()
-                            .revs
-                            .push((rev, tomb));
+                        // The index needs each key's revisions in order.
+                        if last_rev.is_some_and(|last| last >= rev) {
+                            return Err(bad("revisions out of order"));
+                        }
+                        last_rev = Some(rev);
+                        index.push_loaded(rec.key, rev, tomb);
                         kv.insert((main, sub), v.as_slice())?;
                     }
                     1 if v.len() == 8 => {
                         let name = String::from_utf8(k).map_err(|_| bad("meta name"))?;
                         let val = u64::from_le_bytes(v.try_into().map_err(|_| bad("meta"))?);
                         match name.as_str() {
-                            "current_rev" => index.current_rev = (val as i64).max(INITIAL_REV),
+                            "current_rev" => index.current_rev = index.current_rev.max(val as i64),
                             "compact_rev" => index.compact_rev = val as i64,
                             "consistent_index" => index.consistent_index = val,
                             "consistent_term" => index.consistent_term = val,
@@ -703,12 +788,19 @@ impl<'a> WriteBatch<'a> {
                 }
             }
         }
+        index.restored = true;
         *self.index = index;
         Ok(())
     }
 
     /// Commits the batch; `durable` waits for fsync (redb `Durability::Immediate`).
     pub fn commit(mut self, durable: bool) -> Result<(), MvccError> {
+        assert!(
+            self.index.compact_rev <= self.index.current_rev,
+            "mvcc: compact revision {} above the current revision {}",
+            self.index.compact_rev,
+            self.index.current_rev
+        );
         let rev = self.index.current_rev as u64;
         self.txn.open_table(META)?.insert("current_rev", rev)?;
         self.txn.set_durability(if durable {
@@ -717,6 +809,7 @@ impl<'a> WriteBatch<'a> {
             Durability::None
         })?;
         self.txn.commit()?;
+        self.index.committed = true;
         Ok(())
     }
 }
@@ -842,7 +935,13 @@ impl TxnWrite<'_, '_> {
     /// Ends the transaction; the store's revision moves on only if something changed.
     pub fn end(self) -> Vec<Event> {
         if !self.events.is_empty() {
-            self.batch.index.current_rev = self.main;
+            let index = &mut self.batch.index;
+            assert_eq!(
+                self.main,
+                index.current_rev + 1,
+                "mvcc: a transaction's revision is the next one"
+            );
+            index.current_rev = self.main;
         }
         self.events
     }

@@ -13,9 +13,22 @@
 //! and then its directory is synced before it is used. Nothing the WAL holds counts as
 //! written until `sync` returns.
 //!
-//! Recovery: a record that is cut short or fails its CRC at the tail of the *last* segment is
-//! a torn write of a batch that was never acknowledged: the file is truncated there. The same
-//! damage anywhere else is corruption and opening fails.
+//! Recovery (etcd's rules): at the tail of the *last* segment, a record cut short (the file
+//! ends inside it), zeros to the end of the file, or a record failing its CRC that has a
+//! 512-byte sector of zeros (etcd's `isTornEntry`: that sector never reached the disk) is a
+//! torn write of a batch whose `fdatasync` never returned: the file is truncated there. A
+//! *complete* record failing its CRC with no such sector is damage to synced records
+//! ([`WalError::CrcMismatch`], etcd's `walpb: crc mismatch`), as is any damage in an earlier
+//! segment, a bad record length followed by more data, or a record of an unknown kind:
+//! opening fails.
+//!
+//! Invariants asserted (a broken one is a bug in the caller and crashes, since a log that
+//! skips an index or rewrites compacted entries cannot be replayed): entries are appended at
+//! most one past the last one (a lower index is raft overwriting a conflicting suffix) and
+//! after the last snapshot marker; snapshot markers never go back; segments are released only
+//! up to a snapshot marker that is durable. After a failed write or `fdatasync` nothing more
+//! is written ([`WalError::Failed`]): what reached the disk is unknown, and only a restart,
+//! which repairs the tail, can tell.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -32,6 +45,9 @@ pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// A record larger than this is treated as damage (no valid record is this large).
 pub const RECORD_BYTES_MAX: u32 = 512 * 1024 * 1024;
 const HEADER_BYTES: usize = 4 + 4 + 1 + 8;
+/// The unit a disk writes whole (or not at all) on a crash: the smallest sector size, as
+/// etcd's `minSectorSize`.
+const SECTOR_BYTES: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -47,6 +63,17 @@ pub enum WalError {
         offset: u64,
         reason: String,
     },
+    #[error(
+        "wal {path}: crc mismatch in the complete record at offset {offset} (walpb: crc mismatch); \
+         records that were synced are damaged, not torn by a crash: do not truncate the file, \
+         replace this member's data from the cluster"
+    )]
+    CrcMismatch { path: PathBuf, offset: u64 },
+    #[error(
+        "wal {path}: an earlier write or fdatasync failed, so what reached the disk is unknown; \
+         restart the member to recover from the log on disk"
+    )]
+    Failed { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -108,6 +135,13 @@ pub struct Wal {
     last_meta: Vec<u8>,
     last_state: Option<Vec<u8>>,
     last_snapshot: Option<(u64, Vec<u8>)>,
+    /// The index of the last entry buffered or written (or of the snapshot, if later).
+    last_index: u64,
+    /// The index of the last snapshot marker that `sync` made durable.
+    durable_snapshot_index: u64,
+    /// Set when a write or fdatasync failed: nothing more may be written.
+    failed: bool,
+    segment_bytes_max: u64,
     buf: Vec<u8>,
 }
 
@@ -162,34 +196,42 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, Option<TornAt>), WalErro
     let mut off = MAGIC.len();
     while off < data.len() {
         let torn = |reason: &str| Some((off as u64, reason.to_string()));
-        if data.len() - off < HEADER_BYTES {
-            return Ok((records, torn("record header cut short")));
-        }
-        let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]);
-        let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
-        // Only the end of the file can be torn (a batch whose fdatasync never returned):
-        // a record running past the end, a final record with a bad checksum, or zeros to the
-        // end. Damage followed by more data is corruption of synced records: refuse it.
         let corrupt = |reason: &str| WalError::Corrupt {
             path: path.to_path_buf(),
             offset: off as u64,
             reason: reason.to_string(),
         };
+        // Only the end of the file can be torn (a batch whose fdatasync never returned):
+        // a record running past the end, zeros to the end, or a record with a sector that was
+        // never written. Any other damage is corruption of synced records: refuse it.
+        if data.len() - off < HEADER_BYTES {
+            return Ok((records, torn("record header cut short")));
+        }
+        let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]);
+        let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
         if !(9..=RECORD_BYTES_MAX).contains(&len) {
             if data[off..].iter().all(|b| *b == 0) {
                 return Ok((records, torn("zeros at the tail")));
             }
             return Err(corrupt("bad record length"));
         }
-        if data.len() - off - 8 < len as usize {
+        let end = off + 8 + len as usize;
+        if end > data.len() {
             return Ok((records, torn("record cut short")));
         }
-        let body = &data[off + 8..off + 8 + len as usize];
+        let body = &data[off + 8..end];
         if crc32fast::hash(body) != crc {
-            if off + 8 + len as usize == data.len() {
-                return Ok((records, torn("checksum mismatch in the last record")));
+            if has_zero_sector(&data[off..end], off) {
+                return Ok((records, torn("a sector of a record was never written")));
             }
-            return Err(corrupt("crc mismatch before the end of the log"));
+            return Err(WalError::CrcMismatch {
+                path: path.to_path_buf(),
+                offset: off as u64,
+            });
+        }
+        if !(KIND_META..=KIND_SNAPSHOT).contains(&body[0]) {
+            // A whole record of a kind we do not know: another program's or version's log.
+            return Err(corrupt(&format!("unknown record kind {}", body[0])));
         }
         let mut index = [0u8; 8];
         index.copy_from_slice(&body[1..9]);
@@ -198,9 +240,26 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, Option<TornAt>), WalErro
             index: u64::from_le_bytes(index),
             payload: body[9..].to_vec(),
         });
-        off += 8 + len as usize;
+        off = end;
     }
     Ok((records, None))
+}
+
+/// etcd's `isTornEntry`: true when the part of `record` (which starts at file offset
+/// `start`) inside some 512-byte sector is all zeros, i.e. that sector of the write never
+/// reached the disk. Sectors are written whole or not at all, so a record that fails its CRC
+/// with every sector holding data was damaged after it was written.
+fn has_zero_sector(record: &[u8], start: usize) -> bool {
+    let mut off = 0;
+    while off < record.len() {
+        let sector_end = ((start + off) / SECTOR_BYTES + 1) * SECTOR_BYTES - start;
+        let chunk = &record[off..sector_end.min(record.len())];
+        if chunk.iter().all(|b| *b == 0) {
+            return true;
+        }
+        off += chunk.len();
+    }
+    false
 }
 
 impl Wal {
@@ -228,6 +287,10 @@ impl Wal {
             last_meta: meta.to_vec(),
             last_state: None,
             last_snapshot: None,
+            last_index: 0,
+            durable_snapshot_index: 0,
+            failed: false,
+            segment_bytes_max: SEGMENT_BYTES_MAX,
             buf: Vec::new(),
         };
         wal.start_segment(0, 1)?;
@@ -277,7 +340,7 @@ impl Wal {
                 }
                 tracing::warn!(
                     path = %seg.path.display(), offset, %reason,
-                    "repairing torn tail of the write-ahead log (an unacknowledged write)"
+                    "repairing the torn tail of the write-ahead log (a write whose fdatasync never returned)"
                 );
                 let f = OpenOptions::new()
                     .write(true)
@@ -293,6 +356,8 @@ impl Wal {
             .open(&path)
             .map_err(io_err(&path))?;
         let size = file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        let snapshot_index = replay.snapshot.as_ref().map_or(0, |(i, _)| *i);
+        let entry_index = replay.entries.last().map_or(0, |(i, _)| *i);
         let wal = Wal {
             dir: dir.to_path_buf(),
             file,
@@ -301,12 +366,25 @@ impl Wal {
             last_meta: replay.meta.clone().unwrap_or_default(),
             last_state: replay.state.clone(),
             last_snapshot: replay.snapshot.clone(),
+            last_index: snapshot_index.max(entry_index),
+            durable_snapshot_index: snapshot_index,
+            failed: false,
+            segment_bytes_max: SEGMENT_BYTES_MAX,
             buf: Vec::new(),
         };
         Ok((wal, replay))
     }
 
+    /// Starts segment `seq`. A failure after the rename leaves a segment on disk that this
+    /// `Wal` does not write to, and whose records would replay after newer ones: poison.
     fn start_segment(&mut self, seq: u64, first_index: u64) -> Result<(), WalError> {
+        self.check_usable()?;
+        let result = self.write_segment(seq, first_index);
+        self.failed = result.is_err();
+        result
+    }
+
+    fn write_segment(&mut self, seq: u64, first_index: u64) -> Result<(), WalError> {
         let path = self.dir.join(segment_name(seq, first_index));
         let tmp = self
             .dir
@@ -337,9 +415,39 @@ impl Wal {
         Ok(())
     }
 
+    fn check_usable(&self) -> Result<(), WalError> {
+        if self.failed {
+            let path = self.segments.last().map(|s| s.path.clone());
+            return Err(WalError::Failed {
+                path: path.unwrap_or_else(|| self.dir.clone()),
+            });
+        }
+        Ok(())
+    }
+
     /// Buffers raft entries (index, encoded entry) for the next [`Wal::sync`].
+    ///
+    /// `index` is at most one past the last entry: lower means raft replaces a conflicting
+    /// suffix of its log (a new leader's entries), which replay honours; higher would leave a
+    /// hole no replay can fill. It is above the last snapshot marker: raft never rewrites
+    /// committed entries, and the marker is at or below the commit index.
     pub fn append_entry(&mut self, index: u64, entry: &[u8]) {
+        assert!(
+            index <= self.last_index + 1,
+            "wal: entry {index} appended after entry {}: the log would skip an index",
+            self.last_index
+        );
+        let snapshot_index = self.snapshot_index();
+        assert!(
+            index > snapshot_index,
+            "wal: entry {index} appended at or below the snapshot marker {snapshot_index}"
+        );
         encode(&mut self.buf, KIND_ENTRY, index, entry);
+        self.last_index = index;
+    }
+
+    fn snapshot_index(&self) -> u64 {
+        self.last_snapshot.as_ref().map_or(0, |(i, _)| *i)
     }
 
     /// Buffers the raft hard state for the next [`Wal::sync`].
@@ -350,12 +458,23 @@ impl Wal {
 
     /// Buffers a snapshot marker: entries at or below `index` are no longer needed.
     pub fn append_snapshot(&mut self, index: u64, meta: &[u8]) {
+        let snapshot_index = self.snapshot_index();
+        assert!(
+            index >= snapshot_index,
+            "wal: snapshot marker {index} after marker {snapshot_index}: markers never go back"
+        );
         encode(&mut self.buf, KIND_SNAPSHOT, index, meta);
+        // A snapshot from the leader can be past every entry: the log goes on after it.
+        self.last_index = self.last_index.max(index);
         self.last_snapshot = Some((index, meta.to_vec()));
     }
 
     /// Writes what was buffered and makes it durable (one write, one fdatasync).
+    ///
+    /// A failure poisons the log: part of the batch may be on disk, and after a failed
+    /// fdatasync the kernel may have dropped the dirty pages while a retry reports success.
     pub fn sync(&mut self) -> Result<(), WalError> {
+        self.check_usable()?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -364,17 +483,24 @@ impl Wal {
             .last()
             .map(|s| s.path.clone())
             .unwrap_or_default();
-        self.file.write_all(&self.buf).map_err(io_err(&path))?;
-        self.file.sync_data().map_err(io_err(&path))?;
+        let written = self
+            .file
+            .write_all(&self.buf)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.failed = true;
+            return Err(io_err(&path)(e));
+        }
         self.size += self.buf.len() as u64;
         self.buf.clear();
+        self.durable_snapshot_index = self.snapshot_index();
         Ok(())
     }
 
     /// Starts a new segment when the current one is full. `next_index` is the index of the
     /// next entry to be written. Call after [`Wal::sync`].
     pub fn maybe_rotate(&mut self, next_index: u64) -> Result<(), WalError> {
-        if self.size < SEGMENT_BYTES_MAX || !self.buf.is_empty() {
+        if self.size < self.segment_bytes_max || !self.buf.is_empty() {
             return Ok(());
         }
         let seq = self.segments.last().map(|s| s.seq + 1).unwrap_or(0);
@@ -384,11 +510,23 @@ impl Wal {
     /// Deletes segments whose entries are all at or below `index` (covered by a snapshot
     /// that is already durable). The open segment is never deleted.
     pub fn release_to(&mut self, index: u64) -> Result<(), WalError> {
+        // Else entries that nothing else holds would be deleted.
+        assert!(
+            index <= self.durable_snapshot_index,
+            "wal: releasing segments up to {index} past the durable snapshot marker {}",
+            self.durable_snapshot_index
+        );
         while self.segments.len() > 1 && self.segments[1].first_index <= index + 1 {
             let seg = self.segments.remove(0);
             fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
         }
         Ok(())
+    }
+
+    /// Changes the size at which [`Wal::maybe_rotate`] starts a new segment (default
+    /// [`SEGMENT_BYTES_MAX`]; etcd's tests shrink `wal.SegmentSizeBytes` the same way).
+    pub fn set_segment_bytes_max(&mut self, bytes: u64) {
+        self.segment_bytes_max = bytes;
     }
 
     /// Number of segment files (for status and tests).

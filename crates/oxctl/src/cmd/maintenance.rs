@@ -268,14 +268,14 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
 }
 
 /// `snapshot restore`: an oxcd snapshot into a new member's data dir (see
-/// `oxcd_server::restore`), logging what etcdctl logs, to stderr.
+/// `oxcd_snapshot::restore`), logging what etcdctl logs, to stderr.
 fn snapshot_restore(a: RestoreArgs) -> CtlResult {
     let [path] = a.args.as_slice() else {
         return Err(CtlError::args(
             "snapshot restore requires exactly one argument",
         ));
     };
-    let opts = oxcd_server::restore::RestoreOptions {
+    let opts = oxcd_snapshot::RestoreOptions {
         snapshot: path.into(),
         data_dir: (!a.data_dir.is_empty()).then(|| a.data_dir.clone().into()),
         wal_dir: (!a.wal_dir.is_empty()).then(|| a.wal_dir.clone().into()),
@@ -285,19 +285,18 @@ fn snapshot_restore(a: RestoreArgs) -> CtlResult {
         initial_advertise_peer_urls: a.initial_advertise_peer_urls,
         skip_hash_check: a.skip_hash_check,
     };
-    let cfg =
-        oxcd_server::restore::check_options(&opts).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+    let cfg = oxcd_snapshot::check_options(&opts).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
     let data_dir = cfg.data_dir.display().to_string();
     let dirs = format!(
         ",\"path\":{},\"wal-dir\":{},\"data-dir\":{},\"snap-dir\":{}",
         json_string(path),
-        json_string(&oxcd_server::bootstrap::wal_dir(&cfg).display().to_string()),
+        json_string(&cfg.wal_path().display().to_string()),
         json_string(&data_dir),
         json_string(&format!("{data_dir}/member/snap")),
     );
     snapshot_log("snapshot/v3_snapshot.go:296", "restoring snapshot", &dirs);
-    let r = oxcd_server::restore::restore_checked(&opts, &cfg)
-        .map_err(|e| CtlError::new(EXIT_ERROR, e))?;
+    let r =
+        oxcd_snapshot::restore_checked(&opts, &cfg).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
     for m in &r.members {
         let urls: Vec<String> = m.peer_urls.iter().map(|u| json_string(u)).collect();
         snapshot_log(
@@ -365,8 +364,8 @@ fn snapshot_status(ctx: &Ctx, args: &[String]) -> CtlResult {
         };
         CtlError::new(EXIT_ERROR, format!("stat {path}: {why}"))
     })?;
-    let st = if data.starts_with(oxcd_server::restore::SNAPSHOT_MAGIC) {
-        let st = oxcd_server::restore::snapshot_status(path, &data)
+    let st = if data.starts_with(oxcd_snapshot::SNAPSHOT_MAGIC) {
+        let st = oxcd_snapshot::snapshot_status(path, &data)
             .map_err(|e| CtlError::new(EXIT_ERROR, e.to_string()))?;
         crate::boltdb::Status {
             hash: st.hash,

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             println!(
                 "oxcd Version: {}\netcd API Version: {}",
                 env!("CARGO_PKG_VERSION"),
-                oxcd_server::server::ETCD_VERSION
+                oxcd_server::version::ETCD_VERSION
             );
             return ExitCode::SUCCESS;
         }

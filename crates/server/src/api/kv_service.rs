@@ -1,0 +1,98 @@
+//! etcd's KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use oxcd_api::etcdserverpb as pb;
+use oxcd_api::etcdserverpb::kv_server::Kv;
+use tonic::{Request, Response};
+
+use crate::api::services::{GrpcResult, Services};
+use crate::error::ServerError;
+use crate::request::Op;
+use crate::state::apply::Applied;
+use crate::state::auth::Need;
+use crate::state::kv;
+
+#[tonic::async_trait]
+impl Kv for Services {
+    async fn range(&self, req: Request<pb::RangeRequest>) -> GrpcResult<pb::RangeResponse> {
+        let (meta, _, r) = req.into_parts();
+        kv::check_range(&r)?;
+        if !r.serializable && self.server.is_learner() {
+            return Err(ServerError::NotSupportedForLearner.into());
+        }
+        self.server.auth_check(&meta, Need::Range(&r)).await?;
+        if !r.serializable {
+            self.server.read_index().await?;
+        }
+        let mut resp = kv::range(self.server.store.as_ref(), &r)?;
+        resp.header = Some(
+            self.server
+                .header(resp.header.map(|h| h.revision).unwrap_or(0)),
+        );
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> GrpcResult<pb::PutResponse> {
+        let (meta, _, r) = req.into_parts();
+        kv::check_put(&r)?;
+        self.server.auth_check(&meta, Need::Put(&r)).await?;
+        match self.write(Op::Put(r)).await? {
+            (Applied::Put(mut resp), rev) => {
+                resp.header = Some(self.server.header(rev));
+                Ok(Response::new(resp))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> GrpcResult<pb::DeleteRangeResponse> {
+        let (meta, _, r) = req.into_parts();
+        kv::check_delete(&r)?;
+        self.server.auth_check(&meta, Need::Delete(&r)).await?;
+        match self.write(Op::DeleteRange(r)).await? {
+            (Applied::Delete(mut resp), rev) => {
+                resp.header = Some(self.server.header(rev));
+                Ok(Response::new(resp))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> GrpcResult<pb::TxnResponse> {
+        let (meta, _, r) = req.into_parts();
+        kv::check_txn(&r, self.server.cfg.txn_ops_max)?;
+        self.server.auth_check(&meta, Need::Txn(&r)).await?;
+        if kv::txn_is_read_only(&r) {
+            if !kv::txn_is_serializable(&r) {
+                self.server.read_index().await?;
+            }
+            let mut resp = kv::txn_read(self.server.store.as_ref(), &r)?;
+            resp.header = Some(self.server.header(self.server.store.current_rev()));
+            return Ok(Response::new(resp));
+        }
+        match self.write(Op::Txn(r)).await? {
+            (Applied::Txn(mut resp), rev) => {
+                resp.header = Some(self.server.header(rev));
+                Ok(Response::new(resp))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn compact(
+        &self,
+        req: Request<pb::CompactionRequest>,
+    ) -> GrpcResult<pb::CompactionResponse> {
+        self.server.auth_check(req.metadata(), Need::Token).await?;
+        let r = req.into_inner();
+        match self.write(Op::Compaction(r)).await? {
+            (Applied::Compaction(mut resp), rev) => {
+                resp.header = Some(self.server.header(rev));
+                Ok(Response::new(resp))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The API wing: what clients reach. gRPC services (etcd's v3 API), the HTTP listener with
+//! the v2 keys API, `/version` and `/health`, and [`server::Server`], the facade handlers
+//! use to propose writes and wait for read points.
+//!
+//! Rule: handlers are thin (check the request, check permissions, delegate, map the error
+//! once). This wing imports `crate::state` (to read) and `crate::consensus` (to send events); no
+//! other wing imports it.
+
+pub mod auth_check;
+pub mod auth_service;
+pub mod cluster_service;
+pub mod h2_authority;
+pub mod http;
+pub mod kv_service;
+pub mod lease_service;
+pub mod maintenance_service;
+pub mod server;
+pub mod services;
+pub mod v2_http;
+pub mod watch_service;

@@ -1,0 +1,93 @@
+//! raft-rs's view of our log: entries and hard state in memory (raft-rs's `MemStorage`,
+//! rebuilt from the WAL at start), and snapshots made from the MVCC backend on demand.
+
+use std::sync::Arc;
+
+use raft::eraftpb::{Entry, Snapshot};
+use raft::storage::MemStorage;
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+use oxcd_storage::Store;
+
+/// The WAL snapshot marker's codec: the data-dir layout's, shared with `snapshot restore`.
+pub use oxcd_snapshot::layout::{decode_snapshot_meta, encode_snapshot_meta};
+
+pub struct LogStore {
+    pub mem: MemStorage,
+    pub store: Arc<Store>,
+}
+
+impl Storage for LogStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        self.mem.term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+
+    /// A snapshot is the whole backend as of its last applied entry.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft_snapshot_send");
+        let (data, index, term) = self
+            .store
+            .snapshot()
+            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
+        if index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.mem.initial_state()?.conf_state);
+        Ok(snap)
+    }
+}
+
+/// Forwards raft-rs's slog records to `tracing`.
+pub struct SlogToTracing;
+
+impl slog::Drain for SlogToTracing {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        let msg = record.msg().to_string();
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{msg}"),
+            slog::Level::Warning => tracing::warn!(target: "raft", "{msg}"),
+            slog::Level::Info => tracing::debug!(target: "raft", "{msg}"),
+            _ => tracing::trace!(target: "raft", "{msg}"),
+        }
+        Ok(())
+    }
+}
+
+pub fn raft_logger() -> slog::Logger {
+    slog::Logger::root(SlogToTracing, slog::o!())
+}

@@ -1,0 +1,479 @@
+//! etcd's KV semantics on top of the MVCC store: range options (limit, sort, filters),
+//! put/delete with their flags, transactions with compares, and request validation.
+//! Used by the apply loop for writes and by the read path for ranges and read-only txns.
+
+use oxcd_api::etcdserverpb::{
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    range_request::{SortOrder, SortTarget},
+    request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
+};
+use oxcd_api::mvccpb::KeyValue;
+use oxcd_storage::mvcc::TxnWrite;
+use oxcd_storage::{Event, RangeOptions, RangeResult, Store};
+
+use crate::error::ServerError;
+
+/// Something ranges can be read from: the store (reads) or a write transaction (txns).
+pub trait KvRead {
+    fn range_kv(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, ServerError>;
+}
+
+/// Something writes go to: a write transaction of the apply loop.
+pub trait KvWrite: KvRead {
+    fn put_kv(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, ServerError>;
+    fn delete_kv(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, ServerError>;
+    /// True if a lease exists (puts to an unknown lease fail).
+    fn lease_exists(&self, lease: i64) -> bool;
+    /// The revision a read sees now: the write's own once it changed something.
+    fn read_rev(&self) -> i64;
+}
+
+impl KvRead for Store {
+    fn range_kv(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, ServerError> {
+        Ok(self.range(key, end, opts)?)
+    }
+}
+
+/// A write transaction plus the lease check the apply loop supplies.
+pub struct Writer<'t, 'b, 'a, F: Fn(i64) -> bool> {
+    pub txn: &'t mut TxnWrite<'b, 'a>,
+    pub lease_exists: F,
+}
+
+impl<F: Fn(i64) -> bool> KvRead for Writer<'_, '_, '_, F> {
+    fn range_kv(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, ServerError> {
+        Ok(self.txn.range(key, end, opts)?)
+    }
+}
+
+impl<F: Fn(i64) -> bool> KvWrite for Writer<'_, '_, '_, F> {
+    fn put_kv(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<KeyValue>, ServerError> {
+        Ok(self.txn.put(key, value, lease)?)
+    }
+
+    fn delete_kv(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, ServerError> {
+        Ok(self.txn.delete_range(key, end)?)
+    }
+
+    fn lease_exists(&self, lease: i64) -> bool {
+        (self.lease_exists)(lease)
+    }
+
+    fn read_rev(&self) -> i64 {
+        self.txn.read_rev()
+    }
+}
+
+/// A range, etcd's way: filters and sorting need every key, then the limit cuts.
+pub fn range(view: &impl KvRead, r: &RangeRequest) -> Result<RangeResponse, ServerError> {
+    let order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
+    let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
+    let filtered = r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0;
+    let sorting = order != SortOrder::None || target != SortTarget::Key;
+    let limit = if r.limit <= 0 || filtered || sorting {
+        0
+    } else {
+        r.limit as usize + 1
+    };
+    let res = view.range_kv(
+        &r.key,
+        &r.range_end,
+        RangeOptions {
+            limit,
+            rev: r.revision,
+            count_only: r.count_only,
+        },
+    )?;
+    let mut kvs = res.kvs;
+    if filtered {
+        kvs.retain(|kv| {
+            (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+                && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+                && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+                && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+        });
+    }
+    let order = match (order, target) {
+        (SortOrder::None, SortTarget::Key) => SortOrder::None,
+        (SortOrder::None, _) => SortOrder::Ascend,
+        (o, _) => o,
+    };
+    if order != SortOrder::None {
+        sort_kvs(&mut kvs, target, order == SortOrder::Descend);
+    }
+    let mut more = false;
+    if r.limit > 0 && kvs.len() > r.limit as usize {
+        kvs.truncate(r.limit as usize);
+        more = true;
+    }
+    if r.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(RangeResponse {
+        header: Some(header(res.rev)),
+        kvs,
+        more,
+        count: res.count as i64,
+    })
+}
+
+/// Sorts by `target`; entries that tie keep their key order in both directions (as etcd's
+/// results show), so descending is a reversed comparison, not a reversed list.
+fn sort_kvs(kvs: &mut [KeyValue], target: SortTarget, descend: bool) {
+    let cmp = |a: &KeyValue, b: &KeyValue| match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    };
+    if descend {
+        kvs.sort_by(|a, b| cmp(b, a));
+    } else {
+        kvs.sort_by(cmp);
+    }
+}
+
+/// A header with only the revision set; the server fills in the IDs and term.
+pub fn header(revision: i64) -> ResponseHeader {
+    ResponseHeader {
+        revision,
+        ..Default::default()
+    }
+}
+
+pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerError> {
+    let prev = w
+        .range_kv(&r.key, &[], RangeOptions::default())?
+        .kvs
+        .into_iter()
+        .next();
+    let value = if r.ignore_value {
+        prev.as_ref().ok_or(ServerError::KeyNotFound)?.value.clone()
+    } else {
+        r.value.clone()
+    };
+    let lease = if r.ignore_lease {
+        prev.as_ref().ok_or(ServerError::KeyNotFound)?.lease
+    } else {
+        r.lease
+    };
+    if lease != 0 && !w.lease_exists(lease) {
+        return Err(ServerError::LeaseNotFound);
+    }
+    let prev = w.put_kv(&r.key, value, lease)?;
+    // Inside a txn etcd leaves this header (revision only) in the response; outside one the
+    // server replaces it with a full header.
+    Ok(PutResponse {
+        header: Some(header(w.read_rev())),
+        prev_kv: if r.prev_kv { prev } else { None },
+    })
+}
+
+pub fn delete(
+    w: &mut impl KvWrite,
+    r: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, ServerError> {
+    let deleted = w.delete_kv(&r.key, &r.range_end)?;
+    Ok(DeleteRangeResponse {
+        header: Some(header(w.read_rev())),
+        deleted: deleted.len() as i64,
+        prev_kvs: if r.prev_kv { deleted } else { Vec::new() },
+    })
+}
+
+/// Evaluates a txn's compares against a view.
+pub fn compares_hold(view: &impl KvRead, compares: &[Compare]) -> Result<bool, ServerError> {
+    for c in compares {
+        if !compare_holds(view, c)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn compare_holds(view: &impl KvRead, c: &Compare) -> Result<bool, ServerError> {
+    let res = view.range_kv(&c.key, &c.range_end, RangeOptions::default())?;
+    let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+    if res.kvs.is_empty() {
+        if target == CompareTarget::Value {
+            return Ok(false);
+        }
+        return Ok(compare_kv(c, target, &KeyValue::default()));
+    }
+    Ok(res.kvs.iter().all(|kv| compare_kv(c, target, kv)))
+}
+
+fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    use std::cmp::Ordering;
+    let ord = match (&c.target_union, target) {
+        (Some(TargetUnion::Value(v)), CompareTarget::Value) => kv.value.as_slice().cmp(v),
+        (Some(TargetUnion::Version(v)), CompareTarget::Version) => kv.version.cmp(v),
+        (Some(TargetUnion::CreateRevision(v)), CompareTarget::Create) => kv.create_revision.cmp(v),
+        (Some(TargetUnion::ModRevision(v)), CompareTarget::Mod) => kv.mod_revision.cmp(v),
+        (Some(TargetUnion::Lease(v)), CompareTarget::Lease) => kv.lease.cmp(v),
+        // A missing or mismatched union compares as the zero value, as in etcd.
+        (_, CompareTarget::Value) => kv.value.as_slice().cmp(&[][..]),
+        (_, CompareTarget::Version) => kv.version.cmp(&0),
+        (_, CompareTarget::Create) => kv.create_revision.cmp(&0),
+        (_, CompareTarget::Mod) => kv.mod_revision.cmp(&0),
+        (_, CompareTarget::Lease) => kv.lease.cmp(&0),
+    };
+    match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ord == Ordering::Equal,
+        CompareResult::NotEqual => ord != Ordering::Equal,
+        CompareResult::Greater => ord == Ordering::Greater,
+        CompareResult::Less => ord == Ordering::Less,
+    }
+}
+
+/// Runs a transaction that writes. Compares see the state before the txn.
+pub fn txn(w: &mut impl KvWrite, r: &TxnRequest) -> Result<TxnResponse, ServerError> {
+    let succeeded = compares_hold(w, &r.compare)?;
+    let ops = if succeeded { &r.success } else { &r.failure };
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let resp = match &op.request {
+            Some(request_op::Request::RequestRange(rr)) => {
+                response_op::Response::ResponseRange(range(w, rr)?)
+            }
+            Some(request_op::Request::RequestPut(p)) => {
+                response_op::Response::ResponsePut(put(w, p)?)
+            }
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                response_op::Response::ResponseDeleteRange(delete(w, d)?)
+            }
+            Some(request_op::Request::RequestTxn(t)) => {
+                response_op::Response::ResponseTxn(txn(w, t)?)
+            }
+            None => continue,
+        };
+        responses.push(ResponseOp {
+            response: Some(resp),
+        });
+    }
+    Ok(TxnResponse {
+        header: Some(ResponseHeader::default()),
+        succeeded,
+        responses,
+    })
+}
+
+/// Runs a read-only transaction against the store: [`txn`] over a view that refuses
+/// writes (the caller checked [`txn_is_read_only`] first).
+pub fn txn_read(view: &impl KvRead, r: &TxnRequest) -> Result<TxnResponse, ServerError> {
+    txn(&mut ReadOnly(view), r)
+}
+
+/// A read view as a [`KvWrite`] whose writes fail.
+struct ReadOnly<'v, V>(&'v V);
+
+impl<V: KvRead> KvRead for ReadOnly<'_, V> {
+    fn range_kv(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<RangeResult, ServerError> {
+        self.0.range_kv(key, end, opts)
+    }
+}
+
+impl<V: KvRead> KvWrite for ReadOnly<'_, V> {
+    fn put_kv(&mut self, _: &[u8], _: Vec<u8>, _: i64) -> Result<Option<KeyValue>, ServerError> {
+        Err(ServerError::Internal("write in a read-only txn".into()))
+    }
+
+    fn delete_kv(&mut self, _: &[u8], _: &[u8]) -> Result<Vec<KeyValue>, ServerError> {
+        Err(ServerError::Internal("write in a read-only txn".into()))
+    }
+
+    fn lease_exists(&self, _: i64) -> bool {
+        false
+    }
+
+    /// Only writes read it, and none succeeds here.
+    fn read_rev(&self) -> i64 {
+        0
+    }
+}
+
+/// True when neither branch (nor any nested txn) writes.
+pub fn txn_is_read_only(r: &TxnRequest) -> bool {
+    r.success
+        .iter()
+        .chain(r.failure.iter())
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(_)) | None => true,
+            Some(request_op::Request::RequestTxn(t)) => txn_is_read_only(t),
+            _ => false,
+        })
+}
+
+/// True when every range in the txn asks for serializable reads.
+pub fn txn_is_serializable(r: &TxnRequest) -> bool {
+    r.success
+        .iter()
+        .chain(r.failure.iter())
+        .all(|op| match &op.request {
+            Some(request_op::Request::RequestRange(rr)) => rr.serializable,
+            Some(request_op::Request::RequestTxn(t)) => txn_is_serializable(t),
+            _ => true,
+        })
+}
+
+pub fn check_range(r: &RangeRequest) -> Result<(), ServerError> {
+    if r.key.is_empty() {
+        return Err(ServerError::EmptyKey);
+    }
+    Ok(())
+}
+
+pub fn check_put(r: &PutRequest) -> Result<(), ServerError> {
+    if r.key.is_empty() {
+        return Err(ServerError::EmptyKey);
+    }
+    if r.ignore_value && !r.value.is_empty() {
+        return Err(ServerError::ValueProvided);
+    }
+    if r.ignore_lease && r.lease != 0 {
+        return Err(ServerError::LeaseProvided);
+    }
+    Ok(())
+}
+
+pub fn check_delete(r: &DeleteRangeRequest) -> Result<(), ServerError> {
+    if r.key.is_empty() {
+        return Err(ServerError::EmptyKey);
+    }
+    Ok(())
+}
+
+/// etcd's txn checks: op count, per-op checks, no key written twice (or written and
+/// deleted) in one branch.
+pub fn check_txn(r: &TxnRequest, ops_max: usize) -> Result<(), ServerError> {
+    if r.compare.len() > ops_max || r.success.len() > ops_max || r.failure.len() > ops_max {
+        return Err(ServerError::TooManyOps);
+    }
+    for c in &r.compare {
+        if c.key.is_empty() {
+            return Err(ServerError::EmptyKey);
+        }
+    }
+    for branch in [&r.success, &r.failure] {
+        check_ops(branch, ops_max)?;
+        let mut puts = Vec::new();
+        let mut dels = Vec::new();
+        collect_writes(branch, &mut puts, &mut dels)?;
+        for p in &puts {
+            if dels.iter().any(|(k, e)| in_range(p, k, e)) {
+                return Err(ServerError::DuplicateKey);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_ops(ops: &[RequestOp], ops_max: usize) -> Result<(), ServerError> {
+    for op in ops {
+        match &op.request {
+            Some(request_op::Request::RequestRange(rr)) => check_range(rr)?,
+            Some(request_op::Request::RequestPut(p)) => check_put(p)?,
+            Some(request_op::Request::RequestDeleteRange(d)) => check_delete(d)?,
+            Some(request_op::Request::RequestTxn(t)) => check_txn(t, ops_max)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Collects the keys a branch puts (duplicates are an error) and the ranges it deletes.
+/// Nested txns count with their parent, as in etcd.
+fn collect_writes(
+    ops: &[RequestOp],
+    puts: &mut Vec<Vec<u8>>,
+    dels: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), ServerError> {
+    for op in ops {
+        match &op.request {
+            Some(request_op::Request::RequestPut(p)) => {
+                if puts.contains(&p.key) {
+                    return Err(ServerError::DuplicateKey);
+                }
+                puts.push(p.key.clone());
+            }
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                dels.push((d.key.clone(), d.range_end.clone()))
+            }
+            Some(request_op::Request::RequestTxn(t)) => {
+                // Each branch of a nested txn is checked against the parent's writes.
+                for branch in [&t.success, &t.failure] {
+                    let mut p2 = puts.clone();
+                    let mut d2 = dels.clone();
+                    collect_writes(branch, &mut p2, &mut d2)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    if end.is_empty() {
+        return key == start;
+    }
+    if end == [0] {
+        return key >= start;
+    }
+    key >= start && key < end
+}
+
+/// The events a write produced, for watchers; kept with its revision.
+pub type Events = Vec<Event>;
+
+/// HashKV: CRC-32 of every key revision from the compaction point up to `rev` (key, value,
+/// mod revision), and the compaction point it started from.
+pub fn hash_kv(store: &Store, rev: i64) -> Result<(u32, i64), ServerError> {
+    let compacted = store.compact_rev();
+    let events = store.history(compacted, rev, usize::MAX)?;
+    let mut h = crc32fast::Hasher::new();
+    for e in &events {
+        h.update(&e.kv.key);
+        h.update(&e.kv.value);
+        h.update(&e.kv.mod_revision.to_be_bytes());
+    }
+    Ok((h.finalize(), compacted))
+}

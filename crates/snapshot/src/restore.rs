@@ -1,0 +1,296 @@
+//! `snapshot restore`: turns a snapshot file ([`crate::file`]) into the data dir of one
+//! member of a NEW cluster, as etcd's `etcdctl snapshot restore` does: the keys, revisions,
+//! leases, auth and v2 keys of the snapshot, a membership taken from the flags (the old one
+//! is dropped), and a WAL that starts like a fresh cluster's (snapshot record at index 1,
+//! term 1, all members voters). Every member of the new cluster is restored from the same
+//! file with its own `--name`, then started with the same `--initial-cluster*` flags and
+//! `--initial-cluster-state new`.
+//!
+//! Nothing is half-written: the data dir is built under a temporary name beside it, made
+//! durable, then renamed into place. Errors are one line each, etcdctl's text where it has
+//! one (oxctl prints them after `Error: `).
+
+use std::borrow::Cow;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use raft::eraftpb::ConfState;
+
+use oxcd_storage::Store;
+
+use crate::file::snapshot_body;
+use crate::layout::{self, WalMeta};
+use crate::members::{initial_members, Member, AUX_MEMBERS};
+use crate::urls::{parse_initial_cluster, parse_urls, Url};
+
+/// First bytes of a redb file: an oxcd backend (`member/oxcd.db`).
+const REDB_MAGIC: &[u8] = b"redb";
+
+/// `snapshot restore`'s flags (etcdctl's names and defaults).
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub snapshot: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    pub wal_dir: Option<PathBuf>,
+    pub name: String,
+    pub initial_cluster: String,
+    pub initial_cluster_token: String,
+    pub initial_advertise_peer_urls: String,
+    pub skip_hash_check: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            snapshot: PathBuf::new(),
+            data_dir: None,
+            wal_dir: None,
+            name: "default".into(),
+            initial_cluster: "default=http://localhost:2380".into(),
+            initial_cluster_token: "etcd-cluster".into(),
+            initial_advertise_peer_urls: "http://localhost:2380".into(),
+            skip_hash_check: false,
+        }
+    }
+}
+
+/// `snapshot restore`'s flags, checked ([`check_options`]): what building the data dir
+/// needs, as the member will see the same flags when it starts.
+#[derive(Debug, Clone)]
+pub struct RestoreConfig {
+    pub name: String,
+    /// `--data-dir`, else etcd's `${name}.etcd`.
+    pub data_dir: PathBuf,
+    /// `--wal-dir`; `None` keeps the log in `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
+    /// name -> peer URLs, in flag order.
+    pub initial_cluster: Vec<(String, Vec<Url>)>,
+    pub initial_cluster_token: String,
+}
+
+impl RestoreConfig {
+    /// Where the WAL goes: `--wal-dir`, else `<data-dir>/member/wal`.
+    pub fn wal_path(&self) -> PathBuf {
+        layout::wal_dir(&self.data_dir, self.wal_dir.as_deref())
+    }
+}
+
+/// The new cluster a restore created this member of.
+#[derive(Debug)]
+pub struct Restored {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// Every member, sorted by ID (the order etcd logs them in).
+    pub members: Vec<Member>,
+    pub revision: i64,
+}
+
+/// A path flag: empty means not given (as etcd's flags treat it).
+fn given(p: &Option<PathBuf>) -> Option<PathBuf> {
+    p.clone().filter(|p| !p.as_os_str().is_empty())
+}
+
+/// Checks the flags, as etcdctl does before it touches anything.
+pub fn check_options(o: &RestoreOptions) -> Result<RestoreConfig, String> {
+    let data_dir = given(&o.data_dir).unwrap_or_else(|| PathBuf::from(format!("{}.etcd", o.name)));
+    if data_dir.exists() {
+        return Err(format!(
+            "data-dir {:?} exists",
+            data_dir.display().to_string()
+        ));
+    }
+    let wal_dir = given(&o.wal_dir);
+    if let Some(w) = &wal_dir {
+        if w.exists() {
+            return Err(format!("wal-dir {:?} exists", w.display().to_string()));
+        }
+    }
+    let initial_cluster = parse_initial_cluster(&o.initial_cluster).map_err(|e| e.to_string())?;
+    let Some((_, urls)) = initial_cluster.iter().find(|(n, _)| *n == o.name) else {
+        return Err(format!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            o.name
+        ));
+    };
+    let adv = parse_urls(
+        "initial-advertise-peer-urls",
+        &o.initial_advertise_peer_urls,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut mine: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+    let mut theirs: Vec<String> = adv.iter().map(|u| u.to_string()).collect();
+    mine.sort();
+    theirs.sort();
+    if mine != theirs {
+        return Err(format!(
+            "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (resolved urls: {:?} != {:?})",
+            o.name,
+            mine.join(","),
+            theirs.join(","),
+            theirs.join(","),
+            mine.join(",")
+        ));
+    }
+    Ok(RestoreConfig {
+        name: o.name.clone(),
+        data_dir,
+        wal_dir,
+        initial_cluster,
+        initial_cluster_token: o.initial_cluster_token.clone(),
+    })
+}
+
+/// Restores `o.snapshot` into a new data dir. Errors are etcdctl's texts where it has one.
+pub fn restore(o: &RestoreOptions) -> Result<Restored, String> {
+    restore_checked(o, &check_options(o)?)
+}
+
+/// [`restore`] with the flags already checked (`cfg` from [`check_options`]).
+pub fn restore_checked(o: &RestoreOptions, cfg: &RestoreConfig) -> Result<Restored, String> {
+    let path = o.snapshot.display().to_string();
+    let data = fs::read(&o.snapshot).map_err(|e| format!("open {path}: {}", go_io_error(&e)))?;
+    let body = backend_body(o, &data)?;
+    let data_dir = &cfg.data_dir;
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let base = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "data".into());
+    let tmp = parent.join(format!(".{base}.restoring-{}", std::process::id()));
+    let tmp_wal = cfg
+        .wal_dir
+        .as_ref()
+        .map(|w| w.with_file_name(format!(".wal.restoring-{}", std::process::id())));
+    let result = build(cfg, &body, &tmp, tmp_wal.as_deref()).and_then(|r| {
+        if let (Some(t), Some(w)) = (&tmp_wal, &cfg.wal_dir) {
+            fs::rename(t, w)
+                .map_err(|e| format!("cannot move the WAL into {}: {e}", w.display()))?;
+            sync_dir(w.parent().unwrap_or(Path::new(".")));
+        }
+        fs::rename(&tmp, data_dir)
+            .map_err(|e| format!("cannot move the data dir into {}: {e}", data_dir.display()))?;
+        sync_dir(&parent);
+        Ok(r)
+    });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+        if let Some(t) = &tmp_wal {
+            let _ = fs::remove_dir_all(t);
+        }
+    }
+    result
+}
+
+/// The backend body to restore from the file's `data`: a snapshot file's (checked unless
+/// `--skip-hash-check`), or, with `--skip-hash-check`, a backend file's.
+fn backend_body<'a>(o: &RestoreOptions, data: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
+    if o.skip_hash_check && data.starts_with(REDB_MAGIC) {
+        // A backend file copied out of a data dir (etcd allows its db file here too).
+        return backend_file_body(data).map(Cow::Owned);
+    }
+    let path = o.snapshot.display().to_string();
+    let body = snapshot_body(&path, data, o.skip_hash_check).map_err(|e| e.to_string())?;
+    Ok(Cow::Borrowed(body))
+}
+
+/// The snapshot body of a backend file (`member/oxcd.db`) copied out of a data dir: opened
+/// from a private temporary copy, so the original is never written.
+fn backend_file_body(data: &[u8]) -> Result<Vec<u8>, String> {
+    let dir = std::env::temp_dir().join(format!("oxcd-restore-{}", std::process::id()));
+    let copy = dir.join("oxcd.db");
+    let result = (|| {
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        fs::write(&copy, data).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
+        let store = Store::open(&copy).map_err(|e| format!("not a usable oxcd backend: {e}"))?;
+        let (body, _, _) = store
+            .snapshot()
+            .map_err(|e| format!("cannot read the backend: {e}"))?;
+        Ok(body)
+    })();
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+/// Builds the data dir in `dir` (and the WAL in `wal`, else in `dir`), durable on return.
+fn build(
+    cfg: &RestoreConfig,
+    body: &[u8],
+    dir: &Path,
+    wal: Option<&Path>,
+) -> Result<Restored, String> {
+    let mdir = layout::member_dir(dir);
+    fs::create_dir_all(&mdir).map_err(|e| format!("cannot create {}: {e}", mdir.display()))?;
+    let (mut members, cluster_id) =
+        initial_members(&cfg.initial_cluster, &cfg.initial_cluster_token);
+    members.sort_by_key(|m| m.id);
+    let member_id = members
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .map(|m| m.id)
+        .ok_or("local member missing from --initial-cluster")?;
+    let revision = restore_backend(&layout::backend_path(dir), body)?;
+    let meta = WalMeta {
+        member_id,
+        cluster_id,
+        name: cfg.name.clone(),
+    };
+    let cs = ConfState {
+        voters: members.iter().map(|m| m.id).collect(),
+        ..Default::default()
+    };
+    let wal_dir = layout::wal_dir(dir, wal);
+    layout::create_wal(&wal_dir, &meta, 1, 1, &cs).map_err(|e| e.to_string())?;
+    sync_dir(&mdir);
+    sync_dir(dir);
+    Ok(Restored {
+        cluster_id,
+        member_id,
+        members,
+        revision,
+    })
+}
+
+/// Writes `body` into a new backend at `db`, drops the old cluster's member rows and sets
+/// the consistent index to the new WAL's start (1, 1); durable on return. Returns the
+/// restored revision.
+fn restore_backend(db: &Path, body: &[u8]) -> Result<i64, String> {
+    let store = Store::open(db).map_err(|e| format!("cannot create {}: {e}", db.display()))?;
+    let bad = |e: oxcd_storage::MvccError| format!("cannot restore the backend: {e}");
+    let old_members = {
+        let mut b = store.batch().map_err(bad)?;
+        b.restore(body).map_err(bad)?;
+        // Made durable by the commit below.
+        b.commit(false).map_err(bad)?;
+        store.aux_load(AUX_MEMBERS).map_err(bad)?
+    };
+    let mut b = store.batch().map_err(bad)?;
+    // The old cluster's membership goes; the flags define the new one.
+    for (key, _) in old_members {
+        b.aux_delete(AUX_MEMBERS, &key).map_err(bad)?;
+    }
+    b.set_consistent_index(1, 1).map_err(bad)?;
+    b.commit(true).map_err(bad)?;
+    Ok(store.current_rev())
+}
+
+/// fsyncs a directory so a rename or a new entry in it is durable; best effort (a
+/// filesystem that refuses to open directories has nothing to sync).
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Go's text for the common I/O errors (`no such file or directory`), else Rust's.
+fn go_io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory".into(),
+        _ => e.to_string(),
+    }
+}
