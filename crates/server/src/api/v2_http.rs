@@ -316,13 +316,15 @@ fn parse_key_request(
     };
     let prev_exist = match f.get("prevExist") {
         None => None,
-        Some(v) => {
-            Some(oxcd_gocompat::flag::parse_bool(v).ok_or_else(|| request_error(209, "invalid value for prevExist"))?)
-        }
+        Some(v) => Some(
+            oxcd_gocompat::flag::parse_bool(v)
+                .ok_or_else(|| request_error(209, "invalid value for prevExist"))?,
+        ),
     };
     let refresh = match f.get("refresh") {
         None => false,
-        Some(v) => oxcd_gocompat::flag::parse_bool(v).ok_or_else(|| request_error(209, "invalid value for refresh"))?,
+        Some(v) => oxcd_gocompat::flag::parse_bool(v)
+            .ok_or_else(|| request_error(209, "invalid value for refresh"))?,
     };
     let value = f.get("value").cloned();
     if refresh {
