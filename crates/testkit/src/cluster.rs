@@ -27,7 +27,7 @@ use oxcd_client::TlsMode;
 
 use crate::addr::{self, Addr};
 use crate::pki::{ClientCerts, KeyAlgo, Pki};
-use crate::process::{bin, require, run, run_for, Daemon, Output};
+use crate::process::{bin, poll, require, run, run_for, Daemon, Output, Signal};
 
 /// A started member must answer Status, naming a leader, within this long.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -531,8 +531,8 @@ impl Cluster {
         self.start(i);
     }
 
-    /// Sends `signal` (`libc::SIGSTOP`, `libc::SIGCONT`, ...) to member `i`.
-    pub fn signal(&self, i: usize, signal: i32) {
+    /// Sends `signal` to member `i`.
+    pub fn signal(&self, i: usize, signal: Signal) {
         let d = self.members[i].daemon();
         let d = d
             .as_ref()
@@ -606,6 +606,26 @@ impl Cluster {
     pub fn etcdctl_for(&self, i: usize, duration: Duration, args: &[&str]) -> Output {
         let mut cmd = etcdctl_command(&self.endpoint(i), self.client_certs().as_ref());
         run_for(cmd.args(args), b"", duration)
+    }
+
+    /// Waits (at most 20 s) until every running member serves the same revision (asked
+    /// with serializable etcdctl gets); returns it.
+    pub fn wait_same_revision(&self) -> i64 {
+        let revision = |i: usize| {
+            let out = self.etcdctl(i, &["get", "x", "--consistency=s", "-w", "json"], b"");
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+            v["header"]["revision"].as_i64().unwrap_or(-1)
+        };
+        let mut revs = Vec::new();
+        let agreed = poll(Duration::from_secs(20), Duration::from_millis(100), || {
+            revs = (0..self.len())
+                .filter(|i| self.pid(*i).is_some())
+                .map(revision)
+                .collect();
+            let first = *revs.first()?;
+            (first > 0 && revs.iter().all(|r| *r == first)).then_some(first)
+        });
+        agreed.unwrap_or_else(|| panic!("members never agreed on a revision: {revs:?}"))
     }
 
     /// This workspace's oxctl against member `i`, with the same flags as [`Cluster::etcdctl`].

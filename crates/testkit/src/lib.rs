@@ -21,4 +21,4 @@ pub mod text;
 
 pub use cluster::{etcdctl, Cluster, Impl};
 pub use pki::{KeyAlgo, Pki};
-pub use process::{require, run, wait_for, Output};
+pub use process::{require, run, wait_for, wait_until, Output, Signal};

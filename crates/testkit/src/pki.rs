@@ -86,16 +86,20 @@ pub const CA_CONFIG: &str = r#"{"signing":{"default":{"expiry":"43800h"},"profil
   "peer":{"expiry":"43800h","usages":["signing","key encipherment","server auth","client auth"]}}}}"#;
 
 impl Pki {
-    /// Makes a PKI in `dir` with the real cfssl/cfssljson; every key uses `algo`.
+    /// Makes a PKI in `dir` with the real cfssl/cfssljson; every key uses `algo`. Its CA is
+    /// named as every tutorial CA ("etcd root ca"): two such CAs differ in their keys only.
     pub fn cfssl(dir: &Path, algo: KeyAlgo, members: &[MemberHost]) -> Pki {
+        Pki::cfssl_with_ca(dir, algo, "etcd root ca", members)
+    }
+
+    /// [`Pki::cfssl`] with a CA named `ca_name`.
+    pub fn cfssl_with_ca(dir: &Path, algo: KeyAlgo, ca_name: &str, members: &[MemberHost]) -> Pki {
         require("cfssl");
         require("cfssljson");
         std::fs::create_dir_all(dir).expect("create the PKI dir");
         write(&dir.join("ca-config.json"), CA_CONFIG);
         let key = algo.json();
-        // Every tutorial CA has this name: two test CAs differ in their keys only.
-        let csr =
-            format!(r#"{{"CN":"etcd root ca","key":{key},"names":[{{"C":"US","O":"etcd"}}]}}"#);
+        let csr = format!(r#"{{"CN":"{ca_name}","key":{key},"names":[{{"C":"US","O":"etcd"}}]}}"#);
         write(&dir.join("ca-csr.json"), &csr);
         cfssl_json(dir, &["gencert", "-initca", "ca-csr.json"], "", "ca");
         let mut pki = Pki {

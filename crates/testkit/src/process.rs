@@ -47,6 +47,11 @@ impl Output {
     pub fn text(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
     }
+
+    /// The last line on stderr (etcdctl's `Error: ...`, after its client's retry logs).
+    pub fn last_stderr_line(&self) -> &str {
+        self.stderr.lines().last().unwrap_or_default()
+    }
 }
 
 /// Kills the child (SIGKILL) and reaps it when dropped, whatever ends the test.
@@ -180,6 +185,16 @@ pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<
         .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
 }
 
+/// Polls `ok` every 200 ms (for checks that run a command) until it holds; panics naming
+/// `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let held = poll(timeout, Duration::from_millis(200), || ok().then_some(()));
+    assert!(
+        held.is_some(),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
 /// Polls `check` every `interval` until it returns `Some`, or gives up (None) after `timeout`.
 pub fn poll<T>(
     timeout: Duration,
@@ -195,6 +210,27 @@ pub fn poll<T>(
             return None;
         }
         thread::sleep(interval);
+    }
+}
+
+/// The signals a test sends a server (SIGKILL is [`Daemon::kill`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Pauses it: it holds its sockets but answers nothing.
+    Stop,
+    /// Resumes a paused one.
+    Cont,
+    /// Asks it to shut down.
+    Term,
+}
+
+impl Signal {
+    fn number(self) -> i32 {
+        match self {
+            Signal::Stop => libc::SIGSTOP,
+            Signal::Cont => libc::SIGCONT,
+            Signal::Term => libc::SIGTERM,
+        }
     }
 }
 
@@ -246,15 +282,15 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Sends `signal` (`libc::SIGSTOP`, `libc::SIGCONT`, ...); panics if it cannot be sent.
-    pub fn signal(&self, signal: i32) {
+    /// Sends `signal`; panics if it cannot be sent.
+    pub fn signal(&self, signal: Signal) {
         let pid = self
             .pid()
             .unwrap_or_else(|| panic!("{} is not running", self.name));
         let pid = i32::try_from(pid).expect("a pid fits in pid_t");
         // SAFETY: kill(2) on the pid of our own unreaped child; no memory is involved.
-        let sent = unsafe { libc::kill(pid, signal) } == 0;
-        assert!(sent, "cannot send signal {signal} to {} ({pid})", self.name);
+        let sent = unsafe { libc::kill(pid, signal.number()) } == 0;
+        assert!(sent, "cannot send {signal:?} to {} ({pid})", self.name);
     }
 
     /// The exit code (-1 for a signal) if the process has exited, reaping it; None while it
