@@ -7,11 +7,8 @@
 //! lease IDs chosen by the client, TTL limits, TimeToLive with keys, keep-alive of an
 //! unknown lease.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Impl, Launch, Server};
 use oxcd_api::etcdserverpb::lease_client::LeaseClient;
 use oxcd_api::etcdserverpb::watch_client::WatchClient;
 use oxcd_api::etcdserverpb::watch_create_request::FilterType;
@@ -22,6 +19,7 @@ use oxcd_api::etcdserverpb::{
     PutRequest, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
     WatchResponse,
 };
+use oxcd_testkit::{Cluster, Impl};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
@@ -35,8 +33,8 @@ fn b(s: &str) -> Vec<u8> {
     s.as_bytes().to_vec()
 }
 
-async fn channel(s: &Server) -> Channel {
-    Channel::from_shared(s.client_url.clone())
+async fn channel(s: &Cluster) -> Channel {
+    Channel::from_shared(s.endpoint(0))
         .expect("url")
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
@@ -183,7 +181,7 @@ async fn put(kv: &mut KvClient<Channel>, k: &str, v: &str, lease: i64) -> String
 }
 
 /// The watch half of the transcript.
-async fn watch_transcript(s: &Server) -> Vec<String> {
+async fn watch_transcript(s: &Cluster) -> Vec<String> {
     let ch = channel(s).await;
     let mut kv = KvClient::new(ch.clone());
     let mut out = Vec::new();
@@ -360,7 +358,7 @@ async fn watch_transcript(s: &Server) -> Vec<String> {
     out
 }
 
-async fn lease_transcript(s: &Server) -> (Vec<String>, Vec<i64>) {
+async fn lease_transcript(s: &Cluster) -> (Vec<String>, Vec<i64>) {
     let ch = channel(s).await;
     let mut kv = KvClient::new(ch.clone());
     let mut le = LeaseClient::new(ch.clone());
@@ -473,9 +471,9 @@ async fn lease_transcript(s: &Server) -> (Vec<String>, Vec<i64>) {
     (out, chosen)
 }
 
-fn start(kind: Impl, dir: &std::path::Path) -> Server {
-    Launch::new(kind, dir)
-        .extra(["--experimental-watch-progress-notify-interval=1s".to_string()])
+fn start(kind: Impl) -> Cluster {
+    Cluster::builder(kind)
+        .flags(["--experimental-watch-progress-notify-interval=1s"])
         .start()
 }
 
@@ -504,9 +502,8 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_matches_etcd() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = start(Impl::Etcd, dir.path());
-    let oxcd = start(Impl::Oxcd, dir.path());
+    let etcd = start(Impl::Etcd);
+    let oxcd = start(Impl::Oxcd);
     let (e, o) = tokio::join!(
         bounded("etcd's watch transcript", watch_transcript(&etcd)),
         bounded("oxcd's watch transcript", watch_transcript(&oxcd))
@@ -527,9 +524,8 @@ async fn watch_matches_etcd() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_matches_etcd() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = start(Impl::Etcd, dir.path());
-    let oxcd = start(Impl::Oxcd, dir.path());
+    let etcd = start(Impl::Etcd);
+    let oxcd = start(Impl::Oxcd);
     let ((e, _), (o, _)) = tokio::join!(
         bounded("etcd's lease transcript", lease_transcript(&etcd)),
         bounded("oxcd's lease transcript", lease_transcript(&oxcd))

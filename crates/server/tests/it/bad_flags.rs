@@ -3,20 +3,21 @@
 //! nothing on disk: the data dir is not created. A runtime failure (port in use) exits 1,
 //! also before the data dir is touched. The accepted forms are proven by a running member.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use common::{free_port, oxcd_bin, require, run, Impl, KeyAlgo, Launch, Output, Pki};
+use oxcd_testkit::addr;
+use oxcd_testkit::http::http;
+use oxcd_testkit::process::bin;
+use oxcd_testkit::{require, run, Cluster, Impl, KeyAlgo, Output, Pki};
 
 /// Flags, environment, what the error line must name.
 type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
 
 /// Runs oxcd with a fresh data dir path and the given flags and environment.
 fn oxcd(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(oxcd_bin());
+    let mut cmd = Command::new(bin("oxcd"));
     cmd.arg(format!("--data-dir={}", dir.join("dd").display()));
     cmd.args(args);
     for (k, v) in env {
@@ -51,9 +52,10 @@ fn expect_usage_error(dir: &Path, args: &[&str], env: &[(&str, &str)], names: &[
 fn bad_flags_exit_2_with_one_line_naming_the_flag() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let d = tmp.path();
-    let port = free_port();
-    let https = format!("--listen-client-urls=https://127.0.0.1:{port}");
-    let adv = format!("--advertise-client-urls=https://127.0.0.1:{port}");
+    // Nothing listens: each case is refused before. Reserved all the same, in case one is not.
+    let at = addr::alloc();
+    let https = format!("--listen-client-urls=https://{}", at.client());
+    let adv = format!("--advertise-client-urls=https://{}", at.client());
     let garbage = d.join("garbage.pem");
     std::fs::write(&garbage, "not a certificate\n").expect("write");
     let garbage_flag = format!("--cert-file={}", garbage.display());
@@ -157,11 +159,11 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
 fn bad_tls_files_are_usage_errors() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let d = tmp.path();
-    let pki = Pki::make(&d.join("pki"), KeyAlgo::EcdsaP256);
-    let port = free_port();
-    let https = format!("--listen-client-urls=https://127.0.0.1:{port}");
-    let cert = format!("--cert-file={}", pki.server_cert.display());
-    let key = format!("--key-file={}", pki.server_key.display());
+    let at = addr::alloc();
+    let pki = Pki::cfssl(&d.join("pki"), KeyAlgo::EcdsaP256, &[("m1", at.ip())]);
+    let https = format!("--listen-client-urls=https://{}", at.client());
+    let cert = format!("--cert-file={}", pki.server.cert.display());
+    let key = format!("--key-file={}", pki.server.key.display());
     // A key that is not the certificate's.
     let wrong_key = format!("--key-file={}", pki.client.key.display());
     expect_usage_error(
@@ -190,15 +192,16 @@ fn bad_tls_files_are_usage_errors() {
 #[test]
 fn a_port_in_use_exits_1_before_touching_the_data_dir() {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = taken.local_addr().expect("addr").port();
-    let url = format!("http://127.0.0.1:{port}");
+    let at = addr::alloc();
+    let _taken = TcpListener::bind(at.client()).expect("bind");
+    let port = at.client().port();
+    let url = format!("http://{}", at.client());
     let out = oxcd(
         tmp.path(),
         &[
             &format!("--listen-client-urls={url}"),
             &format!("--advertise-client-urls={url}"),
-            &format!("--listen-peer-urls=http://127.0.0.1:{}", free_port()),
+            &format!("--listen-peer-urls=http://{}", at.peer()),
         ],
         &[],
     );
@@ -218,9 +221,8 @@ fn a_port_in_use_exits_1_before_touching_the_data_dir() {
 #[test]
 fn go_flag_forms_take_effect() {
     require("etcdctl");
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path())
-        .extra([
+    let oxcd = Cluster::builder(Impl::Oxcd)
+        .flags([
             "-name",
             "second",
             "-max-txn-ops",
@@ -230,29 +232,38 @@ fn go_flag_forms_take_effect() {
         ])
         .env("ETCD_ENABLE_V2", "false")
         .start();
-    let members = oxcd.etcdctl(&["member", "list"], b"").ok();
+    let members = oxcd.etcdctl(0, &["member", "list"], b"").ok();
     assert!(
         members.stdout.contains(", second, "),
         "-name second (last wins): {}",
         members.stdout
     );
-    let txn = oxcd.etcdctl(&["txn"], b"\nput a 1\nput b 2\nput c 3\n\n\n");
+    let txn = oxcd.etcdctl(0, &["txn"], b"\nput a 1\nput b 2\nput c 3\n\n\n");
     assert!(
         txn.stderr
             .contains("etcdserver: too many operations in txn request"),
         "-max-txn-ops 2: {txn:?}"
     );
-    let two = oxcd.etcdctl(&["txn"], b"\nput a 1\nput b 2\n\n\n").ok();
+    let two = oxcd.etcdctl(0, &["txn"], b"\nput a 1\nput b 2\n\n\n").ok();
     assert!(two.stdout.starts_with("SUCCESS"), "{two:?}");
-    let v2 =
-        common::http(oxcd.client_port, "PUT", "/v2/keys/foo", Some("value=bar")).expect("http");
+    let v2 = http(
+        oxcd.client_addr(0),
+        "PUT",
+        "/v2/keys/foo",
+        Some("value=bar"),
+    )
+    .expect("http");
     assert_eq!(v2.status, 404, "ETCD_ENABLE_V2=false: {v2:?}");
 
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path())
-        .extra(["--enable-v2", "--max-txn-ops=1"])
+    let oxcd = Cluster::builder(Impl::Oxcd)
+        .flags(["--enable-v2", "--max-txn-ops=1"])
         .start();
-    let v2 =
-        common::http(oxcd.client_port, "PUT", "/v2/keys/foo", Some("value=bar")).expect("http");
+    let v2 = http(
+        oxcd.client_addr(0),
+        "PUT",
+        "/v2/keys/foo",
+        Some("value=bar"),
+    )
+    .expect("http");
     assert_eq!(v2.status, 201, "bare --enable-v2: {v2:?}");
 }

@@ -6,23 +6,28 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-mod common;
-use common::cluster::{ctl, wait_same_revision, write_keys, Cluster};
 use oxcd_server::restore::{restore, RestoreOptions};
+use oxcd_testkit::text::mask_json_number;
+use oxcd_testkit::{require, Cluster, Impl, Output};
+
+/// The real etcdctl against member `i`.
+fn ctl(c: &Cluster, i: usize, args: &[&str]) -> Output {
+    c.etcdctl(i, args, b"")
+}
 
 /// `etcdctl get "" --from-key -w json` with the per-member header fields masked.
 fn all_keys_json(c: &Cluster, i: usize) -> String {
     let out = ctl(c, i, &["get", "", "--from-key", "-w", "json"])
         .ok()
         .stdout;
-    let out = common::mask_json_number(&out, "cluster_id");
-    let out = common::mask_json_number(&out, "member_id");
-    common::mask_json_number(&out, "raft_term")
+    let out = mask_json_number(&out, "cluster_id");
+    let out = mask_json_number(&out, "member_id");
+    mask_json_number(&out, "raft_term")
 }
 
 /// The HashKV each member reports, in member order.
 fn hashes(c: &Cluster) -> Vec<String> {
-    (0..c.members.len())
+    (0..c.len())
         .map(|i| {
             let out = ctl(c, i, &["endpoint", "hashkv"]).ok().stdout;
             out.trim()
@@ -37,10 +42,10 @@ fn hashes(c: &Cluster) -> Vec<String> {
 fn options(c: &Cluster, i: usize, snapshot: &Path) -> RestoreOptions {
     RestoreOptions {
         snapshot: snapshot.to_path_buf(),
-        data_dir: Some(c.members[i].data.clone()),
-        name: c.members[i].name.clone(),
+        data_dir: Some(c.data_dir(i).to_path_buf()),
+        name: c.name(i).to_string(),
         initial_cluster: c.initial_cluster(),
-        initial_cluster_token: "test-cluster".into(),
+        initial_cluster_token: c.token().to_string(),
         initial_advertise_peer_urls: c.peer_url(i),
         ..Default::default()
     }
@@ -48,10 +53,13 @@ fn options(c: &Cluster, i: usize, snapshot: &Path) -> RestoreOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_restores_into_a_new_cluster_with_the_same_data() {
-    common::require("etcdctl");
-    let old = Cluster::start(150, &["--snapshot-count=100"], None);
+    require("etcdctl");
+    let old = Cluster::builder(Impl::Oxcd)
+        .members(3)
+        .flags(["--snapshot-count=100"])
+        .start();
     old.wait_writable(0, Duration::from_secs(20)).await;
-    write_keys(&old, "k/", 250).await;
+    old.write_keys("k/", 250).await;
     ctl(&old, 0, &["del", "k/000010"]).ok();
     let grant = ctl(&old, 0, &["lease", "grant", "3600"]).ok().stdout;
     let lease = grant
@@ -65,10 +73,10 @@ async fn snapshot_restores_into_a_new_cluster_with_the_same_data() {
         &["put", "leased", "v", &format!("--lease={lease}")],
     )
     .ok();
-    let rev = wait_same_revision(&old);
+    let rev = old.wait_same_revision();
     ctl(&old, 0, &["compaction", &(rev - 100).to_string()]).ok();
     ctl(&old, 1, &["put", "last", "write"]).ok();
-    wait_same_revision(&old);
+    old.wait_same_revision();
     let want_keys = all_keys_json(&old, 0);
     let want_hash = hashes(&old);
     assert!(
@@ -82,17 +90,17 @@ async fn snapshot_restores_into_a_new_cluster_with_the_same_data() {
     let snap = dir.path().join("snap.db");
     let snap_s = snap.display().to_string();
     ctl(&old, 2, &["snapshot", "save", &snap_s]).ok();
+    // The new cluster's addresses are reserved while the old ones still are: they differ.
+    let new = Cluster::builder(Impl::Oxcd).members(3).build();
+    let old_ip = format!("{}:", old.ip(0));
     drop(old);
 
-    let mut new = Cluster::new_n(160, 3, &[], None);
     for i in 0..3 {
         let r = restore(&options(&new, i, &snap)).expect("restore");
         assert_eq!(r.members.len(), 3);
         assert!(r.members.windows(2).all(|w| w[0].id < w[1].id));
     }
-    for i in 0..3 {
-        new.spawn(i);
-    }
+    new.spawn_all();
     let deadline = Instant::now() + Duration::from_secs(20);
     while new.leader().await.is_none() {
         assert!(
@@ -101,7 +109,7 @@ async fn snapshot_restores_into_a_new_cluster_with_the_same_data() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_same_revision(&new);
+    new.wait_same_revision();
     for i in 0..3 {
         assert_eq!(all_keys_json(&new, i), want_keys, "member {i} differs");
     }
@@ -119,7 +127,10 @@ async fn snapshot_restores_into_a_new_cluster_with_the_same_data() {
     );
     let members = ctl(&new, 0, &["member", "list"]).ok().stdout;
     assert_eq!(members.lines().count(), 3, "{members}");
-    assert!(members.contains("127.0.0.161:2380") && !members.contains("127.0.0.151"));
+    assert!(
+        members.contains(&format!("{}:2380", new.ip(0))) && !members.contains(&old_ip),
+        "{members}"
+    );
     ctl(&new, 1, &["put", "after", "restore"]).ok();
     let got = ctl(&new, 2, &["get", "after", "--print-value-only"]).ok();
     assert_eq!(got.stdout, "restore\n");
@@ -130,7 +141,7 @@ async fn snapshot_restores_into_a_new_cluster_with_the_same_data() {
         e,
         Some(format!(
             "data-dir {:?} exists",
-            new.members[0].data.display().to_string()
+            new.data_dir(0).display().to_string()
         ))
     );
 }

@@ -1,148 +1,52 @@
 //! etcd v3 auth, judged against the real etcd 3.4: the same etcdctl commands go to a real
-//! `etcd` and to `oxcd` (single members on loopback, free ports), and what etcdctl prints
+//! `etcd` and to `oxcd` (single members, each on its own loopback address), and what etcdctl prints
 //! (stdout, stderr, exit code) must be the same. Only etcdctl's JSON log lines, the client
 //! URL and lease IDs (random on both sides) are normalised. Processes are killed on drop.
-
-use std::io::Write as _;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use oxcd_api::etcdserverpb::{
     kv_client::KvClient, maintenance_client::MaintenanceClient, HashKvRequest, RangeRequest,
 };
-
-const OXCD: &str = env!("CARGO_BIN_EXE_oxcd");
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} not found: install the Debian package {package} (apt-get install {package}); \
-         these tests compare oxcd with the real etcd 3.4"
-    );
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    l.local_addr().expect("local addr").port()
-}
+use oxcd_testkit::{require, Cluster, Impl};
+use std::time::Duration;
 
 /// One single-member server, etcd or oxcd, started with the same flags.
 struct Member {
-    bin: &'static str,
-    dir: tempfile::TempDir,
-    client_port: u16,
-    peer_port: u16,
-    child: Option<Child>,
+    c: Cluster,
     /// Lease IDs this member granted, replaced by `<lease>` in what etcdctl prints.
     leases: Vec<String>,
 }
 
 impl Member {
-    fn start(bin: &'static str) -> Member {
-        let mut m = Member {
-            bin,
-            dir: tempfile::tempdir().expect("temp dir"),
-            client_port: free_port(),
-            peer_port: free_port(),
-            child: None,
+    fn start(kind: Impl) -> Member {
+        Member {
+            c: Cluster::builder(kind)
+                .names(&["t1"])
+                .token("auth-test")
+                .start(),
             leases: Vec::new(),
-        };
-        m.spawn();
-        m
-    }
-
-    fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("server.log"))
-            .expect("log file");
-        let child = Command::new(self.bin)
-            .args(["--name", "t1", "--data-dir"])
-            .arg(self.dir.path().join("data"))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("t1={peer}")])
-            .args(["--initial-cluster-token", "auth-test"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin));
-        self.child = Some(child);
-        self.wait_ready();
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
         }
-    }
-
-    fn wait_ready(&self) {
-        let start = Instant::now();
-        while start.elapsed() < START_TIMEOUT {
-            // Status needs no user, with auth enabled or not (`endpoint health` does).
-            if self.etcdctl(&["endpoint", "status"], "").code == Some(0) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
-        panic!(
-            "{} did not become healthy in {START_TIMEOUT:?}; log:\n{log}",
-            self.bin
-        );
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
     }
 
     /// Runs etcdctl against this member; `{lease}` in an argument is its last lease ID.
     fn etcdctl(&self, args: &[&str], stdin: &str) -> Printed {
         let lease = self.leases.last().cloned().unwrap_or_default();
         let args: Vec<String> = args.iter().map(|a| a.replace("{lease}", &lease)).collect();
-        let mut child = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint()))
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run etcdctl");
-        let mut input = child.stdin.take().expect("stdin");
-        input.write_all(stdin.as_bytes()).expect("write stdin");
-        drop(input);
-        let out = wait_bounded(child, COMMAND_TIMEOUT);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.c.etcdctl(0, &args, stdin.as_bytes());
         Printed {
             stdout: self.normalise(&out.stdout),
             stderr: self.normalise(&out.stderr),
-            code: out.status.code(),
+            code: out.code,
         }
     }
 
-    fn normalise(&self, bytes: &[u8]) -> String {
-        let mut text: String = String::from_utf8_lossy(bytes)
+    fn normalise(&self, text: &str) -> String {
+        let mut text: String = text
             .lines()
             .filter(|l| !l.starts_with("{\"level\""))
             .map(|l| format!("{l}\n"))
             .collect();
-        text = text.replace(&self.endpoint(), "ENDPOINT");
+        text = text.replace(&self.c.host_port(0), "ENDPOINT");
         for id in &self.leases {
             text = text.replace(id.as_str(), "<lease>");
         }
@@ -150,36 +54,11 @@ impl Member {
     }
 }
 
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().expect("collect output"),
-            Ok(None) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let out = child.wait_with_output().expect("collect output");
-                panic!(
-                    "etcdctl did not finish in {limit:?}; stdout: {}; stderr: {}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Printed {
     stdout: String,
     stderr: String,
-    code: Option<i32>,
+    code: i32,
 }
 
 /// A real etcd and an oxcd, driven in lockstep.
@@ -190,11 +69,11 @@ struct Pair {
 
 impl Pair {
     fn start() -> Pair {
-        require("etcd", "etcd-server");
-        require("etcdctl", "etcd-client");
+        require("etcd");
+        require("etcdctl");
         Pair {
-            etcd: Member::start("etcd"),
-            oxcd: Member::start(OXCD),
+            etcd: Member::start(Impl::Etcd),
+            oxcd: Member::start(Impl::Oxcd),
         }
     }
 
@@ -561,7 +440,7 @@ async fn unknown_token_is_refused_as_etcd() {
     .expect("setup");
     let mut seen = Vec::new();
     for m in [&s.etcd, &s.oxcd] {
-        let ch = tonic::transport::Channel::from_shared(format!("http://{}", m.endpoint()))
+        let ch = tonic::transport::Channel::from_shared(m.c.endpoint(0))
             .expect("endpoint")
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(10))
@@ -600,26 +479,23 @@ async fn unknown_token_is_refused_as_etcd() {
 /// Users, roles and the enabled flag are durable: after a restart they are all there.
 #[test]
 fn auth_survives_restart() {
-    require("etcdctl", "etcd-client");
-    let mut m = Member::start(OXCD);
+    require("etcdctl");
+    let m = Member::start(Impl::Oxcd);
     let run = |m: &Member, args: &[&str]| m.etcdctl(args, "");
-    assert_eq!(run(&m, &["user", "add", ROOT]).code, Some(0));
-    assert_eq!(run(&m, &["user", "add", ALICE]).code, Some(0));
-    assert_eq!(run(&m, &["role", "add", "reader"]).code, Some(0));
+    assert_eq!(run(&m, &["user", "add", ROOT]).code, 0);
+    assert_eq!(run(&m, &["user", "add", ALICE]).code, 0);
+    assert_eq!(run(&m, &["role", "add", "reader"]).code, 0);
     let grant = ["role", "grant-permission", "reader", "read", "k"];
-    assert_eq!(run(&m, &grant).code, Some(0));
-    assert_eq!(
-        run(&m, &["user", "grant-role", "alice", "reader"]).code,
-        Some(0)
-    );
-    assert_eq!(run(&m, &["auth", "enable"]).code, Some(0));
-    m.stop();
-    assert!(Path::new(&m.dir.path().join("data")).exists());
-    m.spawn();
+    assert_eq!(run(&m, &grant).code, 0);
+    assert_eq!(run(&m, &["user", "grant-role", "alice", "reader"]).code, 0);
+    assert_eq!(run(&m, &["auth", "enable"]).code, 0);
+    m.c.kill9(0);
+    assert!(m.c.data_dir(0).exists());
+    m.c.start(0);
     let denied = run(&m, &["get", "k"]);
     assert!(denied.stderr.contains("user name is empty"), "{denied:?}");
     let ok = run(&m, &["--user", ALICE, "get", "k"]);
-    assert_eq!(ok.code, Some(0), "{ok:?}");
+    assert_eq!(ok.code, 0, "{ok:?}");
     let role = run(&m, &["--user", ROOT, "role", "get", "reader"]);
     assert!(role.stdout.contains("\tk\n"), "{role:?}");
     let refused = run(&m, &["--user", ALICE, "put", "k", "v"]);

@@ -11,9 +11,6 @@
 //! member cut off from the others, and the real etcdctl 3.4's `watch` against oxcd and
 //! etcd, output compared.
 
-mod common;
-mod tls3;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +22,8 @@ use oxcd_api::etcdserverpb::{
     WatchCreateRequest, WatchRequest,
 };
 use oxcd_api::mvccpb;
-use tls3::Tls3;
+use oxcd_testkit::text::mask_json_number;
+use oxcd_testkit::{Cluster, Impl, Signal};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
@@ -79,7 +77,7 @@ fn write_op(w: usize, n: usize) -> TxnRequest {
     }
 }
 
-async fn writer(c: Arc<Tls3>, w: usize, stop: Arc<AtomicBool>, started: Instant) -> usize {
+async fn writer(c: Arc<Cluster>, w: usize, stop: Arc<AtomicBool>, started: Instant) -> usize {
     let mut done = 0;
     let mut member = w % 3;
     for n in 0..WRITES_PER_WRITER_MAX {
@@ -110,7 +108,7 @@ async fn writer(c: Arc<Tls3>, w: usize, stop: Arc<AtomicBool>, started: Instant)
 /// resumes on the next live member from the revision after the last one received. Stops
 /// once it has seen `until` (set when the writers are done) or after `deadline`.
 async fn watcher(
-    c: Arc<Tls3>,
+    c: Arc<Cluster>,
     first: usize,
     start: i64,
     until: Arc<Mutex<Option<i64>>>,
@@ -194,7 +192,7 @@ async fn watcher(
         if done {
             break;
         }
-        if !c.alive(member) {
+        if !c.is_running(member) {
             member = (member + 1) % 3;
         }
     }
@@ -270,7 +268,7 @@ fn check_history(name: &str, got: &[Recorded], start: i64, end: i64) -> Kv {
     state
 }
 
-async fn final_state(c: &Tls3, i: usize) -> (Kv, i64) {
+async fn final_state(c: &Cluster, i: usize) -> (Kv, i64) {
     let client = c.client(i).await.expect("client");
     let r = client
         .kv()
@@ -292,7 +290,7 @@ async fn final_state(c: &Tls3, i: usize) -> (Kv, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_guarantees_hold_across_a_leader_kill() {
-    let c = Tls3::start(200, &[]);
+    let c = super::tls3(&[]);
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let follower = (leader + 1) % 3;
     // The first revision the writers make.
@@ -359,7 +357,7 @@ async fn watch_guarantees_hold_across_a_leader_kill() {
 /// reads again it gets every event, in order, from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_watcher_catches_up_without_stalling_others() {
-    let c = Tls3::start(220, &[]);
+    let c = super::tls3(&[]);
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let client = c.client(leader).await.expect("client");
     let start = client
@@ -466,13 +464,17 @@ async fn a_stalled_watcher_catches_up_without_stalling_others() {
 /// etcd: same commands, same output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_watch_matches_etcd() {
-    let c = Tls3::start(230, &[]);
+    let c = super::tls3(&[]);
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let follower = (leader + 1) % 3;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = common::Launch::new(common::Impl::Etcd, dir.path()).start();
-    let run_o = |secs: u32, args: &[&str]| c.etcdctl_for(follower, secs, args);
-    let run_e = |secs: u32, args: &[&str]| tls3::etcdctl_for(&etcd.client_url, &[], secs, args);
+    let etcd = Cluster::builder(Impl::Etcd).start();
+    // Each command is stopped after `secs`; what it printed, stdout then stderr.
+    let run_o = |secs: u64, args: &[&str]| {
+        c.etcdctl_for(follower, Duration::from_secs(secs), args)
+            .text()
+    };
+    let run_e =
+        |secs: u64, args: &[&str]| etcd.etcdctl_for(0, Duration::from_secs(secs), args).text();
     let setup: &[&[&str]] = &[
         &["put", "k1", "a"],
         &["put", "k2", "b"],
@@ -511,7 +513,7 @@ async fn etcdctl_watch_matches_etcd() {
 fn mask_ids(s: &str) -> String {
     let mut out = s.to_string();
     for key in ["cluster_id", "member_id", "raft_term"] {
-        out = common::mask_json_number(&out, key);
+        out = mask_json_number(&out, key);
     }
     out
 }
@@ -522,7 +524,7 @@ fn mask_ids(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_leader_streams_end_on_a_member_without_leader() {
     use oxcd_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest};
-    let c = Tls3::start(190, &[]);
+    let c = super::tls3(&[]);
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let m = (leader + 1) % 3;
     let client = c.client(m).await.expect("client");
@@ -637,7 +639,7 @@ async fn require_leader_streams_end_on_a_member_without_leader() {
 /// watchers catch up from the restored store, every revision once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_on_a_follower_survive_a_snapshot_install() {
-    let c = Tls3::start(180, &["--snapshot-count=100"]);
+    let c = super::tls3(&["--snapshot-count=100"]);
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let f = (leader + 1) % 3;
     let writer = c.client(leader).await.expect("client");
@@ -673,12 +675,12 @@ async fn watchers_on_a_follower_survive_a_snapshot_install() {
         .expect("watch")
         .into_inner();
     // The follower stops; the leader writes past its log compaction point.
-    c.signal(f, "STOP");
+    c.signal(f, Signal::Stop);
     let writes = 400usize;
     for n in 1..=writes {
         writer.kv().put(put(n)).await.expect("put");
     }
-    c.signal(f, "CONT");
+    c.signal(f, Signal::Cont);
     let end = start + writes as i64;
     let mut next = start;
     let deadline = Instant::now() + Duration::from_secs(60);

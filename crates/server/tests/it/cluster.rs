@@ -1,23 +1,22 @@
-//! Process-level tests of a 3-member cluster: real `oxcd` processes on 127.0.0.x, driven
-//! over gRPC. Each test uses its own block of loopback addresses so tests run in parallel.
-//! Every process is killed when its test ends (the `Cluster` guard).
+//! Process-level tests of a 3-member cluster: real `oxcd` processes, each on its own
+//! reserved loopback address, driven over gRPC. Every process is killed when its test ends
+//! (the `Cluster` guard).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oxcd_api::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest};
+use oxcd_testkit::pki::{KeyAlgo, Pki, Profile};
+use oxcd_testkit::{Cluster, Impl, Signal};
 use tonic::transport::Channel;
 
-mod common;
-use common::cluster::{write_keys, Cluster, BIN};
+use super::three;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_under_load_loses_nothing() {
-    let mut c = Cluster::start(20, &[], None);
+    let c = three(&[]);
     c.wait_writable(0, Duration::from_secs(15)).await;
     let acked: Arc<Mutex<BTreeMap<String, String>>> = Default::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -115,13 +114,13 @@ async fn leader_killed_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn follower_catches_up_by_log_and_by_snapshot() {
-    let mut c = Cluster::start(30, &["--snapshot-count=100"], None);
+    let c = three(&["--snapshot-count=100"]);
     c.wait_writable(0, Duration::from_secs(15)).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
-    let mut want = write_keys(&c, "a/", 10).await;
+    let mut want = c.write_keys("a/", 10).await;
     c.kill9(f);
-    want.extend(write_keys(&c, "a/b", 40).await);
+    want.extend(c.write_keys("a/b", 40).await);
     c.spawn(f);
     c.expect_keys(f, "a/", &want, Duration::from_secs(20)).await;
     assert!(
@@ -129,7 +128,7 @@ async fn follower_catches_up_by_log_and_by_snapshot() {
         "a short absence should be caught up by log"
     );
     c.kill9(f);
-    want.extend(write_keys(&c, "a/c", 450).await);
+    want.extend(c.write_keys("a/c", 450).await);
     c.spawn(f);
     c.expect_keys(f, "a/", &want, Duration::from_secs(30)).await;
     assert!(
@@ -141,9 +140,9 @@ async fn follower_catches_up_by_log_and_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_all_members_keeps_every_write() {
-    let mut c = Cluster::start(40, &[], None);
+    let c = three(&[]);
     c.wait_writable(0, Duration::from_secs(15)).await;
-    let want = write_keys(&c, "r/", 100).await;
+    let want = c.write_keys("r/", 100).await;
     for i in 0..3 {
         c.kill9(i);
     }
@@ -158,95 +157,50 @@ async fn restart_all_members_keeps_every_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wiped_member_is_refused() {
-    let mut c = Cluster::start(50, &[], None);
+    let c = three(&[]);
     c.wait_writable(0, Duration::from_secs(15)).await;
-    write_keys(&c, "w/", 5).await;
+    c.write_keys("w/", 5).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
     c.kill9(f);
-    std::fs::remove_dir_all(&c.members[f].data).expect("wipe");
+    std::fs::remove_dir_all(c.data_dir(f)).expect("wipe");
     c.spawn(f);
-    let mut child = c.members[f].child.take().expect("child");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a wiped member kept running; log:\n{}",
-            c.log(f)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(status.code(), Some(1));
+    // A wiped member that kept running fails the wait, with its log.
+    assert_eq!(c.wait_exit(f, Duration::from_secs(15)), 1);
     let log = c.log(f);
     assert!(
         log.contains("member remove") && log.contains("member add"),
         "log:\n{log}"
     );
     // The other two still serve writes.
-    write_keys(&c, "w/after", 3).await;
+    c.write_keys("w/after", 3).await;
 }
 
-/// Certificates for a TLS peer test: a CA, three peer certs; `bad` = member 3's cert is
-/// from another CA, or covers another address.
-fn make_peer_certs(dir: &Path, ips: [&str; 3], bad: Option<&str>) {
-    let run = |cmd: &str| {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(dir)
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// How member 3's peer certificate is wrong.
+#[derive(Debug, Clone, Copy)]
+enum BadPeer {
+    /// Signed by another CA.
+    OtherCa,
+    /// For another address.
+    OtherAddress,
+}
+
+/// A 3-member cluster with mutual TLS between peers (plain client URLs) whose member 3
+/// presents a bad peer certificate: members 1 and 2 must refuse it.
+async fn peer_refused(bad: BadPeer, expect_in_log: &str) {
+    let mut c = Cluster::builder(Impl::Oxcd).members(3).peer_tls().build();
+    let other = c.dir().join("other-ca");
+    let ip3 = c.ip(2).to_string();
+    let pki = c.pki_mut().expect("a peer TLS cluster has a PKI");
+    pki.peers[2] = match bad {
+        // Another CA by name too: a client sees an unknown authority.
+        BadPeer::OtherCa => Pki::cfssl_with_ca(&other, KeyAlgo::EcdsaP256, "another ca", &[])
+            .issue("peer3", Profile::Peer, &[ip3]),
+        BadPeer::OtherAddress => {
+            pki.issue("peer3-elsewhere", Profile::Peer, &["127.0.0.99".into()])
+        }
     };
-    if Command::new("cfssl").arg("version").output().is_err() {
-        panic!("cfssl is missing: install the Debian package golang-cfssl (scripts/install-deps)");
-    }
-    std::fs::write(
-        dir.join("ca-csr.json"),
-        r#"{"CN":"test ca","key":{"algo":"ecdsa","size":256}}"#,
-    )
-    .expect("w");
-    std::fs::write(
-        dir.join("cfg.json"),
-        r#"{"signing":{"default":{"expiry":"8760h"},"profiles":{"peer":{"expiry":"8760h","usages":["signing","key encipherment","server auth","client auth"]}}}}"#,
-    )
-    .expect("w");
-    run("cfssl gencert -initca ca-csr.json 2>/dev/null | cfssljson -bare ca");
-    std::fs::write(
-        dir.join("other-csr.json"),
-        r#"{"CN":"another ca","key":{"algo":"ecdsa","size":256}}"#,
-    )
-    .expect("w");
-    run("cfssl gencert -initca other-csr.json 2>/dev/null | cfssljson -bare otherca");
-    for (n, ip) in ips.iter().enumerate() {
-        let n = n + 1;
-        let (ca, host) = match (n, bad) {
-            (3, Some("ca")) => ("otherca", ip.to_string()),
-            (3, Some("san")) => ("ca", "127.0.0.99".to_string()),
-            _ => ("ca", ip.to_string()),
-        };
-        run(&format!(
-            "echo '{{\"CN\":\"peer{n}\",\"hosts\":[\"\"],\"key\":{{\"algo\":\"ecdsa\",\"size\":256}}}}' | cfssl gencert -ca={ca}.pem -ca-key={ca}-key.pem -config=cfg.json -profile=peer -hostname={host} - 2>/dev/null | cfssljson -bare peer{n}"
-        ));
-    }
-}
-
-async fn peer_refused(base: u8, bad: &str, expect_in_log: &str) {
-    let certs = tempfile::tempdir().expect("tempdir");
-    let ips = [
-        format!("127.0.0.{}", base + 1),
-        format!("127.0.0.{}", base + 2),
-        format!("127.0.0.{}", base + 3),
-    ];
-    make_peer_certs(certs.path(), [&ips[0], &ips[1], &ips[2]], Some(bad));
-    let c = Cluster::start(base, &[], Some(certs.path().to_path_buf()));
+    c.spawn_all();
     // Members 1 and 2 form a quorum; member 3 is refused by both.
     c.wait_writable(0, Duration::from_secs(20)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -276,12 +230,12 @@ async fn peer_refused(base: u8, bad: &str, expect_in_log: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn peer_with_cert_from_another_ca_is_refused() {
-    peer_refused(60, "ca", "unknown authority").await;
+    peer_refused(BadPeer::OtherCa, "unknown authority").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn peer_cert_not_covering_its_address_is_refused() {
-    peer_refused(70, "san", "does not cover the address").await;
+    peer_refused(BadPeer::OtherAddress, "does not cover the address").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -289,16 +243,17 @@ async fn member_added_at_runtime_joins_and_leaves() {
     use oxcd_api::etcdserverpb::{
         cluster_client::ClusterClient, MemberAddRequest, MemberListRequest, MemberRemoveRequest,
     };
-    let c = Cluster::start(80, &[], None);
+    let mut c = three(&[]);
     c.wait_writable(0, Duration::from_secs(15)).await;
-    let want = write_keys(&c, "j/", 20).await;
+    let want = c.write_keys("j/", 20).await;
     let ch = Channel::from_shared(c.endpoint(0))
         .expect("url")
         .connect()
         .await
         .expect("connect");
     let mut cluster = ClusterClient::new(ch);
-    let url = "http://127.0.0.84:2380".to_string();
+    let j = c.add_member("m4", ["--initial-cluster-state=existing"]);
+    let url = c.peer_url(j);
     // As etcd (--strict-reconfig-check), a voter is added only once every member has been
     // connected for the 5 s health interval.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -321,35 +276,14 @@ async fn member_added_at_runtime_joins_and_leaves() {
     };
     let new_id = added.member.expect("member").id;
     assert_eq!(added.members.len(), 4);
-    let mut initial: Vec<String> = c
-        .members
-        .iter()
-        .map(|m| format!("{}=http://{}:2380", m.name, m.ip))
-        .collect();
-    initial.push(format!("m4={url}"));
-    let data = c.dir.path().join("m4");
-    let log_path = c.dir.path().join("m4.log");
-    let log = std::fs::File::create(&log_path).expect("log");
-    let mut joiner = Command::new(BIN)
-        .args([
-            "--name=m4".to_string(),
-            format!("--data-dir={}", data.display()),
-            format!("--initial-advertise-peer-urls={url}"),
-            format!("--listen-peer-urls={url}"),
-            "--listen-client-urls=http://127.0.0.84:2379".into(),
-            "--advertise-client-urls=http://127.0.0.84:2379".into(),
-            "--initial-cluster-token=test-cluster".into(),
-            format!("--initial-cluster={}", initial.join(",")),
-            "--initial-cluster-state=existing".into(),
-        ])
-        .stderr(log)
-        .spawn()
-        .expect("start the new member");
+    // Its --initial-cluster lists the three members and itself.
+    c.spawn(j);
     // The new member learns everything (by snapshot: it starts with an empty log).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = async {
-            let ch = Channel::from_static("http://127.0.0.84:2379")
+            let ch = Channel::from_shared(c.endpoint(j))
+                .ok()?
                 .timeout(Duration::from_secs(2))
                 .connect()
                 .await
@@ -374,13 +308,11 @@ async fn member_added_at_runtime_joins_and_leaves() {
         if got == Some(want.len()) {
             break;
         }
-        if Instant::now() > deadline {
-            let _ = joiner.kill();
-            panic!(
-                "new member did not catch up; log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
+        assert!(
+            Instant::now() < deadline,
+            "new member did not catch up; log:\n{}",
+            c.log(j)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let list = cluster
@@ -394,30 +326,21 @@ async fn member_added_at_runtime_joins_and_leaves() {
         .find(|m| m.id == new_id)
         .expect("listed");
     assert_eq!(m4.name, "m4");
-    assert_eq!(m4.client_ur_ls, vec!["http://127.0.0.84:2379".to_string()]);
+    assert_eq!(m4.client_ur_ls, vec![c.endpoint(j)]);
     cluster
         .member_remove(MemberRemoveRequest { id: new_id })
         .await
         .expect("member remove");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = joiner.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = joiner.kill();
-            panic!("removed member kept running");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(status.success(), "removed member exit status {status:?}");
+    // A removed member that kept running fails the wait.
+    let code = c.wait_exit(j, Duration::from_secs(15));
+    assert_eq!(code, 0, "removed member exit code");
     let list = cluster
         .member_list(MemberListRequest::default())
         .await
         .expect("list")
         .into_inner();
     assert_eq!(list.members.len(), 3);
-    write_keys(&c, "j/after", 3).await;
+    c.write_keys("j/after", 3).await;
 }
 
 /// A data dir written by one member is refused when started with another member's flags.
@@ -425,51 +348,34 @@ async fn member_added_at_runtime_joins_and_leaves() {
 fn data_dir_of_another_member_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("d");
-    // Another member: other peer URLs, so another member ID (as etcd computes it).
-    let start = |name: &str| {
-        let ip = if name == "a" {
-            "127.0.0.101"
-        } else {
-            "127.0.0.102"
-        };
-        Command::new(BIN)
-            .args([
-                format!("--name={name}"),
-                format!("--data-dir={}", data.display()),
-                format!("--listen-client-urls=http://{ip}:2379"),
-                format!("--advertise-client-urls=http://{ip}:2379"),
-                format!("--listen-peer-urls=http://{ip}:2380"),
-                format!("--initial-advertise-peer-urls=http://{ip}:2380"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start oxcd")
+    // Another member: other peer URLs, so another member ID (as etcd computes it, with
+    // etcd's default token).
+    let member = |name: &str| {
+        Cluster::builder(Impl::Oxcd)
+            .names(&[name])
+            .token("etcd-cluster")
+            .dir(dir.path())
+            .flags([format!("--data-dir={}", data.display())])
+            .build()
     };
-    let mut first = start("a");
+    let first = member("a");
+    first.spawn(0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !data.join("member/wal").exists() {
         assert!(Instant::now() < deadline, "member a never created its WAL");
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let _ = first.kill();
-    let _ = first.wait();
-    let mut second = start("b");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while second.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("a member started on another member's data dir kept running");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = second.wait_with_output().expect("wait");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    first.kill9(0);
+    let second = member("b");
+    second.spawn(0);
+    // One that kept running fails the wait.
+    let code = second.wait_exit(0, Duration::from_secs(10));
+    let err = second.log(0);
+    assert_eq!(code, 1, "log: {err}");
     assert!(
         err.contains("belongs to member") && err.contains("(a)"),
-        "stderr: {err}"
+        "log: {err}"
     );
 }
 
@@ -482,7 +388,7 @@ async fn watcher_on_a_member_that_installs_a_snapshot_misses_nothing() {
         watch_client::WatchClient, watch_request::RequestUnion, WatchCreateRequest, WatchRequest,
     };
     const WRITES: usize = 400;
-    let c = Cluster::start(120, &["--snapshot-count=50"], None);
+    let c = three(&["--snapshot-count=50"]);
     c.wait_writable(0, Duration::from_secs(15)).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
     let f = (leader + 1) % 3;
@@ -508,20 +414,7 @@ async fn watcher_on_a_member_that_installs_a_snapshot_misses_nothing() {
         .into_inner();
     let created = events.message().await.expect("created").expect("created");
     assert!(created.created);
-    let pid = c.members[f]
-        .child
-        .as_ref()
-        .expect("running")
-        .id()
-        .to_string();
-    let signal = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
-    };
-    signal("-STOP");
+    c.signal(f, Signal::Stop);
     let mut kv = c.kv(leader).await.expect("leader client");
     for n in 0..WRITES {
         let put = PutRequest {
@@ -531,7 +424,7 @@ async fn watcher_on_a_member_that_installs_a_snapshot_misses_nothing() {
         };
         kv.put(put).await.expect("put through the leader");
     }
-    signal("-CONT");
+    c.signal(f, Signal::Cont);
     let mut revs = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while revs.len() < WRITES && Instant::now() < deadline {
@@ -561,7 +454,7 @@ async fn watcher_on_a_member_that_installs_a_snapshot_misses_nothing() {
 /// different index", or "not leader but has new msg after advance").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proposals_held_without_a_leader_survive_the_next_election() {
-    let mut c = Cluster::start(130, &[], None);
+    let c = three(&[]);
     c.wait_writable(0, Duration::from_secs(15)).await;
     let survivor = 0;
     c.kill9(1);
@@ -590,10 +483,7 @@ async fn proposals_held_without_a_leader_survive_the_next_election() {
         !log.contains("panicked"),
         "the survivor panicked; log:\n{log}"
     );
-    let exited = c.members[survivor]
-        .child
-        .as_mut()
-        .and_then(|ch| ch.try_wait().ok().flatten());
+    let exited = c.try_exit_code(survivor);
     assert!(
         exited.is_none(),
         "the survivor exited: {exited:?}; log:\n{log}"

@@ -1,15 +1,12 @@
 //! The real etcdctl cannot tell oxcd from the real etcd 3.4: both servers start with the same
 //! flags, the same sequence of etcdctl commands runs against each, and stdout, stderr and
-//! exit codes must be identical. Only what must differ is masked: ports, timings, the
+//! exit codes must be identical. Only what must differ is masked: the address, timings, the
 //! timestamps and client IDs in the JSON log lines etcdctl prints, raft term and index, and
 //! the backend's size. Revisions, member and cluster IDs are compared as they are.
 //! Runs once over plain HTTP and once over TLS (certificates from the real cfssl).
 
-mod common;
-
-use common::{
-    mask_json_number, mask_json_string, require, Impl, KeyAlgo, Launch, Output, Pki, Server,
-};
+use oxcd_testkit::text::{mask_json_number, mask_json_string};
+use oxcd_testkit::{require, Cluster, Impl, KeyAlgo, Output};
 
 /// One etcdctl invocation; `status` marks `endpoint status` output, whose raft and size
 /// columns are masked.
@@ -219,11 +216,8 @@ fn steps() -> Vec<Step> {
 }
 
 /// Masks what legitimately differs between two servers (see the module doc).
-fn normalize(text: &str, server: &Server, status: bool) -> String {
-    let mut s = text.replace(
-        &format!("127.0.0.1:{}", server.client_port),
-        "127.0.0.1:PORT",
-    );
+fn normalize(text: &str, server: &Cluster, status: bool) -> String {
+    let mut s = text.replace(&server.host_port(0), "HOST:PORT");
     for key in ["ts", "target", "took"] {
         s = mask_json_string(&s, key);
     }
@@ -288,15 +282,15 @@ fn describe(o: &Output) -> String {
     )
 }
 
-fn parity(pki: Option<&Pki>) {
+/// Over TLS: https client URLs with the server certificate, every key of type `tls`.
+fn parity(tls: Option<KeyAlgo>) {
     require("etcd");
     require("etcdctl");
-    let tmp = tempfile::tempdir().expect("temp dir");
     let launch = |kind| {
-        let l = Launch::new(kind, tmp.path());
-        match pki {
-            Some(p) => l.tls(p),
-            None => l,
+        let b = Cluster::builder(kind);
+        match tls {
+            Some(algo) => b.client_tls().key_algo(algo),
+            None => b,
         }
         .start()
     };
@@ -306,8 +300,8 @@ fn parity(pki: Option<&Pki>) {
     let mut etcd_successes = 0;
     for (i, step) in steps().iter().enumerate() {
         let a: Vec<&str> = step.args.iter().map(String::as_str).collect();
-        let want = etcd.etcdctl(&a, &step.stdin);
-        let got = oxcd.etcdctl(&a, &step.stdin);
+        let want = etcd.etcdctl(0, &a, &step.stdin);
+        let got = oxcd.etcdctl(0, &a, &step.stdin);
         etcd_successes += usize::from(want.code == 0);
         let want_n = Output {
             code: want.code,
@@ -344,7 +338,7 @@ fn parity(pki: Option<&Pki>) {
     );
     // ... and these are etcd's own IDs for these flags, and the revision
     // every step above left behind.
-    let get = oxcd.etcdctl(&["get", "zoo", "-w", "json"], b"").ok();
+    let get = oxcd.etcdctl(0, &["get", "zoo", "-w", "json"], b"").ok();
     let json: serde_json::Value = serde_json::from_str(&get.stdout).expect("etcdctl -w json");
     assert_eq!(
         json["header"]["cluster_id"], 14841639068965178418u64,
@@ -369,7 +363,5 @@ fn etcdctl_sees_the_same_as_with_etcd_over_http() {
 
 #[test]
 fn etcdctl_sees_the_same_as_with_etcd_over_tls() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let pki = Pki::make(tmp.path(), KeyAlgo::Rsa2048);
-    parity(Some(&pki));
+    parity(Some(KeyAlgo::Rsa2048));
 }

@@ -5,9 +5,6 @@
 //! etcd 3.4 and to oxcd; the responses (or gRPC code and message) must be identical, with
 //! only the raft term masked.
 
-mod common;
-
-use common::{require, Impl, Launch, Server};
 use oxcd_api::etcdserverpb::compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
 use oxcd_api::etcdserverpb::kv_client::KvClient;
 use oxcd_api::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -15,6 +12,7 @@ use oxcd_api::etcdserverpb::{
     request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
     RequestOp, ResponseHeader, TxnRequest,
 };
+use oxcd_testkit::{require, Cluster, Impl};
 use tonic::transport::Channel;
 
 enum Req {
@@ -317,8 +315,8 @@ async fn send(kv: &mut KvClient<Channel>, r: &Req) -> String {
     res.unwrap_or_else(|s| format!("error {:?}: {}", s.code(), s.message()))
 }
 
-async fn client(server: &Server) -> KvClient<Channel> {
-    let channel = Channel::from_shared(server.client_url.clone())
+async fn client(server: &Cluster) -> KvClient<Channel> {
+    let channel = Channel::from_shared(server.endpoint(0))
         .expect("url")
         .connect()
         .await
@@ -329,9 +327,8 @@ async fn client(server: &Server) -> KvClient<Channel> {
 #[test]
 fn grpc_kv_answers_as_etcd_does() {
     require("etcd");
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let etcd = Launch::new(Impl::Etcd, tmp.path()).start();
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path()).start();
+    let etcd = Cluster::builder(Impl::Etcd).start();
+    let oxcd = Cluster::builder(Impl::Oxcd).start();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mismatches = rt.block_on(async {
         let (mut e, mut o) = (client(&etcd).await, client(&oxcd).await);

@@ -5,23 +5,31 @@
 //! the handshake and each refusal is logged once, with the peer address, in plain words;
 //! etcdctl put/get work.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use common::{free_port, require, run, wait_for, Impl, KeyAlgo, Launch, Output, Pki, Server};
+use oxcd_testkit::pki::ClientCerts;
+use oxcd_testkit::{require, run, wait_for, Cluster, Impl, KeyAlgo, Output, Pki};
 
-fn curl(server: &Server, with_cert: bool, args: &[&str]) -> Output {
-    let certs = server.tls.as_ref().expect("a TLS server");
+/// Local ports of the refused handshakes: each on the server's own reserved address, so
+/// each refusal has its own peer address in the log.
+static LOCAL_PORT: AtomicU16 = AtomicU16::new(40000);
+
+fn certs(server: &Cluster) -> ClientCerts {
+    server.client_certs().expect("a TLS server")
+}
+
+fn curl(server: &Cluster, with_cert: bool, args: &[&str]) -> Output {
+    let certs = certs(server);
     let client = with_cert.then_some((certs.cert.as_path(), certs.key.as_path()));
     curl_as(server, client, args)
 }
 
 /// curl trusting the server's CA, presenting `client` (certificate, key) if given.
-fn curl_as(server: &Server, client: Option<(&Path, &Path)>, args: &[&str]) -> Output {
-    let certs = server.tls.as_ref().expect("a TLS server");
+fn curl_as(server: &Cluster, client: Option<(&Path, &Path)>, args: &[&str]) -> Output {
+    let certs = certs(server);
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-m", "10", "-w", "\n%{http_code}", "--cacert"])
         .arg(&certs.ca);
@@ -32,32 +40,39 @@ fn curl_as(server: &Server, client: Option<(&Path, &Path)>, args: &[&str]) -> Ou
     run(&mut cmd, b"")
 }
 
-/// Makes a handshake from a known local port fail; returns the one log line about it.
-fn refused_line(server: &Server, client: Option<(&Path, &Path)>, url: &str) -> String {
-    let local_port = free_port();
+/// Makes a handshake from a known local address fail; returns the one log line about it.
+fn refused_line(server: &Cluster, client: Option<(&Path, &Path)>, url: &str) -> String {
+    let local_port = LOCAL_PORT.fetch_add(1, Ordering::Relaxed);
+    let ip = server.ip(0).to_string();
     let out = curl_as(
         server,
         client,
-        &["--local-port", &local_port.to_string(), url],
+        &[
+            "--interface",
+            &ip,
+            "--local-port",
+            &local_port.to_string(),
+            url,
+        ],
     );
     assert_ne!(out.code, 0, "the handshake must fail: {out:?}");
     assert!(
         !out.stdout.contains("\"action\""),
         "no data without a good certificate: {out:?}"
     );
-    let peer = format!("127.0.0.1:{local_port}");
+    let peer = format!("{ip}:{local_port}");
     wait_for(
         "the refusal in the oxcd log",
         Duration::from_secs(5),
         || {
             server
-                .log_text()
+                .log(0)
                 .lines()
                 .find(|l| l.contains(&peer))
                 .map(str::to_string)
         },
     );
-    let log = server.log_text();
+    let log = server.log(0);
     let lines: Vec<&str> = log.lines().filter(|l| l.contains(&peer)).collect();
     assert_eq!(
         lines.len(),
@@ -77,14 +92,13 @@ fn body_and_status(out: &Output) -> (serde_json::Value, String) {
 fn tutorial_flow(algo: KeyAlgo) {
     require("curl");
     require("etcdctl");
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let pki = Pki::make(&tmp.path().join("pki"), algo);
-    let server = Launch::new(Impl::Oxcd, tmp.path())
-        .name("infra0")
-        .member("infra0")
-        .tls(&pki)
+    let server = Cluster::builder(Impl::Oxcd)
+        .names(&["infra0"])
+        .client_tls()
+        .key_algo(algo)
         .start();
-    let keys = format!("{}/v2/keys/foo", server.client_url);
+    let pki = server.pki().expect("a TLS server has a PKI");
+    let keys = format!("{}/v2/keys/foo", server.endpoint(0));
 
     let put = curl(&server, true, &[&keys, "-XPUT", "-d", "value=bar"]).ok();
     let (json, status) = body_and_status(&put);
@@ -109,7 +123,11 @@ fn tutorial_flow(algo: KeyAlgo) {
         "the refusal must say why in plain words: {line}"
     );
     // A client certificate from another CA, and a server certificate used as a client's.
-    let other = Pki::make(&tmp.path().join("other-pki"), algo);
+    let other = Pki::cfssl(
+        &server.dir().join("other-pki"),
+        algo,
+        &[("infra0", server.ip(0))],
+    );
     let line = refused_line(
         &server,
         Some((&other.client.cert, &other.client.key)),
@@ -122,24 +140,23 @@ fn tutorial_flow(algo: KeyAlgo) {
             || line.contains("unknown authority"),
         "{line}"
     );
-    let line = refused_line(&server, Some((&pki.server_cert, &pki.server_key)), &keys);
+    let line = refused_line(&server, Some((&pki.server.cert, &pki.server.key)), &keys);
     assert!(line.contains("wrong key usage"), "{line}");
 
-    let put = server.etcdctl(&["put", "/a", "1"], b"").ok();
+    let put = server.etcdctl(0, &["put", "/a", "1"], b"").ok();
     assert_eq!(put.stdout, "OK\n");
-    let get = server.etcdctl(&["get", "/a"], b"").ok();
+    let get = server.etcdctl(0, &["get", "/a"], b"").ok();
     assert_eq!(get.stdout, "/a\n1\n");
     // v2 and v3 keyspaces are separate, as in etcd.
-    let get = server.etcdctl(&["get", "foo"], b"").ok();
+    let get = server.etcdctl(0, &["get", "foo"], b"").ok();
     assert_eq!(get.stdout, "");
 
     // etcdctl without a client certificate gets nothing either.
-    let certs = server.tls.clone().expect("tls");
-    let anonymous = common::run(
+    let anonymous = run(
         Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", server.client_url))
-            .arg(format!("--cacert={}", certs.ca.display()))
+            .arg(format!("--endpoints={}", server.endpoint(0)))
+            .arg(format!("--cacert={}", pki.ca.display()))
             .args(["--dial-timeout=2s", "--command-timeout=3s", "get", "/a"]),
         b"",
     );

@@ -5,23 +5,20 @@
 use std::time::{Duration, Instant};
 
 use oxcd_api::etcdserverpb::{maintenance_client::MaintenanceClient, HashRequest};
+use oxcd_testkit::{require, wait_until, Cluster, Output};
 use tonic::transport::Channel;
 
-mod common;
-use common::cluster::{ctl, error_line, wait_same_revision, wait_until, Cluster};
-use common::etcdctl;
+use super::three;
 
-fn endpoints(c: &Cluster) -> String {
-    (0..c.members.len())
-        .map(|i| c.endpoint(i))
-        .collect::<Vec<_>>()
-        .join(",")
+/// The real etcdctl against member `i`.
+fn ctl(c: &Cluster, i: usize, args: &[&str]) -> Output {
+    c.etcdctl(i, args, b"")
 }
 
 #[test]
 fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
-    common::require("etcdctl");
-    let c = Cluster::start(190, &["--quota-backend-bytes=4000000"], None);
+    require("etcdctl");
+    let c = three(&["--quota-backend-bytes=4000000"]);
     wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 0, &["put", "a", "1"]).code == 0
     });
@@ -36,7 +33,7 @@ fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
     }
     let refused = refused.expect("the quota was never reached");
     assert_eq!(
-        error_line(&refused),
+        refused.last_stderr_line(),
         "Error: etcdserver: mvcc: database space exceeded"
     );
     // Every member has the same alarm list and refuses writes that add data...
@@ -48,7 +45,7 @@ fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
     for i in 0..3 {
         let out = ctl(&c, i, &["put", "small", "1"]);
         assert_eq!(
-            error_line(&out),
+            out.last_stderr_line(),
             "Error: etcdserver: mvcc: database space exceeded",
             "member {i}"
         );
@@ -64,10 +61,9 @@ fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
     );
     ctl(&c, 2, &["del", "big/", "--prefix"]).ok();
     // Compaction and defragmentation free the space; disarm clears the alarm everywhere.
-    let rev = wait_same_revision(&c);
+    let rev = c.wait_same_revision();
     ctl(&c, 0, &["compaction", &rev.to_string()]).ok();
-    let eps = endpoints(&c);
-    let out = etcdctl(&eps, None, &["defrag", "--cluster"], b"").ok();
+    let out = c.etcdctl_all(&["defrag", "--cluster"], b"").ok();
     assert_eq!(
         out.stdout
             .matches("Finished defragmenting etcd member")
@@ -83,7 +79,7 @@ fn nospace_alarm_is_cluster_wide_and_cleared_by_compaction_defrag_and_disarm() {
     }
     ctl(&c, 2, &["put", "small", "again"]).ok();
     for i in 0..3 {
-        let db = c.members[i].data.join("member").join("oxcd.db");
+        let db = c.data_dir(i).join("member").join("oxcd.db");
         let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
         assert!(size < 4_000_000, "member {i} backend is still {size} bytes");
     }
@@ -106,22 +102,18 @@ async fn hash(c: &Cluster, i: usize) -> (u32, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_and_hashkv_are_equal_on_every_member() {
-    common::require("etcdctl");
-    let c = Cluster::start(193, &[], None);
+    require("etcdctl");
+    let c = three(&[]);
     c.wait_writable(0, Duration::from_secs(20)).await;
     for n in 0..50 {
         ctl(&c, n % 3, &["put", &format!("h/{n}"), &format!("v{n}")]).ok();
     }
     ctl(&c, 1, &["del", "h/1", "--prefix"]).ok();
     ctl(&c, 2, &["lease", "grant", "600"]).ok();
-    let rev = wait_same_revision(&c);
-    let out = etcdctl(
-        &endpoints(&c),
-        None,
-        &["endpoint", "hashkv", "--cluster"],
-        b"",
-    )
-    .ok();
+    let rev = c.wait_same_revision();
+    let out = c
+        .etcdctl_all(&["endpoint", "hashkv", "--cluster"], b"")
+        .ok();
     let hashes: Vec<&str> = out
         .stdout
         .lines()
@@ -144,19 +136,15 @@ async fn hash_and_hashkv_are_equal_on_every_member() {
 
 #[test]
 fn periodic_auto_compaction_keeps_one_retention_of_history_on_every_member() {
-    common::require("etcdctl");
-    let c = Cluster::start(
-        196,
-        &[
-            "--auto-compaction-mode=periodic",
-            "--auto-compaction-retention=2s",
-        ],
-        None,
-    );
+    require("etcdctl");
+    let c = three(&[
+        "--auto-compaction-mode=periodic",
+        "--auto-compaction-retention=2s",
+    ]);
     wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 0, &["put", "k", "0"]).code == 0
     });
-    let first = wait_same_revision(&c);
+    let first = c.wait_same_revision();
     // Writes for about 5 s, one every 100 ms (bounded by count).
     let start = Instant::now();
     let mut recent = Vec::new();
@@ -223,22 +211,22 @@ fn damage_oldest_value(db: &std::path::Path) {
 
 #[test]
 fn corruption_check_raises_corrupt_and_stops_writes() {
-    common::require("etcdctl");
-    let mut c = Cluster::start(200, &["--experimental-corrupt-check-time=1s"], None);
+    require("etcdctl");
+    let c = three(&["--experimental-corrupt-check-time=1s"]);
     wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 0, &["put", "c/first", "value"]).code == 0
     });
     for n in 0..20 {
         ctl(&c, n % 3, &["put", &format!("c/{n}"), &format!("v{n}")]).ok();
     }
-    wait_same_revision(&c);
+    c.wait_same_revision();
     // Consistent members raise nothing.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(ctl(&c, 0, &["alarm", "list"]).ok().stdout, "");
     c.kill9(2);
-    damage_oldest_value(&c.members[2].data.join("member").join("oxcd.db"));
+    damage_oldest_value(&c.data_dir(2).join("member").join("oxcd.db"));
     c.spawn(2);
-    let id = c.id(2);
+    let id = super::member_id(&c, 2);
     let want = format!("memberID:{id} alarm:CORRUPT \n");
     for i in 0..3 {
         wait_until("the CORRUPT alarm", Duration::from_secs(20), || {
@@ -251,7 +239,7 @@ fn corruption_check_raises_corrupt_and_stops_writes() {
     for i in 0..3 {
         let out = ctl(&c, i, &["put", "after", "corruption"]);
         assert_eq!(
-            error_line(&out),
+            out.last_stderr_line(),
             "Error: etcdserver: corrupt cluster",
             "member {i}"
         );

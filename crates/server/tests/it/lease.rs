@@ -4,9 +4,6 @@
 //! restarted old leader included); a mass expiry revoked in bounded batches while writes go on; and the real
 //! etcdctl 3.4's lease commands against oxcd and etcd, output compared.
 
-mod common;
-mod tls3;
-
 use std::time::{Duration, Instant};
 
 use oxcd_api::etcdserverpb::watch_request::RequestUnion;
@@ -15,7 +12,8 @@ use oxcd_api::etcdserverpb::{
     WatchCreateRequest, WatchRequest,
 };
 use oxcd_api::mvccpb;
-use tls3::Tls3;
+use oxcd_testkit::text::mask_json_number;
+use oxcd_testkit::{Cluster, Impl};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
@@ -24,7 +22,7 @@ fn b(s: &str) -> Vec<u8> {
 }
 
 /// Keys under `prefix` on member `i` (serializable: its own state), or None if unreachable.
-async fn count_keys(c: &Tls3, i: usize, prefix: &str) -> Option<i64> {
+async fn count_keys(c: &Cluster, i: usize, prefix: &str) -> Option<i64> {
     let client = c.client(i).await?;
     let mut end = b(prefix);
     *end.last_mut()? += 1;
@@ -45,7 +43,7 @@ async fn count_keys(c: &Tls3, i: usize, prefix: &str) -> Option<i64> {
 }
 
 /// The revisions at which member `i` deleted keys under `prefix` since `from`.
-async fn delete_revisions(c: &Tls3, i: usize, prefix: &str, from: i64) -> Vec<(String, i64)> {
+async fn delete_revisions(c: &Cluster, i: usize, prefix: &str, from: i64) -> Vec<(String, i64)> {
     let client = c.client(i).await.expect("client");
     let mut end = b(prefix);
     if let Some(l) = end.last_mut() {
@@ -87,7 +85,7 @@ async fn delete_revisions(c: &Tls3, i: usize, prefix: &str, from: i64) -> Vec<(S
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lease_expiry_survives_a_leader_change() {
     const TTL: i64 = 5;
-    let c = Tls3::start(210, &[]);
+    let c = super::tls3(&[]);
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let follower = (leader + 1) % 3;
     let client = c.client(follower).await.expect("client");
@@ -220,7 +218,7 @@ async fn lease_expiry_survives_a_leader_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mass_expiry_is_revoked_in_batches_without_stalling_writes() {
     const LEASES: usize = 1500;
-    let c = Tls3::start(240, &[]);
+    let c = super::tls3(&[]);
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let client = c.client(leader).await.expect("client");
     let t = Instant::now();
@@ -301,13 +299,14 @@ async fn mass_expiry_is_revoked_in_batches_without_stalling_writes() {
 /// the same output, lease IDs aside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_lease_matches_etcd() {
-    let c = Tls3::start(250, &[]);
+    let c = super::tls3(&[]);
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let follower = (leader + 1) % 3;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let etcd = common::Launch::new(common::Impl::Etcd, dir.path()).start();
-    let on_o = |args: &[&str]| c.etcdctl(follower, args);
-    let on_e = |args: &[&str]| tls3::etcdctl_for(&etcd.client_url, &[], 30, args);
+    let etcd = Cluster::builder(Impl::Etcd).start();
+    // Each command is stopped after 30 s; what it printed, stdout then stderr.
+    let limit = Duration::from_secs(30);
+    let on_o = |args: &[&str]| c.etcdctl_for(follower, limit, args).text();
+    let on_e = |args: &[&str]| etcd.etcdctl_for(0, limit, args).text();
     // Each side grants its own lease; later commands name it.
     let grant = |out: &str| -> String {
         out.split_whitespace()
@@ -358,7 +357,7 @@ async fn etcdctl_lease_matches_etcd() {
             };
             let mut s = s;
             for key in ["cluster_id", "member_id", "raft_term", "revision"] {
-                s = common::mask_json_number(&s, key);
+                s = mask_json_number(&s, key);
             }
             // Seconds left depend on timing (and on how loaded the machine is); etcd lists
             // attached keys in Go map order.

@@ -4,13 +4,12 @@
 //! taken relative to its index before the first request. Plus what a comparison cannot
 //! show: TTL expiry, long polls with `wait=true`, in-order keys.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::Duration;
 
-use common::{http, http_get, require, wait_for, HttpResponse, Impl, Launch, Server};
+use oxcd_testkit::http::{http, http_get, HttpResponse};
+use oxcd_testkit::{require, wait_for, Cluster, Impl};
 use serde_json::Value;
 
 /// One request of the comparison. `{base+1}` in the target or form is replaced by the
@@ -130,7 +129,7 @@ const HEADERS_BY_VALUE: &[&str] = &[
 const HEADERS_PRESENT: &[&str] = &["x-raft-index", "x-raft-term"];
 
 struct Side<'a> {
-    server: &'a Server,
+    server: &'a Cluster,
     base: u64,
     foo: u64,
 }
@@ -144,8 +143,13 @@ impl Side<'_> {
     fn send(&mut self, r: &Req) -> HttpResponse {
         let target = self.fill(r.target);
         let form = r.form.map(|f| self.fill(f));
-        let resp = http(self.server.client_port, r.method, &target, form.as_deref())
-            .unwrap_or_else(|e| panic!("{} {target}: {e}", r.method));
+        let resp = http(
+            self.server.client_addr(0),
+            r.method,
+            &target,
+            form.as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("{} {target}: {e}", r.method));
         if let Ok(v) = serde_json::from_str::<Value>(&resp.body) {
             if v["node"]["key"] == "/foo" {
                 if let Some(i) = v["node"]["modifiedIndex"].as_u64() {
@@ -249,17 +253,17 @@ fn shift_cause_indexes(cause: &str, base: i64) -> String {
 
 /// The store index once the server has settled: etcd writes its member attributes and the
 /// cluster version to the v2 store shortly after it starts.
-fn settled_index(server: &Server) -> u64 {
+fn settled_index(server: &Cluster) -> u64 {
     wait_for(
         "the cluster version to be decided",
         Duration::from_secs(10),
         || {
-            let v = http_get(server.client_port, "/version").ok()?;
+            let v = http_get(server.client_addr(0), "/version").ok()?;
             (!v.body.contains("not_decided")).then_some(())
         },
     );
     let index = || -> Option<u64> {
-        http_get(server.client_port, "/v2/keys/")
+        http_get(server.client_addr(0), "/v2/keys/")
             .ok()?
             .header("x-etcd-index")?
             .parse()
@@ -278,13 +282,8 @@ fn settled_index(server: &Server) -> u64 {
 #[test]
 fn v2_keys_answers_as_etcd_does() {
     require("etcd");
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let etcd = Launch::new(Impl::Etcd, tmp.path())
-        .extra(["--enable-v2"])
-        .start();
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path())
-        .extra(["--enable-v2"])
-        .start();
+    let etcd = Cluster::builder(Impl::Etcd).flags(["--enable-v2"]).start();
+    let oxcd = Cluster::builder(Impl::Oxcd).flags(["--enable-v2"]).start();
     let mut sides = [&etcd, &oxcd].map(|server| Side {
         server,
         base: settled_index(server),
@@ -316,9 +315,9 @@ fn v2_keys_answers_as_etcd_does() {
     assert_eq!(sides[1].base, 0);
 }
 
-fn put(server: &Server, key: &str, form: &str) -> HttpResponse {
+fn put(server: &Cluster, key: &str, form: &str) -> HttpResponse {
     http(
-        server.client_port,
+        server.client_addr(0),
         "PUT",
         &format!("/v2/keys/{key}"),
         Some(form),
@@ -334,8 +333,7 @@ fn index_of(resp: &HttpResponse) -> u64 {
 
 #[test]
 fn ttl_expires_and_wait_sees_the_expiry() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path()).start();
+    let oxcd = Cluster::builder(Impl::Oxcd).start();
     let set = put(&oxcd, "short", "value=v&ttl=1");
     assert_eq!(set.status, 201, "{set:?}");
     let node = &set.json()["node"];
@@ -349,12 +347,12 @@ fn ttl_expires_and_wait_sees_the_expiry() {
     let created = node["modifiedIndex"].as_u64().expect("index");
     // A TTL of 1 s: gone within a bounded poll, by an "expire" event in the history.
     let gone = wait_for("the key to expire", Duration::from_secs(5), || {
-        let r = http_get(oxcd.client_port, "/v2/keys/short").ok()?;
+        let r = http_get(oxcd.client_addr(0), "/v2/keys/short").ok()?;
         (r.status == 404).then_some(r)
     });
     assert_eq!(gone.json()["errorCode"], 100);
     let ev = http_get(
-        oxcd.client_port,
+        oxcd.client_addr(0),
         &format!("/v2/keys/short?wait=true&waitIndex={}", created + 1),
     )
     .expect("wait");
@@ -366,7 +364,7 @@ fn ttl_expires_and_wait_sees_the_expiry() {
     let upd = put(&oxcd, "kept", "value=w&prevExist=true");
     assert_eq!(upd.json()["node"].get("ttl"), None, "{:?}", upd.body);
     assert_eq!(
-        http_get(oxcd.client_port, "/v2/keys/kept")
+        http_get(oxcd.client_addr(0), "/v2/keys/kept")
             .expect("get")
             .status,
         200
@@ -375,10 +373,9 @@ fn ttl_expires_and_wait_sees_the_expiry() {
 
 #[test]
 fn wait_long_poll_is_answered_by_the_next_matching_write() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path()).start();
+    let oxcd = Cluster::builder(Impl::Oxcd).start();
     let start = index_of(&put(&oxcd, "seed", "value=0"));
-    let port = oxcd.client_port;
+    let port = oxcd.client_addr(0);
     let waiter = thread::spawn(move || {
         http(
             port,
@@ -429,12 +426,11 @@ fn wait_long_poll_is_answered_by_the_next_matching_write() {
 
 #[test]
 fn in_order_keys_sort_by_creation() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path()).start();
+    let oxcd = Cluster::builder(Impl::Oxcd).start();
     let mut names = Vec::new();
     for job in ["j1", "j2", "j3"] {
         let r = http(
-            oxcd.client_port,
+            oxcd.client_addr(0),
             "POST",
             "/v2/keys/jobs",
             Some(&format!("value={job}")),
@@ -451,7 +447,7 @@ fn in_order_keys_sort_by_creation() {
         );
         names.push(node["key"].as_str().expect("key").to_string());
     }
-    let list = http_get(oxcd.client_port, "/v2/keys/jobs?sorted=true").expect("GET");
+    let list = http_get(oxcd.client_addr(0), "/v2/keys/jobs?sorted=true").expect("GET");
     let nodes = list.json()["node"]["nodes"].clone();
     let got: Vec<(String, String)> = nodes
         .as_array()
@@ -473,9 +469,8 @@ fn in_order_keys_sort_by_creation() {
 
 #[test]
 fn v2_can_be_disabled() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path())
-        .extra(["--enable-v2=false"])
+    let oxcd = Cluster::builder(Impl::Oxcd)
+        .flags(["--enable-v2=false"])
         .start();
     let r = put(&oxcd, "foo", "value=bar");
     assert_eq!(
@@ -484,7 +479,7 @@ fn v2_can_be_disabled() {
         "{r:?}"
     );
     assert_eq!(
-        http_get(oxcd.client_port, "/health")
+        http_get(oxcd.client_addr(0), "/health")
             .expect("health")
             .status,
         200

@@ -10,11 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oxcd_api::etcdserverpb::{kv_client::KvClient, PutRequest};
+use oxcd_testkit::{addr, require, wait_until, Cluster, Impl, Output};
 use tonic::transport::Channel;
 
-mod common;
-use common::cluster::{ctl, error_line, wait_until, Cluster};
-use common::Output;
+use super::member_id;
+
+/// The real etcdctl against member `i`.
+fn ctl(c: &Cluster, i: usize, args: &[&str]) -> Output {
+    c.etcdctl(i, args, b"")
+}
 
 /// Runs a membership command until it is not refused for "unhealthy cluster" (a peer stream
 /// must have been up for etcd's 5 s health interval), at most 30 s.
@@ -135,17 +139,21 @@ fn assert_has_all(c: &Cluster, i: usize, acked: &BTreeMap<String, String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grow_one_to_three_and_shrink_back_under_load() {
-    common::require("etcdctl");
-    let mut c = Cluster::start_n(170, 1, &[], None);
+    require("etcdctl");
+    // A token: the one member gets the --initial-cluster flags the others will list.
+    let mut c = Cluster::builder(Impl::Oxcd)
+        .names(&["m1"])
+        .token("test-cluster")
+        .start();
     c.wait_writable(0, Duration::from_secs(20)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(&c, stop.clone());
     let progress = Arc::new(Mutex::new(Vec::new()));
 
     let mut ids = Vec::new();
-    for (n, name) in [(2u8, "m2"), (3, "m3")] {
-        let ip = format!("127.0.0.{}", 170 + n);
-        let url = format!("http://{ip}:2380");
+    for name in ["m2", "m3"] {
+        let i = c.add_member(name, ["--initial-cluster-state=existing"]);
+        let url = c.peer_url(i);
         let out = ctl_until_healthy(
             &c,
             0,
@@ -157,7 +165,6 @@ async fn grow_one_to_three_and_shrink_back_under_load() {
             "{out:?}"
         );
         ids.push(added_id(&out));
-        let i = c.push_member(name, &ip, &["--initial-cluster-state=existing"]);
         c.spawn(i);
         ctl(&c, 0, &["put", &format!("joined/{name}"), "yes"]).ok();
         wait_local_value(&c, i, &format!("joined/{name}"), "yes");
@@ -185,21 +192,9 @@ async fn grow_one_to_three_and_shrink_back_under_load() {
                 .starts_with(&format!("Member {id:16x} removed from cluster")),
             "{out:?}"
         );
-        let m = &mut c.members[idx];
-        let child = m.child.as_mut().expect("running");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "removed member {idx} kept running"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        m.child = None;
-        assert!(status.success(), "removed member exit status {status:?}");
+        // A removed member that kept running fails the wait.
+        let code = c.wait_exit(idx, Duration::from_secs(20));
+        assert_eq!(code, 0, "removed member {idx} exit code");
         assert!(c
             .log(idx)
             .contains("has been permanently removed from the cluster"));
@@ -215,12 +210,15 @@ async fn grow_one_to_three_and_shrink_back_under_load() {
 
 #[test]
 fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
-    common::require("etcdctl");
-    let mut c = Cluster::new_n(180, 3, &[], None);
-    c.members[1].extra = vec!["--strict-reconfig-check=false".into()];
-    for i in 0..3 {
-        c.spawn(i);
-    }
+    require("etcdctl");
+    let mut c = Cluster::builder(Impl::Oxcd)
+        .members(3)
+        .member_flags(1, ["--strict-reconfig-check=false"])
+        .start();
+    // Where the learners would run (l1 does, later; the others never start).
+    let l = c.add_member("l1", ["--initial-cluster-state=existing"]);
+    let spare = addr::alloc_n(3);
+    let peer_urls = |a: &addr::Addr| format!("--peer-urls=http://{}", a.peer());
     wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 0, &["put", "a", "1"]).code == 0
     });
@@ -233,7 +231,7 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
             "add",
             "l1",
             "--learner",
-            "--peer-urls=http://127.0.0.184:2380",
+            &format!("--peer-urls={}", c.peer_url(l)),
         ],
     )
     .ok();
@@ -241,17 +239,11 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     let out = ctl(
         &c,
         0,
-        &[
-            "member",
-            "add",
-            "l2",
-            "--learner",
-            "--peer-urls=http://127.0.0.185:2380",
-        ],
+        &["member", "add", "l2", "--learner", &peer_urls(&spare[0])],
     );
     assert_eq!(out.code, 1, "{out:?}");
     assert_eq!(
-        error_line(&out),
+        out.last_stderr_line(),
         "Error: etcdserver: too many learner members in cluster"
     );
     // Promoting a learner that has never run: refused by the leader, through any member.
@@ -259,25 +251,24 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
         let out = ctl(&c, i, &["member", "promote", &format!("{learner:x}")]);
         assert_eq!(out.code, 1, "{out:?}");
         assert_eq!(
-            error_line(&out),
+            out.last_stderr_line(),
             "Error: etcdserver: can only promote a learner member which is in sync with leader",
             "through member {i}"
         );
     }
     // Once it runs and has caught up, the promotion goes through; then it leaves again.
-    let l = c.push_member("l1", "127.0.0.184", &["--initial-cluster-state=existing"]);
     c.spawn(l);
     ctl(&c, 0, &["put", "learner", "caught-up"]).ok();
     wait_local_value(&c, l, "learner", "caught-up");
     // A learner serves serializable reads and status, nothing else (etcd's learner rules).
     let out = ctl(&c, l, &["put", "via", "learner"]);
     assert_eq!(
-        error_line(&out),
+        out.last_stderr_line(),
         "Error: etcdserver: rpc not supported for learner"
     );
     let out = ctl(&c, l, &["get", "learner"]);
     assert_eq!(
-        error_line(&out),
+        out.last_stderr_line(),
         "Error: etcdserver: rpc not supported for learner"
     );
     let status = ctl(&c, l, &["endpoint", "status", "-w", "json"])
@@ -295,12 +286,7 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     wait_until(
         "the removed member to stop",
         Duration::from_secs(20),
-        || {
-            c.members[l]
-                .child
-                .as_mut()
-                .is_some_and(|ch| matches!(ch.try_wait(), Ok(Some(_))))
-        },
+        || !c.is_running(l),
     );
 
     // Three voters, one killed: every change that needs it connected is refused...
@@ -311,22 +297,17 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     wait_until("a writable cluster", Duration::from_secs(20), || {
         ctl(&c, 1, &["put", "b", "2"]).code == 0
     });
+    let (m5, l5) = (peer_urls(&spare[1]), peer_urls(&spare[2]));
     let refused: [&[&str]; 3] = [
-        &["member", "add", "m5", "--peer-urls=http://127.0.0.186:2380"],
-        &[
-            "member",
-            "add",
-            "l5",
-            "--learner",
-            "--peer-urls=http://127.0.0.187:2380",
-        ],
-        &["member", "remove", &format!("{:x}", c.id(1))],
+        &["member", "add", "m5", &m5],
+        &["member", "add", "l5", "--learner", &l5],
+        &["member", "remove", &format!("{:x}", member_id(&c, 1))],
     ];
     for args in refused {
         let out = ctl(&c, 0, args);
         assert_eq!(out.code, 1, "{args:?}: {out:?}");
         assert_eq!(
-            error_line(&out),
+            out.last_stderr_line(),
             "Error: etcdserver: unhealthy cluster",
             "{args:?}"
         );
@@ -336,10 +317,15 @@ fn strict_reconfig_check_refuses_changes_that_lose_quorum() {
     let out = ctl(&c, 1, refused[1]).ok();
     assert!(out.stdout.contains("ETCD_NAME=\"l5\""), "{out:?}");
     // A member that is down is not part of the active quorum: removing it is allowed.
-    let out = ctl(&c, 0, &["member", "remove", &format!("{:x}", c.id(2))]).ok();
+    let out = ctl(
+        &c,
+        0,
+        &["member", "remove", &format!("{:x}", member_id(&c, 2))],
+    )
+    .ok();
     assert!(
         out.stdout
-            .starts_with(&format!("Member {:16x} removed", c.id(2))),
+            .starts_with(&format!("Member {:16x} removed", member_id(&c, 2))),
         "{out:?}"
     );
     ctl(&c, 0, &["put", "still", "writable"]).ok();

@@ -5,16 +5,15 @@
 //! state that itself survived a crash. Also: a data dir oxcd did not write, or one that is
 //! damaged, is refused with a clear error and exit code 1, never served.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{require, run, wait_for, Impl, Launch, Server};
 use oxcd_api::etcdserverpb::kv_client::KvClient;
 use oxcd_api::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use oxcd_testkit::http::{http, http_get};
+use oxcd_testkit::{require, run, wait_for, Cluster, Impl};
 use tonic::transport::{Channel, Endpoint};
 
 /// Concurrent writers per round (one HTTP/2 connection each).
@@ -163,9 +162,8 @@ fn round_of(a: &Ack) -> usize {
 
 #[test]
 fn acknowledged_writes_survive_kill9() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let mut server = Launch::new(Impl::Oxcd, tmp.path()).start();
-    let url = server.client_url.clone();
+    let server = Cluster::builder(Impl::Oxcd).start();
+    let url = server.endpoint(0);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut all_acks: Vec<Ack> = Vec::new();
     let mut highest_rev = 0;
@@ -173,8 +171,8 @@ fn acknowledged_writes_survive_kill9() {
     for (round, kill_after) in KILL_AFTER_ACKS.into_iter().enumerate() {
         // The v2 keyspace goes through the same log: an acknowledged v2 write survives too.
         let v2_value = format!("round{round}");
-        let v2 = common::http(
-            server.client_port,
+        let v2 = http(
+            server.client_addr(0),
             "PUT",
             &format!("/v2/keys/r{round}"),
             Some(&format!("value={v2_value}")),
@@ -191,7 +189,7 @@ fn acknowledged_writes_survive_kill9() {
             Duration::from_secs(20),
             || (acks.lock().expect("acks lock").len() >= kill_after).then_some(()),
         );
-        server.kill9();
+        server.kill9(0);
         rt.block_on(async {
             for t in tasks {
                 tokio::time::timeout(CALL_TIMEOUT * 2, t)
@@ -226,8 +224,7 @@ fn acknowledged_writes_survive_kill9() {
             .unwrap_or(highest_rev);
         all_acks.extend(round_acks);
 
-        server.launch();
-        server.wait_healthy();
+        server.start(0);
         let (store, rev) = rt.block_on(dump(&url));
         assert!(
             rev >= highest_rev,
@@ -236,7 +233,7 @@ fn acknowledged_writes_survive_kill9() {
         verify(&store, &all_acks, round);
         highest_rev = rev;
         for (path, value) in &v2_acks {
-            let got = common::http_get(server.client_port, path).expect("v2 GET");
+            let got = http_get(server.client_addr(0), path).expect("v2 GET");
             assert_eq!(
                 got.json()["node"]["value"],
                 value.as_str(),
@@ -248,24 +245,26 @@ fn acknowledged_writes_survive_kill9() {
     assert!(all_acks.len() >= KILL_AFTER_ACKS.iter().sum::<usize>());
 }
 
-fn oxcd_on(dir: &Path, name: &str) -> Server {
-    Launch::new(Impl::Oxcd, dir).name(name).spawn()
+/// A single oxcd member whose data dir (`NAME.data`) and logs are in `dir`; not started.
+fn oxcd_on(dir: &Path, name: &str) -> Cluster {
+    Cluster::builder(Impl::Oxcd).names(&[name]).dir(dir).build()
 }
 
-/// Starts oxcd on a data dir and expects it to refuse: exit code 1 within a bounded time, a
-/// clear message naming `what`, and no client port answering.
-fn expect_refused(server: &mut Server, what: &[&str]) -> String {
+/// Starts member 0 on its data dir and expects it to refuse: exit code 1 within a bounded
+/// time, a clear message naming `what`, and no client port answering.
+fn expect_refused(server: &Cluster, what: &[&str]) -> String {
+    server.spawn(0);
     // Exits, or (the bug this guards against) comes up serving: either ends the wait.
     let code = wait_for(
         "oxcd to exit or come up",
         Duration::from_secs(10),
-        || match server.try_exit_code() {
+        || match server.try_exit_code(0) {
             Some(code) => Some(code),
-            None if server.log_text().contains("ready to serve client requests") => Some(0),
+            None if server.log(0).contains("ready to serve client requests") => Some(0),
             None => None,
         },
     );
-    let log = server.log_text();
+    let log = server.log(0);
     assert_eq!(
         code, 1,
         "oxcd must refuse this data dir with exit code 1; log:\n{log}"
@@ -284,14 +283,16 @@ fn expect_refused(server: &mut Server, what: &[&str]) -> String {
     line.to_string()
 }
 
-/// Makes a data dir with a few writes and stops the member with kill -9.
-fn written_data_dir(tmp: &Path, name: &str) -> std::path::PathBuf {
-    let mut server = Launch::new(Impl::Oxcd, tmp).name(name).start();
+/// Makes a data dir with a few writes and stops the member with kill -9; the member, to be
+/// started again on it.
+fn written_data_dir(tmp: &Path, name: &str) -> Cluster {
+    let server = oxcd_on(tmp, name);
+    server.start(0);
     for i in 0..20 {
-        server.etcdctl(&["put", &format!("k{i}"), "v"], b"").ok();
+        server.etcdctl(0, &["put", &format!("k{i}"), "v"], b"").ok();
     }
-    server.kill9();
-    server.data_dir.clone()
+    server.kill9(0);
+    server
 }
 
 #[test]
@@ -300,8 +301,9 @@ fn foreign_or_damaged_data_dirs_are_refused() {
     let tmp = tempfile::tempdir().expect("temp dir");
 
     // A WAL segment oxcd did not write.
-    let mut s = oxcd_on(tmp.path(), "foreign-wal");
-    let wal_dir = s.data_dir.join("member/wal");
+    let s = oxcd_on(tmp.path(), "foreign-wal");
+    s.spawn(0);
+    let wal_dir = s.data_dir(0).join("member/wal");
     std::fs::create_dir_all(&wal_dir).expect("mkdir");
     let garbage: Vec<u8> = (0..5000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
@@ -311,17 +313,16 @@ fn foreign_or_damaged_data_dirs_are_refused() {
         &garbage,
     )
     .expect("write");
-    s.kill9();
-    s.launch();
+    s.kill9(0);
     expect_refused(
-        &mut s,
+        &s,
         &["0000000000000000-0000000000000000.wal", "write-ahead log"],
     );
 
     // A backend overwritten with garbage, and one truncated.
     for (name, damage) in [("overwritten-db", 0), ("truncated-db", 1)] {
-        let data_dir = written_data_dir(tmp.path(), name);
-        let db = data_dir.join("member/oxcd.db");
+        let s = written_data_dir(tmp.path(), name);
+        let db = s.data_dir(0).join("member/oxcd.db");
         let len = std::fs::metadata(&db).expect("oxcd.db").len();
         if damage == 0 {
             let mut bytes = std::fs::read(&db).expect("read");
@@ -336,37 +337,39 @@ fn foreign_or_damaged_data_dirs_are_refused() {
                 .expect("open");
             f.set_len(len / 3).expect("truncate");
         }
-        let mut s = oxcd_on(tmp.path(), name);
-        expect_refused(&mut s, &["oxcd.db"]);
+        expect_refused(&s, &["oxcd.db"]);
     }
 
     // A backend whose WAL is gone.
-    let data_dir = written_data_dir(tmp.path(), "no-wal");
-    std::fs::remove_dir_all(data_dir.join("member/wal")).expect("rm wal");
-    let mut s = oxcd_on(tmp.path(), "no-wal");
-    expect_refused(&mut s, &["write-ahead log"]);
+    let s = written_data_dir(tmp.path(), "no-wal");
+    std::fs::remove_dir_all(s.data_dir(0).join("member/wal")).expect("rm wal");
+    expect_refused(&s, &["write-ahead log"]);
 
     // The data dir of another member (other --initial-cluster-token, other member ID).
-    written_data_dir(tmp.path(), "other-member");
-    let mut s = Launch::new(Impl::Oxcd, tmp.path())
-        .name("other-member")
-        .extra(["--initial-cluster-token=another-cluster"])
-        .spawn();
-    expect_refused(&mut s, &["belongs to member"]);
+    let mut s = written_data_dir(tmp.path(), "other-member");
+    s.set_flags(0, ["--initial-cluster-token=another-cluster"]);
+    expect_refused(&s, &["belongs to member"]);
 }
 
 #[test]
 fn an_etcd_data_dir_is_refused() {
     require("etcd");
     let tmp = tempfile::tempdir().expect("temp dir");
-    let mut etcd = Launch::new(Impl::Etcd, tmp.path()).name("shared").start();
-    etcd.etcdctl(&["put", "a", "1"], b"").ok();
-    etcd.kill9();
-    let mut s = oxcd_on(tmp.path(), "shared");
-    let line = expect_refused(&mut s, &["etcd"]);
+    // The same member name and dir: the same data dir.
+    let etcd = Cluster::builder(Impl::Etcd)
+        .names(&["shared"])
+        .dir(tmp.path())
+        .start();
+    etcd.etcdctl(0, &["put", "a", "1"], b"").ok();
+    etcd.kill9(0);
+    let s = oxcd_on(tmp.path(), "shared");
+    assert_eq!(s.data_dir(0), etcd.data_dir(0));
+    let line = expect_refused(&s, &["etcd"]);
     // Nothing of oxcd's was written next to etcd's files.
     let out = run(
-        std::process::Command::new("ls").arg("-R").arg(&s.data_dir),
+        std::process::Command::new("ls")
+            .arg("-R")
+            .arg(s.data_dir(0)),
         b"",
     );
     assert!(
@@ -383,8 +386,8 @@ fn an_etcd_data_dir_is_refused() {
 fn a_wal_damaged_before_its_tail_is_refused() {
     require("etcdctl");
     let tmp = tempfile::tempdir().expect("temp dir");
-    let data_dir = written_data_dir(tmp.path(), "damaged-wal");
-    let wal_dir = data_dir.join("member/wal");
+    let s = written_data_dir(tmp.path(), "damaged-wal");
+    let wal_dir = s.data_dir(0).join("member/wal");
     let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
         .expect("wal dir")
         .map(|e| e.expect("entry").path())
@@ -395,6 +398,5 @@ fn a_wal_damaged_before_its_tail_is_refused() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(last, bytes).expect("write");
-    let mut s = oxcd_on(tmp.path(), "damaged-wal");
-    expect_refused(&mut s, &["wal"]);
+    expect_refused(&s, &["wal"]);
 }

@@ -2,14 +2,12 @@
 //! `--max-txn-ops`, a key written twice in one txn, an empty key, `--max-request-bytes`.
 //! Each refusal has etcd's gRPC code and message and leaves the store untouched.
 
-mod common;
-
-use common::{Impl, Launch, Server};
 use oxcd_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use oxcd_api::etcdserverpb::kv_client::KvClient;
 use oxcd_api::etcdserverpb::{
     request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
+use oxcd_testkit::{Cluster, Impl};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -84,9 +82,9 @@ struct Client {
 }
 
 impl Client {
-    fn new(server: &Server) -> Client {
+    fn new(server: &Cluster) -> Client {
         let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-        let url = server.client_url.clone();
+        let url = server.endpoint(0);
         let channel = rt
             .block_on(Channel::from_shared(url).expect("url").connect())
             .expect("connect");
@@ -173,9 +171,8 @@ fn empty_key() -> Result<(), (Code, String)> {
 
 #[test]
 fn txn_limits_and_duplicate_keys() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path())
-        .extra(["--max-txn-ops=3"])
+    let oxcd = Cluster::builder(Impl::Oxcd)
+        .flags(["--max-txn-ops=3"])
         .start();
     let mut c = Client::new(&oxcd);
     let before = c.rev();
@@ -267,8 +264,7 @@ fn txn_limits_and_duplicate_keys() {
 
 #[test]
 fn empty_keys_are_refused() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path()).start();
+    let oxcd = Cluster::builder(Impl::Oxcd).start();
     let mut c = Client::new(&oxcd);
     let before = c.rev();
     assert_eq!(c.put(b"", b"v"), empty_key());
@@ -285,9 +281,8 @@ fn empty_keys_are_refused() {
 
 #[test]
 fn requests_over_max_request_bytes_are_refused_and_write_nothing() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path())
-        .extra(["--max-request-bytes=1024"])
+    let oxcd = Cluster::builder(Impl::Oxcd)
+        .flags(["--max-request-bytes=1024"])
         .start();
     let mut c = Client::new(&oxcd);
     let before = c.rev();
@@ -314,9 +309,8 @@ fn requests_over_max_request_bytes_are_refused_and_write_nothing() {
 /// decoded; etcd (grpc-go) answers RESOURCE_EXHAUSTED, which clients match on.
 #[test]
 fn oversized_grpc_messages_get_resource_exhausted_as_with_etcd() {
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let oxcd = Launch::new(Impl::Oxcd, tmp.path())
-        .extra(["--max-request-bytes=1024"])
+    let oxcd = Cluster::builder(Impl::Oxcd)
+        .flags(["--max-request-bytes=1024"])
         .start();
     let mut c = Client::new(&oxcd);
     let before = c.rev();
