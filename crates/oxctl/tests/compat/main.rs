@@ -4,11 +4,19 @@
 //! `OXCTL_TEST_SERVER=target/release/oxcd cargo test -p oxctl` runs the same comparisons with
 //! oxcd as the server (both tools still talk to the same server).
 
-mod common;
+mod compare;
 
 use std::time::Duration;
 
-use common::{oxctl_bin, run, run_for, same, setup, Etcd, Printed};
+use compare::{flags, oxctl_bin, restart_fresh, run, run_for, same, server, setup, Printed};
+use oxcd_testkit::Cluster;
+
+/// A fresh one-member server, plain or with TLS client URLs requiring client certificates.
+fn start(tls: bool) -> Cluster {
+    oxcd_testkit::require("etcdctl");
+    let b = server(1);
+    if tls { b.client_cert_auth() } else { b }.start()
+}
 
 /// Commands that change the store, run in order. Each tool gets a fresh server from an empty
 /// data dir so revisions, ids and terms line up.
@@ -103,13 +111,13 @@ fn kv_script() -> Vec<(Vec<&'static str>, &'static str)> {
 /// Runs a script with etcdctl on a fresh server, then with oxctl on another fresh one, and
 /// compares step by step.
 fn replay(script: &[(Vec<&str>, &str)]) {
-    let mut etcd = Etcd::start(false);
-    let flags = etcd.flags();
+    let etcd = start(false);
+    let flags = flags(&etcd);
     let want: Vec<Printed> = script
         .iter()
         .map(|(a, i)| run("etcdctl", &flags, a, i))
         .collect();
-    etcd.restart_fresh();
+    restart_fresh(&etcd);
     for ((args, stdin), want) in script.iter().zip(want) {
         let got = run(oxctl_bin(), &flags, args, stdin);
         assert_eq!(got, want, "oxctl and etcdctl differ for {args:?}");
@@ -195,8 +203,8 @@ fn auth_user_role_commands_print_the_same_as_etcdctl() {
 
 #[test]
 fn cluster_and_maintenance_print_the_same_as_etcdctl() {
-    let etcd = Etcd::start(false);
-    let f = etcd.flags();
+    let etcd = start(false);
+    let f = flags(&etcd);
     setup(&f, &["put", "a", "1"]);
     for w in ["simple", "json", "fields", "table", "protobuf"] {
         same(&f, &["-w", w, "member", "list"], "");
@@ -219,7 +227,7 @@ fn cluster_and_maintenance_print_the_same_as_etcdctl() {
     same(&f, &["move-leader", "1"], "");
     same(&f, &["move-leader"], "");
     same(&f, &["version"], "");
-    let snap = etcd.dir.path().join("snap.db").display().to_string();
+    let snap = etcd.dir().join("snap.db").display().to_string();
     same(&f, &["snapshot", "save", &snap], "");
     for w in ["simple", "json", "fields", "table"] {
         same(&f, &["-w", w, "snapshot", "status", &snap], "");
@@ -283,8 +291,8 @@ fn cluster_and_maintenance_print_the_same_as_etcdctl() {
 
 #[test]
 fn leases_print_the_same_as_etcdctl() {
-    let etcd = Etcd::start(false);
-    let f = etcd.flags();
+    let etcd = start(false);
+    let f = flags(&etcd);
     let grant = run("etcdctl", &f, &["lease", "grant", "600"], "");
     let id = grant
         .stdout
@@ -318,8 +326,8 @@ fn leases_print_the_same_as_etcdctl() {
 
 #[test]
 fn tls_endpoint_prints_the_same_as_etcdctl() {
-    let etcd = Etcd::start(true);
-    let f = etcd.flags();
+    let etcd = start(true);
+    let f = flags(&etcd);
     setup(&f, &["put", "a", "1"]);
     same(&f, &["get", "a", "-w", "json"], "");
     same(&f, &["-w", "table", "endpoint", "status"], "");
@@ -340,8 +348,8 @@ fn tls_endpoint_prints_the_same_as_etcdctl() {
     same(&skip, &["get", "a"], "");
     // Without client certificates the server refuses the handshake: both time out the same way.
     let no_cert = vec![
-        format!("--endpoints={}", etcd.endpoint()),
-        format!("--cacert={}/ca.pem", etcd.dir.path().display()),
+        format!("--endpoints={}", etcd.host_port(0)),
+        format!("--cacert={}", etcd.pki().expect("TLS").ca.display()),
         "--command-timeout=1s".to_string(),
     ];
     same(&no_cert, &["get", "a"], "");
@@ -349,8 +357,8 @@ fn tls_endpoint_prints_the_same_as_etcdctl() {
 
 #[test]
 fn errors_print_the_same_as_etcdctl() {
-    let etcd = Etcd::start(false);
-    let f = etcd.flags();
+    let etcd = start(false);
+    let f = flags(&etcd);
     for (k, v) in [("a", "1"), ("a", "2"), ("a", "3")] {
         setup(&f, &["put", k, v]);
     }
@@ -381,18 +389,18 @@ fn errors_print_the_same_as_etcdctl() {
         );
     }
     same(&f, &["-w", "yaml", "get", "a"], "");
-    let ep = etcd.endpoint();
+    let ep = etcd.host_port(0);
     let env = [
         ("ETCDCTL_ENDPOINTS", ep.as_str()),
         ("ETCDCTL_WRITE_OUT", "json"),
     ];
-    common::same_env(&[], &env, &["get", "a"]);
-    common::same_env(
+    compare::same_env(&[], &env, &["get", "a"]);
+    compare::same_env(
         &[],
         &[("ETCDCTL_ENDPOINTS", ep.as_str()), ("ETCDCTL_HEX", "true")],
         &["get", "a"],
     );
-    common::same_env(
+    compare::same_env(
         &[],
         &[
             ("ETCDCTL_ENDPOINTS", ep.as_str()),
@@ -402,8 +410,8 @@ fn errors_print_the_same_as_etcdctl() {
     );
     // A flag and its variable together: etcdctl refuses (the line starts with a timestamp).
     let both = [("ETCDCTL_ENDPOINTS", "127.0.0.1:1")];
-    let want = common::run_env("etcdctl", &f, &both, &["get", "a"], "");
-    let got = common::run_env(oxctl_bin(), &f, &both, &["get", "a"], "");
+    let want = compare::run_env("etcdctl", &f, &both, &["get", "a"], "");
+    let got = compare::run_env(oxctl_bin(), &f, &both, &["get", "a"], "");
     let tail = |p: &Printed| {
         (
             p.stderr.split_once(" C | ").map(|x| x.1.to_string()),
@@ -422,8 +430,8 @@ fn errors_print_the_same_as_etcdctl() {
 
 #[test]
 fn watch_prints_the_same_as_etcdctl() {
-    let etcd = Etcd::start(false);
-    let f = etcd.flags();
+    let etcd = start(false);
+    let f = flags(&etcd);
     setup(&f, &["put", "w/1", "a"]);
     setup(&f, &["put", "w/2", "b"]);
     setup(&f, &["put", "w/1", "c"]);
@@ -446,8 +454,8 @@ fn watch_prints_the_same_as_etcdctl() {
 
 #[test]
 fn lock_elect_and_make_mirror_work_like_etcdctl() {
-    let etcd = Etcd::start(false);
-    let f = etcd.flags();
+    let etcd = start(false);
+    let f = flags(&etcd);
     // The lock key holds the session's lease id, so compare the shape: `name/<hex lease id>`.
     let shape = |p: &Printed| {
         let out = p.stdout.trim();
@@ -469,7 +477,7 @@ fn lock_elect_and_make_mirror_work_like_etcdctl() {
     same(&f, &["make-mirror"], "");
     // make-mirror copies what is there, then follows changes, under another prefix.
     setup(&f, &["put", "src/a", "1"]);
-    let dest = format!("127.0.0.1:{}", etcd.client_port);
+    let dest = etcd.host_port(0);
     let mirror = [
         "make-mirror",
         "--prefix=src/",
@@ -493,8 +501,9 @@ fn lock_elect_and_make_mirror_work_like_etcdctl() {
 
 #[test]
 fn three_member_tls_cluster_prints_the_same_as_etcdctl() {
-    let cluster = common::Cluster::start(true);
-    let f = cluster.flags();
+    oxcd_testkit::require("etcdctl");
+    let cluster = server(3).client_cert_auth().start();
+    let f = flags(&cluster);
     setup(&f, &["put", "a", "1"]);
     // etcdctl picks any of several endpoints for a request (so the header's member id varies):
     // compare headers through one endpoint, and every member through --cluster.
@@ -528,8 +537,8 @@ fn three_member_tls_cluster_prints_the_same_as_etcdctl() {
         let want = run("etcdctl", &f, &args, "");
         let got = run(oxctl_bin(), &f, &args, "");
         assert_eq!(
-            common::sorted_lines(&got.stderr),
-            common::sorted_lines(&want.stderr),
+            compare::sorted_lines(&got.stderr),
+            compare::sorted_lines(&want.stderr),
             "{args:?}"
         );
         assert_eq!((got.stdout, got.code), (want.stdout, want.code));
@@ -565,15 +574,20 @@ fn three_member_tls_cluster_prints_the_same_as_etcdctl() {
 /// (the member IDs, cluster ID and paths in the log lines included) and fail the same way.
 #[test]
 fn snapshot_restore_prints_the_same_as_etcdctl() {
-    let etcd = Etcd::start_bin("etcd", false);
-    setup(&etcd.flags(), &["put", "a", "1"]);
+    // Always the real etcd: etcdctl restores etcd's snapshot.
+    oxcd_testkit::require("etcdctl");
+    let etcd = Cluster::builder(oxcd_testkit::Impl::Etcd)
+        .names(&["t1"])
+        .token("oxctl-test")
+        .start();
+    setup(&flags(&etcd), &["put", "a", "1"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let (e_dir, o_dir) = (dir.path().join("etcd"), dir.path().join("oxcd"));
     for d in [&e_dir, &o_dir] {
         std::fs::create_dir_all(d).expect("mkdir");
     }
     let e_snap = e_dir.join("snap.db").display().to_string();
-    setup(&etcd.flags(), &["snapshot", "save", &e_snap]);
+    setup(&flags(&etcd), &["snapshot", "save", &e_snap]);
     drop(etcd);
     let body = {
         let store = oxcd_storage::Store::open(&dir.path().join("src.db")).expect("store");
@@ -642,8 +656,8 @@ fn snapshot_restore_prints_the_same_as_etcdctl() {
         ],
     ];
     for args in &cases {
-        let want = common::run_in("etcdctl", &e_dir, args);
-        let got = common::run_in(oxctl_bin(), &o_dir, args);
+        let want = compare::run_in("etcdctl", &e_dir, args);
+        let got = compare::run_in(oxctl_bin(), &o_dir, args);
         assert_eq!(got, want, "oxctl and etcdctl differ for {args:?}");
     }
     for d in ["new", "default.etcd", "w"] {
