@@ -148,11 +148,13 @@ impl Pki {
         pair(&self.dir, name)
     }
 
-    /// `oxcert cluster --members NAME=IP:2379:2380,... --out DIR EXTRA...`: the PKI it wrote
-    /// (ECDSA P-256, oxcert's default) and what it printed (each member's start command).
+    /// `oxcert cluster --members NAME=IP:2379:2380,... --out OUT EXTRA...` run in `cwd`: the
+    /// PKI it wrote in `cwd/OUT` (ECDSA P-256, oxcert's default) and what it printed (each
+    /// member's start command).
     pub fn oxcert(
         oxcert: &Path,
-        dir: &Path,
+        cwd: &Path,
+        out: &str,
         members: &[MemberHost],
         extra: &[&str],
     ) -> (Pki, Output) {
@@ -160,24 +162,25 @@ impl Pki {
             .iter()
             .map(|(name, ip)| format!("{name}={ip}:2379:2380"))
             .collect();
-        let out = run(
+        let printed = run(
             Command::new(oxcert)
-                .args(["cluster", "--members", &spec.join(","), "--out"])
-                .arg(dir)
-                .args(extra),
+                .args(["cluster", "--members", &spec.join(","), "--out", out])
+                .args(extra)
+                .current_dir(cwd),
             b"",
         )
         .ok();
+        let dir = cwd.join(out);
         let pki = Pki {
-            dir: dir.to_path_buf(),
             ca: dir.join("ca.pem"),
             ca_key: dir.join("ca-key.pem"),
-            server: pair(dir, "server"),
-            peers: members.iter().map(|(name, _)| pair(dir, name)).collect(),
-            client: pair(dir, "client"),
+            server: pair(&dir, "server"),
+            peers: members.iter().map(|(name, _)| pair(&dir, name)).collect(),
+            client: pair(&dir, "client"),
             algo: KeyAlgo::EcdsaP256,
+            dir,
         };
-        (pki, out)
+        (pki, printed)
     }
 
     /// The CA and the client certificate, for etcdctl's `--cacert/--cert/--key`.

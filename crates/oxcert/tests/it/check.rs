@@ -1,13 +1,11 @@
 //! `oxcert check`, one deliberately broken setup per finding, and certificates made by the
 //! real cfssl 1.2.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use super::*;
 
 const MEMBERS: &str = "etcd1=127.0.0.11,etcd2=127.0.0.12,etcd3=127.0.0.13";
 
@@ -482,16 +480,12 @@ fn flag_mistakes_are_caught() {
 
 #[test]
 fn certificates_from_the_real_cfssl_pass_and_sign() {
-    let real = require_tool("cfssl", "golang-cfssl");
-    let real_json = require_tool("cfssljson", "golang-cfssl");
+    let real = require("cfssl");
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     write(&dir.join("ca-csr.json"), CA_CSR);
     write(&dir.join("ca-config.json"), CA_CONFIG);
-    let bin = dir.join("realbin");
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    std::os::unix::fs::symlink(&real, bin.join("cfssl")).expect("link");
-    std::os::unix::fs::symlink(&real_json, bin.join("cfssljson")).expect("link");
+    let bin = real_cfssl_links(dir);
     let version = sh(dir, &bin, "cfssl version").ok();
     assert!(
         !version.stdout.contains("oxcert"),
@@ -617,7 +611,7 @@ fn certificates_from_the_real_cfssl_pass_and_sign() {
                 "-",
             ])
             .current_dir(dir),
-        r#"{"CN":"from cfssl"}"#,
+        br#"{"CN":"from cfssl"}"#,
     )
     .ok();
     ox_stdin(dir, &["json", "-bare", "fromcfssl"], &out.stdout).ok();

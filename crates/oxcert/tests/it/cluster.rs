@@ -1,8 +1,6 @@
 //! `oxcert cluster` without servers: what it writes, what it refuses, and bad input.
 
-mod common;
-
-use common::*;
+use super::*;
 
 #[test]
 fn writes_the_files_with_sans_usages_and_modes() {

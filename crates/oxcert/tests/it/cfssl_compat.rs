@@ -1,12 +1,10 @@
 //! oxcert as cfssl and cfssljson: the tutorial's commands through links, the files and
 //! formats against openssl and the real cfssl 1.2, and bad input.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use super::*;
 
 fn x509_text(dir: &Path, file: &str) -> String {
     openssl(dir, &["x509", "-in", file, "-noout", "-text"])
@@ -18,7 +16,7 @@ fn x509_text(dir: &Path, file: &str) -> String {
 fn tutorial_commands_run_verbatim_through_cfssl_links() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    tutorial_pki(dir);
+    tutorial_pki(dir, None);
 
     for name in [
         "etcd-root-ca",
@@ -140,7 +138,7 @@ fn log_shape(stderr: &str) -> Vec<String> {
 
 #[test]
 fn output_has_the_shape_of_real_cfssl() {
-    let real = require_tool("cfssl", "golang-cfssl");
+    let real = require("cfssl");
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     write(&dir.join("ca-csr.json"), CA_CSR);
@@ -148,7 +146,7 @@ fn output_has_the_shape_of_real_cfssl() {
         Command::new(&real)
             .args(["gencert", "-initca", "ca-csr.json"])
             .current_dir(dir),
-        "",
+        b"",
     )
     .ok();
     let ours = ox(dir, &["gencert", "-initca", "ca-csr.json"]).ok();
@@ -200,10 +198,10 @@ fn output_has_the_shape_of_real_cfssl() {
 
 #[test]
 fn print_defaults_match_real_cfssl_byte_for_byte() {
-    let real = require_tool("cfssl", "golang-cfssl");
+    let real = require("cfssl");
     let tmp = tempfile::tempdir().expect("tempdir");
     for what in ["csr", "config"] {
-        let theirs = run(Command::new(&real).args(["print-defaults", what]), "").ok();
+        let theirs = run(Command::new(&real).args(["print-defaults", what]), b"").ok();
         let ours = ox(tmp.path(), &["print-defaults", what]).ok();
         assert_eq!(ours.stdout, theirs.stdout, "print-defaults {what}");
     }
@@ -308,7 +306,7 @@ fn failing_pipeline(dir: &Path, script: &str) -> Output {
 fn bad_input_fails_clearly_and_leaves_no_files() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    tutorial_pki(dir);
+    tutorial_pki(dir, None);
     let sign =
         "cfssl gencert -ca=etcd-root-ca.pem -ca-key=etcd-root-ca-key.pem -config=ca-config.json";
 
