@@ -194,7 +194,6 @@ fn a_port_in_use_exits_1_before_touching_the_data_dir() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let at = addr::alloc();
     let _taken = TcpListener::bind(at.client()).expect("bind");
-    let port = at.client().port();
     let url = format!("http://{}", at.client());
     let out = oxcd(
         tmp.path(),
@@ -207,7 +206,7 @@ fn a_port_in_use_exits_1_before_touching_the_data_dir() {
     );
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stderr.contains(&port.to_string()),
+        out.stderr.contains(&at.client().to_string()),
         "the error names the address: {out:?}"
     );
     assert!(
