@@ -525,6 +525,13 @@ impl Cluster {
         }
     }
 
+    /// Stops member `i` as an operator would (SIGTERM) and waits (at most `timeout`) for it
+    /// to exit; its exit code. Past the timeout it is killed and the test fails with its log.
+    pub fn stop(&self, i: usize, timeout: Duration) -> i32 {
+        self.signal(i, Signal::Term);
+        self.wait_exit(i, timeout)
+    }
+
     /// kill -9, then start again with the same flags and data dir, and wait until ready.
     pub fn restart(&self, i: usize) {
         self.kill9(i);

@@ -1,7 +1,7 @@
 //! The harness against real servers: one builder starts three members of etcd 3.4 or of
 //! oxcd with TLS everywhere; etcdctl and oxctl reach them; a member killed with SIGKILL comes
-//! back with its data; dropping the cluster kills every member. Needs the workspace's
-//! binaries (`cargo build --workspace --bins`) and etcd 3.4.
+//! back with its data, and so does one stopped with SIGTERM; dropping the cluster kills every
+//! member. Needs the workspace's binaries (`cargo build --workspace --bins`) and etcd 3.4.
 
 use std::time::Duration;
 
@@ -38,6 +38,17 @@ fn drive(kind: Impl) {
         Duration::from_secs(20),
         || c.etcdctl(1, &local, b"").stdout == "w\n",
     );
+
+    // A graceful stop ends the process (oxcd with success; etcd, once shut down, raises
+    // SIGTERM again on itself); it starts again on its data dir.
+    let stopped = match kind {
+        Impl::Oxcd => 0,
+        Impl::Etcd => -1,
+    };
+    let code = c.stop(2, Duration::from_secs(20));
+    assert_eq!(code, stopped, "log:\n{}", c.log(2));
+    c.start(2);
+    assert_eq!(c.etcdctl(2, &local, b"").ok().stdout, "w\n");
 
     let pids: Vec<u32> = (0..3).map(|i| c.pid(i).expect("running")).collect();
     assert!(pids.iter().all(|p| pid_alive(*p)));
