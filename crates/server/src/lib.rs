@@ -394,7 +394,7 @@ fn serve_clients(
             l,
             acceptor,
             app.clone(),
-            server.cfg.connections_max,
+            http::ConnLimits::new(server.cfg.connections_max),
             shutdown.clone(),
         ));
     }
