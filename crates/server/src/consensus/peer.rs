@@ -812,6 +812,12 @@ fn admit(hello: &[u8; 25], ip: IpAddr, ctx: &PeerContext) -> Result<(), (u8, Str
             ),
         ));
     }
+    if from == ctx.member_id {
+        return Err((
+            1,
+            format!("member {from:x} is this member; it never dials itself"),
+        ));
+    }
     let member = ctx.table.read().ok().and_then(|t| t.get(from).cloned());
     let Some(member) = member else {
         return Err((1, format!("member {from:x} is not in this cluster")));

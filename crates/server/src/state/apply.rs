@@ -529,15 +529,19 @@ mod tests {
         .encode_to_vec()
     }
 
-    /// Issue 16 defect 1: a txn nested 49 deep passed the checks, was committed, and then
-    /// no member could decode it. Whatever the checks let through must decode as a log
-    /// entry, and the rest is refused before it is proposed.
+    /// Issue 16 defect 1: a txn with 49 levels nested in it (50 deep) passed the checks,
+    /// was committed, and then no member could decode it. Whatever the checks let through
+    /// must decode as a log entry, and the rest is refused before it is proposed.
     #[test]
     fn a_txn_the_checks_accept_decodes_as_a_log_entry() {
         let deepest = nested(TXN_DEPTH_MAX);
         assert_eq!(check_txn(&deepest, 128), Ok(()));
         assert!(LogRequest::decode(entry(1, deepest).as_slice()).is_ok());
-        for depth in [TXN_DEPTH_MAX + 1, 49, 60] {
+        assert!(
+            LogRequest::decode(entry(1, nested(50)).as_slice()).is_err(),
+            "the probe's txn does not decode as a log entry"
+        );
+        for depth in [TXN_DEPTH_MAX + 1, 50, 60] {
             assert_eq!(
                 check_txn(&nested(depth), 128),
                 Err(ServerError::TxnTooDeep),
