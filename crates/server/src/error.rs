@@ -34,6 +34,9 @@ pub enum ServerError {
     LeaseExist,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// oxcd's own bound (`state::lease::LEASES_MAX`); etcd has none.
+    #[error("etcdserver: too many leases; revoke some first")]
+    TooManyLeases,
     #[error("etcdserver: member not found")]
     MemberNotFound,
     #[error("etcdserver: Peer URLs already exists")]
@@ -142,7 +145,7 @@ impl ServerError {
             | E::InvalidAuthMgmt
             | E::AuthOldRevision => Code::InvalidArgument,
             E::Compacted | E::FutureRev | E::LeaseTtlTooLarge => Code::OutOfRange,
-            E::NoSpace | E::TooManyRequests => Code::ResourceExhausted,
+            E::NoSpace | E::TooManyRequests | E::TooManyLeases => Code::ResourceExhausted,
             E::LeaseNotFound | E::MemberNotFound => Code::NotFound,
             E::LeaseExist
             | E::AuthNotEnabled

@@ -352,6 +352,9 @@ impl Applier {
         if leases.contains(g.id) {
             return Err(ServerError::LeaseExist);
         }
+        if leases.is_full() {
+            return Err(ServerError::TooManyLeases);
+        }
         let lease = Lease {
             ttl: g.ttl,
             renewed_ms: g.now_ms,
@@ -548,6 +551,48 @@ mod tests {
                 "depth {depth}"
             );
         }
+    }
+
+    fn applier() -> (tempfile::TempDir, Applier) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let tables = Tables::load(&store, Vec::new()).expect("tables");
+        (dir, Applier { store, tables })
+    }
+
+    /// A member holds at most `LEASES_MAX` leases: a grant past it fails alike on every
+    /// member (it is decided on apply), and a revoke makes room again.
+    #[test]
+    fn lease_grants_stop_at_the_bound() {
+        use crate::request::LeaseOp;
+        use crate::state::lease::LEASES_MAX;
+        let (_dir, a) = applier();
+        {
+            let mut t = a.tables.leases.lock().expect("leases");
+            for id in 0..LEASES_MAX as i64 {
+                t.leases.insert(
+                    id,
+                    Lease {
+                        ttl: 60,
+                        renewed_ms: 0,
+                        applied_ms: 0,
+                        keys: Default::default(),
+                    },
+                );
+            }
+        }
+        let grant = |id: i64| {
+            let op = Op::LeaseGrant(LeaseOp {
+                id,
+                ttl: 60,
+                now_ms: 1,
+            });
+            let mut batch = a.store.batch().expect("batch");
+            a.apply_op(&mut batch, 1, op, &mut Vec::new())
+        };
+        assert_eq!(grant(-1).err(), Some(ServerError::TooManyLeases));
+        a.tables.leases.lock().expect("leases").leases.remove(&0);
+        assert!(grant(-1).is_ok(), "room after one lease went");
     }
 
     /// An entry that does not decode anyway (a bug) is skipped alike everywhere, and its
