@@ -61,54 +61,58 @@ impl ConnLimits {
     }
 }
 
-/// Counts per IP address, up to a maximum each.
+/// Counts per key (an IP address, a connection), up to a maximum each.
 #[derive(Debug)]
-struct PerIp {
+pub struct PerKey<K> {
     max: usize,
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<HashMap<K, usize>>,
 }
 
-impl PerIp {
-    fn new(max: usize) -> Arc<PerIp> {
-        Arc::new(PerIp {
+impl<K: std::hash::Hash + Eq + Copy> PerKey<K> {
+    pub fn new(max: usize) -> Arc<PerKey<K>> {
+        Arc::new(PerKey {
             max,
             counts: Mutex::new(HashMap::new()),
         })
     }
 
-    fn take(self: &Arc<PerIp>, ip: IpAddr) -> Option<IpSlot> {
+    /// One more for `key`, if it has fewer than the maximum; given back when dropped.
+    pub fn take(self: &Arc<PerKey<K>>, key: K) -> Option<KeySlot<K>> {
         let mut counts = self.counts.lock().ok()?;
-        let n = counts.entry(ip).or_insert(0);
+        let n = counts.entry(key).or_insert(0);
         if *n >= self.max {
             return None;
         }
         *n += 1;
-        Some(IpSlot {
+        Some(KeySlot {
             of: self.clone(),
-            ip,
+            key,
         })
     }
 }
 
-/// One connection's place in a [`PerIp`] count, given back when dropped.
+/// One place in a [`PerKey`] count, given back when dropped.
 #[derive(Debug)]
-struct IpSlot {
-    of: Arc<PerIp>,
-    ip: IpAddr,
+pub struct KeySlot<K: std::hash::Hash + Eq + Copy> {
+    of: Arc<PerKey<K>>,
+    key: K,
 }
 
-impl Drop for IpSlot {
+impl<K: std::hash::Hash + Eq + Copy> Drop for KeySlot<K> {
     fn drop(&mut self) {
         if let Ok(mut counts) = self.of.counts.lock() {
-            if let Some(n) = counts.get_mut(&self.ip) {
+            if let Some(n) = counts.get_mut(&self.key) {
                 *n -= 1;
                 if *n == 0 {
-                    counts.remove(&self.ip);
+                    counts.remove(&self.key);
                 }
             }
         }
     }
 }
+
+type PerIp = PerKey<IpAddr>;
+type IpSlot = KeySlot<IpAddr>;
 
 /// Why a connection was closed by the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,16 +12,36 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 
+use crate::api::conn_gate::{ConnInfo, PerKey};
 use crate::api::server::Server;
 use crate::clock::now_ms;
 use crate::request::{Op, V2Request};
 use crate::state::apply::Applied;
 use crate::state::v2::{V2Error, V2Event, TTL_MAX_S};
+use crate::state::watch::WATCHERS_PER_CONNECTION_SHARE;
 use crate::version::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
 /// Longest a `wait=true` request is held before it is answered with nothing (etcd clients
 /// reconnect). Bounded so a forgotten client does not hold a connection forever.
 pub const WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// The `wait=true` requests held at once: as many as `--max-watchers` (they are watchers
+/// of the v2 store), half of them on one connection (as gRPC watchers), past which a wait
+/// is refused at once.
+#[derive(Clone)]
+struct Waits {
+    all: Arc<tokio::sync::Semaphore>,
+    per_conn: Arc<PerKey<u64>>,
+}
+
+impl Waits {
+    fn new(watchers_max: usize) -> Waits {
+        Waits {
+            all: Arc::new(tokio::sync::Semaphore::new(watchers_max)),
+            per_conn: PerKey::new((watchers_max / WATCHERS_PER_CONNECTION_SHARE).max(1)),
+        }
+    }
+}
 
 pub fn router(server: Arc<Server>) -> Router {
     let mut r = Router::new()
@@ -37,7 +57,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v2/keys", handler.clone())
         .route("/v2/keys/", handler.clone())
         .route("/v2/keys/{*path}", handler);
-    r.layer(axum::middleware::from_fn(cors)).with_state(server)
+    let waits = Waits::new(server.cfg.watchers_max);
+    r.layer(axum::middleware::from_fn(cors))
+        .layer(axum::Extension(waits))
+        .with_state(server)
 }
 
 /// etcd wraps its HTTP API in a CORS handler that allows every origin (its default
@@ -189,6 +212,9 @@ fn unescape(s: &str, plus_is_space: bool) -> String {
 
 struct Ctx {
     server: Arc<Server>,
+    waits: Waits,
+    /// The client connection (0: unknown).
+    conn: u64,
 }
 
 impl Ctx {
@@ -358,6 +384,8 @@ fn parse_key_request(
 
 async fn keys(
     State(server): State<Arc<Server>>,
+    axum::Extension(waits): axum::Extension<Waits>,
+    conn: Option<axum::Extension<ConnInfo>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -368,7 +396,12 @@ async fn keys(
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let ctx = Ctx { server };
+    let conn = conn.map_or(0, |c| c.0.id);
+    let ctx = Ctx {
+        server,
+        waits,
+        conn,
+    };
     if ![
         Method::HEAD,
         Method::GET,
@@ -421,6 +454,17 @@ async fn get_keys(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
 /// started, whatever event answers it.
 async fn wait(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
     let start_index = ctx.current_index();
+    let held = (
+        ctx.waits.all.try_acquire().ok(),
+        ctx.waits.per_conn.take(ctx.conn),
+    );
+    let (Some(_all), Some(_mine)) = held else {
+        return Err(V2Error::new(
+            300,
+            "too many waits held (--max-watchers, half of it per connection)",
+            start_index,
+        ));
+    };
     let since = match req.wait_index {
         0 => start_index + 1,
         n => n,

@@ -30,6 +30,7 @@ fn hostile_clients_peers_and_disks_are_refused_and_bounded() {
         clients::one_connection_cannot_take_every_watcher(&c).await;
         clients::a_txn_nested_too_deep_is_refused_at_once(&c).await;
         clients::v2_ttl_and_body_limits(&c).await;
+        clients::v2_waits_are_bounded_per_connection(&c).await;
         clients::member_add_checks_its_urls(&c).await;
         peers::a_peer_cannot_pose_as_a_member_or_claim_memory(&c).await;
         clients::prev_kv_in_a_txn_needs_read(&c).await;

@@ -177,6 +177,43 @@ pub async fn one_connection_cannot_take_every_watcher(c: &Cluster) {
     assert_eq!(other.created, 10, "another connection's watchers");
 }
 
+/// v2 long polls (`wait=true`) are watchers too: one connection holds half of
+/// `--max-watchers` (10 of 20), the rest are refused at once, and another client's wait is
+/// held and answered.
+pub async fn v2_waits_are_bounded_per_connection(c: &Cluster) {
+    use tower::ServiceExt;
+    let ch = channel(c).await;
+    let url = format!("{}/v2/keys/greedy?wait=true", c.endpoint(0));
+    let mut waits = tokio::task::JoinSet::new();
+    for _ in 0..15 {
+        let req = http::Request::get(&url)
+            .body(tonic::body::Body::empty())
+            .expect("request");
+        waits.spawn(ch.clone().oneshot(req));
+    }
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(done)) = tokio::time::timeout_at(deadline, waits.join_next()).await {
+        let resp = done.expect("task").expect("a response");
+        assert_eq!(resp.status(), 500, "a refused wait");
+        refused += 1;
+    }
+    assert_eq!(
+        refused, 5,
+        "waits beyond half of --max-watchers on one connection"
+    );
+    let at = c.client_addr(0);
+    let victim = tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(10);
+        oxcd_testkit::http::http_timeout(at, "GET", "/v2/keys/calm?wait=true", None, timeout)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    http(at, "PUT", "/v2/keys/calm", Some("value=1")).expect("put");
+    let answered = victim.await.expect("task").expect("the victim's wait");
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    waits.abort_all();
+}
+
 /// Issue 16 defect 1: a txn with 49 levels of txns nested in it was committed and then
 /// skipped on apply; the client waited 7 s for a timeout. It is refused before it is
 /// proposed.
