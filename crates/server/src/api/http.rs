@@ -30,6 +30,9 @@ use crate::api::services::Services;
 pub const H1_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent HTTP/2 streams (requests, watch and keep-alive streams) per connection.
 pub const H2_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+/// Response bytes queued per HTTP/2 stream for a client that does not read (hyper's
+/// default, named here); past it the stream waits for the client's window.
+pub const H2_SEND_BUFFER_BYTES_MAX: usize = 400 * 1024;
 /// etcd's `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` defaults: an HTTP/2
 /// connection silent this long is pinged, and closed when the ping is not answered.
 pub const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
@@ -367,6 +370,7 @@ async fn serve_conn(io: Box<dyn Io>, info: ConnInfo, app: Router) {
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(H2_STREAMS_PER_CONNECTION_MAX)
+        .max_send_buf_size(H2_SEND_BUFFER_BYTES_MAX)
         .keep_alive_interval(GRPC_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(GRPC_KEEPALIVE_TIMEOUT);
     let res = builder
