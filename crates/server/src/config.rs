@@ -56,6 +56,7 @@ const FLAGS: &[(&str, Kind, &str, &str)] = &[
     ("max-connections", Kind::Uint, "1024", "Maximum number of concurrent client connections per listener."),
     ("max-watchers", Kind::Uint, "10000", "Maximum number of watchers per member."),
     ("experimental-watch-progress-notify-interval", Kind::Str, "10m", "Duration of periodical watch progress notification."),
+    ("metrics", Kind::Str, "basic", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics."),
     ("log-level", Kind::Str, "info", "Configures log level. Only supports debug, info, warn, error."),
     ("version", Kind::Bool, "false", "Print the version and exit."),
 ];
@@ -116,6 +117,8 @@ pub struct Config {
     pub auto_compaction: Option<AutoCompaction>,
     /// `--experimental-corrupt-check-time`; `None` when 0 (off, etcd's default).
     pub corrupt_check: Option<std::time::Duration>,
+    /// `--metrics=extensive`: gRPC handling-time histograms too.
+    pub metrics_extensive: bool,
 }
 
 /// `--auto-compaction-mode` with a non-zero `--auto-compaction-retention`.
@@ -411,6 +414,15 @@ impl RawFlags {
             watch_progress_notify_interval: self
                 .duration("experimental-watch-progress-notify-interval")?,
             log_level: self.str("log-level"),
+            metrics_extensive: match self.str("metrics").as_str() {
+                "basic" => false,
+                "extensive" => true,
+                other => {
+                    return err(format!(
+                        "unknown metrics type {other:?}: expected basic or extensive"
+                    ))
+                }
+            },
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             auto_compaction: self.auto_compaction()?,
             wal_dir: self.path("wal-dir"),

@@ -39,9 +39,11 @@ pub fn router(server: Arc<Server>) -> Router {
             .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
-            .into_axum_router();
+            .into_axum_router()
+            .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer));
     let gate = server.clone();
-    grpc.merge(crate::api::v2_http::router(server))
+    grpc.merge(crate::api::v2_http::router(server.clone()))
+        .merge(crate::api::metrics_http::router(server))
         .fallback(not_found)
         .layer(axum::middleware::map_response(etcd_size_error))
         .layer(axum::middleware::from_fn(move |req, next| {

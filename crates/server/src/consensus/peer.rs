@@ -109,7 +109,10 @@ impl Transport for PeerTransport {
         };
         for m in msgs {
             if let Some((_, q)) = queues.get(&m.to) {
+                let (to, heartbeat) = (m.to, m.get_msg_type() == MessageType::MsgHeartbeat);
+                crate::metrics::get().message_queued(to, heartbeat);
                 if q.try_send(m).is_err() {
+                    crate::metrics::get().message_dropped(to, heartbeat);
                     tracing::debug!("peer queue full or closed; dropping a raft message");
                 }
             }
@@ -258,6 +261,7 @@ async fn dial_loop(
                     _ = shutdown.changed() => return,
                 };
                 ctx.activity.down(peer.id);
+                crate::metrics::get().peer_disconnected(ctx.member_id, peer.id);
                 tracing::warn!(
                     "lost TCP streaming connection with peer {:x}: {err}",
                     peer.id
@@ -482,9 +486,11 @@ async fn pump(conn: Box<dyn Conn>, rx: &mut mpsc::Receiver<Message>, ctx: &PeerC
             }
             .await;
             if let Err(e) = res {
+                crate::metrics::get().peer_send_failed(m.to);
                 report_snapshot_failures(&batch, ctx);
                 return e.to_string();
             }
+            crate::metrics::get().peer_sent(m.to, bytes.len() + 4);
         }
         if let Err(e) = w.flush().await {
             report_snapshot_failures(&batch, ctx);
@@ -673,6 +679,7 @@ async fn read_frames(conn: &mut Box<dyn Conn>, ctx: &PeerContext) -> String {
         }
         match Message::parse_from_bytes(&buf) {
             Ok(m) => {
+                crate::metrics::get().peer_message_received(&m, len + 4);
                 if ctx.raft_tx.try_send(RaftEvent::Step(Box::new(m))).is_err() {
                     tracing::debug!("raft loop busy; dropping a peer message");
                 }
