@@ -14,6 +14,8 @@ use oxcd_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use oxcd_api::v3electionpb::election_server::ElectionServer;
+use oxcd_api::v3lockpb::lock_server::LockServer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -38,12 +40,15 @@ pub fn router(server: Arc<Server>) -> Router {
             .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
+            .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(LockServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(ElectionServer::new(svc).max_decoding_message_size(limit))
             .into_axum_router()
             .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer));
     let gate = server.clone();
     grpc.merge(crate::api::v2_http::router(server.clone()))
-        .merge(crate::api::metrics_http::router(server))
+        .merge(crate::api::metrics_http::router(server.clone()))
+        .merge(crate::api::gateway::router(server))
         .fallback(not_found)
         .layer(axum::middleware::map_response(etcd_size_error))
         .layer(axum::middleware::from_fn(move |req, next| {

@@ -9,13 +9,17 @@
 pub mod auth_check;
 pub mod auth_service;
 pub mod cluster_service;
+pub mod election_service;
+pub mod gateway;
 pub mod grpc_metrics;
 pub mod h2_authority;
 pub mod http;
 pub mod kv_service;
 pub mod lease_service;
+pub mod lock_service;
 pub mod maintenance_service;
 pub mod metrics_http;
+pub mod recipes;
 pub mod server;
 pub mod services;
 pub mod v2_http;
