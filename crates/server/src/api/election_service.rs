@@ -123,7 +123,7 @@ async fn campaign(
             vec![get_op(get_key(&key))],
         )
         .await?;
-    let header = resp.header.clone().unwrap_or_default();
+    let header = resp.header.unwrap_or_default();
     let mut leader = LeaderKey {
         name: name.to_vec(),
         key: key.clone(),

@@ -186,13 +186,11 @@ fn metadata(headers: &HeaderMap) -> MetadataMap {
                 None => continue,
             },
         };
-        if let (Ok(k), Ok(v)) = (
+        if let (Ok(k), Ok(Ok(v))) = (
             MetadataKey::from_bytes(key.as_bytes()),
             value.to_str().map(MetadataValue::try_from),
         ) {
-            if let Ok(v) = v {
-                meta.insert(k, v);
-            }
+            meta.insert(k, v);
         }
     }
     meta

@@ -58,7 +58,7 @@ async fn acquire(
             vec![get_op(get_key(&my_key)), get_op(first_created(&pfx))],
         )
         .await?;
-    let header = resp.header.clone().unwrap_or_default();
+    let header = resp.header.unwrap_or_default();
     let my_rev = if resp.succeeded {
         header.revision
     } else {
