@@ -925,8 +925,9 @@ fn method_not_allowed() -> Response {
     plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n")
 }
 
-/// grpc-gateway's CORS headers, on every answer under the gateway's prefixes.
-async fn cors(mut resp: Response) -> Response {
+/// etcd's CORS headers (`--cors` defaults to `*`), on every answer of the gateway, of
+/// `/metrics` and of unknown paths.
+pub async fn cors(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         "access-control-allow-headers",

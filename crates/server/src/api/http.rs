@@ -86,12 +86,16 @@ async fn not_found(req: axum::extract::Request) -> axum::response::Response {
     if grpc {
         return tonic::Status::unimplemented("unknown service").into_http::<axum::body::Body>();
     }
-    (
+    let resp = (
         http::StatusCode::NOT_FOUND,
-        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [
+            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
         "404 page not found\n",
     )
-        .into_response()
+        .into_response();
+    crate::api::gateway::cors(resp).await
 }
 
 /// tonic reports a request over the decoding limit as OUT_OF_RANGE "Error, decoded message

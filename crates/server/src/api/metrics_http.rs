@@ -16,10 +16,12 @@ const CLUSTER_VERSION: &str = "3.4";
 
 /// A router serving only `/metrics`, for a listener of its own (`--listen-metrics-urls`).
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new().route(
-        "/metrics",
-        axum::routing::get(move || serve(server.clone())),
-    )
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || serve(server.clone())),
+        )
+        .layer(axum::middleware::map_response(crate::api::gateway::cors))
 }
 
 /// Answers a scrape.
