@@ -22,6 +22,9 @@ use crate::state::watch::{StreamHandle, WatchHub, WatchSpec};
 
 /// The TTL of the lease a Lock or Campaign without one gets (concurrency's session default).
 pub const SESSION_TTL_SECS: i64 = 60;
+/// Linearizable reads of a recipe tried this many times while there is no leader.
+const READ_TRIES_MAX: u32 = 3;
+const READ_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The key one lease holds under `name` (`<name>/<lease hex>`).
 pub fn waiter_key(name: &[u8], lease: i64) -> Vec<u8> {
@@ -173,7 +176,26 @@ impl Caller {
             .into_inner())
     }
 
+    /// A linearizable read, tried again while the cluster is between leaders (etcd's server
+    /// retries its ReadIndex for the same reason).
     pub async fn get(&self, r: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+        let mut tries = 1;
+        loop {
+            match Kv::range(&self.svc, with_meta(&self.meta, r.clone())).await {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(e) if e.code() == tonic::Code::Unavailable && tries < READ_TRIES_MAX => {
+                    tries += 1;
+                    tokio::time::sleep(READ_RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A read of this member's own state (serializable): enough where the caller's own key is
+    /// applied here already, as every key created before it is.
+    pub async fn get_local(&self, mut r: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+        r.serializable = true;
         Ok(Kv::range(&self.svc, with_meta(&self.meta, r))
             .await?
             .into_inner())
@@ -206,14 +228,20 @@ impl Caller {
     }
 
     /// Waits until every key under `pfx` created at or before `max_create_rev` is gone
-    /// (concurrency's waitDeletes); returns the header of the read that found none.
+    /// (concurrency's waitDeletes); returns the header of the read that found none. The
+    /// caller's key, created at `max_create_rev + 1`, is applied here, so this member's own
+    /// state holds every key created before it: a stale read can only show a key that is
+    /// gone elsewhere, which makes the wait longer, never shorter. The caller confirms what
+    /// it then holds with a linearizable read.
     pub async fn wait_deletes(
         &self,
         pfx: &[u8],
         max_create_rev: i64,
     ) -> Result<pb::ResponseHeader, Status> {
         loop {
-            let resp = self.get(last_created_before(pfx, max_create_rev)).await?;
+            let resp = self
+                .get_local(last_created_before(pfx, max_create_rev))
+                .await?;
             let Some(kv) = resp.kvs.first() else {
                 return Ok(resp.header.unwrap_or_default());
             };

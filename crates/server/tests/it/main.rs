@@ -12,6 +12,7 @@ mod grpc_parity;
 mod h2_authority;
 mod lease;
 mod limits;
+mod lock_election;
 mod maintenance;
 mod membership;
 mod snapshot_restore;
