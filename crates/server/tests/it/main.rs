@@ -15,6 +15,7 @@ mod limits;
 mod lock_election;
 mod maintenance;
 mod membership;
+mod prometheus;
 mod snapshot_restore;
 mod tls_single_member;
 mod v2_api;
