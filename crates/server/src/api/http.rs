@@ -66,7 +66,11 @@ async fn learner_gate(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let path = req.uri().path();
-    if path.starts_with("/etcdserverpb.") && !LEARNER_RPCS.contains(&path) && server.is_learner() {
+    let grpc = ["/etcdserverpb.", "/v3lockpb.", "/v3electionpb."];
+    if grpc.iter().any(|p| path.starts_with(p))
+        && !LEARNER_RPCS.contains(&path)
+        && server.is_learner()
+    {
         return crate::error::ServerError::NotSupportedForLearner
             .status()
             .into_http::<axum::body::Body>();
