@@ -206,6 +206,7 @@ fn request<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
 async fn unary<Req, Resp, Fut>(
     headers: HeaderMap,
     body: Bytes,
+    grpc_path: &str,
     [req_name, resp_name]: [&str; 2],
     call: impl FnOnce(tonic::Request<Req>) -> Fut,
 ) -> Response
@@ -218,10 +219,22 @@ where
         Ok(r) => r,
         Err(s) => return error_response(&s),
     };
-    match call(request(&headers, req))
-        .await
-        .and_then(|r| to_json(resp_name, r.get_ref()))
-    {
+    let counted = crate::metrics::get().grpc.method(grpc_path);
+    let started = std::time::Instant::now();
+    if let Some(m) = counted {
+        m.started.inc();
+        m.msg_received.inc();
+    }
+    let resp = call(request(&headers, req)).await;
+    if let Some(m) = counted {
+        // Counted as etcd counts its gateway's calls, which reach its own gRPC port.
+        let code = resp.as_ref().err().map_or(0, |s| s.code() as usize);
+        if code == 0 {
+            m.msg_sent.inc();
+        }
+        m.handled(code, started.elapsed());
+    }
+    match resp.and_then(|r| to_json(resp_name, r.get_ref())) {
         Ok(json) => json_response(StatusCode::OK, json, true),
         Err(s) => error_response(&s),
     }
@@ -414,7 +427,7 @@ macro_rules! names {
 
 /// A route for a unary method of a service trait implemented on [`Services`].
 macro_rules! unary {
-    ($r:ident, $svc:ident, $path:literal, $trait:ident :: $method:ident, $pkg:literal, $req:literal, $resp:literal) => {{
+    ($r:ident, $svc:ident, $path:literal, $grpc:literal, $trait:ident :: $method:ident, $pkg:literal, $req:literal, $resp:literal) => {{
         let svc = $svc.clone();
         $r = $r.route(
             $path,
@@ -423,9 +436,13 @@ macro_rules! unary {
                     if method != Method::POST {
                         return method_not_allowed();
                     }
-                    unary(headers, body, names!($pkg, $req, $resp), |req| async move {
-                        $trait::$method(&svc, req).await
-                    })
+                    unary(
+                        headers,
+                        body,
+                        $grpc,
+                        names!($pkg, $req, $resp),
+                        |req| async move { $trait::$method(&svc, req).await },
+                    )
                     .await
                 },
             ),
@@ -440,6 +457,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/kv/range",
+        "/etcdserverpb.KV/Range",
         Kv::range,
         "etcdserverpb",
         "RangeRequest",
@@ -449,6 +467,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/kv/put",
+        "/etcdserverpb.KV/Put",
         Kv::put,
         "etcdserverpb",
         "PutRequest",
@@ -458,6 +477,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/kv/deleterange",
+        "/etcdserverpb.KV/DeleteRange",
         Kv::delete_range,
         "etcdserverpb",
         "DeleteRangeRequest",
@@ -467,6 +487,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/kv/txn",
+        "/etcdserverpb.KV/Txn",
         Kv::txn,
         "etcdserverpb",
         "TxnRequest",
@@ -476,6 +497,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/kv/compaction",
+        "/etcdserverpb.KV/Compact",
         Kv::compact,
         "etcdserverpb",
         "CompactionRequest",
@@ -485,6 +507,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/lease/grant",
+        "/etcdserverpb.Lease/LeaseGrant",
         Lease::lease_grant,
         "etcdserverpb",
         "LeaseGrantRequest",
@@ -494,6 +517,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/lease/revoke",
+        "/etcdserverpb.Lease/LeaseRevoke",
         Lease::lease_revoke,
         "etcdserverpb",
         "LeaseRevokeRequest",
@@ -503,6 +527,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/kv/lease/revoke",
+        "/etcdserverpb.Lease/LeaseRevoke",
         Lease::lease_revoke,
         "etcdserverpb",
         "LeaseRevokeRequest",
@@ -512,6 +537,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/lease/timetolive",
+        "/etcdserverpb.Lease/LeaseTimeToLive",
         Lease::lease_time_to_live,
         "etcdserverpb",
         "LeaseTimeToLiveRequest",
@@ -521,6 +547,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/kv/lease/timetolive",
+        "/etcdserverpb.Lease/LeaseTimeToLive",
         Lease::lease_time_to_live,
         "etcdserverpb",
         "LeaseTimeToLiveRequest",
@@ -530,6 +557,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/lease/leases",
+        "/etcdserverpb.Lease/LeaseLeases",
         Lease::lease_leases,
         "etcdserverpb",
         "LeaseLeasesRequest",
@@ -539,6 +567,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/kv/lease/leases",
+        "/etcdserverpb.Lease/LeaseLeases",
         Lease::lease_leases,
         "etcdserverpb",
         "LeaseLeasesRequest",
@@ -548,6 +577,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/cluster/member/add",
+        "/etcdserverpb.Cluster/MemberAdd",
         Cluster::member_add,
         "etcdserverpb",
         "MemberAddRequest",
@@ -557,6 +587,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/cluster/member/remove",
+        "/etcdserverpb.Cluster/MemberRemove",
         Cluster::member_remove,
         "etcdserverpb",
         "MemberRemoveRequest",
@@ -566,6 +597,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/cluster/member/update",
+        "/etcdserverpb.Cluster/MemberUpdate",
         Cluster::member_update,
         "etcdserverpb",
         "MemberUpdateRequest",
@@ -575,6 +607,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/cluster/member/list",
+        "/etcdserverpb.Cluster/MemberList",
         Cluster::member_list,
         "etcdserverpb",
         "MemberListRequest",
@@ -584,6 +617,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/cluster/member/promote",
+        "/etcdserverpb.Cluster/MemberPromote",
         Cluster::member_promote,
         "etcdserverpb",
         "MemberPromoteRequest",
@@ -593,6 +627,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/maintenance/alarm",
+        "/etcdserverpb.Maintenance/Alarm",
         Maintenance::alarm,
         "etcdserverpb",
         "AlarmRequest",
@@ -602,6 +637,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/maintenance/status",
+        "/etcdserverpb.Maintenance/Status",
         Maintenance::status,
         "etcdserverpb",
         "StatusRequest",
@@ -611,6 +647,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/maintenance/defragment",
+        "/etcdserverpb.Maintenance/Defragment",
         Maintenance::defragment,
         "etcdserverpb",
         "DefragmentRequest",
@@ -621,6 +658,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/maintenance/hash",
+        "/etcdserverpb.Maintenance/Hash",
         Maintenance::hash,
         "etcdserverpb",
         "HashRequest",
@@ -630,6 +668,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/maintenance/transfer-leadership",
+        "/etcdserverpb.Maintenance/MoveLeader",
         Maintenance::move_leader,
         "etcdserverpb",
         "MoveLeaderRequest",
@@ -639,6 +678,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/enable",
+        "/etcdserverpb.Auth/AuthEnable",
         Auth::auth_enable,
         "etcdserverpb",
         "AuthEnableRequest",
@@ -648,6 +688,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/disable",
+        "/etcdserverpb.Auth/AuthDisable",
         Auth::auth_disable,
         "etcdserverpb",
         "AuthDisableRequest",
@@ -657,6 +698,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/authenticate",
+        "/etcdserverpb.Auth/Authenticate",
         Auth::authenticate,
         "etcdserverpb",
         "AuthenticateRequest",
@@ -666,6 +708,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/user/add",
+        "/etcdserverpb.Auth/UserAdd",
         Auth::user_add,
         "etcdserverpb",
         "AuthUserAddRequest",
@@ -675,6 +718,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/user/get",
+        "/etcdserverpb.Auth/UserGet",
         Auth::user_get,
         "etcdserverpb",
         "AuthUserGetRequest",
@@ -684,6 +728,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/user/list",
+        "/etcdserverpb.Auth/UserList",
         Auth::user_list,
         "etcdserverpb",
         "AuthUserListRequest",
@@ -693,6 +738,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/user/delete",
+        "/etcdserverpb.Auth/UserDelete",
         Auth::user_delete,
         "etcdserverpb",
         "AuthUserDeleteRequest",
@@ -702,6 +748,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/user/changepw",
+        "/etcdserverpb.Auth/UserChangePassword",
         Auth::user_change_password,
         "etcdserverpb",
         "AuthUserChangePasswordRequest",
@@ -711,6 +758,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/user/grant",
+        "/etcdserverpb.Auth/UserGrantRole",
         Auth::user_grant_role,
         "etcdserverpb",
         "AuthUserGrantRoleRequest",
@@ -720,6 +768,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/user/revoke",
+        "/etcdserverpb.Auth/UserRevokeRole",
         Auth::user_revoke_role,
         "etcdserverpb",
         "AuthUserRevokeRoleRequest",
@@ -729,6 +778,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/role/add",
+        "/etcdserverpb.Auth/RoleAdd",
         Auth::role_add,
         "etcdserverpb",
         "AuthRoleAddRequest",
@@ -738,6 +788,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/role/get",
+        "/etcdserverpb.Auth/RoleGet",
         Auth::role_get,
         "etcdserverpb",
         "AuthRoleGetRequest",
@@ -747,6 +798,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/role/list",
+        "/etcdserverpb.Auth/RoleList",
         Auth::role_list,
         "etcdserverpb",
         "AuthRoleListRequest",
@@ -756,6 +808,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/role/delete",
+        "/etcdserverpb.Auth/RoleDelete",
         Auth::role_delete,
         "etcdserverpb",
         "AuthRoleDeleteRequest",
@@ -765,6 +818,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/role/grant",
+        "/etcdserverpb.Auth/RoleGrantPermission",
         Auth::role_grant_permission,
         "etcdserverpb",
         "AuthRoleGrantPermissionRequest",
@@ -774,6 +828,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/auth/role/revoke",
+        "/etcdserverpb.Auth/RoleRevokePermission",
         Auth::role_revoke_permission,
         "etcdserverpb",
         "AuthRoleRevokePermissionRequest",
@@ -783,6 +838,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/lock/lock",
+        "/v3lockpb.Lock/Lock",
         Lock::lock,
         "v3lockpb",
         "LockRequest",
@@ -792,6 +848,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/lock/unlock",
+        "/v3lockpb.Lock/Unlock",
         Lock::unlock,
         "v3lockpb",
         "UnlockRequest",
@@ -801,6 +858,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/election/campaign",
+        "/v3electionpb.Election/Campaign",
         Election::campaign,
         "v3electionpb",
         "CampaignRequest",
@@ -810,6 +868,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/election/proclaim",
+        "/v3electionpb.Election/Proclaim",
         Election::proclaim,
         "v3electionpb",
         "ProclaimRequest",
@@ -819,6 +878,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/election/leader",
+        "/v3electionpb.Election/Leader",
         Election::leader,
         "v3electionpb",
         "LeaderRequest",
@@ -828,6 +888,7 @@ fn v3_routes(svc: &Services) -> Router {
         r,
         svc,
         "/election/resign",
+        "/v3electionpb.Election/Resign",
         Election::resign,
         "v3electionpb",
         "ResignRequest",

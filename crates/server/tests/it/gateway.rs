@@ -301,6 +301,12 @@ fn the_gateway_answers_as_etcds() {
         "{all}"
     );
     assert!(all.contains("granted:\nHTTP/1.1 200 OK"), "{all}");
+    // The gateway's calls are in the gRPC series, as etcd's (its gateway dials its own port).
+    let mut curl = Command::new("curl");
+    curl.args(["-s", &format!("{}/metrics", oxcd.endpoint(0))]);
+    let metrics = run(&mut curl, b"").ok().stdout;
+    let campaigns = "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"Campaign\",grpc_service=\"v3electionpb.Election\",grpc_type=\"unary\"} 2";
+    assert!(metrics.contains(campaigns), "{metrics}");
 }
 
 #[test]
