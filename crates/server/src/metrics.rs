@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus::{
@@ -632,18 +632,40 @@ pub struct GrpcMetrics {
 }
 
 /// The series of one gRPC method.
-#[derive(Clone)]
 pub struct MethodMetrics {
     pub grpc_type: GrpcType,
-    pub started: IntCounter,
-    pub msg_received: IntCounter,
-    pub msg_sent: IntCounter,
     labels: [&'static str; 3],
+    /// started, msg_received, msg_sent: created at start for `etcdserverpb` methods, at
+    /// first use for the others (so that they are not exported before, as with etcd).
+    counters: OnceLock<[IntCounter; 3]>,
+    vecs: [IntCounterVec; 3],
     handled: IntCounterVec,
     handling: HistogramVec,
 }
 
 impl MethodMetrics {
+    fn counters(&self) -> &[IntCounter; 3] {
+        self.counters.get_or_init(|| {
+            let [a, b, c] = &self.vecs;
+            [a, b, c].map(|v| v.with_label_values(&self.labels))
+        })
+    }
+
+    /// `grpc_server_started_total`.
+    pub fn started(&self) -> &IntCounter {
+        &self.counters()[0]
+    }
+
+    /// `grpc_server_msg_received_total`.
+    pub fn msg_received(&self) -> &IntCounter {
+        &self.counters()[1]
+    }
+
+    /// `grpc_server_msg_sent_total`.
+    pub fn msg_sent(&self) -> &IntCounter {
+        &self.counters()[2]
+    }
+
     /// The call ended with gRPC code `code` after `took`.
     pub fn handled(&self, code: usize, took: Duration) {
         let [t, s, m] = self.labels;
@@ -695,21 +717,16 @@ impl GrpcMetrics {
             let labels = [grpc_type.label(), service, method];
             let m = MethodMetrics {
                 grpc_type,
-                started: started.with_label_values(&labels),
-                msg_received: msg_received.with_label_values(&labels),
-                msg_sent: msg_sent.with_label_values(&labels),
                 labels,
+                counters: OnceLock::new(),
+                vecs: [started.clone(), msg_received.clone(), msg_sent.clone()],
                 handled: handled.clone(),
                 handling: handling.clone(),
             };
             if service.starts_with("etcdserverpb.") {
+                m.counters();
                 for code in GRPC_CODES {
                     handled.with_label_values(&[labels[0], service, method, code]);
-                }
-            } else {
-                // Not exported until first used.
-                for vec in [&started, &msg_received, &msg_sent] {
-                    let _ = vec.remove_label_values(&labels);
                 }
             }
             by_path.insert(format!("/{service}/{method}"), m);
@@ -762,6 +779,14 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains("v3lockpb"), "Lock series before first use");
+        let lock = m
+            .grpc
+            .method("/v3lockpb.Lock/Lock")
+            .expect("Lock is served");
+        lock.started().inc();
+        let text = String::from_utf8(m.render(&Sample::default())).expect("utf-8");
+        let started = "grpc_server_started_total{grpc_method=\"Lock\",grpc_service=\"v3lockpb.Lock\",grpc_type=\"unary\"} 1";
+        assert!(text.contains(started), "{text}");
     }
 
     #[test]

@@ -222,15 +222,15 @@ where
     let counted = crate::metrics::get().grpc.method(grpc_path);
     let started = std::time::Instant::now();
     if let Some(m) = counted {
-        m.started.inc();
-        m.msg_received.inc();
+        m.started().inc();
+        m.msg_received().inc();
     }
     let resp = call(request(&headers, req)).await;
     if let Some(m) = counted {
         // Counted as etcd counts its gateway's calls, which reach its own gRPC port.
         let code = resp.as_ref().err().map_or(0, |s| s.code() as usize);
         if code == 0 {
-            m.msg_sent.inc();
+            m.msg_sent().inc();
         }
         m.handled(code, started.elapsed());
     }

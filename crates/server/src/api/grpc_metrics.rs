@@ -24,10 +24,10 @@ pub async fn layer(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let Some(m) = metrics::get().grpc.method(req.uri().path()).cloned() else {
+    let Some(m) = metrics::get().grpc.method(req.uri().path()) else {
         return next.run(req).await;
     };
-    m.started.inc();
+    m.started().inc();
     let version = req
         .headers()
         .get("client-api-version")
@@ -44,7 +44,7 @@ pub async fn layer(
         .inc();
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let body = Body::new(Counted::new(body, Side::Received, m.clone(), started));
+    let body = Body::new(Counted::new(body, Side::Received, m, started));
     let resp = next
         .run(axum::extract::Request::from_parts(parts, body))
         .await;
@@ -70,7 +70,7 @@ enum Side {
 struct Counted {
     inner: Body,
     side: Side,
-    m: MethodMetrics,
+    m: &'static MethodMetrics,
     started: Instant,
     frames: Frames,
     /// True once `grpc_server_handled_total` was counted (or this is the request side).
@@ -78,7 +78,7 @@ struct Counted {
 }
 
 impl Counted {
-    fn new(inner: Body, side: Side, m: MethodMetrics, started: Instant) -> Counted {
+    fn new(inner: Body, side: Side, m: &'static MethodMetrics, started: Instant) -> Counted {
         Counted {
             inner,
             side,
@@ -101,11 +101,11 @@ impl Counted {
         let g = metrics::get();
         match self.side {
             Side::Received => {
-                self.m.msg_received.inc_by(messages);
+                self.m.msg_received().inc_by(messages);
                 g.grpc_received_bytes.inc_by(bytes);
             }
             Side::Sent => {
-                self.m.msg_sent.inc_by(messages);
+                self.m.msg_sent().inc_by(messages);
                 g.grpc_sent_bytes.inc_by(bytes);
             }
         }
