@@ -3,7 +3,7 @@
 //!
 //! Three wings over a base: `state` (the deterministic state machine), `consensus` (the raft
 //! loop and what feeds it), `api` (what clients reach). The base (`config`, `error`, `ids`,
-//! `request`, `clock`, `version`) imports no wing.
+//! `request`, `clock`, `version`, `logging`) imports no wing.
 
 pub mod api;
 pub mod clock;
@@ -11,6 +11,7 @@ pub mod config;
 pub mod consensus;
 pub mod error;
 pub mod ids;
+pub mod logging;
 pub mod request;
 pub mod state;
 pub mod version;
@@ -132,14 +133,21 @@ impl TlsSetup {
             Ok(TlsAcceptor::from(oxcd_tls::server_config(f)?))
         };
         let peer_dial = match &cfg.peer_tls {
-            Some(f) => Some(TlsConnector::from(oxcd_tls::client_config(
-                &oxcd_tls::ClientTlsFiles {
-                    cert_file: Some(f.cert_file.clone()),
-                    key_file: Some(f.key_file.clone()),
-                    trusted_ca_file: f.trusted_ca_file.clone(),
-                    skip_verify: false,
-                },
-            )?)),
+            Some(f) => {
+                let (cert_file, key_file) = cfg
+                    .peer_client_cert
+                    .clone()
+                    .unwrap_or_else(|| (f.cert_file.clone(), f.key_file.clone()));
+                Some(TlsConnector::from(oxcd_tls::peer_dial_config(
+                    &oxcd_tls::PeerDialFiles {
+                        cert_file,
+                        key_file,
+                        trusted_ca_file: f.trusted_ca_file.clone(),
+                        skip_verify: cfg.auto_tls.peer && f.trusted_ca_file.is_none(),
+                        policy: f.policy.clone(),
+                    },
+                )?))
+            }
             None => None,
         };
         Ok(TlsSetup {
