@@ -213,45 +213,14 @@ pub enum AutoCompaction {
     Revision(u64),
 }
 
-/// Go's `time.ParseDuration` for non-negative values: numbers with units h, m, s, ms, us, ns.
+/// Go's `time.ParseDuration` for non-negative values (`5s`, `1m30s`, `0`).
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..n_end].parse().ok()?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "\u{b5}s" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        rest = &rest[u_end..];
-        total += n * unit;
-    }
-    Duration::try_from_secs_f64(total).ok()
+    oxcd_gocompat::duration::parse(text).ok()
 }
 
 /// Go's `strconv.ParseBool`.
 fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
+    oxcd_gocompat::flag::parse_bool(v)
 }
 
 fn env_name(flag: &str) -> String {
@@ -283,44 +252,48 @@ fn check_kind(flag: &Flag, v: &str) -> Result<(), ConfigError> {
     ))
 }
 
-/// The command line as Go's `flag.FlagSet.Parse` reads it: (flag, value) in order.
+/// The flag table in the form of `oxcd_gocompat::flag`, built once.
+fn go_flags() -> &'static [oxcd_gocompat::flag::Flag] {
+    static TABLE: std::sync::OnceLock<Vec<oxcd_gocompat::flag::Flag>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        flags::FLAGS
+            .iter()
+            .map(|f| match f.kind {
+                Kind::Bool => oxcd_gocompat::flag::Flag::boolean(f.name, f.help).default(f.default),
+                _ => oxcd_gocompat::flag::Flag::value(f.name, f.help).default(f.default),
+            })
+            .collect()
+    })
+}
+
+/// The command line as Go's `flag.FlagSet.Parse` reads it: (flag, value) in order; None
+/// when help was asked for.
 fn parse_args(args: &[String]) -> Result<Option<Vec<(&'static Flag, String)>>, ConfigError> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        if arg == "--" || !arg.starts_with('-') || arg == "-" {
-            return err(format!(
-                "'{arg}' is not a valid flag (oxcd takes no positional arguments; run oxcd --help)"
-            ));
-        }
-        let body = arg.trim_start_matches('-');
-        if arg.starts_with("---") || body.is_empty() || body.starts_with('=') {
-            return err(format!("bad flag syntax: {arg}"));
-        }
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (body, None),
-        };
-        if name == "h" || name == "help" {
-            return Ok(None);
-        }
-        let Some(flag) = flags::find(name) else {
+    use oxcd_gocompat::flag::FlagError;
+    let parsed = match oxcd_gocompat::flag::parse(go_flags(), args) {
+        Ok(p) => p,
+        Err(FlagError::Help) => return Ok(None),
+        Err(FlagError::Unknown(name)) => {
             return err(format!(
                 "flag provided but not defined: -{name} (run oxcd --help for the flags oxcd takes)"
-            ));
-        };
-        let value = match (flag.kind, inline) {
-            (Kind::Bool, None) => "true".to_string(),
-            (_, Some(v)) => v,
-            (_, None) => {
-                let Some(v) = args.get(i) else {
-                    return err(format!("flag needs an argument: -{name}"));
-                };
-                i += 1;
-                v.clone()
-            }
+            ))
+        }
+        Err(FlagError::BadBool { name, value }) => {
+            return err(format!(
+                "invalid boolean value {value:?} for --{name}: use true or false"
+            ))
+        }
+        Err(e) => return Err(ConfigError(e.to_string())),
+    };
+    if let Some(arg) = parsed.args.first() {
+        return err(format!(
+            "'{arg}' is not a valid flag (oxcd takes no positional arguments; run oxcd --help)"
+        ));
+    }
+    let mut out = Vec::new();
+    for (name, value) in parsed.values {
+        let Some(flag) = flags::find(name) else {
+            return err(format!("flag provided but not defined: -{name}"));
         };
         check_kind(flag, &value)?;
         out.push((flag, value));
