@@ -26,22 +26,51 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes allowed on top of `--max-request-bytes` for gRPC framing (etcd allows the same).
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Builds the router that serves every client request.
+/// Builds the router that serves every client request: gRPC and HTTP on one port.
 pub fn router(server: Arc<Server>) -> Router {
+    with_client_layers(
+        server.clone(),
+        grpc_routes(server.clone()).merge(http_routes(server)),
+    )
+}
+
+/// `--listen-client-urls` when `--listen-client-http-urls` is set: gRPC only, as etcd 3.5.
+pub fn grpc_router(server: Arc<Server>) -> Router {
+    with_client_layers(server.clone(), grpc_routes(server))
+}
+
+/// `--listen-client-http-urls`: the HTTP services only (v2, /version, /health...).
+pub fn http_router(server: Arc<Server>) -> Router {
+    with_client_layers(server.clone(), http_routes(server))
+}
+
+/// `--listen-metrics-urls`: health and probes only.
+pub fn metrics_router(server: Arc<Server>) -> Router {
+    crate::api::health::router(server).fallback(not_found)
+}
+
+fn grpc_routes(server: Arc<Server>) -> Router {
     let svc = Services {
         server: server.clone(),
     };
     let limit = server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES;
-    let grpc =
-        tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
-            .into_axum_router();
-    let gate = server.clone();
-    grpc.merge(crate::api::v2_http::router(server))
+    tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
+        .add_service(crate::api::health::grpc_health(&server))
+        .into_axum_router()
+}
+
+fn http_routes(server: Arc<Server>) -> Router {
+    crate::api::v2_http::router(server)
+}
+
+fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {
+    let gate = server;
+    routes
         .fallback(not_found)
         .layer(axum::middleware::map_response(etcd_size_error))
         .layer(axum::middleware::from_fn(move |req, next| {
@@ -128,21 +157,36 @@ async fn etcd_size_error(mut resp: axum::response::Response) -> axum::response::
     resp
 }
 
-/// Binds every client URL (before anything else starts, so a bad address fails early).
+/// Binds every URL (before anything else starts, so a bad address fails early), with
+/// `--socket-reuse-address` / `--socket-reuse-port`.
 pub async fn bind(
     urls: &[crate::config::Url],
+    opts: &crate::config::HttpOptions,
 ) -> anyhow::Result<Vec<(crate::config::Url, TcpListener)>> {
     let mut out = Vec::new();
     for u in urls {
         let addr = u
             .bind_addr()
             .ok_or_else(|| anyhow::anyhow!("cannot bind {u}: not an IP address"))?;
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {u}: {e}"))?;
+        let l = bind_one(addr, opts).map_err(|e| anyhow::anyhow!("cannot listen on {u}: {e}"))?;
         out.push((u.clone(), l));
     }
     Ok(out)
+}
+
+/// Listen backlog, as Go's default on Linux (somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_one(addr: SocketAddr, opts: &crate::config::HttpOptions) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(opts.socket_reuse_address)?;
+    socket.set_reuseport(opts.socket_reuse_port)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves one listener until `shutdown` flips.
@@ -152,7 +196,9 @@ pub async fn serve(
     app: Router,
     connections_max: usize,
     mut shutdown: watch::Receiver<bool>,
+    opts: crate::config::HttpOptions,
 ) {
+    let opts = Arc::new(opts);
     let slots = Arc::new(Semaphore::new(connections_max));
     loop {
         let (stream, peer) = tokio::select! {
@@ -176,16 +222,64 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
+        let opts = opts.clone();
         tokio::spawn(async move {
-            serve_conn(stream, peer, tls, app).await;
+            serve_conn(stream, peer, tls, app, &opts).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_conn(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, app: Router) {
-    let svc = TowerToHyperService::new(app);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+/// The HTTP/1.1 and HTTP/2 server of one connection, with `--max-concurrent-streams` and
+/// the `--grpc-keepalive-*` pings.
+fn conn_builder(
+    opts: &crate::config::HttpOptions,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        .keep_alive_interval(opts.keepalive_interval)
+        .keep_alive_timeout(opts.keepalive_timeout);
+    builder
+}
+
+/// The header that carries, inside the server only, the common name of a TLS client's
+/// verified certificate (etcd authenticates such a client as that user when it sends no
+/// token). Whatever a client sends under this name is removed first.
+pub const CLIENT_CN_HEADER: &str = "x-oxcd-client-cn";
+
+/// The app of one connection: strips [`CLIENT_CN_HEADER`] from every request and, when the
+/// client presented a verified certificate with a CN, sets it.
+fn with_client_cn(
+    app: Router,
+    cn: Option<String>,
+) -> impl tower::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    let cn = cn.and_then(|c| http::HeaderValue::from_str(&c).ok());
+    tower::util::MapRequest::new(app, move |mut req: http::Request<hyper::body::Incoming>| {
+        let h = req.headers_mut();
+        h.remove(CLIENT_CN_HEADER);
+        if let Some(cn) = &cn {
+            h.insert(CLIENT_CN_HEADER, cn.clone());
+        }
+        req
+    })
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    opts: &crate::config::HttpOptions,
+) {
+    let builder = conn_builder(opts);
     let res = match tls {
         None => {
             // etcdctl 3.4 sends `:authority: http://host:port` over plaintext HTTP/2.
@@ -196,6 +290,7 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor
                     return;
                 }
             };
+            let svc = TowerToHyperService::new(with_client_cn(app, None));
             builder
                 .serve_connection_with_upgrades(TokioIo::new(conn), svc)
                 .await
@@ -216,6 +311,13 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor
                         return;
                     }
                 };
+            let cn = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(oxcd_tls::cert_common_name);
+            let svc = TowerToHyperService::new(with_client_cn(app, cn));
             builder
                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
                 .await

@@ -10,6 +10,7 @@ pub mod auth_check;
 pub mod auth_service;
 pub mod cluster_service;
 pub mod h2_authority;
+pub mod health;
 pub mod http;
 pub mod kv_service;
 pub mod lease_service;

@@ -25,9 +25,7 @@ use crate::version::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
 pub const WAIT_MAX: Duration = Duration::from_secs(300);
 
 pub fn router(server: Arc<Server>) -> Router {
-    let mut r = Router::new()
-        .route("/version", get(version))
-        .route("/health", any(health));
+    let mut r = Router::new().route("/version", get(version));
     // With --enable-v2=false etcd answers the keys API with Go's plain 404.
     let handler = if server.cfg.enable_v2 {
         any(keys)
@@ -38,7 +36,9 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v2/keys", handler.clone())
         .route("/v2/keys/", handler.clone())
         .route("/v2/keys/{*path}", handler);
-    r.layer(axum::middleware::from_fn(cors)).with_state(server)
+    r.with_state(server.clone())
+        .merge(crate::api::health::router(server))
+        .layer(axum::middleware::from_fn(cors))
 }
 
 /// etcd wraps its HTTP API in a CORS handler that allows every origin (its default
@@ -68,26 +68,6 @@ async fn version() -> Response {
         HeaderMap::new(),
         format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}"}}"#),
     )
-}
-
-/// etcd 3.4's `/health`: GET only; the body is written without a content type, so Go's
-/// server labels it text/plain.
-async fn health(State(server): State<Arc<Server>>, method: Method) -> Response {
-    if method != Method::GET {
-        return method_not_allowed("GET");
-    }
-    let ok = server.leader() != 0 && server.read_index().await.is_ok();
-    let (status, body) = if ok {
-        (StatusCode::OK, r#"{"health":"true"}"#)
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "{\"health\":\"false\"}\n")
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    (status, headers, body.to_string()).into_response()
 }
 
 /// Go's `http.NotFound`.

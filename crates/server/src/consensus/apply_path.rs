@@ -12,9 +12,7 @@ use raft::Storage;
 
 use crate::consensus::events::ApplyResult;
 use crate::consensus::log_store::encode_snapshot_meta;
-use crate::consensus::raft_loop::{
-    LoopError, RaftLoop, BACKEND_SYNC_INTERVAL, CATCHUP_ENTRIES_MAX,
-};
+use crate::consensus::raft_loop::{LoopError, RaftLoop, BACKEND_SYNC_INTERVAL};
 use crate::state::apply::{Applied, Outcome};
 
 impl RaftLoop {
@@ -160,7 +158,7 @@ impl RaftLoop {
         {
             return Ok(());
         }
-        let keep = self.snapshot_count.clamp(1, CATCHUP_ENTRIES_MAX);
+        let keep = self.snapshot_count.clamp(1, self.catchup_entries);
         let upto = applied.saturating_sub(keep);
         self.last_snapshot_index = applied;
         if upto <= self.node.store().first_index()? {

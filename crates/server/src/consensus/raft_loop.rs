@@ -34,9 +34,6 @@ use crate::state::watch::WatchHub;
 
 /// Events handled per loop turn before `Ready` is processed (bounds latency of a turn).
 pub const EVENTS_PER_TURN_MAX: usize = 4096;
-/// Entries kept behind a raft snapshot for slow followers (etcd: 5000), capped by
-/// `--snapshot-count`.
-pub const CATCHUP_ENTRIES_MAX: u64 = 5000;
 /// etcd's readyPercent: a learner may be promoted once its log matches this share of the
 /// leader's.
 pub const LEARNER_READY_SHARE: f64 = 0.9;
@@ -89,6 +86,8 @@ pub struct LoopParts {
     pub last_snapshot_index: u64,
     pub tick: Duration,
     pub snapshot_count: u64,
+    /// Entries kept behind a log compaction for slow followers (`--snapshot-catchup-entries`).
+    pub catchup_entries: u64,
     pub election_ms: u64,
     pub duties: DutySettings,
 }
@@ -109,6 +108,7 @@ pub struct RaftLoop {
     pub(super) last_snapshot_index: u64,
     tick: Duration,
     pub(super) snapshot_count: u64,
+    pub(super) catchup_entries: u64,
     election_ms: i64,
     reads: ReadIndexQueue,
     duties: Duties,
@@ -151,6 +151,7 @@ impl RaftLoop {
             last_snapshot_index: p.last_snapshot_index,
             tick: p.tick,
             snapshot_count: p.snapshot_count,
+            catchup_entries: p.catchup_entries,
             election_ms: p.election_ms as i64,
             reads: ReadIndexQueue::new(p.member_id),
             duties: Duties::new(p.duties, Instant::now()),
