@@ -387,6 +387,13 @@ impl RawFlags {
                 "invalid value \"{learners_max}\" for --max-learners: at least 1"
             ));
         }
+        let initial_corrupt_check = self.feature("InitialCorruptCheck")?;
+        if initial_corrupt_check && !self.given("experimental-initial-corrupt-check") {
+            warnings.push(format!(
+                "--feature-gates=InitialCorruptCheck=true is accepted but has no effect in oxcd: {}",
+                flags::NO_INITIAL_CORRUPT_CHECK
+            ));
+        }
         let compact_hash_check = if self.feature("CompactHashCheck")? {
             Some(self.positive_duration("compact-hash-check-time")?)
         } else {
@@ -432,8 +439,12 @@ impl RawFlags {
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             auto_compaction: self.auto_compaction()?,
             wal_dir: self.path("wal-dir"),
-            corrupt_check: Some(self.duration("corrupt-check-time")?).filter(|d| !d.is_zero()),
-            initial_corrupt_check: self.feature("InitialCorruptCheck")?,
+            // CompactHashCheck runs as the periodic hash comparison of the members (oxcd
+            // compares whole-store hashes at a revision all members have applied).
+            corrupt_check: Some(self.duration("corrupt-check-time")?)
+                .filter(|d| !d.is_zero())
+                .or(compact_hash_check),
+            initial_corrupt_check,
             compact_hash_check,
             warning_apply_duration: self.duration("warning-apply-duration")?,
             warning_unary_request_duration: match self.duration("warning-unary-request-duration")? {
