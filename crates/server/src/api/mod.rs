@@ -17,5 +17,6 @@ pub mod lease_service;
 pub mod maintenance_service;
 pub mod server;
 pub mod services;
+pub mod v2_admin;
 pub mod v2_http;
 pub mod watch_service;

@@ -36,9 +36,13 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v2/keys", handler.clone())
         .route("/v2/keys/", handler.clone())
         .route("/v2/keys/{*path}", handler);
-    r.with_state(server.clone())
-        .merge(crate::api::health::router(server))
-        .layer(axum::middleware::from_fn(cors))
+    let mut r = r
+        .with_state(server.clone())
+        .merge(crate::api::health::router(server.clone()));
+    if server.cfg.enable_v2 {
+        r = r.merge(crate::api::v2_admin::router(server));
+    }
+    r.layer(axum::middleware::from_fn(cors))
 }
 
 /// etcd wraps its HTTP API in a CORS handler that allows every origin (its default
@@ -359,8 +363,23 @@ async fn keys(
     let form = parse_form(&method, &uri, &headers, &body);
     let res = match parse_key_request(&method, path, &form) {
         Err(e) => Err(e),
-        Ok(req) if method == Method::GET || method == Method::HEAD => get_keys(&ctx, &req).await,
-        Ok(req) => write_keys(&ctx, method.as_str(), req).await,
+        Ok(req) => {
+            let op = crate::api::v2_admin::store_op(
+                method.as_str(),
+                req.prev_exist,
+                req.prev_value.is_some() || req.prev_index != 0,
+            );
+            let wait = req.wait;
+            let res = if method == Method::GET || method == Method::HEAD {
+                get_keys(&ctx, &req).await
+            } else {
+                write_keys(&ctx, method.as_str(), req).await
+            };
+            if !wait {
+                crate::api::v2_admin::STORE_STATS.record(op, res.is_ok());
+            }
+            res
+        }
     };
     match res {
         Ok(r) => r,
@@ -389,36 +408,59 @@ async fn get_keys(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
 }
 
 /// A long poll. As etcd, the response's `X-Etcd-Index` is the store index when the watch
-/// started, whatever event answers it.
+/// started, whatever event answers it. When no event is there yet, the status and headers
+/// go out at once and only the body waits (a client with a read timeout sees an idle
+/// watch, not a dead server).
 async fn wait(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
     let start_index = ctx.current_index();
     let since = match req.wait_index {
         0 => start_index + 1,
         n => n,
     };
-    let mut rx = ctx.server.v2_index.clone();
+    if let Some(ev) = event_since(&ctx.server, &req.path, req.recursive, since)? {
+        return Ok(ctx.event(&ev, StatusCode::OK, start_index));
+    }
+    let server = ctx.server.clone();
+    let (path, recursive) = (req.path.clone(), req.recursive);
+    let body = futures::stream::once(async move {
+        let _watching = crate::api::v2_admin::WatcherCount::default();
+        let text = wait_for_event(&server, &path, recursive, since).await;
+        Ok::<_, std::convert::Infallible>(Bytes::from(text))
+    });
+    let mut headers = ctx.headers(start_index);
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    Ok((StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response())
+}
+
+/// The first event at or after `since` under `path`, if the store has it.
+fn event_since(
+    server: &Server,
+    path: &str,
+    recursive: bool,
+    since: u64,
+) -> Result<Option<V2Event>, V2Error> {
+    let v2 = server
+        .tables
+        .v2
+        .lock()
+        .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
+    v2.event_since(path, recursive, since)
+}
+
+/// Waits (at most [`WAIT_MAX`]) for an event and returns the body to send: the event's
+/// JSON, an error's JSON, or nothing when the wait ends without one.
+async fn wait_for_event(server: &Server, path: &str, recursive: bool, since: u64) -> String {
+    let mut rx = server.v2_index.clone();
     let deadline = tokio::time::Instant::now() + WAIT_MAX;
     loop {
-        {
-            let v2 = ctx
-                .server
-                .tables
-                .v2
-                .lock()
-                .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
-            if let Some(ev) = v2.event_since(&req.path, req.recursive, since)? {
-                return Ok(ctx.event(&ev, StatusCode::OK, start_index));
-            }
+        match event_since(server, path, recursive, since) {
+            Ok(Some(ev)) => return serde_json::to_string(&ev).unwrap_or_default() + "\n",
+            Ok(None) => {}
+            Err(e) => return serde_json::to_string(&e).unwrap_or_default() + "\n",
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
-            _ => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    ctx.headers(start_index),
-                    String::new(),
-                ))
-            }
+            _ => return String::new(),
         }
     }
 }
