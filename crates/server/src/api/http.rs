@@ -183,7 +183,9 @@ fn bind_one(addr: SocketAddr, opts: &crate::config::HttpOptions) -> std::io::Res
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    socket.set_reuseaddr(opts.socket_reuse_address)?;
+    // Go (etcd) and tokio set SO_REUSEADDR on every listener: a port whose last
+    // connections are in TIME_WAIT binds again at once. --socket-reuse-address asks the same.
+    socket.set_reuseaddr(true)?;
     socket.set_reuseport(opts.socket_reuse_port)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)

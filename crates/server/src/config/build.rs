@@ -116,15 +116,19 @@ impl RawFlags {
             .collect()
     }
 
-    /// One line for each flag set that oxcd accepts without effect.
+    /// One line for each flag set to a value other than its default that oxcd accepts
+    /// without effect (a configuration file that spells out the defaults stays quiet).
     fn no_effect_warnings(&self) -> Vec<String> {
         self.set
-            .keys()
-            .filter_map(|name| match flags::find(name).map(|f| f.support) {
-                Some(Support::NoEffect(why)) => Some(format!(
-                    "--{name} is accepted but has no effect in oxcd: {why}"
-                )),
-                _ => None,
+            .iter()
+            .filter_map(|(name, value)| {
+                let flag = flags::find(name)?;
+                match flag.support {
+                    Support::NoEffect(why) if !same_value(flag, value) => Some(format!(
+                        "--{name} is accepted but has no effect in oxcd: {why}"
+                    )),
+                    _ => None,
+                }
             })
             .collect()
     }
@@ -478,6 +482,15 @@ impl RawFlags {
         }
         cfg.check()?;
         Ok(cfg)
+    }
+}
+
+/// True when `value` means the flag's default (`0s` and `0` are the same duration).
+fn same_value(flag: &flags::Flag, value: &str) -> bool {
+    match flag.kind {
+        flags::Kind::Bool => parse_bool(value) == parse_bool(flag.default),
+        flags::Kind::Duration => parse_go_duration(value) == parse_go_duration(flag.default),
+        _ => value == flag.default,
     }
 }
 

@@ -13,6 +13,7 @@ mod lease;
 mod limits;
 mod maintenance;
 mod membership;
+mod production;
 mod snapshot_restore;
 mod tls_single_member;
 mod v2_api;
