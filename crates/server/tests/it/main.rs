@@ -15,6 +15,7 @@ mod maintenance;
 mod membership;
 mod production;
 mod snapshot_restore;
+mod tls_options;
 mod tls_single_member;
 mod v2_api;
 mod watch;
