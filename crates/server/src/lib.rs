@@ -306,6 +306,7 @@ fn start_member(
         tick: Duration::from_millis(cfg.heartbeat_ms),
         snapshot_count: cfg.snapshot_count,
         catchup_entries: cfg.snapshot_catchup_entries,
+        warning_apply: cfg.warning_apply_duration,
         election_ms: cfg.election_ms,
         duties: DutySettings {
             compactor: cfg

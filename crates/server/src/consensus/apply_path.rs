@@ -33,7 +33,9 @@ impl RaftLoop {
                 match e.get_entry_type() {
                     EntryType::EntryNormal if e.data.is_empty() => self.maybe_promote_leases(e),
                     EntryType::EntryNormal => {
-                        outcomes.push(self.applier.apply(&mut batch, e.index, &e.data))
+                        let started = Instant::now();
+                        outcomes.push(self.applier.apply(&mut batch, e.index, &e.data));
+                        self.warn_slow_apply(started.elapsed(), e.index);
                     }
                     EntryType::EntryConfChange => {
                         if let Some((id, res)) = self.apply_conf_change(&mut batch, e)? {
@@ -79,6 +81,18 @@ impl RaftLoop {
         }
         self.release_reads(last_index);
         Ok(())
+    }
+
+    /// etcd's warning for an entry whose apply took longer than `--warning-apply-duration`.
+    fn warn_slow_apply(&self, took: std::time::Duration, index: u64) {
+        if took > self.warning_apply {
+            tracing::warn!(
+                took = ?took,
+                "expected-duration" = ?self.warning_apply,
+                index,
+                "apply request took too long"
+            );
+        }
     }
 
     /// Applies a membership change: the member table, raft's configuration, the transport.

@@ -557,7 +557,12 @@ async fn accept(
         .await
         .map_err(io("accept the handshake"))?;
     conn.flush().await.map_err(io("accept the handshake"))?;
-    tracing::info!("established a TCP streaming connection with peer {from:x} (stream reader)");
+    tracing::info!(
+        "local-member-id" = %format!("{:x}", ctx.member_id),
+        "remote-peer-id" = %format!("{from:x}"),
+        "stream-type" = "stream reader",
+        "established a TCP streaming connection with peer {from:x} (stream reader)"
+    );
     let err = read_frames(&mut conn, &ctx).await;
     tracing::warn!("lost TCP streaming connection with peer {from:x}: {err}");
     Ok(())

@@ -98,6 +98,22 @@ async fn kubeadm_35_static_pod_command_line() {
             assert!(v.get(key).is_some(), "{key} in {line}");
         }
     }
+    // etcd's messages for the key events, with structured fields.
+    let logs = c.logs();
+    let line = |needle: &str| -> serde_json::Value {
+        let l = logs
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("a line with {needle:?}"));
+        serde_json::from_str(l.trim_start_matches(|ch| ch != '{')).expect("JSON")
+    };
+    let elected = line("elected leader");
+    assert!(
+        elected["leader-id"].is_string() && elected["term"].is_number(),
+        "{elected}"
+    );
+    let stream = line("established a TCP streaming connection with peer");
+    assert!(stream["remote-peer-id"].is_string(), "{stream}");
     progress_on_interval(&c).await;
 }
 
