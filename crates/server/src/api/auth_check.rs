@@ -87,7 +87,9 @@ impl Server {
         let lease_keys = self.need_lease_keys(&need);
         let mut auth = self.lock_auth();
         let res = match token {
-            Some(t) => auth.user_of_token(t, Instant::now()).map(Some),
+            Some(t) => auth
+                .user_of_token_within(t, Instant::now(), self.cfg.auth.token_ttl)
+                .map(Some),
             None => Ok(None),
         }
         .and_then(|user| auth.allows(user.as_deref(), &need, &lease_keys));

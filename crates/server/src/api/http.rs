@@ -69,13 +69,98 @@ fn http_routes(server: Arc<Server>) -> Router {
 }
 
 fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {
-    let gate = server;
+    let gate = server.clone();
     routes
         .fallback(not_found)
         .layer(axum::middleware::map_response(etcd_size_error))
         .layer(axum::middleware::from_fn(move |req, next| {
             learner_gate(gate.clone(), req, next)
         }))
+        .layer(axum::middleware::from_fn_with_state(server, access_control))
+}
+
+/// Whether a request came over TLS (set per connection by [`with_client_cn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls(pub bool);
+
+fn is_grpc(req: &axum::extract::Request) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// etcd's access controller: `--host-whitelist` for HTTP requests on plain connections
+/// (CVE-2018-5702, DNS rebinding), and `--warning-unary-request-duration` for gRPC calls.
+async fn access_control(
+    axum::extract::State(server): axum::extract::State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let over_tls = req.extensions().get::<OverTls>().is_some_and(|t| t.0);
+    let whitelist = &server.cfg.http.host_whitelist;
+    if is_grpc(&req) {
+        return timed_grpc(&server, req, next).await;
+    }
+    if !over_tls && !whitelist.is_empty() {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or(req.uri().host())
+            .unwrap_or_default();
+        let name = host
+            .rsplit_once(':')
+            .map_or(host, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        if !whitelist.iter().any(|w| w == name) {
+            tracing::warn!(
+                host = name,
+                "rejecting HTTP request to prevent DNS rebinding attacks"
+            );
+            let body = format!(
+                "\netcd received your request, but the Host header was unrecognized.\n\nTo fix this, choose one of the following options:\n- Enable TLS, then any HTTP request will be allowed.\n- Add the hostname you want to use to the whitelist in settings.\n  - e.g. etcd --host-whitelist {name:?}\n\nThis requirement has been added to help prevent \"DNS Rebinding\" attacks (CVE-2018-5702).\n\n"
+            );
+            return (
+                http::StatusCode::MISDIRECTED_REQUEST,
+                [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                body,
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// gRPC streams whose length says nothing about the server's speed.
+const STREAMING_RPCS: &[&str] = &[
+    "/etcdserverpb.Watch/Watch",
+    "/etcdserverpb.Lease/LeaseKeepAlive",
+    "/etcdserverpb.Maintenance/Snapshot",
+];
+
+/// A unary gRPC call slower than `--warning-unary-request-duration` is logged (etcd's
+/// "request stats" warning).
+async fn timed_grpc(
+    server: &Server,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let limit = server.cfg.warning_unary_request_duration;
+    if took > limit && !STREAMING_RPCS.contains(&path.as_str()) {
+        tracing::warn!(
+            "time spent" = ?took,
+            "expected-duration" = ?limit,
+            "request path" = %path,
+            "request stats"
+        );
+    }
+    resp
 }
 
 /// The gRPC calls a learner serves, as etcd 3.4: Status, and Range (whose handler refuses
@@ -257,6 +342,7 @@ pub const CLIENT_CN_HEADER: &str = "x-oxcd-client-cn";
 fn with_client_cn(
     app: Router,
     cn: Option<String>,
+    over_tls: bool,
 ) -> impl tower::Service<
     http::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -265,6 +351,7 @@ fn with_client_cn(
 > + Clone {
     let cn = cn.and_then(|c| http::HeaderValue::from_str(&c).ok());
     tower::util::MapRequest::new(app, move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(OverTls(over_tls));
         let h = req.headers_mut();
         h.remove(CLIENT_CN_HEADER);
         if let Some(cn) = &cn {
@@ -292,7 +379,7 @@ async fn serve_conn(
                     return;
                 }
             };
-            let svc = TowerToHyperService::new(with_client_cn(app, None));
+            let svc = TowerToHyperService::new(with_client_cn(app, None, false));
             builder
                 .serve_connection_with_upgrades(TokioIo::new(conn), svc)
                 .await
@@ -319,7 +406,7 @@ async fn serve_conn(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(oxcd_tls::cert_common_name);
-            let svc = TowerToHyperService::new(with_client_cn(app, cn));
+            let svc = TowerToHyperService::new(with_client_cn(app, cn, true));
             builder
                 .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
                 .await

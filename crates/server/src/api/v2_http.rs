@@ -36,29 +36,47 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v2/keys", handler.clone())
         .route("/v2/keys/", handler.clone())
         .route("/v2/keys/{*path}", handler);
+    let server_for_cors = server.clone();
     let mut r = r
         .with_state(server.clone())
         .merge(crate::api::health::router(server.clone()));
     if server.cfg.enable_v2 {
         r = r.merge(crate::api::v2_admin::router(server));
     }
-    r.layer(axum::middleware::from_fn(cors))
+    r.layer(axum::middleware::from_fn_with_state(server_for_cors, cors))
 }
 
-/// etcd wraps its HTTP API in a CORS handler that allows every origin (its default
-/// `--cors=*`): every response carries these headers and OPTIONS answers 200 with no body.
-async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// etcd wraps its HTTP API in a CORS handler: with `--cors=*` (the default) every response
+/// allows every origin; with a list, only a listed `Origin` gets the headers (naming it).
+/// OPTIONS answers 200 with no body.
+async fn cors(
+    State(server): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = &server.cfg.http.cors;
+    let allow_origin = if allowed.is_empty() {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        req.headers()
+            .get("origin")
+            .filter(|o| o.to_str().is_ok_and(|o| allowed.iter().any(|a| a == o)))
+            .cloned()
+    };
     let mut resp = if req.method() == Method::OPTIONS {
         StatusCode::OK.into_response()
     } else {
         next.run(req).await
+    };
+    let Some(origin) = allow_origin else {
+        return resp;
     };
     let h = resp.headers_mut();
     h.insert(
         "access-control-allow-methods",
         HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
     );
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert("access-control-allow-origin", origin);
     h.insert(
         "access-control-allow-headers",
         HeaderValue::from_static("accept, content-type, authorization"),

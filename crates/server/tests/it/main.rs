@@ -7,6 +7,7 @@ mod bad_flags;
 mod cluster;
 mod durability_kill9;
 mod etcdctl_parity;
+mod flag_effects;
 mod grpc_parity;
 mod h2_authority;
 mod lease;
