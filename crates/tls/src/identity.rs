@@ -58,3 +58,38 @@ pub(crate) fn check_allowed(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate with CN `cn` for `hosts`.
+    fn cert(cn: &str, hosts: &[&str]) -> CertificateDer<'static> {
+        let mut params =
+            rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        params.self_signed(&key).expect("cert").der().clone()
+    }
+
+    #[test]
+    fn allowed_cn_and_hostname() {
+        let c = cert("m1", &["m1.example", "127.0.0.1"]);
+        assert_eq!(cert_common_name(&c).as_deref(), Some("m1"));
+        assert!(cert_covers_hostname(&c, "m1.example"));
+        assert!(cert_covers_hostname(&c, "127.0.0.1"));
+        assert!(!cert_covers_hostname(&c, "m2.example"));
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(check_allowed(&c, &[], &[]).is_ok());
+        assert!(check_allowed(&c, &s(&["m1", "m2"]), &[]).is_ok());
+        let e = check_allowed(&c, &s(&["m2"]), &[]).unwrap_err();
+        assert!(e.contains("\"m1\"") && e.contains("not allowed"), "{e}");
+        assert!(check_allowed(&c, &[], &s(&["m1.example"])).is_ok());
+        assert!(check_allowed(&c, &[], &s(&["other.example"])).is_err());
+        // Both lists: both must hold.
+        assert!(check_allowed(&c, &s(&["m1"]), &s(&["other.example"])).is_err());
+    }
+}
