@@ -348,33 +348,39 @@ impl RawFlags {
         }
     }
 
-    pub(super) fn into_config(self) -> Result<Config, ConfigError> {
-        self.refuse_unsupported()?;
-        let mut warnings = self.no_effect_warnings();
-        let name = self.str("name");
-        let data_dir = self
-            .path("data-dir")
-            .unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
-        let listen_client_urls = self.urls("listen-client-urls")?;
-        let listen_peer_urls = self.urls("listen-peer-urls")?;
-        let listen_client_http_urls = self.optional_urls("listen-client-http-urls")?;
-        let listen_metrics_urls = self.optional_urls("listen-metrics-urls")?;
+    /// The URL flags, each listener's checked for binding.
+    fn url_flags(&self) -> Result<UrlFlags, ConfigError> {
+        let u = UrlFlags {
+            listen_client: self.urls("listen-client-urls")?,
+            listen_peer: self.urls("listen-peer-urls")?,
+            listen_client_http: self.optional_urls("listen-client-http-urls")?,
+            listen_metrics: self.optional_urls("listen-metrics-urls")?,
+            advertise_client: self.urls("advertise-client-urls")?,
+            initial_advertise_peer: self.urls("initial-advertise-peer-urls")?,
+        };
         for (flag, urls) in [
-            ("listen-client-urls", &listen_client_urls),
-            ("listen-peer-urls", &listen_peer_urls),
-            ("listen-client-http-urls", &listen_client_http_urls),
-            ("listen-metrics-urls", &listen_metrics_urls),
+            ("listen-client-urls", &u.listen_client),
+            ("listen-peer-urls", &u.listen_peer),
+            ("listen-client-http-urls", &u.listen_client_http),
+            ("listen-metrics-urls", &u.listen_metrics),
         ] {
             check_bind_urls(flag, urls)?;
         }
-        let advertise_client_urls = self.urls("advertise-client-urls")?;
-        let initial_advertise_peer_urls = self.urls("initial-advertise-peer-urls")?;
-        let initial_cluster = if self.given("initial-cluster") {
+        Ok(u)
+    }
+
+    /// `--initial-cluster` (default: this member alone) and `--initial-cluster-state`.
+    fn initial_cluster(
+        &self,
+        name: &str,
+        advertised: &[Url],
+    ) -> Result<(InitialCluster, bool), ConfigError> {
+        let members = if self.given("initial-cluster") {
             parse_initial_cluster(&self.str("initial-cluster"))?
         } else {
-            vec![(name.clone(), initial_advertise_peer_urls.clone())]
+            vec![(name.to_string(), advertised.to_vec())]
         };
-        let initial_cluster_new = match self.str("initial-cluster-state").as_str() {
+        let new = match self.str("initial-cluster-state").as_str() {
             "new" => true,
             "existing" => false,
             other => {
@@ -383,35 +389,92 @@ impl RawFlags {
                 ))
             }
         };
-        let tls = self.tls(&listen_client_urls, &listen_peer_urls, &mut warnings)?;
-        let (log_level, log) = self.log_config()?;
-        let learners_max = self.int("max-learners")?;
-        if learners_max < 1 {
-            return err(format!(
-                "invalid value \"{learners_max}\" for --max-learners: at least 1"
-            ));
-        }
-        let initial_corrupt_check = self.feature("InitialCorruptCheck")?;
-        if initial_corrupt_check && !self.given("experimental-initial-corrupt-check") {
+        Ok((members, new))
+    }
+
+    /// The corruption checks: the periodic one (`--corrupt-check-time`, or `CompactHashCheck`
+    /// every `--compact-hash-check-time`, which oxcd runs as the same whole-store hash
+    /// comparison at a revision all members applied) and `InitialCorruptCheck` (warned).
+    fn corruption(&self, warnings: &mut Vec<String>) -> Result<Corruption, ConfigError> {
+        let initial = self.feature("InitialCorruptCheck")?;
+        if initial && !self.given("experimental-initial-corrupt-check") {
             warnings.push(format!(
                 "--feature-gates=InitialCorruptCheck=true is accepted but has no effect in oxcd: {}",
                 flags::NO_INITIAL_CORRUPT_CHECK
             ));
         }
-        let compact_hash_check = if self.feature("CompactHashCheck")? {
+        let compact_hash = if self.feature("CompactHashCheck")? {
             Some(self.positive_duration("compact-hash-check-time")?)
         } else {
             None
         };
+        for gate in [
+            "TxnModeWriteWithSharedBuffer",
+            "StopGRPCServiceOnDefrag",
+            "LeaseCheckpoint",
+            "LeaseCheckpointPersist",
+            "SetMemberLocalAddr",
+        ] {
+            // Checked; their experimental flags already warned when set.
+            self.feature(gate)?;
+        }
+        Ok(Corruption {
+            periodic: Some(self.duration("corrupt-check-time")?)
+                .filter(|d| !d.is_zero())
+                .or(compact_hash),
+            initial,
+            compact_hash,
+        })
+    }
+
+    fn learners_max(&self) -> Result<usize, ConfigError> {
+        match self.int("max-learners")? {
+            n if n >= 1 => Ok(n as usize),
+            n => err(format!(
+                "invalid value \"{n}\" for --max-learners: at least 1"
+            )),
+        }
+    }
+
+    fn metrics_extensive(&self) -> Result<bool, ConfigError> {
+        match self.str("metrics").as_str() {
+            "basic" => Ok(false),
+            "extensive" => Ok(true),
+            other => err(format!(
+                "invalid value {other:?} for --metrics: use basic or extensive"
+            )),
+        }
+    }
+
+    fn quota_backend_bytes(&self) -> Result<u64, ConfigError> {
+        Ok(match self.int("quota-backend-bytes")? {
+            n if n <= 0 => 2 * 1024 * 1024 * 1024,
+            n => n as u64,
+        })
+    }
+
+    pub(super) fn into_config(self) -> Result<Config, ConfigError> {
+        self.refuse_unsupported()?;
+        let mut warnings = self.no_effect_warnings();
+        let name = self.str("name");
+        let data_dir = self
+            .path("data-dir")
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
+        let urls = self.url_flags()?;
+        let (initial_cluster, initial_cluster_new) =
+            self.initial_cluster(&name, &urls.initial_advertise_peer)?;
+        let tls = self.tls(&urls.listen_client, &urls.listen_peer, &mut warnings)?;
+        let (log_level, log) = self.log_config()?;
+        let corruption = self.corruption(&mut warnings)?;
         let cfg = Config {
             name,
             data_dir,
-            listen_client_urls,
-            listen_client_http_urls,
-            listen_metrics_urls,
-            advertise_client_urls,
-            listen_peer_urls,
-            initial_advertise_peer_urls,
+            listen_client_urls: urls.listen_client,
+            listen_client_http_urls: urls.listen_client_http,
+            listen_metrics_urls: urls.listen_metrics,
+            advertise_client_urls: urls.advertise_client,
+            listen_peer_urls: urls.listen_peer,
+            initial_advertise_peer_urls: urls.initial_advertise_peer,
             initial_cluster,
             initial_cluster_token: self.str("initial-cluster-token"),
             initial_cluster_new,
@@ -423,10 +486,7 @@ impl RawFlags {
             enable_v2: self.bool("enable-v2")?,
             request_bytes_max: self.uint("max-request-bytes")? as usize,
             txn_ops_max: self.uint("max-txn-ops")? as usize,
-            quota_backend_bytes: match self.int("quota-backend-bytes")? {
-                n if n <= 0 => 2 * 1024 * 1024 * 1024,
-                n => n as u64,
-            },
+            quota_backend_bytes: self.quota_backend_bytes()?,
             snapshot_count: self.uint("snapshot-count")?.max(1),
             snapshot_catchup_entries: self.uint("snapshot-catchup-entries")?.max(1),
             heartbeat_ms: self.uint("heartbeat-interval")?,
@@ -435,7 +495,7 @@ impl RawFlags {
             pre_vote: self.bool("pre-vote")?,
             connections_max: self.uint("max-connections")?.max(1) as usize,
             watchers_max: self.uint("max-watchers")? as usize,
-            learners_max: learners_max as usize,
+            learners_max: self.learners_max()?,
             watch_progress_notify_interval: self
                 .positive_duration("watch-progress-notify-interval")?,
             log_level,
@@ -443,46 +503,44 @@ impl RawFlags {
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             auto_compaction: self.auto_compaction()?,
             wal_dir: self.path("wal-dir"),
-            // CompactHashCheck runs as the periodic hash comparison of the members (oxcd
-            // compares whole-store hashes at a revision all members have applied).
-            corrupt_check: Some(self.duration("corrupt-check-time")?)
-                .filter(|d| !d.is_zero())
-                .or(compact_hash_check),
-            initial_corrupt_check,
-            compact_hash_check,
+            corrupt_check: corruption.periodic,
+            initial_corrupt_check: corruption.initial,
+            compact_hash_check: corruption.compact_hash,
             warning_apply_duration: self.duration("warning-apply-duration")?,
-            warning_unary_request_duration: match self.duration("warning-unary-request-duration")? {
-                d if d.is_zero() => Duration::from_millis(300),
-                d => d,
-            },
+            // etcd 3.5's default when neither name of the flag is set.
+            warning_unary_request_duration: Some(self.duration("warning-unary-request-duration")?)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_millis(300)),
             force_new_cluster: self.bool("force-new-cluster")?,
             http: self.http_options()?,
-            metrics_extensive: match self.str("metrics").as_str() {
-                "basic" => false,
-                "extensive" => true,
-                other => {
-                    return err(format!(
-                        "invalid value {other:?} for --metrics: use basic or extensive"
-                    ))
-                }
-            },
+            metrics_extensive: self.metrics_extensive()?,
             enable_grpc_gateway: self.bool("enable-grpc-gateway")?,
             auth: self.auth_options()?,
             warnings,
         };
-        for gate in [
-            "TxnModeWriteWithSharedBuffer",
-            "StopGRPCServiceOnDefrag",
-            "LeaseCheckpoint",
-            "LeaseCheckpointPersist",
-            "SetMemberLocalAddr",
-        ] {
-            // Validates them; their experimental flags already warned when set.
-            self.feature(gate)?;
-        }
         cfg.check()?;
         Ok(cfg)
     }
+}
+
+/// `--initial-cluster`: name -> peer URLs, in flag order.
+type InitialCluster = Vec<(String, Vec<Url>)>;
+
+/// The URL flags of a [`Config`].
+struct UrlFlags {
+    listen_client: Vec<Url>,
+    listen_peer: Vec<Url>,
+    listen_client_http: Vec<Url>,
+    listen_metrics: Vec<Url>,
+    advertise_client: Vec<Url>,
+    initial_advertise_peer: Vec<Url>,
+}
+
+/// What the corruption flags and gates ask for.
+struct Corruption {
+    periodic: Option<Duration>,
+    initial: bool,
+    compact_hash: Option<Duration>,
 }
 
 /// True when `value` means the flag's default (`0s` and `0` are the same duration).

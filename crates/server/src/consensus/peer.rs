@@ -248,6 +248,9 @@ async fn dial_loop(
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(
+                    "local-member-id" = %format!("{:x}", ctx.member_id),
+                    "remote-peer-id" = %format!("{:x}", peer.id),
+                    "stream-type" = "stream writer",
                     "established a TCP streaming connection with peer {:x} (stream writer)",
                     peer.id
                 );
