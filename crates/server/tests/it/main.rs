@@ -10,6 +10,7 @@ mod etcdctl_parity;
 mod flag_effects;
 mod grpc_parity;
 mod h2_authority;
+mod hostile;
 mod lease;
 mod limits;
 mod maintenance;
