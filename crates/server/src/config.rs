@@ -53,6 +53,7 @@ const FLAGS: &[Flag] = &[
     Flag::value("max-connections", "Maximum number of concurrent client connections per listener.").default("1024"),
     Flag::value("max-watchers", "Maximum number of watchers per member.").default("10000"),
     Flag::value("experimental-watch-progress-notify-interval", "Duration of periodical watch progress notification.").default("10m"),
+    Flag::value("metrics", "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.").default("basic"),
     Flag::value("log-level", "Configures log level. Only supports debug, info, warn, error.").default("info"),
     Flag::boolean("version", "Print the version and exit."),
 ];
@@ -109,6 +110,8 @@ pub struct Config {
     /// How often watchers that asked for it get a progress notification.
     pub watch_progress_notify_interval: std::time::Duration,
     pub log_level: String,
+    /// `--metrics=extensive`: gRPC handling-time histograms too.
+    pub metrics_extensive: bool,
     pub strict_reconfig_check: bool,
     pub auto_compaction: Option<AutoCompaction>,
     /// `--experimental-corrupt-check-time`; `None` when 0 (off, etcd's default).
@@ -363,6 +366,15 @@ impl RawFlags {
             watch_progress_notify_interval: self
                 .duration("experimental-watch-progress-notify-interval")?,
             log_level: self.log_level()?,
+            metrics_extensive: match self.str("metrics").as_str() {
+                "basic" => false,
+                "extensive" => true,
+                other => {
+                    return err(format!(
+                        "unknown metrics type {other:?}: expected basic or extensive"
+                    ))
+                }
+            },
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             auto_compaction: self.auto_compaction()?,
             wal_dir: self.path("wal-dir"),

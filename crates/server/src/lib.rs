@@ -11,6 +11,7 @@ pub mod config;
 pub mod consensus;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod request;
 pub mod state;
 pub mod version;
@@ -53,6 +54,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let listeners = Listeners::bind(&cfg).await?;
     let tls = TlsSetup::load(&cfg)?;
+    metrics::get().configure(&cfg);
     let join = learn_membership(&cfg, tls.peer_dial.as_ref()).await?;
     let boot = bootstrap::open(&cfg, join)?;
     tracing::info!(

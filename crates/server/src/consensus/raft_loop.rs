@@ -457,7 +457,9 @@ impl RaftLoop {
         if let Some(hs) = rd.hs() {
             self.persist_hard_state(hs.clone())?;
         }
+        let wal_started = Instant::now();
         self.wal.sync()?;
+        crate::metrics::get().wal_synced(wal_started, rd.entries().len(), rd.hs().is_some());
         #[cfg(feature = "failpoints")]
         if !rd.entries().is_empty() {
             fail::fail_point!("raft_after_save");
@@ -531,6 +533,7 @@ impl RaftLoop {
                 self.node.raft.term
             );
         } else {
+            crate::metrics::get().leader_changes.inc();
             tracing::info!(
                 "raft.node: {:x} elected leader {:x} at term {} (this member is {:?})",
                 self.member_id,
