@@ -12,6 +12,7 @@ pub mod consensus;
 pub mod error;
 pub mod ids;
 pub mod logging;
+pub mod metrics;
 pub mod request;
 pub mod state;
 pub mod version;
@@ -55,6 +56,7 @@ pub async fn run(
     let listeners = Listeners::bind(&cfg).await?;
     prepare_auto_tls(&cfg)?;
     let tls = TlsSetup::load(&cfg)?;
+    metrics::get().configure(&cfg);
     let join = learn_membership(&cfg, tls.peer_dial.as_ref()).await?;
     let boot = bootstrap::open(&cfg, join)?;
     tracing::info!(

@@ -16,6 +16,8 @@ use oxcd_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use oxcd_api::v3electionpb::election_server::ElectionServer;
+use oxcd_api::v3lockpb::lock_server::LockServer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -54,9 +56,11 @@ pub fn http_router(server: Arc<Server>) -> Router {
     with_client_layers(server.clone(), http_routes(server))
 }
 
-/// `--listen-metrics-urls`: health and probes only.
+/// `--listen-metrics-urls`: `/metrics`, health and probes.
 pub fn metrics_router(server: Arc<Server>) -> Router {
-    crate::api::health::router(server).fallback(not_found)
+    crate::api::health::router(server.clone())
+        .merge(crate::api::metrics_http::router(server))
+        .fallback(not_found)
 }
 
 fn grpc_routes(server: Arc<Server>) -> Router {
@@ -69,13 +73,19 @@ fn grpc_routes(server: Arc<Server>) -> Router {
         .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
         .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
         .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
-        .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
+        .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(LockServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(ElectionServer::new(svc).max_decoding_message_size(limit))
         .add_service(crate::api::health::grpc_health(&server))
         .into_axum_router()
+        .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer))
 }
 
+/// The HTTP services: v2 keys, `/metrics`, the v3 JSON gateway.
 fn http_routes(server: Arc<Server>) -> Router {
-    crate::api::v2_http::router(server)
+    crate::api::v2_http::router(server.clone())
+        .merge(crate::api::metrics_http::router(server.clone()))
+        .merge(crate::api::gateway::router(server))
 }
 
 fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {
@@ -183,7 +193,11 @@ async fn learner_gate(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let path = req.uri().path();
-    if path.starts_with("/etcdserverpb.") && !LEARNER_RPCS.contains(&path) && server.is_learner() {
+    let grpc = ["/etcdserverpb.", "/v3lockpb.", "/v3electionpb."];
+    if grpc.iter().any(|p| path.starts_with(p))
+        && !LEARNER_RPCS.contains(&path)
+        && server.is_learner()
+    {
         return crate::error::ServerError::NotSupportedForLearner
             .status()
             .into_http::<axum::body::Body>();
@@ -273,12 +287,16 @@ async fn not_found(req: axum::extract::Request) -> axum::response::Response {
         return tonic::Status::unimplemented("unknown service").into_http::<axum::body::Body>();
     }
     drain(req.into_body()).await;
-    (
+    let resp = (
         http::StatusCode::NOT_FOUND,
-        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [
+            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
         "404 page not found\n",
     )
-        .into_response()
+        .into_response();
+    crate::api::gateway::cors(resp).await
 }
 
 /// tonic reports a request over the decoding limit as OUT_OF_RANGE "Error, decoded message

@@ -476,6 +476,7 @@ impl RaftLoop {
         let sync_started = Instant::now();
         self.wal.sync()?;
         warn_slow_fdatasync(sync_started.elapsed());
+        crate::metrics::get().wal_synced(sync_started, rd.entries().len(), rd.hs().is_some());
         #[cfg(feature = "failpoints")]
         if !rd.entries().is_empty() {
             fail::fail_point!("raft_after_save");
@@ -569,6 +570,7 @@ impl RaftLoop {
                 "raft.node: {me:x} elected leader {new} at term {term}"
             );
         } else {
+            crate::metrics::get().leader_changes.inc();
             tracing::info!(
                 "local-member-id" = %format!("{me:x}"), "old-leader-id" = %old, "leader-id" = %new, term,
                 "raft.node: {me:x} changed leader from {old} to {new} at term {term}"
