@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -156,8 +155,13 @@ async fn members(
     State(server): State<Arc<Server>>,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    // The same limit as every other request, read as it arrives.
+    let body = match crate::api::http::read_body(body, server.cfg.request_bytes_max).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     match method {
         Method::GET | Method::HEAD => {
             #[derive(Serialize)]
@@ -205,8 +209,12 @@ async fn member(
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let body = match crate::api::http::read_body(body, server.cfg.request_bytes_max).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     if id == "leader" && method == Method::GET {
         let leader = server.leader();
         return match member_list(&server).iter().find(|m| m.id == leader) {
