@@ -415,10 +415,11 @@ async fn member_replace(
     else {
         bail!("no spare member left to add");
     };
+    let new_url = c.peer_url(new);
     let new_id = retry_unhealthy("member add", &mut retries, || {
         let mut cl = cl.clone();
         let req = MemberAddRequest {
-            peer_ur_ls: vec![cluster::peer_url(new)],
+            peer_ur_ls: vec![new_url.clone()],
             is_learner: true,
         };
         async move {

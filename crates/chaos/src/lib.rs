@@ -8,8 +8,10 @@
 pub mod checker;
 pub mod checks;
 pub mod cluster;
+pub mod elle;
 pub mod fault;
 pub mod netns;
+pub mod proxy;
 pub mod report;
 pub mod run;
 pub mod workload;

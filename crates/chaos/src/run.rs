@@ -82,7 +82,7 @@ struct Load {
 
 pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     let fw = Firewall::setup().context("set up the firewall in the namespace")?;
-    let mut c = Cluster::new(&spec.dir, &spec.pki, &spec.oxcd, spec.members, 1)?;
+    let mut c = Cluster::new(&spec.dir, &spec.pki, &spec.oxcd, spec.members, 1, false)?;
     c.start_all()?;
     c.wait_leader(Duration::from_secs(30))
         .await
