@@ -116,6 +116,8 @@ pub struct Cluster {
     pub tls: TlsMode,
     /// Whether members advertise the peer proxy's URL (runs with delay or loss on peers).
     pub proxied: bool,
+    /// Data dirs moved onto a tmpfs of their own (disk-full).
+    pub tmpfs: Vec<PathBuf>,
     clients: BTreeMap<usize, Client>,
 }
 
@@ -147,6 +149,7 @@ impl Cluster {
             active: (0..initial).collect(),
             tls: tls_mode(pki)?,
             proxied,
+            tmpfs: Vec::new(),
             clients: BTreeMap::new(),
         })
     }
@@ -378,5 +381,6 @@ pub struct Status {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_everything();
+        self.off_tmpfs();
     }
 }

@@ -64,6 +64,9 @@ pub struct Txn {
     pub reads: Vec<(String, Seen)>,
     pub writes: Vec<(String, Write)>,
     pub status: Status,
+    /// The revision of an acknowledged write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -663,6 +666,7 @@ mod tests {
                 .map(|(k, w)| (k.to_string(), w.clone()))
                 .collect(),
             status: Status::Ok,
+            rev: None,
         }
     }
     fn l(v: &[u64]) -> Seen {
@@ -747,6 +751,26 @@ mod tests {
             txn(1, (0, 10), &[("x", Seen::Absent), ("y", l(&[2]))], &[]),
         ];
         assert_eq!(kinds(&h), vec!["G-single"]);
+    }
+
+    #[test]
+    fn g2_write_skew_is_caught() {
+        // Each read both keys absent and wrote one of them: two anti-dependencies.
+        let h = vec![
+            txn(
+                0,
+                (0, 10),
+                &[("x", Seen::Absent), ("y", Seen::Absent)],
+                &[("x", put(&[1]))],
+            ),
+            txn(
+                1,
+                (0, 10),
+                &[("x", Seen::Absent), ("y", Seen::Absent)],
+                &[("y", put(&[2]))],
+            ),
+        ];
+        assert_eq!(kinds(&h), vec!["G2"]);
     }
 
     #[test]
