@@ -321,6 +321,17 @@ async fn check_leases(
         log.kept_gap_us_max as f64 / 1e6,
         log.short_keys.len()
     ));
+    // A kept lease reported gone soon after a renewal is a violation whatever came after.
+    out.violations.extend(
+        log.kept_lost
+            .iter()
+            .map(|l| format!("lease expired while kept alive: {l}")),
+    );
+    out.notes.extend(
+        log.kept_lapsed
+            .iter()
+            .map(|l| format!("kept lease gone after a long keep-alive gap: {l}")),
+    );
     if log.kept_gap_us_max < ttl_us / 2 && fresh {
         check_kept_leases(c, log, out).await;
     } else {
@@ -334,11 +345,6 @@ async fn check_leases(
 
 /// No kept-alive lease was reported gone, and every member holds all their keys.
 async fn check_kept_leases(c: &mut Cluster, log: &workload::LeaseLog, out: &mut Outcome) {
-    out.violations.extend(
-        log.kept_lost
-            .iter()
-            .map(|l| format!("lease expired while kept alive: {l}")),
-    );
     for i in c.active.clone() {
         let n = count_prefix(c, i, &format!("{}lease/kept-", workload::PREFIX)).await;
         if n != Some(log.kept.len()) {

@@ -186,17 +186,17 @@ fn parse_reads(keys: &[String], r: &TxnResponse) -> Result<Vec<KeyRead>, String>
     Ok(out)
 }
 
-/// Per key read: extend its list (60 %), delete it (10 %, if it exists), or leave it; a
-/// deleted key is only read.
+/// Per key read: extend its list (60 %), delete it (0.5 %, if it exists: a deleted key
+/// stays deleted until the keys rotate, so deletes must be rare), or leave it.
 fn plan_writes(p: &mut Process, reads: &[KeyRead]) -> Vec<(String, Write)> {
     let mut out = Vec::new();
     for r in reads {
-        let roll = p.rng.gen_range(0..10);
+        let roll = p.rng.gen_range(0..1000);
         let write = match &r.seen {
             Seen::Deleted(_) => None,
-            Seen::List(_) if roll == 6 => Some(Write::Delete(p.unique_value())),
-            Seen::Absent if roll < 6 => Some(Write::Put(vec![p.unique_value()])),
-            Seen::List(l) if roll < 6 => {
+            Seen::List(_) if roll >= 995 => Some(Write::Delete(p.unique_value())),
+            Seen::Absent if roll < 600 => Some(Write::Put(vec![p.unique_value()])),
+            Seen::List(l) if roll < 600 => {
                 let mut l = l.clone();
                 l.push(p.unique_value());
                 Some(Write::Put(l))

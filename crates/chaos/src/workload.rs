@@ -657,12 +657,43 @@ pub struct LeaseLog {
     pub kept: Vec<(String, i64)>,
     /// The longest time between two successful keep-alives of a kept lease (µs).
     pub kept_gap_us_max: u64,
-    /// Keep-alive answers that said a kept lease was gone (TTL ≤ 0), with when.
+    /// Keep-alive answers that said a kept lease was gone (TTL ≤ 0) although it had been
+    /// renewed less than half its TTL before, with when: each is a violation.
     pub kept_lost: Vec<String>,
+    /// Such answers after a longer gap (the lease may have expired: not a violation).
+    #[serde(default)]
+    pub kept_lapsed: Vec<String>,
     /// Keys put (or maybe put) under leases left to expire.
     pub short_keys: Vec<String>,
     pub grants: u64,
     pub keepalives: u64,
+}
+
+impl LeaseLog {
+    /// A keep-alive said kept lease `id` is gone at `now_us`: a violation if it was renewed
+    /// less than half its TTL before, else a lapse (reported once per lease).
+    fn gone(&mut self, id: i64, key: &str, renewed_us: u64, now_us: u64) {
+        let tag = format!("lease {id:x} ");
+        if self
+            .kept_lost
+            .iter()
+            .chain(&self.kept_lapsed)
+            .any(|l| l.starts_with(&tag))
+        {
+            return;
+        }
+        let text = format!(
+            "{tag}of {key} reported gone at {:.3}s, last renewed at {:.3}s",
+            now_us as f64 / 1e6,
+            renewed_us as f64 / 1e6
+        );
+        let ttl_us = u64::try_from(LEASE_KEPT_TTL_S).unwrap_or(10) * 1_000_000;
+        if now_us.saturating_sub(renewed_us) < ttl_us / 2 {
+            self.kept_lost.push(text);
+        } else {
+            self.kept_lapsed.push(text);
+        }
+    }
 }
 
 pub fn lease_key(kind: &str, n: usize) -> String {
@@ -703,11 +734,7 @@ pub async fn lease_client(ctx: Arc<Ctx>, seed: u64) -> LeaseLog {
                         log.kept_gap_us_max = log.kept_gap_us_max.max(now - *renewed_us);
                         *renewed_us = now;
                     }
-                    Ok(_) => log.kept_lost.push(format!(
-                        "lease {id:x} of {key} reported gone at {:.3}s, last renewed at {:.3}s",
-                        ctx.now_us() as f64 / 1e6,
-                        *renewed_us as f64 / 1e6
-                    )),
+                    Ok(_) => log.gone(*id, key, *renewed_us, ctx.now_us()),
                     Err(_) => {
                         conn.fail().await;
                         break;

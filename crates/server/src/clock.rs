@@ -1,9 +1,30 @@
-//! Wall-clock time as the log carries it: milliseconds since the Unix epoch. Lease and v2
-//! TTL deadlines are computed from the proposer's clock, written into the entry, so every
+//! The members' clock as the log carries it: milliseconds since the Unix epoch. Lease and
+//! v2 TTL deadlines are computed from the proposer's clock, written into the entry, so every
 //! member computes the same expiry from the same entry.
+//!
+//! The clock is read from the wall clock once, when the process first asks, and runs on the
+//! monotonic clock from then on: a wall-clock step (NTP, an operator, a VM resumed) never
+//! moves it. etcd's lessor decides expiry on Go's monotonic clock the same way; without this
+//! a leader whose wall clock jumped forward revoked every lease at once, and one whose clock
+//! jumped back kept expired leases alive that much longer (found by the chaos suite's
+//! `clock-jump`).
 
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Milliseconds since the Unix epoch, by a clock that never steps (see the module doc).
 pub fn now_ms() -> i64 {
+    static ANCHOR: OnceLock<(Instant, i64)> = OnceLock::new();
+    let (at, wall) = *ANCHOR.get_or_init(|| (Instant::now(), wall_ms()));
+    // Chaos builds: read the control file (failpoints armed at run time) on every call.
+    #[cfg(feature = "failpoints")]
+    chaos::poll();
+    wall.saturating_add(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The wall clock in milliseconds since the Unix epoch (0 before 1970); in a chaos build,
+/// moved by the control file's `clock_offset_ms`.
+fn wall_ms() -> i64 {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -16,10 +37,11 @@ pub fn now_ms() -> i64 {
 /// Chaos builds only (`--features failpoints`): a control file the chaos suite rewrites
 /// while the member runs, named by `OXCD_CHAOS_CONTROL` and re-read at most every
 /// [`chaos::POLL`] by [`now_ms`] (which the raft loop calls every tick). Each line is
-/// `clock_offset_ms=N` (the wall clock jumps by N ms, forward or back: a time namespace
-/// cannot move CLOCK_REALTIME) or `NAME=ACTIONS`, a failpoint armed at run time in the
-/// `fail` crate's syntax (one that disappears from the file is disarmed). A normal build
-/// has none of this.
+/// `clock_offset_ms=N` (the wall clock, as this file reads it, jumps by N ms forward or
+/// back: a time namespace cannot move CLOCK_REALTIME; since [`now_ms`] reads the wall clock
+/// only once, such a jump must change nothing, which the `clock-jump` fault checks) or
+/// `NAME=ACTIONS`, a failpoint armed at run time in the `fail` crate's syntax (one that
+/// disappears from the file is disarmed). A normal build has none of this.
 #[cfg(feature = "failpoints")]
 pub mod chaos {
     use std::collections::BTreeMap;
