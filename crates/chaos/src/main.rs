@@ -26,7 +26,7 @@ struct Cli {
     inner: Option<Inner>,
     /// Soak: keep starting runs with random faults until this much time is spent (e.g. 30m).
     /// Without it: the short profile, one run per fault type plus the checker self-tests.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = oxcd_gocompat::duration::parse)]
     duration: Option<Duration>,
     /// Seed of the fault schedule and the workload (random when not given; printed).
     #[arg(long)]
@@ -65,19 +65,6 @@ enum Inner {
     /// (internal) one run, inside its network namespace
     #[command(hide = true)]
     Inner { spec: PathBuf },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: use 90s, 10m, 2h"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("bad duration {s:?}: use 90s, 10m, 2h")),
-    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);

@@ -5,6 +5,7 @@ mod boltdb;
 mod cli;
 mod cmd;
 mod ctx;
+mod error;
 mod gofmt;
 mod json;
 mod print;
