@@ -9,6 +9,7 @@ mod durability_kill9;
 mod etcdctl_parity;
 mod grpc_parity;
 mod h2_authority;
+mod hostile;
 mod lease;
 mod limits;
 mod maintenance;
