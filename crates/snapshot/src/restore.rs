@@ -212,6 +212,10 @@ fn open_source(o: &RestoreOptions) -> Result<Source, String> {
     let len = fs::metadata(&o.snapshot).map_err(open_err)?.len();
     let looks_bbolt = head.get(16..20) == Some(&BBOLT_MAGIC[..]);
     if !o.skip_hash_check {
+        if head.starts_with(REDB_MAGIC) {
+            // A backend file copied out of a data dir: taken with --skip-hash-check only.
+            return Err(SnapshotFileError::MissingHash.to_string());
+        }
         if !looks_bbolt && !oxcd_bbolt::snapshot::has_hash_trailer(len) {
             return Err(format!(
                 "{path} is not a snapshot: neither an etcd (bbolt) database nor an oxcd snapshot"

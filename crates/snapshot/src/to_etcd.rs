@@ -16,9 +16,16 @@
 //! | `members_removed` | empty |
 //! | `meta` | `consistent_index` (the view's applied index), `finishedCompactRev` and `scheduledCompactRev` (when compacted) |
 //!
-//! The file is what etcd's `tx.WriteTo` streams: the caller appends the SHA-256 trailer.
+//! The database is what etcd's `tx.WriteTo` streams; a snapshot stream adds its SHA-256
+//! after it ([`EtcdSnapshotFile::chunks`]). The writer seeks back to write the metas, so a
+//! stream is built in an unnamed temporary file first ([`EtcdSnapshotFile::create`]).
 
-use std::io::{Seek, Write};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
 
 use oxcd_bbolt::etcd::{self, proto, Revision};
 use oxcd_bbolt::{DbWriter, WriteError, WriteSummary};
@@ -81,6 +88,82 @@ pub fn write_etcd_db<W: Write + Seek>(
         w.put(etcd::SCHEDULED_COMPACT_KEY, &mark)?;
     }
     Ok(w.finish()?)
+}
+
+/// An etcd snapshot of a backend, built in a temporary file that is already unlinked (it
+/// goes when the handle does, even if the process dies), ready to be streamed.
+pub struct EtcdSnapshotFile {
+    file: File,
+    db_bytes: u64,
+    revision: i64,
+}
+
+/// Numbers temporary files within one process.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl EtcdSnapshotFile {
+    /// Writes `view` (with the member table `members`) into a new temporary file in `dir`.
+    pub fn create(view: &ReadView, members: &[Member], dir: &Path) -> Result<Self, ToEtcdError> {
+        let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".snapshot-{}-{seq}.tmp", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        // Unlinked at once: nothing to clean up after an error, a dropped stream or a crash.
+        std::fs::remove_file(&path)?;
+        let (file, summary) = write_etcd_db(view, members, file)?;
+        Ok(EtcdSnapshotFile {
+            file,
+            db_bytes: summary.db_bytes,
+            revision: view.current_rev(),
+        })
+    }
+
+    /// Bytes of the database (the stream is 32 more: the SHA-256).
+    pub fn db_bytes(&self) -> u64 {
+        self.db_bytes
+    }
+
+    /// The store revision the snapshot holds.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The stream, as etcd sends it: the database in chunks of `chunk_bytes`, each with the
+    /// database bytes still to come after it, then the SHA-256 of the database (0 to come).
+    pub fn chunks(
+        mut self,
+        chunk_bytes: usize,
+    ) -> impl Iterator<Item = std::io::Result<(Vec<u8>, u64)>> {
+        let mut hasher = Some(Sha256::new());
+        let mut sent = 0u64;
+        let mut started = false;
+        std::iter::from_fn(move || {
+            if !started {
+                started = true;
+                if let Err(e) = self.file.seek(SeekFrom::Start(0)) {
+                    hasher = None;
+                    return Some(Err(e));
+                }
+            }
+            let h = hasher.as_mut()?;
+            if sent == self.db_bytes {
+                let digest = hasher.take()?.finalize().to_vec();
+                return Some(Ok((digest, 0)));
+            }
+            let want = (self.db_bytes - sent).min(chunk_bytes.max(1) as u64) as usize;
+            let mut buf = vec![0u8; want];
+            if let Err(e) = self.file.read_exact(&mut buf) {
+                hasher = None;
+                return Some(Err(e));
+            }
+            h.update(&buf);
+            sent += want as u64;
+            Some(Ok((buf, self.db_bytes - sent)))
+        })
+    }
 }
 
 fn damaged(table: &'static str, key: &[u8]) -> ToEtcdError {
