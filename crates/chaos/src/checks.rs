@@ -28,41 +28,7 @@ pub fn linearizability(history: &[Record]) -> (Vec<KeyVerdict>, Vec<String>) {
     let mut verdicts = Vec::new();
     let mut violations = Vec::new();
     for (key, recs) in by_key {
-        let (verdict, ops) = if matches!(recs[0].op, Op::Register(..)) {
-            let entries: Vec<_> = recs
-                .iter()
-                .filter_map(|r| match &r.op {
-                    Op::Register(i, o) => Some(Entry {
-                        input: i.clone(),
-                        output: o.clone(),
-                        call_us: r.invoke_us,
-                        ret_us: r.complete_us,
-                    }),
-                    Op::List(..) => None,
-                })
-                .collect();
-            (
-                checker::check(&Register, &entries, STEPS_MAX),
-                entries.len(),
-            )
-        } else {
-            let entries: Vec<_> = recs
-                .iter()
-                .filter_map(|r| match &r.op {
-                    Op::List(i, o) => Some(Entry {
-                        input: i.clone(),
-                        output: o.clone(),
-                        call_us: r.invoke_us,
-                        ret_us: r.complete_us,
-                    }),
-                    Op::Register(..) => None,
-                })
-                .collect();
-            (
-                checker::check(&AppendList, &entries, STEPS_MAX),
-                entries.len(),
-            )
-        };
+        let (verdict, ops) = check_key(&recs);
         let text = match &verdict {
             Verdict::Linearizable => "linearizable".to_string(),
             Verdict::GaveUp => {
@@ -92,6 +58,48 @@ pub fn linearizability(history: &[Record]) -> (Vec<KeyVerdict>, Vec<String>) {
         });
     }
     (verdicts, violations)
+}
+
+/// One key's sub-history against the model of its kind (the first record's): the verdict
+/// and how many operations were checked.
+fn check_key(recs: &[&Record]) -> (Verdict, usize) {
+    if matches!(recs[0].op, Op::Register(..)) {
+        let entries = entries(recs, |op| match op {
+            Op::Register(i, o) => Some((i, o)),
+            Op::List(..) => None,
+        });
+        (
+            checker::check(&Register, &entries, STEPS_MAX),
+            entries.len(),
+        )
+    } else {
+        let entries = entries(recs, |op| match op {
+            Op::List(i, o) => Some((i, o)),
+            Op::Register(..) => None,
+        });
+        (
+            checker::check(&AppendList, &entries, STEPS_MAX),
+            entries.len(),
+        )
+    }
+}
+
+/// The checker's entries of the records whose operation `pick` takes (input and output).
+fn entries<I: Clone, O: Clone>(
+    recs: &[&Record],
+    pick: impl Fn(&Op) -> Option<(&I, &Option<O>)>,
+) -> Vec<Entry<I, O>> {
+    recs.iter()
+        .filter_map(|r| {
+            let (input, output) = pick(&r.op)?;
+            Some(Entry {
+                input: input.clone(),
+                output: output.clone(),
+                call_us: r.invoke_us,
+                ret_us: r.complete_us,
+            })
+        })
+        .collect()
 }
 
 fn describe(r: &Record) -> String {

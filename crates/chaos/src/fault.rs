@@ -6,9 +6,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use oxcd_api::etcdserverpb::cluster_client::ClusterClient;
 use oxcd_api::etcdserverpb::{
     MemberAddRequest, MemberPromoteRequest, MemberRemoveRequest, PutRequest,
 };
+use oxcd_client::Svc;
 use rand::{rngs::StdRng, seq::SliceRandom as _, Rng as _};
 use serde::{Deserialize, Serialize};
 
@@ -111,7 +113,7 @@ fn pick_follower(c: &Cluster, leader: usize, rng: &mut StdRng) -> usize {
     followers.choose(rng).copied().unwrap_or(leader)
 }
 
-/// Injects `fault`, holds it, heals it. Returns the detail text and the heal instant.
+/// Injects `fault`, holds it, heals it. Returns the detail text.
 pub async fn inject(
     fault: Fault,
     c: &mut Cluster,
@@ -123,101 +125,17 @@ pub async fn inject(
         .wait_leader(Duration::from_secs(15))
         .await
         .context("before the fault")?;
-    let lname = cluster::member_name(leader);
-    let others: Vec<usize> = c.active.iter().copied().filter(|&i| i != leader).collect();
-    let n = c.active.len();
     let (detail, undo) = match fault {
-        Fault::KillLeader => {
-            c.kill9(leader);
-            (
-                format!("kill -9 leader {lname}"),
-                Undo::Restart(vec![leader]),
-            )
-        }
-        Fault::KillFollower => {
-            let f = pick_follower(c, leader, rng);
-            c.kill9(f);
-            (
-                format!("kill -9 follower {}", cluster::member_name(f)),
-                Undo::Restart(vec![f]),
-            )
-        }
-        Fault::KillMajority | Fault::KillAll => {
-            let mut victims = c.active.clone();
-            victims.shuffle(rng);
-            if fault == Fault::KillMajority {
-                victims.truncate(n / 2 + 1);
-            }
-            for &v in &victims {
-                c.kill9(v);
-            }
-            (
-                format!("kill -9 {}", names(&victims)),
-                Undo::Restart(victims),
-            )
-        }
-        Fault::PauseLeader => {
-            c.pause(leader);
-            (
-                format!("SIGSTOP leader {lname}"),
-                Undo::Resume(vec![leader]),
-            )
-        }
-        Fault::PauseFollower => {
-            let f = pick_follower(c, leader, rng);
-            c.pause(f);
-            (
-                format!("SIGSTOP follower {}", cluster::member_name(f)),
-                Undo::Resume(vec![f]),
-            )
-        }
-        Fault::PartitionLeader => {
-            for &o in &others {
-                fw.cut(&cluster::member_ip(leader), &cluster::member_ip(o))?;
-            }
-            (
-                format!("leader {lname} isolated from {}", names(&others)),
-                Undo::Heal,
-            )
-        }
-        Fault::PartitionMinority => {
-            let mut minority = others.clone();
-            minority.shuffle(rng);
-            minority.truncate((n - 1) / 2);
-            for &m in &minority {
-                for &o in c.active.iter().filter(|&&o| !minority.contains(&o)) {
-                    fw.cut(&cluster::member_ip(m), &cluster::member_ip(o))?;
-                }
-            }
-            (format!("minority {} cut off", names(&minority)), Undo::Heal)
-        }
-        Fault::PartitionOneWay => {
-            for &o in &others {
-                fw.drop_one_way(&cluster::member_ip(leader), &cluster::member_ip(o))?;
-            }
-            (
-                format!(
-                    "leader {lname} cannot send to {} (it still receives)",
-                    names(&others)
-                ),
-                Undo::Heal,
-            )
-        }
-        Fault::PartitionBridge => {
-            // Two halves that cannot talk, and one member (the leader) that talks to both.
-            let mut rest = others.clone();
-            rest.shuffle(rng);
-            let (a, b) = rest.split_at(rest.len() / 2);
-            for &x in a {
-                for &y in b {
-                    fw.cut(&cluster::member_ip(x), &cluster::member_ip(y))?;
-                }
-            }
-            (
-                format!("bridge: {} | {lname} | {}", names(a), names(b)),
-                Undo::Heal,
-            )
-        }
+        Fault::KillLeader
+        | Fault::KillFollower
+        | Fault::KillMajority
+        | Fault::KillAll
+        | Fault::PauseLeader
+        | Fault::PauseFollower => signal(fault, c, leader, rng)?,
+        Fault::PartitionLeader
+        | Fault::PartitionMinority
+        | Fault::PartitionOneWay
+        | Fault::PartitionBridge => (partition(fault, c, fw, leader, rng)?, Undo::Heal),
         Fault::SnapshotCatchup => return snapshot_catchup(c, leader, rng, None).await,
         Fault::FailSnapshotApply => {
             return snapshot_catchup(c, leader, rng, fault.failpoint()).await
@@ -226,25 +144,7 @@ pub async fn inject(
         Fault::FailBeforeSave
         | Fault::FailAfterSave
         | Fault::FailBeforeApply
-        | Fault::FailAfterApply => {
-            let Some(fp) = fault.failpoint() else {
-                bail!("no failpoint for {fault:?}");
-            };
-            // Any member, the leader included: it is restarted with the failpoint armed to
-            // crash after a random number of hits under load.
-            let victim = *c.active.choose(rng).unwrap_or(&leader);
-            let hits = rng.gen_range(5..60);
-            c.kill9(victim);
-            c.launch(victim, Some(&format!("{fp}={hits}*off->panic")))?;
-            let crashed = wait_exit(c, victim, Duration::from_secs(8)).await;
-            c.kill9(victim);
-            c.launch(victim, None)?;
-            return Ok(format!(
-                "{} restarted with {fp} armed to crash after {hits} hits: {}",
-                cluster::member_name(victim),
-                crashed.unwrap_or_else(|| "it did not crash within 8s (killed)".into())
-            ));
-        }
+        | Fault::FailAfterApply => return crash_at_failpoint(fault, c, leader, rng).await,
     };
     let held = hold(rng);
     tokio::time::sleep(hold_override.unwrap_or(held)).await;
@@ -262,6 +162,137 @@ pub async fn inject(
         Undo::Heal => fw.heal()?,
     }
     Ok(detail)
+}
+
+/// Kills (SIGKILL) or pauses (SIGSTOP) the leader, a follower, a majority or every member;
+/// undone by a restart or SIGCONT.
+fn signal(
+    fault: Fault,
+    c: &mut Cluster,
+    leader: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<(String, Undo)> {
+    let (victims, who) = match fault {
+        Fault::KillLeader | Fault::PauseLeader => (
+            vec![leader],
+            format!("leader {}", cluster::member_name(leader)),
+        ),
+        Fault::KillFollower | Fault::PauseFollower => {
+            let f = pick_follower(c, leader, rng);
+            (vec![f], format!("follower {}", cluster::member_name(f)))
+        }
+        Fault::KillMajority | Fault::KillAll => {
+            let mut victims = c.active.clone();
+            victims.shuffle(rng);
+            if fault == Fault::KillMajority {
+                victims.truncate(c.active.len() / 2 + 1);
+            }
+            let who = names(&victims);
+            (victims, who)
+        }
+        _ => bail!("{fault:?} is not a kill or a pause"),
+    };
+    if matches!(fault, Fault::PauseLeader | Fault::PauseFollower) {
+        for &v in &victims {
+            c.pause(v);
+        }
+        Ok((format!("SIGSTOP {who}"), Undo::Resume(victims)))
+    } else {
+        for &v in &victims {
+            c.kill9(v);
+        }
+        Ok((format!("kill -9 {who}"), Undo::Restart(victims)))
+    }
+}
+
+/// Cuts the network (healed by flushing the firewall): the leader off from the rest, a
+/// minority off from the majority, the leader's sends only, or two halves bridged only by
+/// the leader. Returns the detail text.
+fn partition(
+    fault: Fault,
+    c: &Cluster,
+    fw: &Firewall,
+    leader: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<String> {
+    let lname = cluster::member_name(leader);
+    let ip = cluster::member_ip;
+    let others: Vec<usize> = c.active.iter().copied().filter(|&i| i != leader).collect();
+    match fault {
+        Fault::PartitionLeader => {
+            for &o in &others {
+                fw.cut(&ip(leader), &ip(o))?;
+            }
+            Ok(format!("leader {lname} isolated from {}", names(&others)))
+        }
+        Fault::PartitionMinority => {
+            let mut minority = others.clone();
+            minority.shuffle(rng);
+            minority.truncate((c.active.len() - 1) / 2);
+            for &m in &minority {
+                for &o in c.active.iter().filter(|&&o| !minority.contains(&o)) {
+                    fw.cut(&ip(m), &ip(o))?;
+                }
+            }
+            Ok(format!("minority {} cut off", names(&minority)))
+        }
+        Fault::PartitionOneWay => {
+            for &o in &others {
+                fw.drop_one_way(&ip(leader), &ip(o))?;
+            }
+            Ok(format!(
+                "leader {lname} cannot send to {} (it still receives)",
+                names(&others)
+            ))
+        }
+        Fault::PartitionBridge => {
+            // Two halves that cannot talk, and one member (the leader) that talks to both.
+            let mut rest = others.clone();
+            rest.shuffle(rng);
+            let (a, b) = rest.split_at(rest.len() / 2);
+            for &x in a {
+                for &y in b {
+                    fw.cut(&ip(x), &ip(y))?;
+                }
+            }
+            Ok(format!("bridge: {} | {lname} | {}", names(a), names(b)))
+        }
+        _ => bail!("{fault:?} is not a partition"),
+    }
+}
+
+/// Restarts any member, the leader included, with the fault's failpoint armed to crash after
+/// a random number of hits under load, then restarts it clean.
+async fn crash_at_failpoint(
+    fault: Fault,
+    c: &mut Cluster,
+    leader: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<String> {
+    let Some(fp) = fault.failpoint() else {
+        bail!("no failpoint for {fault:?}");
+    };
+    let victim = *c.active.choose(rng).unwrap_or(&leader);
+    let hits = rng.gen_range(5..60);
+    c.kill9(victim);
+    c.launch(victim, Some(&format!("{fp}={hits}*off->panic")))?;
+    let crashed = wait_exit(c, victim, Duration::from_secs(8)).await;
+    c.kill9(victim);
+    c.launch(victim, None)?;
+    Ok(format!(
+        "{} restarted with {fp} armed to crash after {hits} hits: {}",
+        cluster::member_name(victim),
+        crashed.unwrap_or_else(|| "it did not crash within 8s (killed)".into())
+    ))
+}
+
+/// The faults' names joined by `sep`.
+pub fn join_names(faults: &[Fault], sep: &str) -> String {
+    faults
+        .iter()
+        .map(|f| f.name())
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 fn names(v: &[usize]) -> String {
@@ -398,26 +429,7 @@ async fn member_replace(
     .await?;
     c.start_joining(new)?;
     c.active.push(new);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let last_err = match tokio::time::timeout(
-            Duration::from_secs(3),
-            cl.member_promote(MemberPromoteRequest { id: new_id }),
-        )
-        .await
-        {
-            Ok(Ok(_)) => break,
-            Ok(Err(e)) => e.message().to_string(),
-            Err(_) => "timeout".to_string(),
-        };
-        if Instant::now() > deadline {
-            bail!(
-                "learner {} was not promoted within 20s: {last_err}",
-                cluster::member_name(new)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    promote(&mut cl, new_id, new).await?;
     Ok(format!(
         "removed {} ({}), added {} as a learner, promoted it{}",
         cluster::member_name(f),
@@ -429,6 +441,30 @@ async fn member_replace(
             format!(" (retried: {})", retries.join("; "))
         }
     ))
+}
+
+/// Promotes learner `new` (member ID `id`), retrying for up to 20 s while it catches up.
+async fn promote(cl: &mut ClusterClient<Svc>, id: u64, new: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let last_err = match tokio::time::timeout(
+            Duration::from_secs(3),
+            cl.member_promote(MemberPromoteRequest { id }),
+        )
+        .await
+        {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.message().to_string(),
+            Err(_) => "timeout".to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "learner {} was not promoted within 20s: {last_err}",
+                cluster::member_name(new)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Runs a membership call (10 s timeout each) until it succeeds, retrying for up to 20 s

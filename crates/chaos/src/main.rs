@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use oxcd_chaos::fault::Fault;
+use oxcd_chaos::fault::{self, Fault};
 use oxcd_chaos::netns::{self, Netns};
 use oxcd_chaos::report::{self, Row, Timeline};
 use oxcd_chaos::run::{self, Bug, Outcome, Spec};
@@ -26,7 +26,7 @@ struct Cli {
     inner: Option<Inner>,
     /// Soak: keep starting runs with random faults until this much time is spent (e.g. 30m).
     /// Without it: the short profile, one run per fault type plus the checker self-tests.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = oxcd_gocompat::duration::parse)]
     duration: Option<Duration>,
     /// Seed of the fault schedule and the workload (random when not given; printed).
     #[arg(long)]
@@ -65,19 +65,6 @@ enum Inner {
     /// (internal) one run, inside its network namespace
     #[command(hide = true)]
     Inner { spec: PathBuf },
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: use 90s, 10m, 2h"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("bad duration {s:?}: use 90s, 10m, 2h")),
-    }
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -137,25 +124,46 @@ fn inner(spec_path: &Path) -> ExitCode {
 }
 
 /// The runs to do: (faults, bug, expect a violation).
+#[derive(Clone)]
 struct Plan {
     faults: Vec<Fault>,
     bug: Option<Bug>,
 }
 
+/// What every run of the suite shares.
+struct Suite {
+    seed: u64,
+    members: usize,
+    run_ms: u64,
+    soak: bool,
+    keep: bool,
+    out: PathBuf,
+    pki: PathBuf,
+    oxcd: PathBuf,
+}
+
+/// Where the plans come from: a fixed list (the short profile, one self-test), or, in a
+/// soak, random combinations of the chosen faults until the time is spent.
+enum Schedule {
+    Fixed(std::vec::IntoIter<Plan>),
+    Soak {
+        duration: Duration,
+        chosen: Vec<Fault>,
+        rng: Box<rand::rngs::StdRng>,
+    },
+}
+
+/// What the runs added up to.
+#[derive(Default)]
+struct Tally {
+    rows: BTreeMap<String, Row>,
+    total: Row,
+    timelines: Vec<Timeline>,
+    failures: Vec<String>,
+}
+
 fn outer(cli: &Cli) -> anyhow::Result<bool> {
-    netns::require_root_and_tools()?;
-    for (bin, what) in [(&cli.oxcd, "--oxcd"), (&cli.oxcert, "--oxcert")] {
-        if !bin.is_file() {
-            bail!(
-                "{what} {} does not exist: build it (scripts/chaos does: cargo build --release \
-                 -p oxcd-server -p oxcert --features oxcd-server/failpoints --target-dir target/chaos)",
-                bin.display()
-            );
-        }
-    }
-    if cli.members != 3 && cli.members != 5 {
-        bail!("--members must be 3 or 5");
-    }
+    check_cli(cli)?;
     // SAFETY: installs a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     let seed = cli
@@ -176,6 +184,61 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
             " (oxcd built without failpoints: failpoint faults skipped)"
         }
     );
+    let (chosen, skipped) = usable_faults(cli, failpoints);
+    let soak = cli.duration.is_some();
+    let suite = Suite {
+        seed,
+        members: cli.members,
+        run_ms: cli.run_seconds.unwrap_or(if soak { 40 } else { 10 }) * 1000,
+        soak,
+        keep: cli.keep,
+        out,
+        pki,
+        oxcd,
+    };
+    let mut schedule = schedule(cli, seed, chosen);
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let mut i = 0usize;
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            tally.failures.push("interrupted (Ctrl-C)".into());
+            break;
+        }
+        let Some(plan) = schedule.next(started) else {
+            break;
+        };
+        let spec = suite.spec(&plan, i);
+        let outcome = one_run(&spec)?;
+        suite.judge(&plan, &spec, &outcome, &mut tally)?;
+        i += 1;
+    }
+    write_report(&suite, &tally, i, started, &skipped)?;
+    Ok(tally.failures.is_empty())
+}
+
+/// Refuses to start without root, the tools, the binaries, or with a cluster size the PKI
+/// does not cover.
+fn check_cli(cli: &Cli) -> anyhow::Result<()> {
+    netns::require_root_and_tools()?;
+    for (bin, what) in [(&cli.oxcd, "--oxcd"), (&cli.oxcert, "--oxcert")] {
+        if !bin.is_file() {
+            bail!(
+                "{what} {} does not exist: build it (scripts/chaos does: cargo build --release \
+                 -p oxcd-server -p oxcert --features oxcd-server/failpoints --target-dir target/chaos)",
+                bin.display()
+            );
+        }
+    }
+    if cli.members != 3 && cli.members != 5 {
+        bail!("--members must be 3 or 5");
+    }
+    Ok(())
+}
+
+/// The faults asked for (all by default) that this oxcd can inject, and the names of those
+/// it cannot (failpoint faults without a failpoints build).
+fn usable_faults(cli: &Cli, failpoints: bool) -> (Vec<Fault>, Vec<String>) {
     let usable = |f: &Fault| failpoints || !f.needs_failpoints();
     let chosen: Vec<Fault> = if cli.faults.is_empty() {
         Fault::ALL.to_vec()
@@ -188,12 +251,23 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         .map(|f| f.name())
         .collect();
     let chosen: Vec<Fault> = chosen.into_iter().filter(usable).collect();
-    let soak = cli.duration.is_some();
-    let run_ms = cli.run_seconds.unwrap_or(if soak { 40 } else { 10 }) * 1000;
+    (chosen, skipped)
+}
+
+/// `--inject-bug`: that self-test alone; the short profile: one run per fault, then the
+/// self-tests; `--duration`: a soak.
+fn schedule(cli: &Cli, seed: u64, chosen: Vec<Fault>) -> Schedule {
+    if let Some(duration) = cli.duration {
+        return Schedule::Soak {
+            duration,
+            chosen,
+            rng: Box::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        };
+    }
     let mut plans: Vec<Plan> = Vec::new();
     if let Some(bug) = cli.inject_bug {
         plans.push(self_test(bug));
-    } else if !soak {
+    } else {
         plans.extend(chosen.iter().map(|&f| Plan {
             faults: vec![f],
             bug: None,
@@ -203,62 +277,66 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
             plans.push(self_test(Bug::LostWrite));
         }
     }
-    let started = Instant::now();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    let mut total = Row::default();
-    let mut timelines = Vec::new();
-    let mut failures: Vec<String> = Vec::new();
-    let mut i = 0usize;
-    loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            failures.push("interrupted (Ctrl-C)".into());
-            break;
+    Schedule::Fixed(plans.into_iter())
+}
+
+impl Schedule {
+    /// The next run's plan, or `None` when the suite is done.
+    fn next(&mut self, started: Instant) -> Option<Plan> {
+        match self {
+            Schedule::Fixed(plans) => plans.next(),
+            Schedule::Soak {
+                duration,
+                chosen,
+                rng,
+            } => {
+                if started.elapsed() >= *duration || chosen.is_empty() {
+                    return None;
+                }
+                let k = rng.gen_range(1..=3usize.min(chosen.len()));
+                Some(Plan {
+                    faults: chosen.choose_multiple(&mut **rng, k).copied().collect(),
+                    bug: None,
+                })
+            }
         }
-        let plan = if soak {
-            if cli.duration.is_some_and(|d| started.elapsed() >= d) || chosen.is_empty() {
-                break;
-            }
-            let k = rng.gen_range(1..=3usize.min(chosen.len()));
-            Plan {
-                faults: chosen.choose_multiple(&mut rng, k).copied().collect(),
-                bug: None,
-            }
-        } else {
-            match plans.get(i) {
-                Some(p) => Plan {
-                    faults: p.faults.clone(),
-                    bug: p.bug,
-                },
-                None => break,
-            }
-        };
-        // The run's seed depends on the suite's seed and what the run does (and, in a soak,
-        // its number), so `--seed S --faults F` reproduces the short profile's run of F.
+    }
+}
+
+impl Suite {
+    /// Run `i` of `plan`. Its seed depends on the suite's seed and what the run does (and, in
+    /// a soak, its number), so `--seed S --faults F` reproduces the short profile's run of F.
+    fn spec(&self, plan: &Plan, i: usize) -> Spec {
         let label = format!(
             "{}{}",
-            plan.faults
-                .iter()
-                .map(|f| f.name())
-                .collect::<Vec<_>>()
-                .join("+"),
+            fault::join_names(&plan.faults, "+"),
             plan.bug
                 .map(|b| format!("-bug-{}", bug_name(b)))
                 .unwrap_or_default()
         );
-        let salt = fnv1a(&label) ^ if soak { i as u64 } else { 0 };
-        let spec = Spec {
+        let salt = fnv1a(&label) ^ if self.soak { i as u64 } else { 0 };
+        Spec {
             index: i,
-            seed: splitmix(seed ^ salt),
+            seed: splitmix(self.seed ^ salt),
             faults: plan.faults.clone(),
-            members: cli.members,
-            duration_ms: run_ms,
-            dir: out.join(format!("{i:03}-{label}")),
-            pki: pki.clone(),
-            oxcd: oxcd.clone(),
+            members: self.members,
+            duration_ms: self.run_ms,
+            dir: self.out.join(format!("{i:03}-{label}")),
+            pki: self.pki.clone(),
+            oxcd: self.oxcd.clone(),
             bug: plan.bug,
-        };
-        let outcome = one_run(&spec)?;
+        }
+    }
+
+    /// Says whether the run passed, keeps what a failing run needs to be reproduced (and
+    /// drops a passing run's data dirs unless `--keep`), and adds the run to the tally.
+    fn judge(
+        &self,
+        plan: &Plan,
+        spec: &Spec,
+        outcome: &Outcome,
+        tally: &mut Tally,
+    ) -> anyhow::Result<()> {
         // A self-test passes only if the linearizability checker itself flagged the bug.
         let expect_violation = plan.bug.is_some();
         let failed = if expect_violation {
@@ -271,44 +349,65 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         };
         let name = match plan.bug {
             Some(b) => format!("self-test: bug {}", bug_name(b)),
-            None => plan
-                .faults
-                .iter()
-                .map(|f| f.name())
-                .collect::<Vec<_>>()
-                .join("+"),
+            None => fault::join_names(&plan.faults, "+"),
         };
-        println!(
-            "oxchaos: run {i} [{name}] {} ops, {} unknown, {} violations{}",
-            outcome.ops,
-            outcome.unknowns,
-            outcome.violations.len(),
-            match (failed, expect_violation) {
-                (false, false) => " — ok".to_string(),
-                (false, true) => " — ok: the checks caught the injected bug".to_string(),
-                (true, true) => " — FAILED: the checks missed the injected bug".to_string(),
-                (true, false) => " — FAILED".to_string(),
-            }
-        );
-        for v in outcome.violations.iter().take(10) {
-            println!("    {v}");
-        }
+        print_run(spec.index, &name, outcome, failed, expect_violation);
         if failed {
-            failures.push(format!(
-                "run {i} [{name}]: {} — reproduce: scripts/chaos --seed {seed} --members {} --run-seconds {} --faults {}{}",
+            tally.failures.push(format!(
+                "run {} [{name}]: {} — reproduce: {}",
+                spec.index,
                 spec.dir.display(),
-                cli.members,
-                run_ms / 1000,
-                plan.faults.iter().map(|f| f.name()).collect::<Vec<_>>().join(","),
-                plan.bug.map(|b| format!(" --inject-bug {}", bug_name(b))).unwrap_or_default()
+                self.reproduce(plan)
             ));
-        } else if !cli.keep {
+        } else if !self.keep {
             for m in std::fs::read_dir(&spec.dir)?.flatten() {
                 if m.path().extension().is_some_and(|e| e == "data") {
                     let _ = std::fs::remove_dir_all(m.path());
                 }
             }
         }
+        tally.add(plan, name, outcome, &spec.dir);
+        Ok(())
+    }
+
+    /// The command that runs `plan` again, with the same seed.
+    fn reproduce(&self, plan: &Plan) -> String {
+        format!(
+            "scripts/chaos --seed {} --members {} --run-seconds {} --faults {}{}",
+            self.seed,
+            self.members,
+            self.run_ms / 1000,
+            fault::join_names(&plan.faults, ","),
+            plan.bug
+                .map(|b| format!(" --inject-bug {}", bug_name(b)))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// One line per run, and its first violations.
+fn print_run(i: usize, name: &str, outcome: &Outcome, failed: bool, expect_violation: bool) {
+    println!(
+        "oxchaos: run {i} [{name}] {} ops, {} unknown, {} violations{}",
+        outcome.ops,
+        outcome.unknowns,
+        outcome.violations.len(),
+        match (failed, expect_violation) {
+            (false, false) => " — ok".to_string(),
+            (false, true) => " — ok: the checks caught the injected bug".to_string(),
+            (true, true) => " — FAILED: the checks missed the injected bug".to_string(),
+            (true, false) => " — FAILED".to_string(),
+        }
+    );
+    for v in outcome.violations.iter().take(10) {
+        println!("    {v}");
+    }
+}
+
+impl Tally {
+    /// Counts the run in the row of each of its faults (a self-test: in its own row), and
+    /// in the total; keeps its timeline for the suite's picture.
+    fn add(&mut self, plan: &Plan, name: String, outcome: &Outcome, dir: &Path) {
         let names: Vec<String> = match plan.bug {
             Some(_) => vec![name],
             None => plan.faults.iter().map(|f| f.name()).collect(),
@@ -320,29 +419,40 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
             row.violations += outcome.violations.len() as u64;
         };
         for n in names {
-            add(rows.entry(n).or_default());
+            add(self.rows.entry(n).or_default());
         }
-        add(&mut total);
+        add(&mut self.total);
         for w in &outcome.windows {
             if let (Some(r), None) = (w.recovery_ms, plan.bug) {
-                let row = rows.entry(w.fault.name()).or_default();
+                let row = self.rows.entry(w.fault.name()).or_default();
                 row.recovery_ms_max = Some(row.recovery_ms_max.unwrap_or(0).max(r));
             }
         }
-        if let Ok(t) = std::fs::read(spec.dir.join("timeline.json")) {
+        if let Ok(t) = std::fs::read(dir.join("timeline.json")) {
             if let Ok(t) = serde_json::from_slice::<Timeline>(&t) {
-                timelines.push(t);
+                self.timelines.push(t);
             }
         }
-        i += 1;
     }
-    let table = report::table(&rows, &total);
-    std::fs::write(out.join("timeline.svg"), report::svg(&timelines))?;
+}
+
+/// Writes `report.md` and `timeline.svg`, and prints the table and the result.
+fn write_report(
+    suite: &Suite,
+    tally: &Tally,
+    runs: usize,
+    started: Instant,
+    skipped: &[String],
+) -> anyhow::Result<()> {
+    let out = &suite.out;
+    let seed = suite.seed;
+    let table = report::table(&tally.rows, &tally.total);
+    std::fs::write(out.join("timeline.svg"), report::svg(&tally.timelines))?;
     let mut md = format!(
         "# oxchaos report\n\nseed {seed}, {} members, {} s of load per run, {} runs in {:.0} s\n\n{table}\n",
-        cli.members,
-        run_ms / 1000,
-        i,
+        suite.members,
+        suite.run_ms / 1000,
+        runs,
         started.elapsed().as_secs_f64()
     );
     if !skipped.is_empty() {
@@ -352,11 +462,11 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         ));
     }
     md.push_str("Self-test rows must show violations: they prove the checks catch injected bugs.\n\nTimeline: timeline.svg\n\n");
-    if failures.is_empty() {
+    if tally.failures.is_empty() {
         md.push_str("Result: PASS\n");
     } else {
         md.push_str("Result: FAIL\n\n");
-        for f in &failures {
+        for f in &tally.failures {
             md.push_str(&format!("- {f}\n"));
         }
     }
@@ -367,17 +477,16 @@ fn outer(cli: &Cli) -> anyhow::Result<bool> {
         out.join("report.md").display(),
         out.join("timeline.svg").display()
     );
-    if failures.is_empty() {
+    if tally.failures.is_empty() {
         println!("oxchaos: PASS (seed {seed})");
     } else {
         println!("oxchaos: FAIL (seed {seed}); each failing run's directory holds its history, member logs and spec:");
-        for f in &failures {
+        for f in &tally.failures {
             println!("  {f}");
         }
     }
-    Ok(failures.is_empty())
+    Ok(())
 }
-
 fn self_test(bug: Bug) -> Plan {
     Plan {
         faults: match bug {

@@ -100,13 +100,45 @@ pub fn svg(timelines: &[Timeline]) -> String {
     s
 }
 
+/// Where one panel's plot sits, and how its buckets and seconds map to x.
+struct Frame {
+    top: f64,
+    plot_h: f64,
+    /// Width of one bucket.
+    dx: f64,
+    /// Seconds the panel spans.
+    secs: f64,
+}
+
+impl Frame {
+    fn new(t: &Timeline, y0: f64) -> Frame {
+        let n = t.ops_per_s.len().max(1);
+        Frame {
+            top: y0 + 18.0,
+            plot_h: PANEL_H - 45.0,
+            dx: PANEL_W / n as f64,
+            secs: n as f64 * t.bucket_ms as f64 / 1000.0,
+        }
+    }
+
+    /// The left edge of bucket `i`.
+    fn x(&self, i: usize) -> f64 {
+        LEFT + self.dx * i as f64
+    }
+
+    /// The x of `s` seconds into the run.
+    fn x_at_s(&self, s: f64) -> f64 {
+        LEFT + PANEL_W * s / self.secs
+    }
+
+    /// The bottom of the plot.
+    fn bottom(&self) -> f64 {
+        self.top + self.plot_h
+    }
+}
+
 fn panel(s: &mut String, t: &Timeline, y0: f64) {
-    let plot_h = PANEL_H - 45.0;
-    let top = y0 + 18.0;
-    let n = t.ops_per_s.len().max(1);
-    let dx = PANEL_W / n as f64;
-    let x = |i: usize| LEFT + dx * i as f64;
-    let secs = n as f64 * t.bucket_ms as f64 / 1000.0;
+    let f = Frame::new(t, y0);
     let _ = writeln!(
         s,
         "<text x=\"{LEFT}\" y=\"{}\" font-weight=\"bold\">{}</text>",
@@ -114,42 +146,57 @@ fn panel(s: &mut String, t: &Timeline, y0: f64) {
         xml(&t.title)
     );
     for w in &t.windows {
-        let x0 = LEFT + PANEL_W * (w.start_us as f64 / 1e6) / secs;
-        let x1 = LEFT + PANEL_W * (w.end_us as f64 / 1e6) / secs;
+        fault_window(s, &f, w);
+    }
+    let _ = writeln!(
+        s,
+        "<rect x=\"{LEFT}\" y=\"{}\" width=\"{PANEL_W}\" height=\"{}\" fill=\"none\" stroke=\"#888\"/>",
+        f.top, f.plot_h
+    );
+    let ops_max = t.ops_per_s.iter().copied().fold(1.0, f64::max);
+    let lat_max = t.latency_max_ms.iter().copied().fold(1.0, f64::max);
+    curves(s, &f, t, ops_max, lat_max);
+    unknown_ticks(s, &f, t);
+    axes(s, &f, ops_max, lat_max);
+}
+
+/// A fault's window (grey while held, pink from heal until writes resume) and its name.
+fn fault_window(s: &mut String, f: &Frame, w: &Window) {
+    let (top, plot_h) = (f.top, f.plot_h);
+    let x0 = f.x_at_s(w.start_us as f64 / 1e6);
+    let x1 = f.x_at_s(w.end_us as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "<rect x=\"{x0:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{plot_h}\" fill=\"#ddd\"><title>{}</title></rect>",
+        (x1 - x0).max(1.0),
+        xml(&w.detail)
+    );
+    if let Some(ms) = w.recovery_ms {
+        let x2 = f.x_at_s((w.end_us as f64 / 1e6) + ms as f64 / 1e3);
         let _ = writeln!(
             s,
-            "<rect x=\"{x0:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{plot_h}\" fill=\"#ddd\"><title>{}</title></rect>",
-            (x1 - x0).max(1.0),
-            xml(&w.detail)
-        );
-        if let Some(ms) = w.recovery_ms {
-            let x2 = LEFT + PANEL_W * ((w.end_us as f64 / 1e6) + ms as f64 / 1e3) / secs;
-            let _ = writeln!(
-                s,
-                "<rect x=\"{x1:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{plot_h}\" fill=\"#f6d5d5\"><title>recovered {ms} ms after heal</title></rect>",
-                (x2 - x1).max(0.0).min(LEFT + PANEL_W - x1)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#555\">{}</text>",
-            x0 + 2.0,
-            top + 10.0,
-            xml(&w.fault.name())
+            "<rect x=\"{x1:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{plot_h}\" fill=\"#f6d5d5\"><title>recovered {ms} ms after heal</title></rect>",
+            (x2 - x1).max(0.0).min(LEFT + PANEL_W - x1)
         );
     }
     let _ = writeln!(
         s,
-        "<rect x=\"{LEFT}\" y=\"{top}\" width=\"{PANEL_W}\" height=\"{plot_h}\" fill=\"none\" stroke=\"#888\"/>"
+        "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#555\">{}</text>",
+        x0 + 2.0,
+        top + 10.0,
+        xml(&w.fault.name())
     );
-    let ops_max = t.ops_per_s.iter().copied().fold(1.0, f64::max);
-    let lat_max = t.latency_max_ms.iter().copied().fold(1.0, f64::max);
+}
+
+/// Throughput (linear) and mean and max latency (log scale), one point per bucket.
+fn curves(s: &mut String, f: &Frame, t: &Timeline, ops_max: f64, lat_max: f64) {
+    let (top, plot_h) = (f.top, f.plot_h);
     let ly = |ms: f64| top + plot_h - plot_h * (1.0 + ms).ln() / (1.0 + lat_max).ln();
     let oy = |v: f64| top + plot_h - plot_h * v / ops_max;
-    let line = |vals: &[f64], f: &dyn Fn(f64) -> f64| -> String {
+    let line = |vals: &[f64], y: &dyn Fn(f64) -> f64| -> String {
         vals.iter()
             .enumerate()
-            .map(|(i, &v)| format!("{:.1},{:.1}", x(i) + dx / 2.0, f(v)))
+            .map(|(i, &v)| format!("{:.1},{:.1}", f.x(i) + f.dx / 2.0, y(v)))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -168,37 +215,45 @@ fn panel(s: &mut String, t: &Timeline, y0: f64) {
         "<polyline fill=\"none\" stroke=\"#ff7f0e\" stroke-dasharray=\"2,2\" points=\"{}\"/>",
         line(&t.latency_max_ms, &ly)
     );
+}
+
+/// A red tick per bucket with unknown outcomes, taller for more.
+fn unknown_ticks(s: &mut String, f: &Frame, t: &Timeline) {
     for (i, &u) in t.unknowns.iter().enumerate() {
         if u > 0 {
             let _ = writeln!(
                 s,
                 "<line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"red\"><title>{u} unknown</title></line>",
-                x(i) + dx / 2.0,
-                x(i) + dx / 2.0,
-                top + plot_h,
-                top + plot_h - 6.0 - f64::from(u.min(20))
+                f.x(i) + f.dx / 2.0,
+                f.x(i) + f.dx / 2.0,
+                f.bottom(),
+                f.bottom() - 6.0 - f64::from(u.min(20))
             );
         }
     }
+}
+
+/// The scales' maxima (left: ops/s, right: latency) and the seconds along the bottom.
+fn axes(s: &mut String, f: &Frame, ops_max: f64, lat_max: f64) {
     let _ = writeln!(
         s,
         "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" fill=\"#1f77b4\">{ops_max:.0}/s</text>",
         LEFT - 4.0,
-        top + 10.0
+        f.top + 10.0
     );
     let _ = writeln!(
         s,
         "<text x=\"{}\" y=\"{}\" fill=\"#ff7f0e\">{lat_max:.0} ms</text>",
         LEFT + PANEL_W + 4.0,
-        top + 10.0
+        f.top + 10.0
     );
     for k in 0..=10 {
-        let sec = secs * k as f64 / 10.0;
+        let sec = f.secs * k as f64 / 10.0;
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{sec:.0}s</text>",
             LEFT + PANEL_W * k as f64 / 10.0,
-            top + plot_h + 12.0
+            f.bottom() + 12.0
         );
     }
 }

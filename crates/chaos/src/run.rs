@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use oxcd_api::etcdserverpb::{PutRequest, RangeRequest};
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 
 use crate::checker::{ListOp, ListOut, RegisterOp, RegisterOut};
 use crate::checks;
@@ -70,6 +71,15 @@ pub const RECOVERY_MAX: Duration = Duration::from_secs(30);
 const CONVERGE_MAX: Duration = Duration::from_secs(30);
 const WATCH_CATCHUP_MAX: Duration = Duration::from_secs(20);
 
+/// The workload running against the cluster, and the channel that tells the watchers the
+/// final revision they must catch up with.
+struct Load {
+    clients: Vec<JoinHandle<Vec<Record>>>,
+    leases: JoinHandle<workload::LeaseLog>,
+    until_tx: tokio::sync::watch::Sender<i64>,
+    watchers: Vec<JoinHandle<workload::WatchLog>>,
+}
+
 pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     let fw = Firewall::setup().context("set up the firewall in the namespace")?;
     let mut c = Cluster::new(&spec.dir, &spec.pki, &spec.oxcd, spec.members, 1)?;
@@ -85,6 +95,35 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
         stop: AtomicBool::new(false),
         stale_member: std::sync::atomic::AtomicUsize::new(usize::MAX),
     });
+    let load = start_load(spec, &ctx, &mut rng);
+    let mut out = Outcome::default();
+    inject_faults(spec, &mut c, &fw, &ctx, &mut rng, &mut out).await;
+    let end = ctx.t0 + Duration::from_millis(spec.duration_ms);
+    tokio::time::sleep_until(end.into()).await;
+    ctx.stop.store(true, Ordering::Relaxed);
+    let mut history: Vec<Record> = Vec::new();
+    for h in load.clients {
+        history.extend(h.await.unwrap_or_default());
+    }
+    let leases = load.leases.await.unwrap_or_default();
+    let stopped = Instant::now();
+    heal(&mut c, &fw, &mut out).await?;
+    check_leases(&mut c, &leases, stopped, &mut out).await;
+    finish(
+        spec,
+        &mut c,
+        &ctx,
+        &mut history,
+        &mut out,
+        load.until_tx,
+        load.watchers,
+    )
+    .await?;
+    Ok(out)
+}
+
+/// Starts the register and append clients, the lease client, and one watcher per member.
+fn start_load(spec: &Spec, ctx: &Arc<Ctx>, rng: &mut StdRng) -> Load {
     let mut clients = Vec::new();
     let n = u32::try_from(spec.members).unwrap_or(3);
     for p in 0..n * REGISTER_CLIENTS_PER_MEMBER {
@@ -117,9 +156,24 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
             ))
         })
         .collect();
+    Load {
+        clients,
+        leases,
+        until_tx,
+        watchers,
+    }
+}
 
-    let mut out = Outcome::default();
-    let end = ctx.t0 + Duration::from_millis(spec.duration_ms);
+/// Injects the spec's faults one after the other, each at a random moment of its own slot of
+/// the run.
+async fn inject_faults(
+    spec: &Spec,
+    c: &mut Cluster,
+    fw: &Firewall,
+    ctx: &Ctx,
+    rng: &mut StdRng,
+    out: &mut Outcome,
+) {
     let slot = Duration::from_millis(spec.duration_ms) / (spec.faults.len() as u32 + 1);
     for (i, &f) in spec.faults.iter().enumerate() {
         // A random moment in this fault's slot, after some load has built up.
@@ -127,64 +181,57 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
             + slot * i as u32
             + Duration::from_millis(rng.gen_range(1_000..slot.as_millis().max(1_001) as u64));
         tokio::time::sleep_until(at.into()).await;
-        if spec.bug == Some(Bug::StaleRead) {
-            // The leader about to be partitioned away answers reads from its own state.
-            if let Some(l) = c.leader().await {
-                ctx.stale_member.store(l, Ordering::Relaxed);
-            }
+        let window = inject_one(spec, f, c, fw, ctx, rng, out).await;
+        out.windows.push(window);
+    }
+}
+
+/// One fault: injected, held and healed, then timed until the cluster accepts a write again.
+async fn inject_one(
+    spec: &Spec,
+    f: Fault,
+    c: &mut Cluster,
+    fw: &Firewall,
+    ctx: &Ctx,
+    rng: &mut StdRng,
+    out: &mut Outcome,
+) -> Window {
+    if spec.bug == Some(Bug::StaleRead) {
+        // The leader about to be partitioned away answers reads from its own state.
+        if let Some(l) = c.leader().await {
+            ctx.stale_member.store(l, Ordering::Relaxed);
         }
-        let start_us = ctx.now_us();
-        // The stale-read self-test holds its partition long enough that the majority
-        // surely writes while the old leader still answers reads.
-        let hold = (spec.bug == Some(Bug::StaleRead)).then_some(Duration::from_secs(5));
-        let detail = match fault::inject(f, &mut c, &fw, &mut rng, hold).await {
-            Ok(d) => d,
-            Err(e) => {
-                out.violations.push(format!("fault {}: {e:#}", f.name()));
-                format!("failed: {e:#}")
-            }
-        };
-        let end_us = ctx.now_us();
-        let recovery_ms = recover(&mut c).await;
-        if recovery_ms.is_none() {
-            out.violations.push(format!(
-                "after {} healed, no write was accepted within {RECOVERY_MAX:?}",
-                f.name()
-            ));
+    }
+    let start_us = ctx.now_us();
+    // The stale-read self-test holds its partition long enough that the majority
+    // surely writes while the old leader still answers reads.
+    let hold = (spec.bug == Some(Bug::StaleRead)).then_some(Duration::from_secs(5));
+    let detail = match fault::inject(f, c, fw, rng, hold).await {
+        Ok(d) => d,
+        Err(e) => {
+            out.violations.push(format!("fault {}: {e:#}", f.name()));
+            format!("failed: {e:#}")
         }
-        println!(
-            "oxchaos: {}: {detail}; recovered in {recovery_ms:?} ms",
+    };
+    let end_us = ctx.now_us();
+    let recovery_ms = recover(c).await;
+    if recovery_ms.is_none() {
+        out.violations.push(format!(
+            "after {} healed, no write was accepted within {RECOVERY_MAX:?}",
             f.name()
-        );
-        out.windows.push(Window {
-            fault: f,
-            start_us,
-            end_us,
-            detail,
-            recovery_ms,
-        });
+        ));
     }
-    tokio::time::sleep_until(end.into()).await;
-    ctx.stop.store(true, Ordering::Relaxed);
-    let mut history: Vec<Record> = Vec::new();
-    for h in clients {
-        history.extend(h.await.unwrap_or_default());
+    println!(
+        "oxchaos: {}: {detail}; recovered in {recovery_ms:?} ms",
+        f.name()
+    );
+    Window {
+        fault: f,
+        start_us,
+        end_us,
+        detail,
+        recovery_ms,
     }
-    let leases = leases.await.unwrap_or_default();
-    let stopped = Instant::now();
-    heal(&mut c, &fw, &mut out).await?;
-    check_leases(&mut c, &leases, stopped, &mut out).await;
-    finish(
-        spec,
-        &mut c,
-        &ctx,
-        &mut history,
-        &mut out,
-        until_tx,
-        watchers,
-    )
-    .await?;
-    Ok(out)
 }
 
 /// Writes through any member until one accepts; the time from heal in ms, or None.
@@ -248,37 +295,52 @@ async fn check_leases(
         log.short_keys.len()
     ));
     if log.kept_gap_us_max < ttl_us / 2 && fresh {
-        out.violations.extend(
-            log.kept_lost
-                .iter()
-                .map(|l| format!("lease expired while kept alive: {l}")),
-        );
-        for i in c.active.clone() {
-            let n = count_prefix(c, i, &format!("{}lease/kept-", workload::PREFIX)).await;
-            if n != Some(log.kept.len()) {
-                out.violations.push(format!(
-                    "{}: {n:?} of the {} keys under kept-alive leases are there",
-                    cluster::member_name(i),
-                    log.kept.len()
-                ));
-            }
-        }
+        check_kept_leases(c, log, out).await;
     } else {
         out.notes.push(
             "kept-alive leases not checked: keep-alives had a long gap or the heal was slow".into(),
         );
     }
-    // Revoke the kept leases now, so that no expiry moves the revision during the checks.
-    if let Some(l) = c.leader().await {
-        if let Ok(client) = cluster::dial(&c.tls, l).await {
-            for (_, id) in &log.kept {
-                let req = oxcd_api::etcdserverpb::LeaseRevokeRequest { id: *id };
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(3), client.lease().lease_revoke(req))
-                        .await;
-            }
+    revoke_kept_leases(c, log).await;
+    check_short_leases_expired(c, out).await;
+}
+
+/// No kept-alive lease was reported gone, and every member holds all their keys.
+async fn check_kept_leases(c: &mut Cluster, log: &workload::LeaseLog, out: &mut Outcome) {
+    out.violations.extend(
+        log.kept_lost
+            .iter()
+            .map(|l| format!("lease expired while kept alive: {l}")),
+    );
+    for i in c.active.clone() {
+        let n = count_prefix(c, i, &format!("{}lease/kept-", workload::PREFIX)).await;
+        if n != Some(log.kept.len()) {
+            out.violations.push(format!(
+                "{}: {n:?} of the {} keys under kept-alive leases are there",
+                cluster::member_name(i),
+                log.kept.len()
+            ));
         }
     }
+}
+
+/// Revokes the kept leases now, so that no expiry moves the revision during the checks.
+async fn revoke_kept_leases(c: &mut Cluster, log: &workload::LeaseLog) {
+    let Some(l) = c.leader().await else {
+        return;
+    };
+    let Ok(client) = cluster::dial(&c.tls, l).await else {
+        return;
+    };
+    for (_, id) in &log.kept {
+        let req = oxcd_api::etcdserverpb::LeaseRevokeRequest { id: *id };
+        let _ =
+            tokio::time::timeout(Duration::from_secs(3), client.lease().lease_revoke(req)).await;
+    }
+}
+
+/// Keys under the short leases must be gone from every member within 25 s.
+async fn check_short_leases_expired(c: &mut Cluster, out: &mut Outcome) {
     let deadline = Instant::now() + Duration::from_secs(25);
     loop {
         let mut left = Vec::new();
@@ -322,6 +384,8 @@ async fn count_prefix(c: &Cluster, idx: usize, prefix: &str) -> Option<usize> {
     usize::try_from(r.into_inner().count).ok()
 }
 
+/// The end of the run: final reads, convergence, the members' event streams and every
+/// watcher against them, linearizability, then the run's files.
 async fn finish(
     spec: &Spec,
     c: &mut Cluster,
@@ -329,10 +393,25 @@ async fn finish(
     history: &mut Vec<Record>,
     out: &mut Outcome,
     until_tx: tokio::sync::watch::Sender<i64>,
-    watchers: Vec<tokio::task::JoinHandle<workload::WatchLog>>,
+    watchers: Vec<JoinHandle<workload::WatchLog>>,
 ) -> anyhow::Result<()> {
     final_reads(c, ctx, history).await;
-    // Convergence: every member at the same revision, with the same HashKV.
+    out.final_rev = converge(c, out).await;
+    compare_hashes(c, out).await;
+    // The members' own event streams, then every watcher against them.
+    let _ = until_tx.send(out.final_rev);
+    let reference = check_member_events(c, history, out).await;
+    out.watch_events = reference.len() as u64;
+    let logs = check_watchers(watchers, &reference, out).await;
+    let verdicts = check_history(spec, history, out);
+    write_files(spec, history, &logs, &verdicts)?;
+    write_timeline(spec, history, &out.windows)?;
+    c.kill_everything();
+    Ok(())
+}
+
+/// Waits until every member is at the same revision (bounded); the highest revision seen.
+async fn converge(c: &mut Cluster, out: &mut Outcome) -> i64 {
     let deadline = Instant::now() + CONVERGE_MAX;
     let mut revs: BTreeMap<usize, i64> = BTreeMap::new();
     loop {
@@ -355,7 +434,11 @@ async fn finish(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    out.final_rev = revs.values().copied().max().unwrap_or(0);
+    revs.values().copied().max().unwrap_or(0)
+}
+
+/// Every member must have the same HashKV at the final revision.
+async fn compare_hashes(c: &mut Cluster, out: &mut Outcome) {
     let mut hashes = BTreeMap::new();
     for i in c.active.clone() {
         match c.hash_kv(i, out.final_rev).await {
@@ -382,8 +465,16 @@ async fn finish(
         "final revision {}, HashKV {hashes:?}",
         out.final_rev
     ));
-    // The members' own event streams, then every watcher against them.
-    let _ = until_tx.send(out.final_rev);
+}
+
+/// Each member's own event stream of the prefix up to the final revision: sane, holding
+/// every acknowledged write, and the same on every member. The first member's stream, the
+/// reference the watchers are checked against.
+async fn check_member_events(
+    c: &Cluster,
+    history: &[Record],
+    out: &mut Outcome,
+) -> Vec<workload::Event> {
     let mut reference: Option<Vec<workload::Event>> = None;
     for i in c.active.clone() {
         let name = cluster::member_name(i);
@@ -405,15 +496,22 @@ async fn finish(
             Err(e) => out.violations.push(format!("{name}: {e:#}")),
         }
     }
-    let reference = reference.unwrap_or_default();
-    out.watch_events = reference.len() as u64;
+    reference.unwrap_or_default()
+}
+
+/// Every watcher, once caught up (bounded), against etcd's watch guarantees; their logs.
+async fn check_watchers(
+    watchers: Vec<JoinHandle<workload::WatchLog>>,
+    reference: &[workload::Event],
+    out: &mut Outcome,
+) -> Vec<workload::WatchLog> {
     let mut logs = Vec::new();
     for w in watchers {
         let log = tokio::time::timeout(WATCH_CATCHUP_MAX, w).await;
         match log {
             Ok(Ok(log)) => {
                 out.violations
-                    .extend(checks::watch_guarantees(&log, &reference, out.final_rev));
+                    .extend(checks::watch_guarantees(&log, reference, out.final_rev));
                 logs.push(log);
             }
             _ => out.violations.push(format!(
@@ -421,6 +519,16 @@ async fn finish(
             )),
         }
     }
+    logs
+}
+
+/// Linearizability of the history (after the lost-write self-test tampered with it), and
+/// its counts; the per-key verdicts.
+fn check_history(
+    spec: &Spec,
+    history: &mut [Record],
+    out: &mut Outcome,
+) -> Vec<checks::KeyVerdict> {
     if spec.bug == Some(Bug::LostWrite) {
         let t = checks::tamper_lose_acked_write(history);
         out.notes.push(format!(
@@ -433,7 +541,16 @@ async fn finish(
     out.ops = history.len() as u64;
     out.unknowns = history.iter().filter(|r| r.complete_us.is_none()).count() as u64;
     out.acked_writes = history.iter().filter(|r| r.acked_value().is_some()).count() as u64;
-    // Files.
+    verdicts
+}
+
+/// `history.jsonl`, `watch.json` and `verdicts.json` in the run's directory.
+fn write_files(
+    spec: &Spec,
+    history: &[Record],
+    logs: &[workload::WatchLog],
+    verdicts: &[checks::KeyVerdict],
+) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(spec.dir.join("history.jsonl"))?);
     for r in history.iter() {
         serde_json::to_writer(&mut f, r)?;
@@ -445,17 +562,18 @@ async fn finish(
         spec.dir.join("verdicts.json"),
         serde_json::to_vec_pretty(&verdicts)?,
     )?;
+    Ok(())
+}
+
+/// The run's timeline, as data (`timeline.json`, for the suite's picture) and as a picture.
+fn write_timeline(spec: &Spec, history: &[Record], windows: &[Window]) -> anyhow::Result<()> {
     let title = format!(
         "run {} ({}), seed {}",
         spec.index,
-        spec.faults
-            .iter()
-            .map(|f| f.name())
-            .collect::<Vec<_>>()
-            .join(", "),
+        fault::join_names(&spec.faults, ", "),
         spec.seed
     );
-    let timeline = Timeline::new(title, history, &out.windows, spec.duration_ms);
+    let timeline = Timeline::new(title, history, windows, spec.duration_ms);
     std::fs::write(
         spec.dir.join("timeline.json"),
         serde_json::to_vec(&timeline)?,
@@ -464,7 +582,6 @@ async fn finish(
         spec.dir.join("timeline.svg"),
         crate::report::svg(std::slice::from_ref(&timeline)),
     )?;
-    c.kill_everything();
     Ok(())
 }
 
@@ -502,15 +619,8 @@ async fn final_reads(c: &mut Cluster, ctx: &Ctx, history: &mut Vec<Record>) {
                 .unwrap_or_default();
             Op::List(ListOp::Read, Some(ListOut::Read(l)))
         };
-        history.push(Record {
-            process: 999,
-            key,
-            op,
-            invoke_us,
-            complete_us: Some(ctx.now_us()),
-            rev: None,
-            member: leader,
-            error: None,
-        });
+        let mut rec = Record::invoked(999, &key, op, invoke_us, leader);
+        rec.complete_us = Some(ctx.now_us());
+        history.push(rec);
     }
 }

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use oxcd_api::etcdserverpb::kv_client::KvClient;
 use oxcd_api::etcdserverpb::{
     compare, request_op, watch_request, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
     WatchCreateRequest, WatchRequest,
 };
-use oxcd_client::{Client, TlsMode};
+use oxcd_client::{Client, Svc, TlsMode};
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,20 @@ pub enum Op {
 }
 
 impl Record {
+    /// An operation invoked at `invoke_us` on `member`, its outcome not known yet.
+    pub fn invoked(process: u32, key: &str, op: Op, invoke_us: u64, member: usize) -> Record {
+        Record {
+            process,
+            key: key.to_string(),
+            op,
+            invoke_us,
+            complete_us: None,
+            rev: None,
+            member,
+            error: None,
+        }
+    }
+
     pub fn is_write(&self) -> bool {
         !matches!(
             self.op,
@@ -199,90 +214,175 @@ fn range(key: &str, serializable: bool) -> RangeRequest {
     }
 }
 
+/// What every workload client keeps: its process number, its random source, its connection,
+/// what it recorded, and a counter that makes the values it writes unique.
+struct Process {
+    ctx: Arc<Ctx>,
+    id: u32,
+    rng: StdRng,
+    conn: Conn,
+    out: Vec<Record>,
+    counter: u64,
+}
+
+impl Process {
+    fn new(ctx: Arc<Ctx>, id: u32, seed: u64) -> Process {
+        let conn = Conn::new(ctx.clone(), id as usize % ctx.members);
+        Process {
+            ctx,
+            id,
+            rng: StdRng::seed_from_u64(seed),
+            conn,
+            out: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    /// Until stopped, and at most [`OPS_PER_CLIENT_MAX`] operations.
+    fn running(&self) -> bool {
+        !self.ctx.stopped() && (self.out.len() as u64) < OPS_PER_CLIENT_MAX
+    }
+
+    /// A value no other write of the run uses.
+    fn unique_value(&mut self) -> u64 {
+        self.counter += 1;
+        u64::from(self.id) * 1_000_000 + self.counter
+    }
+
+    /// The record of `op` on `key`, invoked now on the current member.
+    fn invoke(&self, key: &str, op: Op) -> Record {
+        Record::invoked(self.id, key, op, self.ctx.now_us(), self.conn.member)
+    }
+
+    /// Completes `rec` with the operation's answer and revision, or marks it failed. A failed
+    /// read is dropped (it changed nothing), a failed write kept as unknown (it may have
+    /// happened); after a failure the client dials its member again.
+    async fn settle(&mut self, mut rec: Record, result: Result<(Op, Option<i64>), String>) {
+        match result {
+            Ok((op, rev)) => {
+                rec.op = op;
+                rec.complete_us = Some(self.ctx.now_us());
+                rec.rev = rev;
+            }
+            Err(e) => rec.error = Some(e),
+        }
+        let failed = rec.error.is_some();
+        if !failed || rec.is_write() {
+            self.out.push(rec);
+        }
+        if failed {
+            self.conn.retry().await;
+        }
+    }
+
+    /// Reads list `key` and records the read; the list and its mod_revision, or `None` when
+    /// the read failed (the client then dials again) or found bytes the workload never
+    /// writes (the client moves to the next member).
+    async fn read_list(&mut self, kv: &mut KvClient<Svc>, key: &str) -> Option<(Vec<u64>, i64)> {
+        let invoke_us = self.ctx.now_us();
+        let serializable = self.ctx.serves_stale(self.conn.member);
+        let Ok(r) = with_timeout(kv.range(range(key, serializable))).await else {
+            self.conn.retry().await;
+            return None;
+        };
+        let kv0 = r.kvs.first();
+        let list = kv0
+            .map(|kv| decode_list(&kv.value))
+            .unwrap_or(Some(Vec::new()));
+        let Some(list) = list else {
+            self.conn.fail().await;
+            return None;
+        };
+        let op = Op::List(ListOp::Read, Some(ListOut::Read(list.clone())));
+        let mut rec = Record::invoked(self.id, key, op, invoke_us, self.conn.member);
+        rec.complete_us = Some(self.ctx.now_us());
+        self.out.push(rec);
+        Some((list, kv0.map(|kv| kv.mod_revision).unwrap_or(0)))
+    }
+}
+
 /// Put, get and compare-and-set on [`REGISTER_KEYS`] keys until stopped.
 pub async fn register_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Record> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut conn = Conn::new(ctx.clone(), process as usize % ctx.members);
-    let mut out = Vec::new();
+    let mut p = Process::new(ctx, process, seed);
+    // The last value this client knows each key to hold: what its CAS expects.
     let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut counter = 0u64;
-    while !ctx.stopped() && (out.len() as u64) < OPS_PER_CLIENT_MAX {
-        let Some(c) = conn.get().await else { continue };
-        let k = rng.gen_range(0..REGISTER_KEYS);
-        let key = register_key(k);
-        counter += 1;
-        let value = u64::from(process) * 1_000_000 + counter;
-        let roll = rng.gen_range(0..10);
-        let invoke_us = ctx.now_us();
-        let mut rec = Record {
-            process,
-            key: key.clone(),
-            op: Op::Register(RegisterOp::Get, None),
-            invoke_us,
-            complete_us: None,
-            rev: None,
-            member: conn.member,
-            error: None,
+    while p.running() {
+        let Some(c) = p.conn.get().await else {
+            continue;
         };
-        let mut kv = c.kv();
-        let result = if roll < 4 {
-            with_timeout(kv.range(range(&key, ctx.serves_stale(conn.member))))
-                .await
-                .map(|r| {
-                    let v = r.kvs.first().and_then(|kv| decode_u64(&kv.value));
-                    if let Some(v) = v {
-                        seen.insert(k, v);
-                    }
-                    (RegisterOut::Read(v), None)
-                })
-        } else if roll < 7 || !seen.contains_key(&k) {
-            rec.op = Op::Register(RegisterOp::Put(value), None);
-            let req = PutRequest {
-                key: key.as_bytes().to_vec(),
-                value: value.to_string().into_bytes(),
-                ..Default::default()
-            };
-            with_timeout(kv.put(req)).await.map(|r| {
-                seen.insert(k, value);
-                (RegisterOut::Written, r.header.map(|h| h.revision))
-            })
-        } else {
-            let expect = seen.get(&k).copied().unwrap_or_default();
-            rec.op = Op::Register(RegisterOp::Cas { expect, new: value }, None);
-            let req = TxnRequest {
-                compare: vec![Compare {
-                    result: compare::CompareResult::Equal as i32,
-                    target: compare::CompareTarget::Value as i32,
-                    key: key.as_bytes().to_vec(),
-                    target_union: Some(compare::TargetUnion::Value(
-                        expect.to_string().into_bytes(),
-                    )),
-                    range_end: Vec::new(),
-                }],
-                success: vec![put_op(&key, value.to_string())],
-                failure: vec![],
-            };
+        let k = p.rng.gen_range(0..REGISTER_KEYS);
+        let key = register_key(k);
+        let value = p.unique_value();
+        let roll = p.rng.gen_range(0..10);
+        let op = pick_register_op(roll, seen.get(&k).copied(), value);
+        let rec = p.invoke(&key, Op::Register(op.clone(), None));
+        let serializable = p.ctx.serves_stale(p.conn.member);
+        let result = call_register(&mut c.kv(), &key, &op, serializable).await;
+        if let Ok((answer, _)) = &result {
+            remember(&mut seen, k, &op, answer);
+        }
+        let result = result.map(|(o, rev)| (Op::with_register_out(&rec.op, o), rev));
+        p.settle(rec, result).await;
+    }
+    p.out
+}
+
+/// 40 % gets, 30 % puts, 30 % compare-and-sets of the value last seen (a put while this
+/// client has seen no value of the key).
+fn pick_register_op(roll: u32, seen: Option<u64>, value: u64) -> RegisterOp {
+    match seen {
+        _ if roll < 4 => RegisterOp::Get,
+        Some(expect) if roll >= 7 => RegisterOp::Cas { expect, new: value },
+        _ => RegisterOp::Put(value),
+    }
+}
+
+/// Sends one register operation: its answer and, for a write, the revision it made.
+async fn call_register(
+    kv: &mut KvClient<Svc>,
+    key: &str,
+    op: &RegisterOp,
+    serializable: bool,
+) -> Result<(RegisterOut, Option<i64>), String> {
+    match op {
+        RegisterOp::Get => with_timeout(kv.range(range(key, serializable)))
+            .await
+            .map(|r| {
+                let v = r.kvs.first().and_then(|kv| decode_u64(&kv.value));
+                (RegisterOut::Read(v), None)
+            }),
+        RegisterOp::Put(value) => with_timeout(kv.put(put_req(key, value.to_string())))
+            .await
+            .map(|r| (RegisterOut::Written, r.header.map(|h| h.revision))),
+        RegisterOp::Cas { expect, new } => {
+            let req = put_if(
+                key,
+                compare::CompareTarget::Value,
+                compare::TargetUnion::Value(expect.to_string().into_bytes()),
+                new.to_string(),
+            );
             with_timeout(kv.txn(req)).await.map(|r| {
-                if r.succeeded {
-                    seen.insert(k, value);
-                }
                 (
                     RegisterOut::Swapped(r.succeeded),
                     r.header.map(|h| h.revision),
                 )
             })
-        };
-        let result = result.map(|(o, rev)| (Op::with_register_out(&rec.op, o), rev));
-        finish(&ctx, &mut rec, result);
-        let failed = rec.error.is_some();
-        if !failed || rec.is_write() {
-            out.push(rec);
-        }
-        if failed {
-            conn.retry().await;
         }
     }
-    out
+}
+
+/// Notes the value a key now holds after `op` answered `answer`.
+fn remember(seen: &mut BTreeMap<u64, u64>, k: u64, op: &RegisterOp, answer: &RegisterOut) {
+    match (op, answer) {
+        (_, RegisterOut::Read(Some(v))) => {
+            seen.insert(k, *v);
+        }
+        (RegisterOp::Put(v), RegisterOut::Written)
+        | (RegisterOp::Cas { new: v, .. }, RegisterOut::Swapped(true)) => {
+            seen.insert(k, *v);
+        }
+        _ => {}
+    }
 }
 
 impl Op {
@@ -300,116 +400,79 @@ impl Op {
     }
 }
 
-fn finish(ctx: &Ctx, rec: &mut Record, result: Result<(Op, Option<i64>), String>) {
-    match result {
-        Ok((op, rev)) => {
-            rec.op = op;
-            rec.complete_us = Some(ctx.now_us());
-            rec.rev = rev;
-        }
-        Err(e) => rec.error = Some(e),
+fn put_req(key: &str, value: String) -> PutRequest {
+    PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.into_bytes(),
+        ..Default::default()
     }
 }
 
-fn put_op(key: &str, value: String) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
+/// A Txn that puts `value` at `key` only if the key's `target` still equals `expect`.
+fn put_if(
+    key: &str,
+    target: compare::CompareTarget,
+    expect: compare::TargetUnion,
+    value: String,
+) -> TxnRequest {
+    TxnRequest {
+        compare: vec![Compare {
+            result: compare::CompareResult::Equal as i32,
+            target: target as i32,
             key: key.as_bytes().to_vec(),
-            value: value.into_bytes(),
-            ..Default::default()
-        })),
+            target_union: Some(expect),
+            range_end: Vec::new(),
+        }],
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put_req(key, value))),
+        }],
+        failure: vec![],
     }
 }
 
 /// Read a list key, then append a unique value with a Txn guarded by its mod_revision.
 pub async fn append_client(ctx: Arc<Ctx>, process: u32, seed: u64) -> Vec<Record> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut conn = Conn::new(ctx.clone(), process as usize % ctx.members);
-    let mut out = Vec::new();
-    let mut counter = 0u64;
-    while !ctx.stopped() && (out.len() as u64) < OPS_PER_CLIENT_MAX {
-        let Some(c) = conn.get().await else { continue };
+    let mut p = Process::new(ctx, process, seed);
+    while p.running() {
+        let Some(c) = p.conn.get().await else {
+            continue;
+        };
         let key = list_key(
-            ctx.now_us() / LIST_GENERATION_US,
-            rng.gen_range(0..LIST_KEYS),
+            p.ctx.now_us() / LIST_GENERATION_US,
+            p.rng.gen_range(0..LIST_KEYS),
         );
         let mut kv = c.kv();
-        // The read.
-        let invoke_us = ctx.now_us();
-        let read = with_timeout(kv.range(range(&key, ctx.serves_stale(conn.member)))).await;
-        let (list, mod_rev) = match read {
-            Ok(r) => {
-                let kv0 = r.kvs.first();
-                let list = kv0
-                    .map(|kv| decode_list(&kv.value))
-                    .unwrap_or(Some(Vec::new()));
-                let Some(list) = list else {
-                    conn.fail().await;
-                    continue;
-                };
-                out.push(Record {
-                    process,
-                    key: key.clone(),
-                    op: Op::List(ListOp::Read, Some(ListOut::Read(list.clone()))),
-                    invoke_us,
-                    complete_us: Some(ctx.now_us()),
-                    rev: None,
-                    member: conn.member,
-                    error: None,
-                });
-                (list, kv0.map(|kv| kv.mod_revision).unwrap_or(0))
-            }
-            Err(_) => {
-                conn.retry().await;
-                continue;
-            }
+        let Some((list, mod_rev)) = p.read_list(&mut kv, &key).await else {
+            continue;
         };
-        // The conditional append.
-        counter += 1;
-        let value = u64::from(process) * 1_000_000 + counter;
+        let value = p.unique_value();
         let mut new = list.clone();
         new.push(value);
-        let mut rec = Record {
-            process,
-            key: key.clone(),
-            op: Op::List(
+        let rec = p.invoke(
+            &key,
+            Op::List(
                 ListOp::Append {
                     expect: list,
                     value,
                 },
                 None,
             ),
-            invoke_us: ctx.now_us(),
-            complete_us: None,
-            rev: None,
-            member: conn.member,
-            error: None,
-        };
-        let req = TxnRequest {
-            compare: vec![Compare {
-                result: compare::CompareResult::Equal as i32,
-                target: compare::CompareTarget::Mod as i32,
-                key: key.as_bytes().to_vec(),
-                target_union: Some(compare::TargetUnion::ModRevision(mod_rev)),
-                range_end: Vec::new(),
-            }],
-            success: vec![put_op(&key, encode_list(&new))],
-            failure: vec![],
-        };
+        );
+        let req = put_if(
+            &key,
+            compare::CompareTarget::Mod,
+            compare::TargetUnion::ModRevision(mod_rev),
+            encode_list(&new),
+        );
         let result = with_timeout(kv.txn(req)).await.map(|r| {
             (
                 Op::with_list_out(&rec.op, ListOut::Appended(r.succeeded)),
                 r.header.map(|h| h.revision),
             )
         });
-        finish(&ctx, &mut rec, result);
-        let failed = rec.error.is_some();
-        out.push(rec);
-        if failed {
-            conn.retry().await;
-        }
+        p.settle(rec, result).await;
     }
-    out
+    p.out
 }
 
 /// One watch event as a watcher saw it.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use oxcd_api::etcdserverpb::StatusRequest;
 use oxcd_client::{parse_endpoint, Client, ClientTlsFiles, Endpoint, TlsMode};
 
-use crate::cli::Global;
+use crate::global::Global;
 
 /// Opens the connections and logs in on each when `--user` is given.
 pub async fn open(g: &Global) -> anyhow::Result<Vec<Client>> {
@@ -22,7 +22,7 @@ pub async fn open(g: &Global) -> anyhow::Result<Vec<Client>> {
         bail!("--endpoints is empty: give at least one host:port");
     }
     let tls = tls_mode(g)?;
-    let dial = crate::cli::parse_duration(&g.dial_timeout)?.max(Duration::from_millis(100));
+    let dial = g.dial_timeout.max(Duration::from_millis(100));
     let eps = if g.target_leader {
         vec![leader(&eps, &tls, dial).await?]
     } else {

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod conns;
+mod global;
 mod report;
 
 fn main() {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use oxcd_gocompat::duration;
+
 const PERCENTILES: [f64; 8] = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
 const HISTOGRAM_BUCKETS: usize = 10;
 const BAR_WIDTH_MAX: usize = 40;
@@ -63,30 +65,10 @@ pub fn time_series(s: &Samples) -> String {
     }
     let mut out = String::from("\nSample in one second (unix latency throughput):\nUNIX-SECOND,MIN-LATENCY-MS,AVG-LATENCY-MS,MAX-LATENCY-MS,AVG-THROUGHPUT\n");
     for (sec, (min, sum, max, n)) in secs {
-        let d = |v: f64| go_duration(Duration::from_secs_f64(v));
+        let d = |v: f64| duration::format(Duration::from_secs_f64(v));
         let _ = writeln!(out, "{sec},{},{},{},{n}", d(min), d(sum / n as f64), d(max));
     }
     out
-}
-
-/// Go's `time.Duration.String()` for sub-hour durations: `1.5ms`, `250µs`, `2.1s`.
-fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    let frac = |v: u128, unit: u128, digits: usize| {
-        let (i, r) = (v / unit, v % unit);
-        if r == 0 {
-            i.to_string()
-        } else {
-            format!("{i}.{}", format!("{r:0digits$}").trim_end_matches('0'))
-        }
-    };
-    match ns {
-        0 => "0s".into(),
-        1..=999 => format!("{ns}ns"),
-        1_000..=999_999 => format!("{}µs", frac(ns, 1_000, 3)),
-        1_000_000..=999_999_999 => format!("{}ms", frac(ns, 1_000_000, 6)),
-        _ => format!("{}s", frac(ns, 1_000_000_000, 9)),
-    }
 }
 
 pub fn stats(mut s: Samples, total: Duration) -> Stats {

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::check::{Doctor, RequiredHost, Role, TlsFiles};
 use crate::cluster::{self, ClusterPlan, MemberSpec, NewCluster};
-use crate::duration;
+use crate::config::{format_expiry, parse_expiry};
 use crate::inspect::{url_host, CertInfo};
 use crate::keys::KeySpec;
 use crate::member::{check_member, MemberFlags};
@@ -194,8 +194,8 @@ fn run_cluster(args: ClusterArgs) -> Result<String> {
         )
     })?;
     let key = KeySpec::from_request(algo, Some(size)).context("--key")?;
-    let expiry = duration::parse(&args.expiry).context("--expiry")?;
-    let ca_expiry = duration::parse(&args.ca_expiry).context("--ca-expiry")?;
+    let expiry = parse_expiry(&args.expiry).context("--expiry")?;
+    let ca_expiry = parse_expiry(&args.ca_expiry).context("--ca-expiry")?;
     let cert_dir = match args.cert_dir {
         Some(dir) => dir,
         None => std::path::absolute(&args.out)
@@ -214,7 +214,7 @@ fn run_cluster(args: ClusterArgs) -> Result<String> {
             cert_dir,
             data_dir: args.data_dir,
             key: key.name(),
-            expiry: duration::format(expiry),
+            expiry: format_expiry(expiry),
             client_cn: args.client_cn,
             members: parse_members(&args.members)?,
         },

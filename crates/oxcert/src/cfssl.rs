@@ -2,9 +2,9 @@
 //! cfssl 1.2's flags, JSON output on stdout and log lines on stderr.
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use oxcd_gocompat::flag::{self, Flag, FlagError, Parsed};
 
 use crate::config::{Config, DEFAULT_CONFIG_JSON, DEFAULT_CSR_JSON};
-use crate::goflag::{self, bool_flag, value_flag, Flag, FlagError};
 use crate::issue::{self, Authority};
 use crate::keys::PrivateKey;
 use crate::log::Log;
@@ -13,21 +13,21 @@ use crate::request::{split_hostnames, CertRequest};
 use crate::Failure;
 
 const GENCERT_FLAGS: &[Flag] = &[
-    bool_flag("initca", "initialise new CA"),
-    value_flag("remote", "remote CFSSL server (not supported by oxcert)"),
-    value_flag("ca", "CA used to sign the new certificate"),
-    value_flag("ca-key", "CA private key"),
-    value_flag("config", "path to configuration file"),
-    value_flag(
+    Flag::boolean("initca", "initialise new CA"),
+    Flag::value("remote", "remote CFSSL server (not supported by oxcert)"),
+    Flag::value("ca", "CA used to sign the new certificate"),
+    Flag::value("ca-key", "CA private key"),
+    Flag::value("config", "path to configuration file"),
+    Flag::value(
         "hostname",
         "Hostname for the cert, could be a comma-separated hostname list",
     ),
-    value_flag("profile", "signing profile to use"),
-    value_flag(
+    Flag::value("profile", "signing profile to use"),
+    Flag::value(
         "label",
         "key label to use in remote CFSSL server (not supported by oxcert)",
     ),
-    value_flag("loglevel", "Log level (0 = DEBUG, 5 = FATAL)"),
+    Flag::value("loglevel", "Log level (0 = DEBUG, 5 = FATAL)"),
 ];
 
 const GENCERT_USAGE: &str = "\tcfssl gencert -- generate a new key and signed certificate
@@ -91,22 +91,23 @@ pub fn version() -> String {
     )
 }
 
-/// Parses flags, printing usage for `-h` or a bad flag the way Go's flag package does.
-fn parse_flags(flags: &[Flag], usage: &str, args: &[String]) -> Result<goflag::Parsed, Failure> {
-    match goflag::parse(flags, args) {
+/// Parses flags (which may also follow the arguments), printing usage for `-h` or a bad flag
+/// the way Go's flag package does.
+pub fn parse_flags(flags: &[Flag], usage: &str, args: &[String]) -> Result<Parsed, Failure> {
+    match flag::parse_interleaved(flags, args) {
         Ok(parsed) => Ok(parsed),
         Err(FlagError::Help) => {
-            print!("{usage}{}", goflag::usage(flags));
+            print!("{usage}{}", flag::print_defaults(flags));
             Err(Failure::Exit(0))
         }
         Err(e) => {
-            eprint!("{e}\n{usage}{}", goflag::usage(flags));
+            eprint!("{e}\n{usage}{}", flag::print_defaults(flags));
             Err(Failure::Exit(2))
         }
     }
 }
 
-fn log_for(parsed: &goflag::Parsed) -> Result<Log> {
+fn log_for(parsed: &Parsed) -> Result<Log> {
     let level = match parsed.non_empty("loglevel") {
         None => Log::INFO,
         Some(text) => text
@@ -117,7 +118,7 @@ fn log_for(parsed: &goflag::Parsed) -> Result<Log> {
 }
 
 /// The one CSRJSON argument, read and parsed, with `-hostname` applied.
-fn request(parsed: &goflag::Parsed, command: &str) -> Result<(CertRequest, Vec<String>)> {
+fn request(parsed: &Parsed, command: &str) -> Result<(CertRequest, Vec<String>)> {
     let [path] = parsed.args.as_slice() else {
         bail!(
             "{command} takes exactly one CSRJSON argument (a file, or - for stdin), got {}",
@@ -138,7 +139,7 @@ fn gencert(args: &[String]) -> Result<(), Failure> {
     gencert_parsed(&parsed).map_err(Failure::Error)
 }
 
-fn gencert_parsed(parsed: &goflag::Parsed) -> Result<()> {
+fn gencert_parsed(parsed: &Parsed) -> Result<()> {
     if parsed.non_empty("remote").is_some() || parsed.non_empty("label").is_some() {
         bail!("remote signing (-remote, -label) is not supported by oxcert; sign locally with -ca and -ca-key");
     }
@@ -185,9 +186,9 @@ fn load_key(path: &str) -> Result<PrivateKey> {
 
 fn genkey(args: &[String]) -> Result<(), Failure> {
     const FLAGS: &[Flag] = &[
-        bool_flag("initca", "initialise new CA"),
-        value_flag("config", "path to configuration file (unused)"),
-        value_flag("loglevel", "Log level (0 = DEBUG, 5 = FATAL)"),
+        Flag::boolean("initca", "initialise new CA"),
+        Flag::value("config", "path to configuration file (unused)"),
+        Flag::value("loglevel", "Log level (0 = DEBUG, 5 = FATAL)"),
     ];
     let parsed = parse_flags(FLAGS, GENKEY_USAGE, args)?;
     if parsed.is_set("initca") {

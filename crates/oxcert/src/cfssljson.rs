@@ -2,20 +2,21 @@
 //! `NAME.pem`, `NAME-key.pem` (mode 0600) and `NAME.csr`, written all or nothing.
 
 use anyhow::{anyhow, bail, Result};
+use oxcd_gocompat::flag::{Flag, Parsed};
 use serde_json::Value;
 
-use crate::goflag::{self, bool_flag, value_flag, Flag, FlagError};
+use crate::cfssl::parse_flags;
 use crate::json;
 use crate::output::{read_input, write_all, OutFile, KEY_MODE, PUBLIC_MODE};
 use crate::Failure;
 
 const FLAGS: &[Flag] = &[
-    bool_flag(
+    Flag::boolean(
         "bare",
         "the response from CFSSL is not wrapped in the API standard response",
     ),
-    value_flag("f", "JSON input (default \"-\")"),
-    bool_flag("stdout", "output the response instead of saving to a file"),
+    Flag::value("f", "JSON input (default \"-\")"),
+    Flag::boolean("stdout", "output the response instead of saving to a file"),
 ];
 
 const USAGE: &str = "Usage of cfssljson:\n  cfssljson [-f FILE] [-bare] [-stdout] NAME\n\n";
@@ -28,21 +29,11 @@ const OUTPUTS: &[(&[&str], &str, u32)] = &[
 ];
 
 pub fn main(args: &[String]) -> Result<(), Failure> {
-    let parsed = match goflag::parse(FLAGS, args) {
-        Ok(parsed) => parsed,
-        Err(FlagError::Help) => {
-            print!("{USAGE}{}", goflag::usage(FLAGS));
-            return Err(Failure::Exit(0));
-        }
-        Err(e) => {
-            eprint!("{e}\n{USAGE}{}", goflag::usage(FLAGS));
-            return Err(Failure::Exit(2));
-        }
-    };
+    let parsed = parse_flags(FLAGS, USAGE, args)?;
     run(&parsed).map_err(Failure::Error)
 }
 
-fn run(parsed: &goflag::Parsed) -> Result<()> {
+fn run(parsed: &Parsed) -> Result<()> {
     let to_stdout = parsed.is_set("stdout");
     let basename = match parsed.args.as_slice() {
         [name] => Some(name.as_str()),

@@ -7,6 +7,7 @@ use std::fmt;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use oxcd_gocompat::timestamp::rfc3339;
 use time::OffsetDateTime;
 
 use crate::inspect::{is_unspecified, url_host, CertInfo};
@@ -444,11 +445,6 @@ impl Doctor {
             );
         }
     }
-}
-
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
 }
 
 /// Hosts of a comma-separated URL list, tagged with the flag they came from.

@@ -14,12 +14,29 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use rcgen::{BasicConstraints, ExtendedKeyUsagePurpose, KeyUsagePurpose};
 use serde_json::Value;
 
-use crate::duration;
 use crate::json;
 
 /// cfssl's built-in signing profile (`config.DefaultConfig()`).
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(8760 * 3600);
 pub const DEFAULT_USAGES: &[&str] = &["signing", "key encipherment", "server auth", "client auth"];
+
+/// An expiry as cfssl reads it: a Go duration (`43800h`, `1h30m`), never negative.
+pub fn parse_expiry(text: &str) -> Result<Duration> {
+    oxcd_gocompat::duration::parse(text)
+        .map_err(|e| anyhow!("{e} (units: h, m, s, ms, us, ns; no days or years: 1 year is 8760h)"))
+}
+
+/// An expiry as cfssl configs write it: whole hours (`8760h`), else minutes, else seconds.
+pub fn format_expiry(expiry: Duration) -> String {
+    let secs = expiry.as_secs();
+    if secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
 
 /// What a profile says about the certificates it signs, with every default applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +147,7 @@ impl Config {
 fn parse_profile(value: &Value, path: &str) -> Result<RawProfile> {
     let obj = json::object(value, path)?;
     let expiry = json::string(obj, "expiry", path)?
-        .map(|e| duration::parse(&e).with_context(|| format!("{path}.expiry")))
+        .map(|e| parse_expiry(&e).with_context(|| format!("{path}.expiry")))
         .transpose()?;
     let usages = json::strings(obj, "usages", path)?;
     if let Some(usages) = &usages {
@@ -287,5 +304,23 @@ mod tests {
             "{err:#}"
         );
         assert!(Config::parse(DEFAULT_CONFIG_JSON, "defaults").is_ok());
+    }
+
+    #[test]
+    fn expiries() {
+        assert_eq!(
+            parse_expiry("1h30m").expect("go form"),
+            Duration::from_secs(5400)
+        );
+        for bad in ["-1h", "10", "1y", "100000000h"] {
+            let err = parse_expiry(bad).expect_err(bad).to_string();
+            assert!(
+                err.contains(&format!("{bad:?}")) && err.contains("8760h"),
+                "{err}"
+            );
+        }
+        assert_eq!(format_expiry(Duration::from_secs(8760 * 3600)), "8760h");
+        assert_eq!(format_expiry(Duration::from_secs(90 * 60)), "90m");
+        assert_eq!(format_expiry(Duration::from_secs(90)), "90s");
     }
 }

@@ -84,11 +84,10 @@ impl CertInfo {
     /// Every CERTIFICATE in a PEM file, in order.
     pub fn load_all(path: &Path) -> Result<Vec<CertInfo>> {
         let text = read_file(path, "certificate file")?;
-        let blocks = pem::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let certs: Vec<CertInfo> = blocks
+        let certs: Vec<CertInfo> = pem::certificates(&text)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?
             .iter()
-            .filter(|b| b.label == "CERTIFICATE")
-            .map(|b| CertInfo::parse(&b.der))
+            .map(|der| CertInfo::parse(der))
             .collect::<Result<_>>()
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
         if certs.is_empty() {

@@ -59,12 +59,12 @@ pub struct Authority {
 impl Authority {
     /// Loads `-ca` and `-ca-key`; `cert_source`/`key_source` name them in errors.
     pub fn load(cert_pem: &str, cert_source: &str, key: PrivateKey) -> Result<Authority> {
-        let blocks = pem::parse(cert_pem).with_context(|| cert_source.to_string())?;
-        let block = blocks
-            .iter()
-            .find(|b| b.label == "CERTIFICATE")
+        let certs = pem::certificates(cert_pem).with_context(|| cert_source.to_string())?;
+        let cert_der = certs
+            .into_iter()
+            .next()
             .ok_or_else(|| anyhow!("{cert_source} contains no CERTIFICATE block"))?;
-        let (_, cert) = X509Certificate::from_der(&block.der)
+        let (_, cert) = X509Certificate::from_der(&cert_der)
             .map_err(|e| anyhow!("{cert_source} is not a valid certificate: {e}"))?;
         if !cert.is_ca() {
             bail!("{cert_source} is not a CA certificate (basicConstraints CA:FALSE): pass the CA's certificate, e.g. ca.pem, to -ca");
@@ -75,7 +75,7 @@ impl Authority {
         Ok(Authority {
             subject_raw: cert.subject().as_raw().to_vec(),
             not_after: cert.validity().not_after.to_datetime(),
-            cert_der: block.der.clone(),
+            cert_der: cert_der.to_vec(),
             key,
         })
     }

@@ -10,7 +10,7 @@ use rcgen::{KeyPair, SignatureAlgorithm};
 use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use rsa::traits::PublicKeyParts as _;
-use rustls_pki_types::PrivatePkcs8KeyDer;
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use yasna::models::ObjectIdentifier;
 use yasna::Tag;
 
@@ -116,27 +116,16 @@ impl PrivateKey {
 
     /// Loads a key from PEM: PKCS#1 RSA, SEC1 EC, or PKCS#8 (the first key block in the text).
     pub fn from_pem(text: &str) -> Result<PrivateKey> {
-        let blocks = pem::parse(text)?;
-        let block = blocks
-            .iter()
-            .find(|b| b.label.ends_with("PRIVATE KEY"))
-            .ok_or_else(|| {
-                anyhow!(
-                    "no private key in it (found {}); expected RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY",
-                    blocks.iter().map(|b| b.label.as_str()).collect::<Vec<_>>().join(", ")
-                )
-            })?;
-        if block.encrypted || block.label == "ENCRYPTED PRIVATE KEY" {
-            bail!("the private key is encrypted; etcd and oxcert need it unencrypted (openssl pkey -in KEY -out KEY.plain)");
-        }
-        let mut key = match block.label.as_str() {
-            "RSA PRIVATE KEY" => Self::from_rsa(
-                &rsa::RsaPrivateKey::from_pkcs1_der(&block.der)
+        let mut key = match pem::private_key(text)? {
+            PrivateKeyDer::Pkcs1(der) => Self::from_rsa(
+                &rsa::RsaPrivateKey::from_pkcs1_der(der.secret_pkcs1_der())
                     .map_err(|e| anyhow!("invalid RSA PRIVATE KEY: {e}"))?,
             )?,
-            "EC PRIVATE KEY" => Self::from_sec1(&block.der)?,
-            "PRIVATE KEY" => Self::from_pkcs8(&block.der)?,
-            other => bail!("unsupported key type {other}; expected RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY"),
+            PrivateKeyDer::Sec1(der) => Self::from_sec1(der.secret_sec1_der())?,
+            PrivateKeyDer::Pkcs8(der) => Self::from_pkcs8(der.secret_pkcs8_der())?,
+            _ => bail!(
+                "unsupported key type; expected RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY"
+            ),
         };
         key.pem = text.to_string();
         Ok(key)
@@ -189,20 +178,8 @@ impl PrivateKey {
         if let Ok(key) = rsa::RsaPrivateKey::from_pkcs8_der(der) {
             return Self::from_rsa(&key);
         }
-        let curve = yasna::parse_der(der, |r| {
-            r.read_sequence(|r| {
-                r.next().read_u8()?;
-                let curve = r.next().read_sequence(|r| {
-                    r.next().read_oid()?;
-                    r.next().read_oid()
-                })?;
-                r.next().read_der()?;
-                r.read_optional(|r| r.read_der())?;
-                r.read_optional(|r| r.read_der())?;
-                Ok(curve)
-            })
-        })
-        .map_err(|e| anyhow!("invalid PRIVATE KEY (PKCS#8): {e}"))?;
+        let (curve, _) =
+            pkcs8_ec_parts(der).map_err(|e| anyhow!("invalid PRIVATE KEY (PKCS#8): {e}"))?;
         let spec = spec_for_curve(&curve)?;
         Ok(PrivateKey {
             spec,
@@ -304,9 +281,9 @@ impl Sec1Key {
     }
 }
 
-/// ring's generated PKCS#8 EC key, rewritten as the SEC1 `EC PRIVATE KEY` cfssl writes.
-fn pkcs8_ec_to_sec1(pkcs8: &[u8]) -> Result<Vec<u8>> {
-    let (curve, inner) = yasna::parse_der(pkcs8, |r| {
+/// An EC key's PKCS#8 `PrivateKeyInfo`: the curve's OID and the SEC1 key inside.
+fn pkcs8_ec_parts(der: &[u8]) -> Result<(ObjectIdentifier, Vec<u8>), yasna::ASN1Error> {
+    yasna::parse_der(der, |r| {
         r.read_sequence(|r| {
             r.next().read_u8()?;
             let curve = r.next().read_sequence(|r| {
@@ -319,7 +296,12 @@ fn pkcs8_ec_to_sec1(pkcs8: &[u8]) -> Result<Vec<u8>> {
             Ok((curve, inner))
         })
     })
-    .map_err(|e| anyhow!("reading generated PKCS#8 key: {e}"))?;
+}
+
+/// ring's generated PKCS#8 EC key, rewritten as the SEC1 `EC PRIVATE KEY` cfssl writes.
+fn pkcs8_ec_to_sec1(pkcs8: &[u8]) -> Result<Vec<u8>> {
+    let (curve, inner) =
+        pkcs8_ec_parts(pkcs8).map_err(|e| anyhow!("reading generated PKCS#8 key: {e}"))?;
     let sec1 = Sec1Key::parse(&inner)?;
     let public_key = sec1
         .public_key

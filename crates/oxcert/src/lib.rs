@@ -10,8 +10,6 @@ pub mod cfssljson;
 pub mod check;
 pub mod cluster;
 pub mod config;
-pub mod duration;
-pub mod goflag;
 pub mod inspect;
 pub mod issue;
 pub mod json;

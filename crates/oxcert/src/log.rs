@@ -1,6 +1,5 @@
 //! cfssl's log lines on stderr: `2006/01/02 15:04:05 [INFO] message`.
 
-use time::macros::format_description;
 use time::OffsetDateTime;
 
 /// cfssl's `-loglevel`: 0 debug, 1 info (the default), 2 warning, 3 error, 4 critical, 5 fatal.
@@ -35,8 +34,8 @@ impl Log {
     }
 }
 
+/// Local time, as Go's `log` prints it (UTC when the local offset is unknown).
 fn timestamp() -> String {
-    let format = format_description!("[year]/[month]/[day] [hour]:[minute]:[second]");
     let now = OffsetDateTime::now_local().unwrap_or_else(|_| OffsetDateTime::now_utc());
-    now.format(&format).unwrap_or_default()
+    oxcd_gocompat::timestamp::log_std(now)
 }

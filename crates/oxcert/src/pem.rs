@@ -1,26 +1,13 @@
 //! PEM text as cfssl and openssl write it: `-----BEGIN LABEL-----`, base64 in 64-column
-//! lines, `-----END LABEL-----`, LF line endings.
+//! lines, `-----END LABEL-----`, LF line endings. Reading is rustls-pki-types' `PemObject`
+//! (text between blocks is ignored, as openssl does); this module adds the writer and
+//! error lines that say what is wrong with the file.
 
+use anyhow::{anyhow, bail, Result};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Block {
-    pub label: String,
-    pub der: Vec<u8>,
-    /// RFC 1421 headers such as `Proc-Type: 4,ENCRYPTED` (legacy openssl encryption).
-    pub encrypted: bool,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PemError {
-    #[error("no PEM block found (expected a line like -----BEGIN CERTIFICATE-----)")]
-    Empty,
-    #[error("PEM block {label} starting on line {line} has no -----END {label}----- line")]
-    Unterminated { label: String, line: usize },
-    #[error("PEM block {label} starting on line {line} is not valid base64")]
-    BadBase64 { label: String, line: usize },
-}
+use rustls_pki_types::pem::{self, PemObject, SectionKind};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub fn encode(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
@@ -34,55 +21,65 @@ pub fn encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// Every PEM block in `text`, in order. Text between blocks is ignored, as openssl does.
-pub fn parse(text: &str) -> Result<Vec<Block>, PemError> {
-    let mut blocks = Vec::new();
-    let mut lines = text.lines().enumerate();
-    while let Some((index, line)) = lines.next() {
-        let Some(label) = line
-            .trim()
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        else {
-            continue;
-        };
-        let end = format!("-----END {label}-----");
-        let mut body = String::new();
-        let mut encrypted = false;
-        let mut terminated = false;
-        for (_, line) in lines.by_ref() {
-            let line = line.trim();
-            if line == end {
-                terminated = true;
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                encrypted |= name == "Proc-Type" && value.contains("ENCRYPTED");
-                continue;
-            }
-            body.push_str(line);
-        }
-        let line_number = index + 1;
-        if !terminated {
-            return Err(PemError::Unterminated {
-                label: label.to_string(),
-                line: line_number,
-            });
-        }
-        let der = STANDARD.decode(body).map_err(|_| PemError::BadBase64 {
-            label: label.to_string(),
-            line: line_number,
-        })?;
-        blocks.push(Block {
-            label: label.to_string(),
-            der,
-            encrypted,
-        });
+/// Every CERTIFICATE block in `text`, in order (other blocks are skipped).
+pub fn certificates(text: &str) -> Result<Vec<CertificateDer<'static>>> {
+    CertificateDer::pem_slice_iter(text.as_bytes())
+        .map(|c| c.map_err(explain))
+        .collect()
+}
+
+/// The first private key in `text`: PKCS#1 (`RSA PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) or
+/// PKCS#8 (`PRIVATE KEY`).
+pub fn private_key(text: &str) -> Result<PrivateKeyDer<'static>> {
+    // Encrypted keys are refused before parsing: their headers are not base64.
+    let legacy_encrypted =
+        |line: &str| line.starts_with("Proc-Type:") && line.contains("ENCRYPTED");
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.lines().any(legacy_encrypted)
+    {
+        bail!("the private key is encrypted; etcd and oxcert need it unencrypted (openssl pkey -in KEY -out KEY.plain)");
     }
-    if blocks.is_empty() {
-        return Err(PemError::Empty);
+    PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| match e {
+        pem::Error::NoItemsFound => anyhow!(
+            "no private key in it (found {}); expected RSA PRIVATE KEY, EC PRIVATE KEY or PRIVATE KEY",
+            labels(text)
+        ),
+        other => explain(other),
+    })
+}
+
+/// The labels of the blocks rustls-pki-types knows, for an error line.
+fn labels(text: &str) -> String {
+    let found: Vec<&str> = <(SectionKind, Vec<u8>)>::pem_slice_iter(text.as_bytes())
+        .filter_map(|section| section.ok())
+        .map(|(kind, _)| match kind {
+            SectionKind::Certificate => "CERTIFICATE",
+            SectionKind::Csr => "CERTIFICATE REQUEST",
+            SectionKind::PublicKey => "PUBLIC KEY",
+            SectionKind::Crl => "X509 CRL",
+            _ => "another block",
+        })
+        .collect();
+    if found.is_empty() {
+        return "no PEM block".to_string();
     }
-    Ok(blocks)
+    found.join(", ")
+}
+
+/// rustls-pki-types' errors print the offending bytes as a list of numbers: say it in words.
+fn explain(e: pem::Error) -> anyhow::Error {
+    match e {
+        // The marker is the block's label.
+        pem::Error::MissingSectionEnd { end_marker } => anyhow!(
+            "PEM block has no -----END {}----- line",
+            String::from_utf8_lossy(&end_marker).trim()
+        ),
+        pem::Error::IllegalSectionStart { line } => anyhow!(
+            "bad PEM line {:?}: expected -----BEGIN LABEL-----",
+            String::from_utf8_lossy(&line)
+        ),
+        pem::Error::Base64Decode(_) => anyhow!("a PEM block is not valid base64"),
+        other => anyhow!("bad PEM: {other}"),
+    }
 }
 
 #[cfg(test)]
@@ -94,22 +91,38 @@ mod tests {
         let der: Vec<u8> = (0..=255).collect();
         let text = encode("CERTIFICATE", &der);
         assert!(text.lines().all(|l| l.len() <= 64));
-        let blocks = parse(&format!("junk\n{text}{text}")).expect("parse");
-        assert_eq!(blocks.len(), 2);
-        assert_eq!(blocks[0].der, der);
-        assert_eq!(blocks[1].label, "CERTIFICATE");
+        let certs = certificates(&format!("junk\n{text}{text}")).expect("parse");
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0].as_ref(), der.as_slice());
+        let key = private_key(&format!("{text}{}", encode("EC PRIVATE KEY", &der))).expect("key");
+        assert!(matches!(key, PrivateKeyDer::Sec1(_)));
     }
 
     #[test]
     fn errors() {
-        assert_eq!(parse("hello"), Err(PemError::Empty));
-        assert!(matches!(
-            parse("-----BEGIN X-----\nAAAA\n"),
-            Err(PemError::Unterminated { .. })
-        ));
-        assert!(matches!(
-            parse("-----BEGIN X-----\n!!\n-----END X-----\n"),
-            Err(PemError::BadBase64 { .. })
-        ));
+        assert!(certificates("hello").expect("no blocks").is_empty());
+        let err = certificates("-----BEGIN CERTIFICATE-----\nAAAA\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PEM block has no -----END CERTIFICATE----- line"
+        );
+        let err = certificates("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n")
+            .unwrap_err();
+        assert_eq!(err.to_string(), "a PEM block is not valid base64");
+        let cert = encode("CERTIFICATE", b"x");
+        let err = private_key(&cert).unwrap_err().to_string();
+        assert!(
+            err.starts_with("no private key in it (found CERTIFICATE)"),
+            "{err}"
+        );
+        let err = private_key("nothing").unwrap_err().to_string();
+        assert!(err.contains("found no PEM block"), "{err}");
+        for encrypted in [
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        ] {
+            let err = private_key(encrypted).unwrap_err().to_string();
+            assert!(err.contains("encrypted"), "{err}");
+        }
     }
 }

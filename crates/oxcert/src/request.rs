@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use rcgen::{DistinguishedName, DnType, DnValue, SanType};
 use serde_json::Value;
 
-use crate::duration;
+use crate::config::parse_expiry;
 use crate::json;
 use crate::keys::KeySpec;
 
@@ -145,7 +145,7 @@ fn parse_ca(value: Option<&Value>) -> Result<CaOptions> {
     let obj = json::object(value, "ca")?;
     let expiry = json::string(obj, "expiry", "ca")?
         .filter(|e| !e.is_empty())
-        .map(|e| duration::parse(&e).context("ca.expiry"))
+        .map(|e| parse_expiry(&e).context("ca.expiry"))
         .transpose()?;
     let path_len = json::uint(obj, "pathlen", "ca")?
         .map(|n| u8::try_from(n).map_err(|_| anyhow!("ca.pathlen {n} is too large")))

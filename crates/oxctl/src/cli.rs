@@ -1,105 +1,17 @@
-//! Command line: etcdctl's global flags (and their `ETCDCTL_*` variables) and command tree.
-//! Argument checks that etcdctl does itself, with its messages, live in the commands.
+//! Command line: etcdctl's command tree over the global flags (`ctx::Global`), cobra's
+//! reactions to bad command lines, and dispatch. Each command's arguments, and the checks
+//! etcdctl does on them with its messages, live with the command under `cmd/`.
 
 use std::ffi::OsString;
 use std::io::Write as _;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+use oxcd_gocompat::timestamp;
+use time::OffsetDateTime;
 
 use crate::cmd;
-use crate::ctx::{CtlError, Ctx, EXIT_BAD_ARGS, EXIT_ERROR};
-
-/// Flags every command takes. Boolean flags accept `--flag`, `--flag=true` and `--flag=false`
-/// as Go's pflag does.
-#[derive(Args, Debug, Clone)]
-pub struct Global {
-    /// gRPC endpoints
-    #[arg(
-        long,
-        global = true,
-        env = "ETCDCTL_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: Vec<String>,
-    /// verify certificates of TLS-enabled secure servers using this CA bundle
-    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
-    pub cacert: Option<String>,
-    /// identify secure client using this TLS certificate file
-    #[arg(long, global = true, env = "ETCDCTL_CERT")]
-    pub cert: Option<String>,
-    /// identify secure client using this TLS key file
-    #[arg(long, global = true, env = "ETCDCTL_KEY")]
-    pub key: Option<String>,
-    /// username[:password] for authentication (prompt if password is not supplied)
-    #[arg(long, global = true, env = "ETCDCTL_USER")]
-    pub user: Option<String>,
-    /// password for authentication (if this option is used, --user option shouldn't include password)
-    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
-    pub password: Option<String>,
-    /// dial timeout for client connections
-    #[arg(
-        long,
-        global = true,
-        env = "ETCDCTL_DIAL_TIMEOUT",
-        default_value = "2s"
-    )]
-    pub dial_timeout: String,
-    /// timeout for short running command (excluding dial timeout)
-    #[arg(
-        long,
-        global = true,
-        env = "ETCDCTL_COMMAND_TIMEOUT",
-        default_value = "5s"
-    )]
-    pub command_timeout: String,
-    /// keepalive time for client connections
-    #[arg(
-        long,
-        global = true,
-        env = "ETCDCTL_KEEPALIVE_TIME",
-        default_value = "2s"
-    )]
-    pub keepalive_time: String,
-    /// keepalive timeout for client connections
-    #[arg(
-        long,
-        global = true,
-        env = "ETCDCTL_KEEPALIVE_TIMEOUT",
-        default_value = "6s"
-    )]
-    pub keepalive_timeout: String,
-    /// set the output format (fields, json, protobuf, simple, table)
-    #[arg(
-        short = 'w',
-        long,
-        global = true,
-        env = "ETCDCTL_WRITE_OUT",
-        default_value = "simple"
-    )]
-    pub write_out: String,
-    /// print byte strings as hex encoded strings
-    #[arg(long, global = true, env = "ETCDCTL_HEX", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
-    pub hex: bool,
-    /// disable transport security for client connections
-    #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
-    pub insecure_transport: bool,
-    /// skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)
-    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
-    pub insecure_skip_tls_verify: bool,
-    /// enable client-side debug logging
-    #[arg(long, global = true, env = "ETCDCTL_DEBUG", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
-    pub debug: bool,
-    /// domain name to query for SRV records describing cluster endpoints (not supported yet)
-    #[arg(short = 'd', long, global = true, env = "ETCDCTL_DISCOVERY_SRV")]
-    pub discovery_srv: Option<String>,
-    /// service name to query when using DNS discovery
-    #[arg(long, global = true, env = "ETCDCTL_DISCOVERY_SRV_NAME")]
-    pub discovery_srv_name: Option<String>,
-    /// accept insecure SRV records describing cluster endpoints
-    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
-    pub insecure_discovery: bool,
-}
+use crate::ctx::{Ctx, Global};
+use crate::error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -226,7 +138,7 @@ fn env_conflict(matches: &clap::ArgMatches) -> Option<i32> {
         if given && std::env::var_os(env).is_some() {
             eprintln!(
                 "{} C | pkg/flags: conflicting environment variable {:?} is shadowed by corresponding command-line flag (either unset environment variable or disable flag)",
-                crate::ctx::capnslog_timestamp(),
+                timestamp::capnslog(OffsetDateTime::now_utc()),
                 env.to_string_lossy()
             );
             return Some(EXIT_ERROR);

@@ -1,45 +1,112 @@
-//! What every command needs: the global flags turned into a connected client, the printer,
-//! the command timeout, and etcdctl's error lines and exit codes.
+//! What every command needs: the global flags (and their `ETCDCTL_*` variables) turned into
+//! a connected client, the printer and the command timeout; calls under that timeout, and
+//! the warning lines etcd's client logs when they fail.
 
 use std::future::Future;
 use std::io::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use clap::Args;
 use oxcd_client::{parse_endpoint, Client, ClientTlsFiles, Endpoint, TlsMode};
+use oxcd_gocompat::{duration, quote, timestamp};
+use time::OffsetDateTime;
 
-use crate::cli::Global;
-use crate::gofmt::parse_duration;
+use crate::error::{
+    grpc_error_text, status_message, CtlError, CtlResult, EXIT_BAD_CONNECTION, EXIT_ERROR,
+};
 use crate::print::{Format, Printer};
 
-/// etcdctl's exit codes.
-pub const EXIT_ERROR: i32 = 1;
-pub const EXIT_BAD_CONNECTION: i32 = 2;
-pub const EXIT_INVALID_INPUT: i32 = 3;
-pub const EXIT_BAD_FEATURE: i32 = 4;
-pub const EXIT_INTERRUPTED: i32 = 5;
-pub const EXIT_IO: i32 = 6;
-pub const EXIT_BAD_ARGS: i32 = 128;
-
-/// An error that ends the command: printed as `Error: {msg}` and exits with `code`.
-#[derive(Debug)]
-pub struct CtlError {
-    pub code: i32,
-    pub msg: String,
+/// Flags every command takes. Boolean flags accept `--flag`, `--flag=true` and `--flag=false`
+/// as Go's pflag does.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// gRPC endpoints
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+    /// verify certificates of TLS-enabled secure servers using this CA bundle
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    pub cacert: Option<String>,
+    /// identify secure client using this TLS certificate file
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    pub cert: Option<String>,
+    /// identify secure client using this TLS key file
+    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    pub key: Option<String>,
+    /// username[:password] for authentication (prompt if password is not supplied)
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    pub user: Option<String>,
+    /// password for authentication (if this option is used, --user option shouldn't include password)
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
+    pub password: Option<String>,
+    /// dial timeout for client connections
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_DIAL_TIMEOUT",
+        default_value = "2s"
+    )]
+    pub dial_timeout: String,
+    /// timeout for short running command (excluding dial timeout)
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_COMMAND_TIMEOUT",
+        default_value = "5s"
+    )]
+    pub command_timeout: String,
+    /// keepalive time for client connections
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_KEEPALIVE_TIME",
+        default_value = "2s"
+    )]
+    pub keepalive_time: String,
+    /// keepalive timeout for client connections
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_KEEPALIVE_TIMEOUT",
+        default_value = "6s"
+    )]
+    pub keepalive_timeout: String,
+    /// set the output format (fields, json, protobuf, simple, table)
+    #[arg(
+        short = 'w',
+        long,
+        global = true,
+        env = "ETCDCTL_WRITE_OUT",
+        default_value = "simple"
+    )]
+    pub write_out: String,
+    /// print byte strings as hex encoded strings
+    #[arg(long, global = true, env = "ETCDCTL_HEX", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub hex: bool,
+    /// disable transport security for client connections
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+    pub insecure_transport: bool,
+    /// skip server certificate verification (CAUTION: this option should be enabled only for testing purposes)
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub insecure_skip_tls_verify: bool,
+    /// enable client-side debug logging
+    #[arg(long, global = true, env = "ETCDCTL_DEBUG", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub debug: bool,
+    /// domain name to query for SRV records describing cluster endpoints (not supported yet)
+    #[arg(short = 'd', long, global = true, env = "ETCDCTL_DISCOVERY_SRV")]
+    pub discovery_srv: Option<String>,
+    /// service name to query when using DNS discovery
+    #[arg(long, global = true, env = "ETCDCTL_DISCOVERY_SRV_NAME")]
+    pub discovery_srv_name: Option<String>,
+    /// accept insecure SRV records describing cluster endpoints
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = true)]
+    pub insecure_discovery: bool,
 }
-
-impl CtlError {
-    pub fn new(code: i32, msg: impl Into<String>) -> CtlError {
-        CtlError {
-            code,
-            msg: msg.into(),
-        }
-    }
-    pub fn args(msg: impl Into<String>) -> CtlError {
-        CtlError::new(EXIT_BAD_ARGS, msg)
-    }
-}
-
-pub type CtlResult<T = ()> = Result<T, CtlError>;
 
 /// Settings taken from the global flags, and the client once it is connected.
 pub struct Ctx {
@@ -63,14 +130,7 @@ impl Ctx {
             .filter(|s| !s.is_empty())
             .map(|s| parse_endpoint(s.trim()).map_err(|e| CtlError::new(EXIT_ERROR, e.to_string())))
             .collect::<CtlResult<Vec<_>>>()?;
-        let dur = |name: &str, v: &str| {
-            parse_duration(v).ok_or_else(|| {
-                CtlError::args(format!(
-                    "invalid argument {v:?} for \"--{name}\" flag: time: invalid duration {}",
-                    crate::gofmt::quote(v.as_bytes())
-                ))
-            })
-        };
+        let dur = |name: &str, v: &str| go_duration_flag(name, v);
         Ok(Ctx {
             endpoints,
             tls: tls_mode(g)?,
@@ -197,13 +257,25 @@ impl Ctx {
             .unwrap_or_default();
         let line = format!(
             "{{\"level\":\"warn\",\"ts\":\"{}\",\"caller\":\"clientv3/retry_interceptor.go:62\",\"msg\":\"retrying of unary invoker failed\",\"target\":\"endpoint://client-{}/{}\",\"attempt\":0,\"error\":{}}}\n",
-            zap_timestamp(),
+            timestamp::zap_iso8601(OffsetDateTime::now_utc()),
             self.client_uuid,
             target,
-            crate::gofmt::json_string(&grpc_error_text(s)).replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u0026", "&"),
+            quote::zap_json_string(&grpc_error_text(s)),
         );
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
+}
+
+/// A duration flag as pflag reads it (Go's `time.ParseDuration`), with pflag's error line.
+/// A negative duration is an expired timeout, as in Go.
+fn go_duration_flag(name: &str, value: &str) -> CtlResult<Duration> {
+    let nanos = duration::parse_nanos(value).map_err(|e| {
+        CtlError::args(format!(
+            "invalid argument {} for \"--{name}\" flag: {e}",
+            quote::quote_str(value)
+        ))
+    })?;
+    Ok(Duration::from_nanos(nanos.max(0).unsigned_abs()))
 }
 
 fn tls_mode(g: &Global) -> CtlResult<TlsMode> {
@@ -276,97 +348,6 @@ fn is_connection_failure(s: &tonic::Status) -> bool {
     ) && !s.message().starts_with("etcdserver:")
 }
 
-/// What etcd's Go client returns as the error text for a gRPC status: the server's own
-/// message for etcd errors, grpc-go's `rpc error: ...` form for anything else.
-pub fn status_message(s: &tonic::Status) -> String {
-    if s.code() == tonic::Code::DeadlineExceeded && s.message() == "context deadline exceeded" {
-        return s.message().to_string();
-    }
-    if s.message().starts_with("etcdserver: ") || s.message().starts_with("mvcc: ") {
-        return s.message().to_string();
-    }
-    grpc_error_text(s)
-}
-
-pub fn grpc_error_text(s: &tonic::Status) -> String {
-    format!(
-        "rpc error: code = {} desc = {}",
-        go_code(s.code()),
-        s.message()
-    )
-}
-
-fn go_code(c: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match c {
-        Ok => "OK",
-        Cancelled => "Canceled",
-        Unknown => "Unknown",
-        InvalidArgument => "InvalidArgument",
-        DeadlineExceeded => "DeadlineExceeded",
-        NotFound => "NotFound",
-        AlreadyExists => "AlreadyExists",
-        PermissionDenied => "PermissionDenied",
-        ResourceExhausted => "ResourceExhausted",
-        FailedPrecondition => "FailedPrecondition",
-        Aborted => "Aborted",
-        OutOfRange => "OutOfRange",
-        Unimplemented => "Unimplemented",
-        Internal => "Internal",
-        Unavailable => "Unavailable",
-        DataLoss => "DataLoss",
-        Unauthenticated => "Unauthenticated",
-    }
-}
-
-/// zap's ISO 8601 time in UTC with milliseconds: `2026-11-27T20:57:10.671Z`.
-pub fn zap_timestamp() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        now.subsec_millis()
-    )
-}
-
-/// capnslog's time: `2026-11-27 22:23:09.578817` (UTC here).
-pub fn capnslog_timestamp() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:06}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        now.subsec_micros()
-    )
-}
-
-/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 fn uuid_v4() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
@@ -379,18 +360,4 @@ fn uuid_v4() -> String {
         &h[17..20],
         &h[20..32]
     )
-}
-
-/// Reads `--`-less flag values as etcdctl does for formats: only known names.
-impl Format {
-    pub fn parse(s: &str) -> CtlResult<Format> {
-        match s {
-            "simple" => Ok(Format::Simple),
-            "json" => Ok(Format::Json),
-            "fields" => Ok(Format::Fields),
-            "protobuf" => Ok(Format::Protobuf),
-            "table" => Ok(Format::Table),
-            _ => Err(CtlError::new(EXIT_BAD_FEATURE, "unsupported output format")),
-        }
-    }
 }

@@ -5,8 +5,7 @@
 use base64::Engine as _;
 use oxcd_api::etcdserverpb as pb;
 use oxcd_api::mvccpb;
-
-use crate::gofmt::json_string;
+use oxcd_gocompat::quote::json_string;
 
 /// Builds one JSON object field by field, leaving out zero values as `omitempty` does.
 #[derive(Default)]

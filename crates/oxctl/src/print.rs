@@ -5,10 +5,11 @@ use std::io::Write as _;
 
 use oxcd_api::etcdserverpb as pb;
 use oxcd_api::mvccpb;
+use oxcd_gocompat::quote::quote;
 use prost::Message as _;
 
-use crate::ctx::{CtlError, CtlResult, EXIT_BAD_FEATURE};
-use crate::gofmt::quote;
+use crate::error::{CtlError, CtlResult, EXIT_BAD_FEATURE};
+
 use crate::json;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,14 +21,39 @@ pub enum Format {
     Table,
 }
 
+impl Format {
+    /// `--write-out`: only the names etcdctl knows.
+    pub fn parse(s: &str) -> CtlResult<Format> {
+        match s {
+            "simple" => Ok(Format::Simple),
+            "json" => Ok(Format::Json),
+            "fields" => Ok(Format::Fields),
+            "protobuf" => Ok(Format::Protobuf),
+            "table" => Ok(Format::Table),
+            _ => Err(CtlError::new(EXIT_BAD_FEATURE, "unsupported output format")),
+        }
+    }
+}
+
 pub struct Printer {
     pub format: Format,
     pub hex: bool,
     pub value_only: bool,
 }
 
-pub fn table_unsupported() -> CtlError {
-    CtlError::new(EXIT_BAD_FEATURE, "table not supported as output format")
+/// etcdctl's refusal of an output format a command does not print in.
+pub fn unsupported(format: Format) -> CtlError {
+    let name = match format {
+        Format::Simple => "simple",
+        Format::Json => "json",
+        Format::Fields => "fields",
+        Format::Protobuf => "protobuf",
+        Format::Table => "table",
+    };
+    CtlError::new(
+        EXIT_BAD_FEATURE,
+        format!("{name} not supported as output format"),
+    )
 }
 
 impl Printer {
@@ -105,7 +131,7 @@ impl Printer {
             Format::Json => out = (to_json(msg) + "\n").into_bytes(),
             Format::Fields => fields(&mut out),
             Format::Protobuf => return Ok(raw_bytes(&msg.encode_to_vec())),
-            Format::Table => return Err(table_unsupported()),
+            Format::Table => return Err(unsupported(Format::Table)),
         }
         Ok(out)
     }
@@ -213,7 +239,14 @@ fn events_json(events: &[mvccpb::Event]) -> String {
     json::array(events.iter().map(json::event).collect())
 }
 
-pub fn fields_hdr(h: &Option<pb::ResponseHeader>, out: &mut Vec<u8>) {
+/// The header lines of `-w fields`, as text.
+pub fn fields_header(h: &Option<pb::ResponseHeader>) -> String {
+    let mut out = Vec::new();
+    fields_hdr(h, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn fields_hdr(h: &Option<pb::ResponseHeader>, out: &mut Vec<u8>) {
     let h = h.unwrap_or_default();
     let _ = writeln!(out, "\"ClusterID\" : {}", h.cluster_id);
     let _ = writeln!(out, "\"MemberID\" : {}", h.member_id);

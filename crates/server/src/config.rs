@@ -5,6 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use oxcd_gocompat::duration;
+use oxcd_gocompat::flag::{self, Flag, FlagError};
+
 /// A configuration problem: printed as one line, exit status 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -14,50 +17,44 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Bool,
-    Str,
-    Uint,
-}
-
-/// Every flag oxcd takes: name, kind, default, help.
-const FLAGS: &[(&str, Kind, &str, &str)] = &[
-    ("name", Kind::Str, "default", "Human-readable name for this member."),
-    ("data-dir", Kind::Str, "", "Path to the data directory (default ${name}.etcd)."),
-    ("wal-dir", Kind::Str, "", "Path to the dedicated wal directory (default ${data-dir}/member/wal)."),
-    ("listen-client-urls", Kind::Str, "http://localhost:2379", "List of URLs to listen on for client traffic."),
-    ("advertise-client-urls", Kind::Str, "http://localhost:2379", "List of this member's client URLs to advertise to the public."),
-    ("listen-peer-urls", Kind::Str, "http://localhost:2380", "List of URLs to listen on for peer traffic."),
-    ("initial-advertise-peer-urls", Kind::Str, "http://localhost:2380", "List of this member's peer URLs to advertise to the rest of the cluster."),
-    ("initial-cluster", Kind::Str, "", "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls})."),
-    ("initial-cluster-token", Kind::Str, "etcd-cluster", "Initial cluster token for the etcd cluster during bootstrap."),
-    ("initial-cluster-state", Kind::Str, "new", "Initial cluster state ('new' or 'existing')."),
-    ("cert-file", Kind::Str, "", "Path to the client server TLS cert file."),
-    ("key-file", Kind::Str, "", "Path to the client server TLS key file."),
-    ("client-cert-auth", Kind::Bool, "false", "Enable client cert authentication."),
-    ("trusted-ca-file", Kind::Str, "", "Path to the client server TLS trusted CA cert file."),
-    ("peer-cert-file", Kind::Str, "", "Path to the peer server TLS cert file."),
-    ("peer-key-file", Kind::Str, "", "Path to the peer server TLS key file."),
-    ("peer-client-cert-auth", Kind::Bool, "false", "Enable peer client cert authentication."),
-    ("peer-trusted-ca-file", Kind::Str, "", "Path to the peer server TLS trusted CA file."),
-    ("enable-v2", Kind::Bool, "true", "Accept etcd V2 client requests."),
-    ("max-request-bytes", Kind::Uint, "1572864", "Maximum client request size in bytes the server will accept."),
-    ("max-txn-ops", Kind::Uint, "128", "Maximum number of operations permitted in a transaction."),
-    ("quota-backend-bytes", Kind::Uint, "0", "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."),
-    ("strict-reconfig-check", Kind::Bool, "true", "Reject reconfiguration requests that would cause quorum loss."),
-    ("auto-compaction-mode", Kind::Str, "periodic", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention."),
-    ("auto-compaction-retention", Kind::Str, "0", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction."),
-    ("experimental-corrupt-check-time", Kind::Str, "0s", "Duration of time between cluster corruption check passes."),
-    ("snapshot-count", Kind::Uint, "100000", "Number of committed transactions to trigger a snapshot to disk."),
-    ("heartbeat-interval", Kind::Uint, "100", "Time (in milliseconds) of a heartbeat interval."),
-    ("election-timeout", Kind::Uint, "1000", "Time (in milliseconds) for an election to timeout."),
-    ("pre-vote", Kind::Bool, "true", "Enable to run an additional Raft election phase."),
-    ("max-connections", Kind::Uint, "1024", "Maximum number of concurrent client connections per listener."),
-    ("max-watchers", Kind::Uint, "10000", "Maximum number of watchers per member."),
-    ("experimental-watch-progress-notify-interval", Kind::Str, "10m", "Duration of periodical watch progress notification."),
-    ("log-level", Kind::Str, "info", "Configures log level. Only supports debug, info, warn, error."),
-    ("version", Kind::Bool, "false", "Print the version and exit."),
+/// Every flag oxcd takes, with its default and help (one a line).
+#[rustfmt::skip]
+const FLAGS: &[Flag] = &[
+    Flag::value("name", "Human-readable name for this member.").default("default"),
+    Flag::value("data-dir", "Path to the data directory (default ${name}.etcd)."),
+    Flag::value("wal-dir", "Path to the dedicated wal directory (default ${data-dir}/member/wal)."),
+    Flag::value("listen-client-urls", "List of URLs to listen on for client traffic.").default("http://localhost:2379"),
+    Flag::value("advertise-client-urls", "List of this member's client URLs to advertise to the public.").default("http://localhost:2379"),
+    Flag::value("listen-peer-urls", "List of URLs to listen on for peer traffic.").default("http://localhost:2380"),
+    Flag::value("initial-advertise-peer-urls", "List of this member's peer URLs to advertise to the rest of the cluster.").default("http://localhost:2380"),
+    Flag::value("initial-cluster", "Initial cluster configuration for bootstrapping (default ${name}=${initial-advertise-peer-urls})."),
+    Flag::value("initial-cluster-token", "Initial cluster token for the etcd cluster during bootstrap.").default("etcd-cluster"),
+    Flag::value("initial-cluster-state", "Initial cluster state ('new' or 'existing').").default("new"),
+    Flag::value("cert-file", "Path to the client server TLS cert file."),
+    Flag::value("key-file", "Path to the client server TLS key file."),
+    Flag::boolean("client-cert-auth", "Enable client cert authentication."),
+    Flag::value("trusted-ca-file", "Path to the client server TLS trusted CA cert file."),
+    Flag::value("peer-cert-file", "Path to the peer server TLS cert file."),
+    Flag::value("peer-key-file", "Path to the peer server TLS key file."),
+    Flag::boolean("peer-client-cert-auth", "Enable peer client cert authentication."),
+    Flag::value("peer-trusted-ca-file", "Path to the peer server TLS trusted CA file."),
+    Flag::boolean("enable-v2", "Accept etcd V2 client requests.").default("true"),
+    Flag::value("max-request-bytes", "Maximum client request size in bytes the server will accept.").default("1572864"),
+    Flag::value("max-txn-ops", "Maximum number of operations permitted in a transaction.").default("128"),
+    Flag::value("quota-backend-bytes", "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).").default("0"),
+    Flag::boolean("strict-reconfig-check", "Reject reconfiguration requests that would cause quorum loss.").default("true"),
+    Flag::value("auto-compaction-mode", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.").default("periodic"),
+    Flag::value("auto-compaction-retention", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.").default("0"),
+    Flag::value("experimental-corrupt-check-time", "Duration of time between cluster corruption check passes.").default("0s"),
+    Flag::value("snapshot-count", "Number of committed transactions to trigger a snapshot to disk.").default("100000"),
+    Flag::value("heartbeat-interval", "Time (in milliseconds) of a heartbeat interval.").default("100"),
+    Flag::value("election-timeout", "Time (in milliseconds) for an election to timeout.").default("1000"),
+    Flag::boolean("pre-vote", "Enable to run an additional Raft election phase.").default("true"),
+    Flag::value("max-connections", "Maximum number of concurrent client connections per listener.").default("1024"),
+    Flag::value("max-watchers", "Maximum number of watchers per member.").default("10000"),
+    Flag::value("experimental-watch-progress-notify-interval", "Duration of periodical watch progress notification.").default("10m"),
+    Flag::value("log-level", "Configures log level. Only supports debug, info, warn, error.").default("info"),
+    Flag::boolean("version", "Print the version and exit."),
 ];
 
 /// What `parse` produced: run the server, or print something and exit.
@@ -127,100 +124,31 @@ pub enum AutoCompaction {
     Revision(u64),
 }
 
-/// Go's `time.ParseDuration` for non-negative values: numbers with units h, m, s, ms, us, ns.
-pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..n_end].parse().ok()?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u_end] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "\u{b5}s" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        rest = &rest[u_end..];
-        total += n * unit;
-    }
-    std::time::Duration::try_from_secs_f64(total).ok()
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 fn env_name(flag: &str) -> String {
     format!("ETCD_{}", flag.to_uppercase().replace('-', "_"))
 }
 
 /// Parses command-line arguments (without the program name) and the environment.
 pub fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Parsed, ConfigError> {
-    let mut set: BTreeMap<&'static str, String> = BTreeMap::new();
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        i += 1;
-        if arg == "--" || !arg.starts_with('-') || arg == "-" {
-            return err(format!(
-                "'{arg}' is not a valid flag (oxcd takes no positional arguments; run oxcd --help)"
-            ));
-        }
-        let body = arg.trim_start_matches('-');
-        if arg.starts_with("---") || body.is_empty() {
-            return err(format!("bad flag syntax: {arg}"));
-        }
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (body, None),
-        };
-        if name == "h" || name == "help" {
-            return Ok(Parsed::Help(usage()));
-        }
-        let Some(&(fname, kind, _, _)) = FLAGS.iter().find(|f| f.0 == name) else {
-            return err(format!(
-                "flag provided but not defined: -{name} (run oxcd --help for the flags oxcd takes)"
-            ));
-        };
-        let value = match (kind, inline) {
-            (Kind::Bool, None) => "true".to_string(),
-            (_, Some(v)) => v,
-            (_, None) => {
-                let Some(v) = args.get(i) else {
-                    return err(format!("flag needs an argument: -{name}"));
-                };
-                i += 1;
-                v.clone()
-            }
-        };
-        // Go's flag package sets a flag again when it is repeated: the last value wins.
-        set.insert(fname, value);
+    let parsed = match flag::parse(FLAGS, args) {
+        Ok(parsed) => parsed,
+        Err(FlagError::Help) => return Ok(Parsed::Help(usage())),
+        Err(e) => return Err(flag_error(e)),
+    };
+    if let Some(arg) = parsed.args.first() {
+        return err(format!(
+            "'{arg}' is not a valid flag (oxcd takes no positional arguments; run oxcd --help)"
+        ));
     }
+    // Go's flag package sets a flag again when it is repeated: the last value wins.
+    let mut set: BTreeMap<&'static str, String> = parsed.values.into_iter().collect();
     for (key, _) in env.iter().filter(|(k, _)| k.starts_with("ETCD_")) {
-        let known = FLAGS.iter().any(|f| env_name(f.0) == *key);
+        let known = FLAGS.iter().any(|f| env_name(f.name) == *key);
         if !known && key != "ETCD_UNSUPPORTED_ARCH" && key != "ETCDCTL_API" {
             tracing::warn!("unrecognized environment variable {key}");
         }
     }
-    for &(fname, _, _, _) in FLAGS {
+    for fname in FLAGS.iter().map(|f| f.name) {
         let ev = env_name(fname);
         if let Some(v) = env.get(&ev) {
             if set.contains_key(fname) {
@@ -238,6 +166,21 @@ pub fn parse(args: &[String], env: &BTreeMap<String, String>) -> Result<Parsed, 
     Ok(Parsed::Run(Box::new(raw.into_config()?)))
 }
 
+/// Go's flag errors, with what to do where oxcd can say it.
+fn flag_error(e: FlagError) -> ConfigError {
+    ConfigError(match e {
+        FlagError::Unknown(name) => format!(
+            "flag provided but not defined: -{name} (run oxcd --help for the flags oxcd takes)"
+        ),
+        FlagError::BadBool { name, value } => bad_bool(&name, &value),
+        other => other.to_string(),
+    })
+}
+
+fn bad_bool(name: &str, value: &str) -> String {
+    format!("invalid boolean value {value:?} for --{name}: use true or false")
+}
+
 struct RawFlags {
     set: BTreeMap<&'static str, String>,
 }
@@ -249,8 +192,8 @@ impl RawFlags {
         }
         FLAGS
             .iter()
-            .find(|f| f.0 == name)
-            .map(|f| f.2.to_string())
+            .find(|f| f.name == name)
+            .map(|f| f.default.to_string())
             .unwrap_or_default()
     }
 
@@ -260,11 +203,7 @@ impl RawFlags {
 
     fn bool(&self, name: &str) -> Result<bool, ConfigError> {
         let v = self.str(name);
-        parse_bool(&v).ok_or_else(|| {
-            ConfigError(format!(
-                "invalid boolean value {v:?} for --{name}: use true or false"
-            ))
-        })
+        flag::parse_bool(&v).ok_or_else(|| ConfigError(bad_bool(name, &v)))
     }
 
     fn uint(&self, name: &str) -> Result<u64, ConfigError> {
@@ -279,8 +218,8 @@ impl RawFlags {
     /// A positive Go duration (`10m`, `1s`, `500ms`, `1m30s`).
     fn duration(&self, name: &str) -> Result<std::time::Duration, ConfigError> {
         let v = self.str(name);
-        match parse_go_duration(&v) {
-            Some(d) if !d.is_zero() => Ok(d),
+        match duration::parse(&v) {
+            Ok(d) if !d.is_zero() => Ok(d),
             _ => err(format!(
                 "invalid value {v:?} for --{name}: expected a positive duration such as 10m, 1s or 500ms"
             )),
@@ -318,7 +257,7 @@ impl RawFlags {
             "periodic" => {
                 let d = match retention.trim().parse::<u64>() {
                     Ok(hours) => std::time::Duration::from_secs(hours.saturating_mul(3600)),
-                    Err(_) => parse_go_duration(retention.trim()).ok_or_else(bad)?,
+                    Err(_) => duration::parse(retention.trim()).map_err(|_| bad())?,
                 };
                 Ok((!d.is_zero()).then_some(AutoCompaction::Periodic(d)))
             }
@@ -416,7 +355,7 @@ impl RawFlags {
             wal_dir: self.path("wal-dir"),
             corrupt_check: {
                 let v = self.str("experimental-corrupt-check-time");
-                let d = parse_go_duration(&v).ok_or_else(|| {
+                let d = duration::parse(&v).map_err(|_| {
                     ConfigError(format!(
                         "invalid value {v:?} for --experimental-corrupt-check-time: expected a duration (e.g. 5m)"
                     ))
@@ -510,12 +449,12 @@ impl Config {
 /// The help text.
 pub fn usage() -> String {
     let mut s = String::from("Usage:\n\n  oxcd [flags]\n\nFlags (each also from ETCD_<NAME>):\n");
-    for (name, kind, default, help) in FLAGS {
-        let d = match kind {
-            Kind::Str if default.is_empty() => String::new(),
-            _ => format!(" (default {default:?})"),
+    for f in FLAGS {
+        let d = match f.default {
+            "" => String::new(),
+            default => format!(" (default {default:?})"),
         };
-        s.push_str(&format!("  --{name}\n        {help}{d}\n"));
+        s.push_str(&format!("  --{}\n        {}{d}\n", f.name, f.usage));
     }
     s
 }
@@ -531,24 +470,28 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        let d = |s: &str| parse_go_duration(s).map(|d| d.as_millis());
-        assert_eq!(d("10m"), Some(600_000));
-        assert_eq!(d("1s"), Some(1000));
-        assert_eq!(d("500ms"), Some(500));
-        assert_eq!(d("1m30s"), Some(90_000));
-        assert_eq!(d("1.5h"), Some(5_400_000));
-        assert_eq!(d("0"), Some(0));
-        for bad in ["", "10", "1x", "s", "-1s", "1s2"] {
-            assert_eq!(d(bad), None, "{bad:?}");
+        let flag = "--experimental-watch-progress-notify-interval";
+        for (text, ms) in [("2s", 2000), ("1m30s", 90_000), ("1.5h", 5_400_000)] {
+            let Ok(Parsed::Run(c)) = p(&[&format!("{flag}={text}")]) else {
+                panic!("a duration flag: {text}")
+            };
+            assert_eq!(c.watch_progress_notify_interval.as_millis(), ms, "{text}");
         }
-        let Ok(Parsed::Run(c)) = p(&["--experimental-watch-progress-notify-interval=2s"]) else {
-            panic!("a duration flag")
+        for bad in ["0", "-1s", "10", "1x"] {
+            let Err(e) = p(&[&format!("{flag}={bad}")]) else {
+                panic!("{bad} is refused")
+            };
+            assert!(e.0.contains("positive duration"), "{e}");
+        }
+        let Ok(Parsed::Run(c)) = p(&["--auto-compaction-retention=1h30m"]) else {
+            panic!("a periodic retention")
         };
-        assert_eq!(c.watch_progress_notify_interval.as_millis(), 2000);
-        let Err(e) = p(&["--experimental-watch-progress-notify-interval=0"]) else {
-            panic!("zero is refused")
-        };
-        assert!(e.0.contains("positive duration"), "{e}");
+        assert_eq!(
+            c.auto_compaction,
+            Some(AutoCompaction::Periodic(std::time::Duration::from_secs(
+                5400
+            )))
+        );
     }
 
     #[test]
@@ -576,6 +519,14 @@ mod tests {
     fn errors_name_the_flag() {
         let e = p(&["--nope"]).unwrap_err().0;
         assert!(e.contains("-nope"), "{e}");
+        let e = p(&["--name=a", "extra", "--nope"]).unwrap_err().0;
+        assert!(e.starts_with("'extra' is not a valid flag"), "{e}");
+        let e = p(&["--", "extra"]).unwrap_err().0;
+        assert!(e.starts_with("'extra' is not a valid flag"), "{e}");
+        let e = p(&["-=x"]).unwrap_err().0;
+        assert_eq!(e, "bad flag syntax: -=x");
+        let e = p(&["--name"]).unwrap_err().0;
+        assert_eq!(e, "flag needs an argument: -name");
         let e = p(&["--listen-client-urls=http://example.com:2379"])
             .unwrap_err()
             .0;

@@ -218,26 +218,7 @@ fn start_member(
     let watch = Arc::new(WatchHub::new(cfg.watchers_max));
     let (v2_index_tx, v2_index_rx) = tokio_watch::channel(0u64);
     let waiters = Default::default();
-    let peer_ctx = peer::PeerContext {
-        activity: Arc::new(peer::PeerActivity::default()),
-        member_id: boot.member_id,
-        cluster_id: boot.cluster_id,
-        raft_tx: raft_tx.clone(),
-        client_cert_auth: cfg
-            .peer_tls
-            .as_ref()
-            .is_some_and(|t| t.trusted_ca_file.is_some()),
-        table: tables.members.clone(),
-        local_ip: local_peer_ip(cfg),
-        fresh: {
-            let status = status.clone();
-            let fresh = boot.fresh;
-            Arc::new(move || {
-                fresh && status.applied.load(std::sync::atomic::Ordering::Relaxed) == 0
-            })
-        },
-        stop: stop.clone(),
-    };
+    let peer_ctx = peer_context(cfg, &boot, &tables, &status, raft_tx.clone(), stop.clone());
     let transport = Arc::new(peer::start_dialers(
         &peer_ctx,
         &boot.members.list,
@@ -286,17 +267,7 @@ fn start_member(
         },
     });
     let published = raft_loop.published();
-    let raft_thread = std::thread::Builder::new()
-        .name("raft".into())
-        .spawn(move || {
-            let stopped = match raft_loop.run() {
-                Ok(LoopExit::Shutdown) => return,
-                Ok(LoopExit::Removed) => Stop::Removed,
-                Err(e) => Stop::Fatal(format!("fatal storage error in the raft loop: {e}")),
-            };
-            let _ = stop.blocking_send(stopped);
-        })
-        .context("cannot start the raft thread")?;
+    let raft_thread = spawn_raft_thread(raft_loop, stop)?;
     let id_prefix = (boot.member_id & 0xffff) << 48;
     let start = ((clock::now_ms() as u64) & 0xff_ffff_ffff) << 8;
     let server = Arc::new(Server {
@@ -322,6 +293,56 @@ fn start_member(
         raft_tx,
         raft_thread,
     })
+}
+
+/// What the peer transport needs to know, in both directions.
+fn peer_context(
+    cfg: &Config,
+    boot: &Boot,
+    tables: &Tables,
+    status: &Arc<RaftStatus>,
+    raft_tx: std::sync::mpsc::SyncSender<RaftEvent>,
+    stop: StopSender,
+) -> peer::PeerContext {
+    peer::PeerContext {
+        activity: Arc::new(peer::PeerActivity::default()),
+        member_id: boot.member_id,
+        cluster_id: boot.cluster_id,
+        raft_tx,
+        client_cert_auth: cfg
+            .peer_tls
+            .as_ref()
+            .is_some_and(|t| t.trusted_ca_file.is_some()),
+        table: tables.members.clone(),
+        local_ip: local_peer_ip(cfg),
+        fresh: {
+            let status = status.clone();
+            let fresh = boot.fresh;
+            Arc::new(move || {
+                fresh && status.applied.load(std::sync::atomic::Ordering::Relaxed) == 0
+            })
+        },
+        stop,
+    }
+}
+
+/// Runs the raft loop on a thread of its own; when it ends on its own (removed, or a
+/// failure), `run` hears of it through `stop`.
+fn spawn_raft_thread(
+    raft_loop: RaftLoop,
+    stop: StopSender,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            let stopped = match raft_loop.run() {
+                Ok(LoopExit::Shutdown) => return,
+                Ok(LoopExit::Removed) => Stop::Removed,
+                Err(e) => Stop::Fatal(format!("fatal storage error in the raft loop: {e}")),
+            };
+            let _ = stop.blocking_send(stopped);
+        })
+        .context("cannot start the raft thread")
 }
 
 /// raft-rs's node over the log bootstrap rebuilt from the WAL. A one-member cluster

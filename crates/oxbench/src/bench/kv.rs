@@ -1,25 +1,31 @@
 //! put, range, txn-put and txn-mixed.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
 use oxcd_api::etcdserverpb::{self as pb, request_op::Request};
 use oxcd_client::Client;
 
-use super::{bench_key, error_text, progress, random_bytes, report, run_clients, Pacer};
-use crate::cli::{parse_duration, Global};
-use crate::report::Samples;
+use super::{bench_key, random_bytes, report, run_requests, titled_report, Pacer};
+use crate::global::Global;
 
+/// The sizes of the keys and values a workload writes.
 #[derive(Args, Debug)]
-pub struct PutArgs {
+pub struct Sizes {
     /// Key size of put request
     #[arg(long, default_value_t = 8)]
     pub key_size: usize,
     /// Value size of put request
     #[arg(long, default_value_t = 8)]
     pub val_size: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    #[command(flatten)]
+    pub sizes: Sizes,
     /// Total number of put requests
     #[arg(long, default_value_t = 10000)]
     pub total: usize,
@@ -33,8 +39,8 @@ pub struct PutArgs {
     #[arg(long)]
     pub sequential_keys: bool,
     /// Interval to compact database (do not compact if 0)
-    #[arg(long, default_value = "0s")]
-    pub compact_interval: String,
+    #[arg(long, default_value = "0s", value_parser = oxcd_gocompat::duration::parse)]
+    pub compact_interval: Duration,
     /// Delta between current revision and compact revision
     #[arg(long, default_value_t = 1000)]
     pub compact_index_delta: i64,
@@ -64,10 +70,8 @@ pub struct RangeArgs {
 
 #[derive(Args, Debug)]
 pub struct TxnPutArgs {
-    #[arg(long, default_value_t = 8)]
-    pub key_size: usize,
-    #[arg(long, default_value_t = 8)]
-    pub val_size: usize,
+    #[command(flatten)]
+    pub sizes: Sizes,
     /// Number of puts per txn
     #[arg(long, default_value_t = 1)]
     pub txn_ops: usize,
@@ -88,10 +92,8 @@ pub struct TxnMixedArgs {
     /// Read/write ops ratio
     #[arg(long, default_value_t = 1.0)]
     pub rw_ratio: f64,
-    #[arg(long, default_value_t = 8)]
-    pub key_size: usize,
-    #[arg(long, default_value_t = 8)]
-    pub val_size: usize,
+    #[command(flatten)]
+    pub sizes: Sizes,
     #[arg(long, default_value_t = 1)]
     pub key_space_size: u64,
     /// Linearizable(l) or Serializable(s)
@@ -128,52 +130,29 @@ async fn drive<F, Fut>(
     name: &str,
     total: usize,
     rate: f64,
-    max: Duration,
     op: F,
 ) -> anyhow::Result<()>
 where
     F: Fn(Client, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send,
 {
-    let pacer = Pacer::new(total, rate, max);
-    let stop = progress(pacer.clone());
-    let op = Arc::new(op);
-    let conns = Arc::new(clients);
-    let all = run_clients(g.clients, |c| {
-        let (pacer, op, conns) = (pacer.clone(), op.clone(), conns.clone());
-        async move {
-            let client = conns[c % conns.len()].clone();
-            let mut s = Samples::default();
-            while let Some(i) = pacer.next().await {
-                let t = Instant::now();
-                match op(client.clone(), i).await {
-                    Ok(()) => s.ok(t.elapsed()),
-                    Err(e) => s.err(error_text(&e)),
-                }
-                pacer.finished_one();
-            }
-            s
-        }
-    })
-    .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    report(g, name, all, pacer.start.elapsed());
+    let pacer = Pacer::new(total, rate, g.max_duration);
+    let [samples] = run_requests(g.clients, clients, &pacer, move |c, i| (0, op(c, i))).await;
+    report(g, name, samples, pacer.start.elapsed());
     Ok(())
 }
 
-pub async fn put(
-    g: &Global,
-    clients: Vec<Client>,
-    a: PutArgs,
-    max: Duration,
-) -> anyhow::Result<()> {
-    let value = Arc::new(random_bytes(a.val_size));
-    let compact = parse_duration(&a.compact_interval)?;
-    if compact > Duration::ZERO {
-        spawn_compactor(clients[0].clone(), compact, a.compact_index_delta);
+pub async fn put(g: &Global, clients: Vec<Client>, a: PutArgs) -> anyhow::Result<()> {
+    let value = Arc::new(random_bytes(a.sizes.val_size));
+    if a.compact_interval > Duration::ZERO {
+        spawn_compactor(
+            clients[0].clone(),
+            a.compact_interval,
+            a.compact_index_delta,
+        );
     }
-    let (space, seq, size) = (a.key_space_size, a.sequential_keys, a.key_size);
-    drive(g, clients, "put", a.total, a.rate, max, move |c, i| {
+    let (space, seq, size) = (a.key_space_size, a.sequential_keys, a.sizes.key_size);
+    drive(g, clients, "put", a.total, a.rate, move |c, i| {
         let req = pb::PutRequest {
             key: key_for(i, space, seq, size),
             value: value.to_vec(),
@@ -229,29 +208,19 @@ fn range_request(
     })
 }
 
-pub async fn range(
-    g: &Global,
-    clients: Vec<Client>,
-    a: RangeArgs,
-    max: Duration,
-) -> anyhow::Result<()> {
+pub async fn range(g: &Global, clients: Vec<Client>, a: RangeArgs) -> anyhow::Result<()> {
     let req = range_request(&a.args, &a.consistency, a.limit, a.count_only)?;
-    drive(g, clients, "range", a.total, a.rate, max, move |c, _| {
+    drive(g, clients, "range", a.total, a.rate, move |c, _| {
         let req = req.clone();
         async move { c.kv().range(req).await.map(|_| ()) }
     })
     .await
 }
 
-pub async fn txn_put(
-    g: &Global,
-    clients: Vec<Client>,
-    a: TxnPutArgs,
-    max: Duration,
-) -> anyhow::Result<()> {
-    let value = Arc::new(random_bytes(a.val_size));
-    let (ops, space, size) = (a.txn_ops.max(1), a.key_space_size, a.key_size);
-    drive(g, clients, "txn-put", a.total, a.rate, max, move |c, i| {
+pub async fn txn_put(g: &Global, clients: Vec<Client>, a: TxnPutArgs) -> anyhow::Result<()> {
+    let value = Arc::new(random_bytes(a.sizes.val_size));
+    let (ops, space, size) = (a.txn_ops.max(1), a.key_space_size, a.sizes.key_size);
+    drive(g, clients, "txn-put", a.total, a.rate, move |c, i| {
         // Distinct keys within one txn (etcd refuses duplicates), as etcd's txn-put makes them.
         let success = (0..ops)
             .map(|j| pb::RequestOp {
@@ -273,75 +242,35 @@ pub async fn txn_put(
 }
 
 /// Reads and writes mixed `rw-ratio` to 1; one report for each.
-pub async fn txn_mixed(
-    g: &Global,
-    clients: Vec<Client>,
-    a: TxnMixedArgs,
-    max: Duration,
-) -> anyhow::Result<()> {
+pub async fn txn_mixed(g: &Global, clients: Vec<Client>, a: TxnMixedArgs) -> anyhow::Result<()> {
+    const READS: usize = 0;
+    const WRITES: usize = 1;
     let read = range_request(&a.args, &a.consistency, a.limit, false)?;
-    let value = random_bytes(a.val_size);
-    let pacer = Pacer::new(a.total, a.rate, max);
-    let stop = progress(pacer.clone());
-    let conns = Arc::new(clients);
+    let value = random_bytes(a.sizes.val_size);
     let read_share = a.rw_ratio / (a.rw_ratio + 1.0);
-    let (space, size) = (a.key_space_size, a.key_size);
-    let (reads, writes) = (
-        Arc::new(std::sync::Mutex::new(Samples::default())),
-        Arc::new(std::sync::Mutex::new(Samples::default())),
-    );
-    run_clients(g.clients, |c| {
-        let (pacer, conns, read, value) =
-            (pacer.clone(), conns.clone(), read.clone(), value.clone());
-        let (reads, writes) = (reads.clone(), writes.clone());
-        async move {
-            let client = conns[c % conns.len()].clone();
-            let (mut r, mut w) = (Samples::default(), Samples::default());
-            while let Some(i) = pacer.next().await {
-                let is_read = rand::random::<f64>() < read_share;
-                let op = if is_read {
-                    Request::RequestRange(read.clone())
-                } else {
-                    Request::RequestPut(pb::PutRequest {
-                        key: key_for(i, space, false, size),
-                        value: value.clone(),
-                        ..Default::default()
-                    })
-                };
-                let req = pb::TxnRequest {
-                    compare: vec![],
-                    success: vec![pb::RequestOp { request: Some(op) }],
-                    failure: vec![],
-                };
-                let t = Instant::now();
-                let res = client.kv().txn(req).await;
-                let s = if is_read { &mut r } else { &mut w };
-                match res {
-                    Ok(_) => s.ok(t.elapsed()),
-                    Err(e) => s.err(error_text(&e)),
-                }
-                pacer.finished_one();
-            }
-            reads.lock().map(|mut x| x.merge(r)).ok();
-            writes.lock().map(|mut x| x.merge(w)).ok();
-            Samples::default()
-        }
+    let (space, size) = (a.key_space_size, a.sizes.key_size);
+    let pacer = Pacer::new(a.total, a.rate, g.max_duration);
+    let [reads, writes] = run_requests(g.clients, clients, &pacer, move |client, i| {
+        let (lane, op) = if rand::random::<f64>() < read_share {
+            (READS, Request::RequestRange(read.clone()))
+        } else {
+            let put = pb::PutRequest {
+                key: key_for(i, space, false, size),
+                value: value.clone(),
+                ..Default::default()
+            };
+            (WRITES, Request::RequestPut(put))
+        };
+        let req = pb::TxnRequest {
+            compare: vec![],
+            success: vec![pb::RequestOp { request: Some(op) }],
+            failure: vec![],
+        };
+        (lane, async move { client.kv().txn(req).await.map(|_| ()) })
     })
     .await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let elapsed = pacer.start.elapsed();
-    let take = |m: &std::sync::Mutex<Samples>| {
-        m.lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default()
-    };
-    if !g.json {
-        println!("Read summary:");
-    }
-    report(g, "txn-mixed-read", take(&reads), elapsed);
-    if !g.json {
-        println!("Write summary:");
-    }
-    report(g, "txn-mixed-write", take(&writes), elapsed);
+    titled_report(g, "Read summary:", "txn-mixed-read", reads, elapsed);
+    titled_report(g, "Write summary:", "txn-mixed-write", writes, elapsed);
     Ok(())
 }

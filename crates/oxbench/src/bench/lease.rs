@@ -2,7 +2,7 @@
 //! measures each request's round trip.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use oxcd_api::etcdserverpb as pb;
@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
 use super::{error_text, progress, report, run_clients, Pacer};
-use crate::cli::Global;
+use crate::global::Global;
 use crate::report::Samples;
 
 /// TTL of the leases the benchmark keeps alive.
@@ -27,13 +27,8 @@ pub struct KeepaliveArgs {
     pub rate: f64,
 }
 
-pub async fn keepalive(
-    g: &Global,
-    clients: Vec<Client>,
-    a: KeepaliveArgs,
-    max: Duration,
-) -> anyhow::Result<()> {
-    let pacer = Pacer::new(a.total, a.rate, max);
+pub async fn keepalive(g: &Global, clients: Vec<Client>, a: KeepaliveArgs) -> anyhow::Result<()> {
+    let pacer = Pacer::new(a.total, a.rate, g.max_duration);
     let stop = progress(pacer.clone());
     let conns = Arc::new(clients);
     let all = run_clients(g.clients, |c| {

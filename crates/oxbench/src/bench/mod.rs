@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{parse_duration, Cli, Command, Global};
+use oxcd_client::Client;
+
+use crate::global::Global;
 use crate::report::{stats, Samples};
 
 /// Progress bar refresh period.
@@ -82,6 +84,52 @@ where
     all
 }
 
+/// Sends requests from `clients` tasks over the connections (shared round-robin) until the
+/// pacer stops, with the progress bar. `op` makes request `i` and names the lane (below
+/// `LANES`) whose samples record its latency or error.
+pub async fn run_requests<const LANES: usize, F, Fut>(
+    clients: usize,
+    conns: Vec<Client>,
+    pacer: &Arc<Pacer>,
+    op: F,
+) -> [Samples; LANES]
+where
+    F: Fn(Client, usize) -> (usize, Fut) + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let stop = progress(pacer.clone());
+    let (op, conns) = (Arc::new(op), Arc::new(conns));
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (pacer, op, conns) = (pacer.clone(), op.clone(), conns.clone());
+        set.spawn(async move {
+            let client = &conns[c % conns.len()];
+            let mut lanes: [Samples; LANES] = std::array::from_fn(|_| Samples::default());
+            while let Some(i) = pacer.next().await {
+                let (lane, request) = op(client.clone(), i);
+                let t = Instant::now();
+                let result = request.await;
+                let s = &mut lanes[lane];
+                match result {
+                    Ok(()) => s.ok(t.elapsed()),
+                    Err(e) => s.err(error_text(&e)),
+                }
+                pacer.finished_one();
+            }
+            lanes
+        });
+    }
+    let mut all: [Samples; LANES] = std::array::from_fn(|_| Samples::default());
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(lanes) => all.iter_mut().zip(lanes).for_each(|(a, s)| a.merge(s)),
+            Err(e) => all[0].err(format!("client task failed: {e}")),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    all
+}
+
 /// Draws a progress bar on stderr while the run goes, when stderr is a terminal.
 pub fn progress(pacer: Arc<Pacer>) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -108,6 +156,14 @@ pub fn progress(pacer: Arc<Pacer>) -> Arc<AtomicBool> {
     stop
 }
 
+/// One of the reports of a run that makes several, under its `title` line in etcd's text.
+pub fn titled_report(g: &Global, title: &str, name: &str, samples: Samples, elapsed: Duration) {
+    if !g.json {
+        println!("{title}");
+    }
+    report(g, name, samples, elapsed);
+}
+
 /// Prints one report: etcd's text, or a JSON object with `--json`.
 pub fn report(g: &Global, name: &str, samples: Samples, elapsed: Duration) {
     let series = g.sample.then(|| crate::report::time_series(&samples));
@@ -116,21 +172,6 @@ pub fn report(g: &Global, name: &str, samples: Samples, elapsed: Duration) {
         println!("{}", st.json(name));
     } else {
         println!("{}{}", st.text(g.precise), series.unwrap_or_default());
-    }
-}
-
-pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let g = cli.global;
-    let clients = crate::conns::open(&g).await?;
-    let max = parse_duration(&g.max_duration)?;
-    match cli.command {
-        Command::Put(a) => kv::put(&g, clients, a, max).await,
-        Command::Range(a) => kv::range(&g, clients, a, max).await,
-        Command::TxnPut(a) => kv::txn_put(&g, clients, a, max).await,
-        Command::TxnMixed(a) => kv::txn_mixed(&g, clients, a, max).await,
-        Command::Watch(a) => watch::watch(&g, clients, a, max).await,
-        Command::WatchLatency(a) => watch::latency(&g, clients, a, max).await,
-        Command::LeaseKeepalive(a) => lease::keepalive(&g, clients, a, max).await,
     }
 }
 

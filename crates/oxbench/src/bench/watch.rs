@@ -11,8 +11,8 @@ use oxcd_client::Client;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
-use super::{error_text, report, Pacer};
-use crate::cli::Global;
+use super::{error_text, report, titled_report, Pacer};
+use crate::global::Global;
 use crate::report::Samples;
 
 /// Create requests queued per stream.
@@ -69,12 +69,7 @@ pub struct WatchLatencyArgs {
     pub val_size: usize,
 }
 
-pub async fn watch(
-    g: &Global,
-    clients: Vec<Client>,
-    a: WatchArgs,
-    max: Duration,
-) -> anyhow::Result<()> {
+pub async fn watch(g: &Global, clients: Vec<Client>, a: WatchArgs) -> anyhow::Result<()> {
     let plan = Fanout {
         streams: a.total_streams,
         per_stream: a.watch_per_stream,
@@ -85,24 +80,26 @@ pub async fn watch(
         prefix: false,
         key_space: 1,
     };
-    let (created, events, created_secs, events_secs) = fanout(clients, plan, max).await?;
-    if !g.json {
-        println!("Watch creation summary:");
-    }
-    report(g, "watch-create", created, created_secs);
-    if !g.json {
-        println!("Watch events received summary:");
-    }
-    report(g, "watch-events", events, events_secs);
+    let (created, events, created_secs, events_secs) =
+        fanout(clients, plan, g.max_duration).await?;
+    titled_report(
+        g,
+        "Watch creation summary:",
+        "watch-create",
+        created,
+        created_secs,
+    );
+    titled_report(
+        g,
+        "Watch events received summary:",
+        "watch-events",
+        events,
+        events_secs,
+    );
     Ok(())
 }
 
-pub async fn latency(
-    g: &Global,
-    clients: Vec<Client>,
-    a: WatchLatencyArgs,
-    max: Duration,
-) -> anyhow::Result<()> {
+pub async fn latency(g: &Global, clients: Vec<Client>, a: WatchLatencyArgs) -> anyhow::Result<()> {
     let plan = Fanout {
         streams: a.streams,
         per_stream: a.watchers_per_stream,
@@ -113,7 +110,7 @@ pub async fn latency(
         prefix: a.prefix,
         key_space: a.key_space_size.max(1),
     };
-    let (_, events, _, events_secs) = fanout(clients, plan, max).await?;
+    let (_, events, _, events_secs) = fanout(clients, plan, g.max_duration).await?;
     report(g, "watch-latency", events, events_secs);
     Ok(())
 }

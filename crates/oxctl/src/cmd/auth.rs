@@ -2,14 +2,18 @@
 //! role add | delete | get | list | grant-permission | revoke-permission.
 
 use std::fmt::Write as _;
+use std::future::Future;
 
 use oxcd_api::authpb::{self, permission::Type as PermType};
 use oxcd_api::etcdserverpb as pb;
 
 use super::{emit, prefix_end};
-use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_ERROR};
+use oxcd_gocompat::quote::quote;
+
+use crate::ctx::Ctx;
+use crate::error::{CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_ERROR};
 use crate::json::{self, Obj};
-use crate::print::{fields_hdr, table_unsupported, Format};
+use crate::print::{fields_header, unsupported, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AuthCmd {
@@ -88,20 +92,54 @@ pub struct RangeFlags {
     from_key: bool,
 }
 
+/// The responses of auth changes: a header and nothing else.
+trait HeaderOnly {
+    fn header(&self) -> &Option<pb::ResponseHeader>;
+}
+
+macro_rules! header_only {
+    ($($response:ty),*) => {
+        $(impl HeaderOnly for $response {
+            fn header(&self) -> &Option<pb::ResponseHeader> {
+                &self.header
+            }
+        })*
+    };
+}
+
+header_only!(
+    pb::AuthUserAddResponse,
+    pb::AuthUserDeleteResponse,
+    pb::AuthUserChangePasswordResponse,
+    pb::AuthUserGrantRoleResponse,
+    pb::AuthUserRevokeRoleResponse,
+    pb::AuthRoleAddResponse,
+    pb::AuthRoleDeleteResponse,
+    pb::AuthRoleGrantPermissionResponse,
+    pb::AuthRoleRevokePermissionResponse
+);
+
+/// Makes one auth change and prints etcdctl's sentence `done`, or the header in the other
+/// formats.
+async fn change<T: HeaderOnly>(
+    ctx: &Ctx,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    done: String,
+) -> CtlResult {
+    let r = ctx.call(call).await?;
+    header_out(ctx, r.header(), done)
+}
+
 /// Prints a response that carries only a header: `simple` text, or its json/fields form.
 fn header_out(ctx: &Ctx, h: &Option<pb::ResponseHeader>, simple: String) -> CtlResult {
     match ctx.printer.format {
         Format::Simple => emit(simple.as_bytes()),
         Format::Json => emit((json::header_only(h) + "\n").as_bytes()),
-        Format::Fields => {
-            let mut out = Vec::new();
-            fields_hdr(h, &mut out);
-            emit(&out)
-        }
+        Format::Fields => emit(fields_header(h).as_bytes()),
         Format::Protobuf => emit(&prost::Message::encode_to_vec(&pb::AuthUserAddResponse {
             header: *h,
         })),
-        Format::Table => Err(table_unsupported()),
+        Format::Table => Err(unsupported(Format::Table)),
     }
 }
 
@@ -128,7 +166,7 @@ pub async fn auth(ctx: &Ctx, c: AuthCmd) -> CtlResult {
                     }
                     Err(s) => {
                         ctx.warn_unary(&s);
-                        return Err(CtlError::new(EXIT_ERROR, crate::ctx::status_message(&s)));
+                        return Err(CtlError::new(EXIT_ERROR, crate::error::status_message(&s)));
                     }
                 }
             }
@@ -166,111 +204,101 @@ pub async fn user(ctx: &Ctx, c: UserCmd) -> CtlResult {
             interactive,
             new_user_password,
             args,
-        } => {
-            let arg = one_arg(&args, "user add command requires user name as its argument")?;
-            let (name, password) = if !new_user_password.is_empty() {
-                (arg.to_string(), new_user_password)
-            } else if let Some((u, p)) = arg.split_once(':') {
-                if u.is_empty() {
-                    return Err(CtlError::args("empty user name is not allowed"));
-                }
-                (u.to_string(), p.to_string())
-            } else {
-                (
-                    arg.to_string(),
-                    read_password_line(&format!("Password of {arg}: "), interactive)?,
-                )
-            };
-            let client = ctx.client().await?;
-            let req = pb::AuthUserAddRequest {
-                name: name.clone(),
-                password,
-                ..Default::default()
-            };
-            let r = ctx.call(client.auth().user_add(req)).await?;
-            header_out(ctx, &r.header, format!("User {name} created\n"))
-        }
+        } => user_add(ctx, &args, new_user_password, interactive).await,
         UserCmd::Delete { args } => {
             let name = one_arg(
                 &args,
                 "user delete command requires user name as its argument",
-            )?
-            .to_string();
+            )?;
+            let req = pb::AuthUserDeleteRequest { name: name.into() };
             let client = ctx.client().await?;
-            let r = ctx
-                .call(
-                    client
-                        .auth()
-                        .user_delete(pb::AuthUserDeleteRequest { name: name.clone() }),
-                )
-                .await?;
-            header_out(ctx, &r.header, format!("User {name} deleted\n"))
+            change(
+                ctx,
+                client.auth().user_delete(req),
+                format!("User {name} deleted\n"),
+            )
+            .await
         }
         UserCmd::Get { detail, args } => user_get(ctx, &args, detail).await,
         UserCmd::List => {
             let client = ctx.client().await?;
-            let r = ctx
-                .call(client.auth().user_list(pb::AuthUserListRequest {}))
-                .await?;
+            let req = pb::AuthUserListRequest {};
+            let r = ctx.call(client.auth().user_list(req)).await?;
             if ctx.printer.format == Format::Fields {
-                return Err(fields_unsupported());
+                return Err(unsupported(Format::Fields));
             }
-            if ctx.printer.format == Format::Protobuf {
-                return emit(&prost::Message::encode_to_vec(&r));
-            }
-            names_out(ctx, &r.header, "users", "Users", &r.users)
+            names_out(ctx, &r, &r.header, ["users", "Users"], &r.users)
         }
         UserCmd::Passwd { interactive, args } => {
             let name = one_arg(
                 &args,
                 "user passwd command requires user name as its argument",
-            )?
-            .to_string();
+            )?;
             let password = read_password_line(&format!("Password of {name}: "), interactive)?;
-            let client = ctx.client().await?;
             let req = pb::AuthUserChangePasswordRequest {
-                name,
+                name: name.into(),
                 password,
                 ..Default::default()
             };
-            let r = ctx.call(client.auth().user_change_password(req)).await?;
-            header_out(ctx, &r.header, "Password updated\n".into())
+            let client = ctx.client().await?;
+            let mut auth = client.auth();
+            change(
+                ctx,
+                auth.user_change_password(req),
+                "Password updated\n".into(),
+            )
+            .await
         }
         UserCmd::GrantRole { args } => {
-            let [user, role] = two(
-                &args,
-                "user grant command requires user name and role name as its argument",
-            )?;
+            let msg = "user grant command requires user name and role name as its argument";
+            let [user, role] = two(&args, msg)?;
+            let done = format!("Role {role} is granted to user {user}\n");
+            let req = pb::AuthUserGrantRoleRequest { user, role };
             let client = ctx.client().await?;
-            let req = pb::AuthUserGrantRoleRequest {
-                user: user.clone(),
-                role: role.clone(),
-            };
-            let r = ctx.call(client.auth().user_grant_role(req)).await?;
-            header_out(
-                ctx,
-                &r.header,
-                format!("Role {role} is granted to user {user}\n"),
-            )
+            change(ctx, client.auth().user_grant_role(req), done).await
         }
         UserCmd::RevokeRole { args } => {
-            let [user, role] = two(
-                &args,
-                "user revoke-role requires user name and role name as its argument",
-            )?;
+            let msg = "user revoke-role requires user name and role name as its argument";
+            let [name, role] = two(&args, msg)?;
+            let done = format!("Role {role} is revoked from user {name}\n");
+            let req = pb::AuthUserRevokeRoleRequest { name, role };
             let client = ctx.client().await?;
-            let req = pb::AuthUserRevokeRoleRequest {
-                name: user.clone(),
-                role: role.clone(),
-            };
-            let r = ctx.call(client.auth().user_revoke_role(req)).await?;
-            header_out(
-                ctx,
-                &r.header,
-                format!("Role {role} is revoked from user {user}\n"),
-            )
+            change(ctx, client.auth().user_revoke_role(req), done).await
         }
     }
+}
+
+/// `user add NAME[:PASSWORD]`, the password from `--new-user-password`, the argument or stdin.
+async fn user_add(
+    ctx: &Ctx,
+    args: &[String],
+    new_user_password: String,
+    interactive: bool,
+) -> CtlResult {
+    let arg = one_arg(args, "user add command requires user name as its argument")?;
+    let (name, password) = if !new_user_password.is_empty() {
+        (arg, new_user_password)
+    } else if let Some((u, p)) = arg.split_once(':') {
+        if u.is_empty() {
+            return Err(CtlError::args("empty user name is not allowed"));
+        }
+        (u, p.to_string())
+    } else {
+        let prompt = format!("Password of {arg}: ");
+        (arg, read_password_line(&prompt, interactive)?)
+    };
+    let req = pb::AuthUserAddRequest {
+        name: name.into(),
+        password,
+        ..Default::default()
+    };
+    let client = ctx.client().await?;
+    change(
+        ctx,
+        client.auth().user_add(req),
+        format!("User {name} created\n"),
+    )
+    .await
 }
 
 fn two(args: &[String], msg: &str) -> CtlResult<[String; 2]> {
@@ -281,25 +309,15 @@ fn two(args: &[String], msg: &str) -> CtlResult<[String; 2]> {
 }
 
 async fn user_get(ctx: &Ctx, args: &[String], detail: bool) -> CtlResult {
-    let name = one_arg(args, "user get command requires user name as its argument")?.to_string();
+    let name = one_arg(args, "user get command requires user name as its argument")?;
     let client = ctx.client().await?;
-    let r = ctx
-        .call(
-            client
-                .auth()
-                .user_get(pb::AuthUserGetRequest { name: name.clone() }),
-        )
-        .await?;
+    let req = pb::AuthUserGetRequest { name: name.into() };
+    let r = ctx.call(client.auth().user_get(req)).await?;
     if detail && ctx.printer.format == Format::Simple {
         let mut out = format!("User: {name}\n");
         for role in &r.roles {
-            let rr = ctx
-                .call(
-                    client
-                        .auth()
-                        .role_get(pb::AuthRoleGetRequest { role: role.clone() }),
-                )
-                .await?;
+            let req = pb::AuthRoleGetRequest { role: role.clone() };
+            let rr = ctx.call(client.auth().role_get(req)).await?;
             out += "\n";
             out += &role_get_simple(role, &rr.perm);
         }
@@ -321,25 +339,20 @@ async fn user_get(ctx: &Ctx, args: &[String], detail: bool) -> CtlResult {
                 + "\n")
                 .as_bytes(),
         ),
-        _ => Err(fields_unsupported()),
+        _ => Err(unsupported(Format::Fields)),
     }
 }
 
-fn fields_unsupported() -> CtlError {
-    CtlError::new(
-        crate::ctx::EXIT_BAD_FEATURE,
-        "fields not supported as output format",
-    )
-}
-
+/// A list of user or role names; `[json_name, fields_name]` name the list in those formats.
 fn names_out(
     ctx: &Ctx,
+    r: &impl prost::Message,
     h: &Option<pb::ResponseHeader>,
-    json_name: &str,
-    fields_name: &str,
+    [json_name, fields_name]: [&str; 2],
     names: &[String],
 ) -> CtlResult {
     match ctx.printer.format {
+        Format::Protobuf => emit(&r.encode_to_vec()),
         Format::Simple => emit(
             names
                 .iter()
@@ -356,17 +369,15 @@ fn names_out(
                 .as_bytes(),
         ),
         Format::Fields => {
-            let mut out = Vec::new();
-            fields_hdr(h, &mut out);
-            let mut s = String::from_utf8_lossy(&out).into_owned();
+            let mut s = fields_header(h);
             let _ = write!(s, "\"{fields_name}\" :");
             for n in names {
-                let _ = write!(s, " {}", crate::gofmt::quote(n.as_bytes()));
+                let _ = write!(s, " {}", quote(n.as_bytes()));
             }
             s.push('\n');
             emit(s.as_bytes())
         }
-        _ => Err(table_unsupported()),
+        _ => Err(unsupported(Format::Table)),
     }
 }
 
@@ -440,97 +451,79 @@ fn perm_range(args: &[String], at: usize, f: &RangeFlags) -> CtlResult<(Vec<u8>,
 pub async fn role(ctx: &Ctx, c: RoleCmd) -> CtlResult {
     match c {
         RoleCmd::Add { args } => {
-            let name =
-                one_arg(&args, "role add command requires role name as its argument")?.to_string();
+            let name = one_arg(&args, "role add command requires role name as its argument")?;
+            let req = pb::AuthRoleAddRequest { name: name.into() };
             let client = ctx.client().await?;
-            let r = ctx
-                .call(
-                    client
-                        .auth()
-                        .role_add(pb::AuthRoleAddRequest { name: name.clone() }),
-                )
-                .await?;
-            header_out(ctx, &r.header, format!("Role {name} created\n"))
+            change(
+                ctx,
+                client.auth().role_add(req),
+                format!("Role {name} created\n"),
+            )
+            .await
         }
         RoleCmd::Delete { args } => {
             let role = one_arg(
                 &args,
                 "role delete command requires role name as its argument",
-            )?
-            .to_string();
+            )?;
+            let req = pb::AuthRoleDeleteRequest { role: role.into() };
             let client = ctx.client().await?;
-            let r = ctx
-                .call(
-                    client
-                        .auth()
-                        .role_delete(pb::AuthRoleDeleteRequest { role: role.clone() }),
-                )
-                .await?;
-            header_out(ctx, &r.header, format!("Role {role} deleted\n"))
+            change(
+                ctx,
+                client.auth().role_delete(req),
+                format!("Role {role} deleted\n"),
+            )
+            .await
         }
-        RoleCmd::Get { args } => {
-            let role =
-                one_arg(&args, "role get command requires role name as its argument")?.to_string();
-            let client = ctx.client().await?;
-            let r = ctx
-                .call(
-                    client
-                        .auth()
-                        .role_get(pb::AuthRoleGetRequest { role: role.clone() }),
-                )
-                .await?;
-            match ctx.printer.format {
-                Format::Protobuf => emit(&prost::Message::encode_to_vec(&r)),
-                Format::Simple => emit(role_get_simple(&role, &r.perm).as_bytes()),
-                Format::Json => {
-                    let perm = |p: &authpb::Permission| {
-                        Obj::new()
-                            .num("permType", p.perm_type)
-                            .bytes("key", &p.key)
-                            .bytes("range_end", &p.range_end)
-                            .done()
-                    };
-                    emit(
-                        (Obj::new()
-                            .opt("header", json::header(&r.header))
-                            .list("perm", r.perm.iter().map(perm).collect())
-                            .done()
-                            + "\n")
-                            .as_bytes(),
-                    )
-                }
-                Format::Fields => {
-                    let mut out = Vec::new();
-                    fields_hdr(&r.header, &mut out);
-                    let mut s = String::from_utf8_lossy(&out).into_owned();
-                    for p in &r.perm {
-                        let t = PermType::try_from(p.perm_type)
-                            .map(|t| t.as_str_name())
-                            .unwrap_or("READ");
-                        let _ = write!(
-                            s,
-                            "\"PermType\" :  {t}\n\"Key\" : {}\n\"RangeEnd\" : {}\n",
-                            crate::gofmt::quote(&p.key),
-                            crate::gofmt::quote(&p.range_end)
-                        );
-                    }
-                    emit(s.as_bytes())
-                }
-                _ => header_out(ctx, &r.header, String::new()),
-            }
-        }
+        RoleCmd::Get { args } => role_get(ctx, &args).await,
         RoleCmd::List => {
             let client = ctx.client().await?;
-            let r = ctx
-                .call(client.auth().role_list(pb::AuthRoleListRequest {}))
-                .await?;
-            if ctx.printer.format == Format::Protobuf {
-                return emit(&prost::Message::encode_to_vec(&r));
-            }
-            names_out(ctx, &r.header, "roles", "Roles", &r.roles)
+            let req = pb::AuthRoleListRequest {};
+            let r = ctx.call(client.auth().role_list(req)).await?;
+            names_out(ctx, &r, &r.header, ["roles", "Roles"], &r.roles)
         }
         RoleCmd::GrantPermission { range, args } => role_grant(ctx, &args, &range).await,
         RoleCmd::RevokePermission { range, args } => role_revoke(ctx, &args, &range).await,
+    }
+}
+
+async fn role_get(ctx: &Ctx, args: &[String]) -> CtlResult {
+    let role = one_arg(args, "role get command requires role name as its argument")?;
+    let client = ctx.client().await?;
+    let req = pb::AuthRoleGetRequest { role: role.into() };
+    let r = ctx.call(client.auth().role_get(req)).await?;
+    match ctx.printer.format {
+        Format::Protobuf => emit(&prost::Message::encode_to_vec(&r)),
+        Format::Simple => emit(role_get_simple(role, &r.perm).as_bytes()),
+        Format::Json => {
+            let perm = |p: &authpb::Permission| {
+                Obj::new()
+                    .num("permType", p.perm_type)
+                    .bytes("key", &p.key)
+                    .bytes("range_end", &p.range_end)
+                    .done()
+            };
+            let body = Obj::new()
+                .opt("header", json::header(&r.header))
+                .list("perm", r.perm.iter().map(perm).collect());
+            emit((body.done() + "\n").as_bytes())
+        }
+        Format::Fields => {
+            let mut s = fields_header(&r.header);
+            for p in &r.perm {
+                let t = PermType::try_from(p.perm_type)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("READ");
+                let _ = write!(
+                    s,
+                    "\"PermType\" :  {t}\n\"Key\" : {}\n\"RangeEnd\" : {}\n",
+                    quote(&p.key),
+                    quote(&p.range_end)
+                );
+            }
+            emit(s.as_bytes())
+        }
+        Format::Table => Err(unsupported(Format::Table)),
     }
 }
 
@@ -548,7 +541,6 @@ async fn role_revoke(ctx: &Ctx, args: &[String], range: &RangeFlags) -> CtlResul
         key: key.clone(),
         range_end: range_end.clone(),
     };
-    let r = ctx.call(client.auth().role_revoke_permission(req)).await?;
     let (k, e) = (
         String::from_utf8_lossy(&key),
         String::from_utf8_lossy(&range_end),
@@ -566,7 +558,7 @@ async fn role_revoke(ctx: &Ctx, args: &[String], range: &RangeFlags) -> CtlResul
             args[0]
         )
     };
-    header_out(ctx, &r.header, simple)
+    change(ctx, client.auth().role_revoke_permission(req), simple).await
 }
 
 async fn role_grant(ctx: &Ctx, args: &[String], range: &RangeFlags) -> CtlResult {
@@ -595,6 +587,6 @@ async fn role_grant(ctx: &Ctx, args: &[String], range: &RangeFlags) -> CtlResult
         name: args[0].clone(),
         perm: Some(perm),
     };
-    let r = ctx.call(client.auth().role_grant_permission(req)).await?;
-    header_out(ctx, &r.header, format!("Role {} updated\n", args[0]))
+    let done = format!("Role {} updated\n", args[0]);
+    change(ctx, client.auth().role_grant_permission(req), done).await
 }

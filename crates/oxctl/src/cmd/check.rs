@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 use oxcd_api::etcdserverpb as pb;
 use tokio::sync::mpsc;
 
-use super::{emit, prefix_end};
-use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT};
+use super::check_keys::{clean_up, ensure_prefix_free, random_key, too_many_errors, unknown_load};
+use super::emit;
+
+use crate::ctx::Ctx;
+use crate::error::{CtlError, CtlResult, EXIT_ERROR};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CheckCmd {
@@ -72,33 +75,14 @@ pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
             auto_compact,
             auto_defrag,
         } => {
-            return crate::cmd::datascale::run(ctx, &load, &prefix, auto_compact, auto_defrag)
-                .await;
+            return super::datascale::run(ctx, &load, &prefix, auto_compact, auto_defrag).await;
         }
     };
     let Some((limit, clients, secs)) = model(&load) else {
-        return Err(CtlError::new(
-            EXIT_BAD_FEATURE,
-            format!("unknown load option {load}"),
-        ));
+        return Err(unknown_load(&load));
     };
     let first = ctx.client().await?;
-    let probe = pb::RangeRequest {
-        key: prefix.clone().into_bytes(),
-        range_end: prefix_end(prefix.as_bytes()),
-        limit: 1,
-        ..Default::default()
-    };
-    let r = ctx.call(first.kv().range(probe)).await?;
-    if !r.kvs.is_empty() {
-        return Err(CtlError::new(
-            EXIT_INVALID_INPUT,
-            format!(
-                "prefix {} has keys. Delete with etcdctl del --prefix {prefix} first",
-                crate::gofmt::quote(prefix.as_bytes())
-            ),
-        ));
-    }
+    ensure_prefix_free(ctx, &first, &prefix).await?;
     let (tx, rx) = mpsc::channel::<pb::PutRequest>(clients);
     let workers = spawn_writers(ctx, clients, rx).await?;
     let start = Instant::now();
@@ -116,35 +100,6 @@ pub async fn run(ctx: &Ctx, c: CheckCmd) -> CtlResult {
         emit(format!("Defragmented {:?}\n", first.endpoint.original).as_bytes())?;
     }
     verdict(&lats, &errs, elapsed, limit)
-}
-
-/// Deletes everything a check wrote under `prefix` (within `within`), then, with
-/// `compact`, compacts physically to the delete's revision, which it returns.
-pub async fn clean_up(
-    ctx: &Ctx,
-    client: &oxcd_client::Client,
-    prefix: &str,
-    within: Duration,
-    compact: bool,
-) -> CtlResult<Option<i64>> {
-    let del = pb::DeleteRangeRequest {
-        key: prefix.as_bytes().to_vec(),
-        range_end: prefix_end(prefix.as_bytes()),
-        prev_kv: false,
-    };
-    let d = ctx
-        .call_within(within, client.kv().delete_range(del))
-        .await?;
-    if !compact {
-        return Ok(None);
-    }
-    let rev = d.header.map(|h| h.revision).unwrap_or(0);
-    ctx.call(client.kv().compact(pb::CompactionRequest {
-        revision: rev,
-        physical: true,
-    }))
-    .await?;
-    Ok(Some(rev))
 }
 
 type Measured = (Vec<f64>, BTreeMap<String, usize>);
@@ -169,7 +124,7 @@ async fn spawn_writers(
                 let t = Instant::now();
                 match client.kv().put(req).await {
                     Ok(_) => lats.push(t.elapsed().as_secs_f64()),
-                    Err(s) => *errs.entry(crate::ctx::status_message(&s)).or_default() += 1,
+                    Err(s) => *errs.entry(crate::error::status_message(&s)).or_default() += 1,
                 }
             }
             (lats, errs)
@@ -201,34 +156,15 @@ async fn produce(tx: mpsc::Sender<pb::PutRequest>, prefix: &str, limit: u32, dur
         if start.elapsed() >= dur {
             break;
         }
-        let mut key = prefix.as_bytes().to_vec();
-        let mut k = crate::cmd::check::varint(rand::random::<u64>() >> 1);
-        k.resize(KEY_BYTES, 0);
-        key.extend(k);
-        if tx
-            .send(pb::PutRequest {
-                key,
-                value: value.clone(),
-                ..Default::default()
-            })
-            .await
-            .is_err()
-        {
+        let put = pb::PutRequest {
+            key: random_key(prefix, KEY_BYTES),
+            value: value.clone(),
+            ..Default::default()
+        };
+        if tx.send(put).await.is_err() {
             break;
         }
     }
-}
-
-/// Go's `binary.PutVarint` (zigzag) of a non-negative number.
-pub fn varint(n: u64) -> Vec<u8> {
-    let mut v = n << 1;
-    let mut out = Vec::new();
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-    out
 }
 
 fn verdict(lats: &[f64], errs: &BTreeMap<String, usize>, elapsed: f64, limit: u32) -> CtlResult {
@@ -240,10 +176,7 @@ fn verdict(lats: &[f64], errs: &BTreeMap<String, usize>, elapsed: f64, limit: u3
     let mut out = String::new();
     let mut ok = true;
     if !errs.is_empty() {
-        out += "FAIL: too many errors\n";
-        for (k, v) in errs {
-            out += &format!("FAIL: ERROR({k}) -> {v}\n");
-        }
+        out += &too_many_errors(errs);
         ok = false;
     }
     if rps / f64::from(limit) <= 0.9 {

@@ -8,10 +8,14 @@ use oxcd_api::etcdserverpb as pb;
 use oxcd_client::{parse_endpoint, Client};
 
 use super::emit;
-use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_ERROR};
-use crate::gofmt::{duration, human_bytes, json_string, quote, table};
+use oxcd_gocompat::duration;
+use oxcd_gocompat::quote::{json_string, quote};
+
+use crate::ctx::Ctx;
+use crate::error::{CtlError, CtlResult, EXIT_ERROR};
+use crate::gofmt::{human_bytes, table};
 use crate::json::{self, Obj};
-use crate::print::{fields_hdr, raw_bytes, Format};
+use crate::print::{fields_header, raw_bytes, unsupported, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum MemberCmd {
@@ -74,20 +78,9 @@ pub async fn member(ctx: &Ctx, c: MemberCmd) -> CtlResult {
         MemberCmd::Remove { args } => {
             let id = member_id(&args, "member ID is not provided")?;
             let client = ctx.client().await?;
-            let r = ctx
-                .call(
-                    client
-                        .cluster()
-                        .member_remove(pb::MemberRemoveRequest { id }),
-                )
-                .await?;
-            let cid = r.header.unwrap_or_default().cluster_id;
-            member_change_out(
-                ctx,
-                &r.header,
-                &r.members,
-                format!("Member {id:16x} removed from cluster {cid:16x}\n"),
-            )
+            let req = pb::MemberRemoveRequest { id };
+            let r = ctx.call(client.cluster().member_remove(req)).await?;
+            member_change_out(ctx, id, "removed from", &r.header, &r.members)
         }
         MemberCmd::Update { peer_urls, args } => {
             let id = member_id(&args, "member ID is not provided")?;
@@ -100,31 +93,14 @@ pub async fn member(ctx: &Ctx, c: MemberCmd) -> CtlResult {
                 peer_ur_ls: split_urls(&peer_urls),
             };
             let r = ctx.call(client.cluster().member_update(req)).await?;
-            let cid = r.header.unwrap_or_default().cluster_id;
-            member_change_out(
-                ctx,
-                &r.header,
-                &r.members,
-                format!("Member {id:16x} updated in cluster {cid:16x}\n"),
-            )
+            member_change_out(ctx, id, "updated in", &r.header, &r.members)
         }
         MemberCmd::Promote { args } => {
             let id = member_id(&args, "member ID is not provided")?;
             let client = ctx.client().await?;
-            let r = ctx
-                .call(
-                    client
-                        .cluster()
-                        .member_promote(pb::MemberPromoteRequest { id }),
-                )
-                .await?;
-            let cid = r.header.unwrap_or_default().cluster_id;
-            member_change_out(
-                ctx,
-                &r.header,
-                &r.members,
-                format!("Member {id:16x} promoted in cluster {cid:16x}\n"),
-            )
+            let req = pb::MemberPromoteRequest { id };
+            let r = ctx.call(client.cluster().member_promote(req)).await?;
+            member_change_out(ctx, id, "promoted in", &r.header, &r.members)
         }
     }
 }
@@ -145,20 +121,20 @@ fn member_id(args: &[String], missing: &str) -> CtlResult<u64> {
     })
 }
 
-/// Output of remove, update and promote: etcdctl's sentence, or the response as JSON.
+/// Output of remove, update and promote: etcdctl's sentence (`Member ID <done> cluster
+/// CID`), or the response as JSON.
 fn member_change_out(
     ctx: &Ctx,
+    id: u64,
+    done: &str,
     header: &Option<pb::ResponseHeader>,
     members: &[pb::Member],
-    simple: String,
 ) -> CtlResult {
+    let cid = header.unwrap_or_default().cluster_id;
+    let simple = format!("Member {id:16x} {done} cluster {cid:16x}\n");
     match ctx.printer.format {
         Format::Json => emit((json::members(json::header(header), members) + "\n").as_bytes()),
-        Format::Fields => {
-            let mut out = Vec::new();
-            fields_hdr(header, &mut out);
-            emit(&out)
-        }
+        Format::Fields => emit(fields_header(header).as_bytes()),
         _ => emit(simple.as_bytes()),
     }
 }
@@ -258,9 +234,7 @@ async fn member_list(ctx: &Ctx) -> CtlResult {
         ),
         Format::Json => json::members(json::header(&r.header), &r.members) + "\n",
         Format::Fields => {
-            let mut out = Vec::new();
-            fields_hdr(&r.header, &mut out);
-            let mut out = String::from_utf8_lossy(&out).into_owned();
+            let mut out = fields_header(&r.header);
             for m in &r.members {
                 let _ = writeln!(
                     out,
@@ -336,7 +310,7 @@ async fn check_health(ctx: &Ctx, ep: String) -> Health {
         }
     };
     let result = get.await;
-    let took = duration(start.elapsed());
+    let took = duration::format(start.elapsed());
     let client = match result {
         Ok(c) => c,
         Err(e) => {
@@ -444,12 +418,7 @@ async fn health(ctx: &Ctx, cluster: bool) -> CtlResult {
             );
             s
         }),
-        Format::Protobuf => {
-            return Err(CtlError::new(
-                crate::ctx::EXIT_BAD_FEATURE,
-                "protobuf not supported as output format",
-            ))
-        }
+        Format::Protobuf => return Err(unsupported(Format::Protobuf)),
     };
     emit(out.as_bytes())?;
     if list.iter().any(|h| !h.error.is_empty()) {
@@ -458,23 +427,42 @@ async fn health(ctx: &Ctx, cluster: bool) -> CtlResult {
     Ok(())
 }
 
-async fn status(ctx: &Ctx, cluster: bool) -> CtlResult {
-    let mut list = Vec::new();
-    let mut failed = false;
+/// Asks each endpoint in turn. One that fails is left out of the answers after a line on
+/// stderr (`Failed to get the {what} of endpoint …`), and the command fails at the end.
+async fn each_endpoint<T, F, Fut>(
+    ctx: &Ctx,
+    cluster: bool,
+    what: &str,
+    ask: F,
+) -> CtlResult<(Vec<(String, T)>, CtlResult)>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = CtlResult<T>>,
+{
+    let mut answers = Vec::new();
+    let mut outcome = Ok(());
     for ep in endpoint_list(ctx, cluster).await? {
-        let r = async {
-            let client = client_for(ctx, &ep).await?;
-            ctx.call(client.maintenance().status(pb::StatusRequest {}))
-                .await
+        let answer = match client_for(ctx, &ep).await {
+            Ok(client) => ask(client).await,
+            Err(e) => Err(e),
         };
-        match r.await {
-            Ok(r) => list.push((ep, r)),
+        match answer {
+            Ok(r) => answers.push((ep, r)),
             Err(e) => {
-                failed = true;
-                eprintln!("Failed to get the status of endpoint {ep} ({})", e.msg);
+                outcome = Err(CtlError::new(EXIT_ERROR, ""));
+                eprintln!("Failed to get the {what} of endpoint {ep} ({})", e.msg);
             }
         }
     }
+    Ok((answers, outcome))
+}
+
+async fn status(ctx: &Ctx, cluster: bool) -> CtlResult {
+    let (list, outcome) = each_endpoint(ctx, cluster, "status", |client| async move {
+        ctx.call(client.maintenance().status(pb::StatusRequest {}))
+            .await
+    })
+    .await?;
     let rows = || -> Vec<Vec<String>> {
         list.iter()
             .map(|(ep, r)| {
@@ -505,9 +493,7 @@ async fn status(ctx: &Ctx, cluster: bool) -> CtlResult {
             json::array(items.collect()) + "\n"
         }
         Format::Fields => list.iter().fold(String::new(), |mut s, (ep, r)| {
-            let mut h = Vec::new();
-            fields_hdr(&r.header, &mut h);
-            s.push_str(&String::from_utf8_lossy(&h));
+            s.push_str(&fields_header(&r.header));
             let _ = write!(
                 s,
                 "\"Version\" : {}\n\"DBSize\" : {}\n\"Leader\" : {}\n\"IsLearner\" : {}\n\"RaftIndex\" : {}\n\"RaftTerm\" : {}\n\"RaftAppliedIndex\" : {}\n\"Errors\" : [{}]\n\"Endpoint\" : {}\n\n",
@@ -515,36 +501,18 @@ async fn status(ctx: &Ctx, cluster: bool) -> CtlResult {
             );
             s
         }),
-        Format::Protobuf => return Err(CtlError::new(crate::ctx::EXIT_BAD_FEATURE, "protobuf not supported as output format")),
+        Format::Protobuf => return Err(unsupported(Format::Protobuf)),
     };
     emit(out.as_bytes())?;
-    if failed {
-        return Err(CtlError::new(EXIT_ERROR, ""));
-    }
-    Ok(())
+    outcome
 }
 
 async fn hashkv(ctx: &Ctx, cluster: bool, rev: i64) -> CtlResult {
-    let mut list = Vec::new();
-    let mut failed = false;
-    for ep in endpoint_list(ctx, cluster).await? {
-        let r = async {
-            let client = client_for(ctx, &ep).await?;
-            ctx.call(
-                client
-                    .maintenance()
-                    .hash_kv(pb::HashKvRequest { revision: rev }),
-            )
-            .await
-        };
-        match r.await {
-            Ok(r) => list.push((ep, r)),
-            Err(e) => {
-                failed = true;
-                eprintln!("Failed to get the hash of endpoint {ep} ({})", e.msg);
-            }
-        }
-    }
+    let (list, outcome) = each_endpoint(ctx, cluster, "hash", |client| async move {
+        let req = pb::HashKvRequest { revision: rev };
+        ctx.call(client.maintenance().hash_kv(req)).await
+    })
+    .await?;
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|(ep, r)| vec![ep.clone(), r.hash.to_string()])
@@ -562,9 +530,7 @@ async fn hashkv(ctx: &Ctx, cluster: bool, rev: i64) -> CtlResult {
             json::array(items.collect()) + "\n"
         }
         Format::Fields => list.iter().fold(String::new(), |mut s, (ep, r)| {
-            let mut h = Vec::new();
-            fields_hdr(&r.header, &mut h);
-            s.push_str(&String::from_utf8_lossy(&h));
+            s.push_str(&fields_header(&r.header));
             let _ = write!(
                 s,
                 "\"Endpoint\" : {}\n\"Hash\" : {}\n\n",
@@ -573,19 +539,8 @@ async fn hashkv(ctx: &Ctx, cluster: bool, rev: i64) -> CtlResult {
             );
             s
         }),
-        Format::Protobuf => {
-            return Err(CtlError::new(
-                crate::ctx::EXIT_BAD_FEATURE,
-                "protobuf not supported as output format",
-            ))
-        }
+        Format::Protobuf => return Err(unsupported(Format::Protobuf)),
     };
     emit(out.as_bytes())?;
-    if failed {
-        return Err(CtlError::new(EXIT_ERROR, ""));
-    }
-    Ok(())
+    outcome
 }
-
-#[allow(dead_code)]
-const _: i32 = EXIT_BAD_ARGS;

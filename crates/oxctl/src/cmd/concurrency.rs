@@ -9,8 +9,9 @@ use oxcd_api::v3electionpb as epb;
 use oxcd_client::Client;
 use tokio_stream::StreamExt as _;
 
-use super::emit;
-use crate::ctx::{status_message, CtlError, CtlResult, Ctx, EXIT_ERROR};
+use super::{emit, open_keep_alive};
+use crate::ctx::Ctx;
+use crate::error::{status_message, CtlError, CtlResult, EXIT_ERROR};
 
 #[derive(clap::Args, Debug)]
 pub struct LockArgs {
@@ -47,14 +48,9 @@ impl Session {
             )
             .await?;
         let id = grant.id;
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
-        let mut stream = client
-            .lease()
-            .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        let (tx, mut stream) = open_keep_alive(client, id)
             .await
-            .map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?
-            .into_inner();
+            .map_err(|s| CtlError::new(EXIT_ERROR, status_message(&s)))?;
         let (expired_tx, expired) = tokio::sync::oneshot::channel();
         let keeper = tokio::spawn(async move {
             let pause = Duration::from_millis((ttl.max(1) as u64) * 1000 / 3);
@@ -76,12 +72,43 @@ impl Session {
         })
     }
 
-    async fn close(self, client: &Client) {
+    async fn close(&self, client: &Client) {
         self.keeper.abort();
         let _ = client
             .lease()
             .lease_revoke(pb::LeaseRevokeRequest { id: self.id })
             .await;
+    }
+
+    /// Waits for this session's turn under `pfx` (see [`acquire`]); Ctrl-C gives up and
+    /// revokes the lease.
+    async fn take_turn(
+        &self,
+        ctx: &Ctx,
+        client: &Client,
+        pfx: &str,
+        value: Vec<u8>,
+    ) -> CtlResult<(Vec<u8>, i64)> {
+        tokio::select! {
+            r = acquire(ctx, client, pfx, self.id, value) => r,
+            _ = tokio::signal::ctrl_c() => {
+                self.close(client).await;
+                Err(CtlError::new(EXIT_ERROR, "context canceled"))
+            }
+        }
+    }
+
+    /// Holds `key` until Ctrl-C (then releases it and revokes the lease) or until the session
+    /// expires, which fails with `expired`.
+    async fn hold(mut self, client: &Client, key: &[u8], expired: &str) -> CtlResult {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                release(client, key).await;
+                self.close(client).await;
+                Ok(())
+            }
+            _ = &mut self.expired => Err(CtlError::new(EXIT_ERROR, expired)),
+        }
     }
 }
 
@@ -101,16 +128,9 @@ pub async fn lock(ctx: &Ctx, a: LockArgs) -> CtlResult {
         ));
     };
     let client = ctx.client().await?;
-    let mut session = Session::new(ctx, &client, a.ttl).await?;
+    let session = Session::new(ctx, &client, a.ttl).await?;
     let pfx = format!("{name}/");
-    let acquired = tokio::select! {
-        r = acquire(ctx, &client, &pfx, session.id, Vec::new()) => r?,
-        _ = tokio::signal::ctrl_c() => {
-            session.close(&client).await;
-            return Err(CtlError::new(EXIT_ERROR, "context canceled"));
-        }
-    };
-    let (key, rev) = acquired;
+    let (key, rev) = session.take_turn(ctx, &client, &pfx, Vec::new()).await?;
     let command: Vec<&String> = a.args[1..].iter().skip_while(|w| *w == "--").collect();
     if let Some((program, rest)) = command.split_first() {
         let status = tokio::process::Command::new(program)
@@ -131,14 +151,7 @@ pub async fn lock(ctx: &Ctx, a: LockArgs) -> CtlResult {
         };
     }
     print_key(ctx, &client, &key).await?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            release(&client, &key).await;
-            session.close(&client).await;
-            Ok(())
-        }
-        _ = &mut session.expired => Err(CtlError::new(EXIT_ERROR, "session expired")),
-    }
+    session.hold(&client, &key, "session expired").await
 }
 
 /// etcd's concurrency mutex, on KV and Watch only (so it works on any v3 server): create
@@ -304,22 +317,9 @@ async fn observe(ctx: &Ctx, name: Vec<u8>) -> CtlResult {
 
 async fn campaign(ctx: &Ctx, name: Vec<u8>, value: Vec<u8>) -> CtlResult {
     let client = ctx.client().await?;
-    let mut session = Session::new(ctx, &client, 60).await?;
+    let session = Session::new(ctx, &client, 60).await?;
     let pfx = format!("{}/", String::from_utf8_lossy(&name));
-    let (key, _) = tokio::select! {
-        r = acquire(ctx, &client, &pfx, session.id, value) => r?,
-        _ = tokio::signal::ctrl_c() => {
-            session.close(&client).await;
-            return Err(CtlError::new(EXIT_ERROR, "context canceled"));
-        }
-    };
+    let (key, _) = session.take_turn(ctx, &client, &pfx, value).await?;
     print_key(ctx, &client, &key).await?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
-            release(&client, &key).await;
-            session.close(&client).await;
-            Ok(())
-        }
-        _ = &mut session.expired => Err(CtlError::new(EXIT_ERROR, "elect: session expired")),
-    }
+    session.hold(&client, &key, "elect: session expired").await
 }

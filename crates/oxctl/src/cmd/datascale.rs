@@ -6,8 +6,11 @@ use std::time::Duration;
 use oxcd_api::etcdserverpb as pb;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{emit, prefix_end};
-use crate::ctx::{CtlError, CtlResult, Ctx, EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT};
+use super::check_keys::{clean_up, ensure_prefix_free, random_key, too_many_errors, unknown_load};
+use super::emit;
+
+use crate::ctx::Ctx;
+use crate::error::{CtlError, CtlResult, EXIT_ERROR};
 
 /// Key-values to write and clients writing them, per load model (etcdctl's table).
 fn model(load: &str) -> Option<(u64, usize)> {
@@ -68,27 +71,10 @@ pub async fn run(
     auto_defrag: bool,
 ) -> CtlResult {
     let Some((limit, clients)) = model(load) else {
-        return Err(CtlError::new(
-            EXIT_BAD_FEATURE,
-            format!("unknown load option {load}"),
-        ));
+        return Err(unknown_load(load));
     };
     let first = ctx.client().await?;
-    let probe = pb::RangeRequest {
-        key: prefix.as_bytes().to_vec(),
-        range_end: prefix_end(prefix.as_bytes()),
-        limit: 1,
-        ..Default::default()
-    };
-    if !ctx.call(first.kv().range(probe)).await?.kvs.is_empty() {
-        return Err(CtlError::new(
-            EXIT_INVALID_INPUT,
-            format!(
-                "prefix {} has keys. Delete with etcdctl del --prefix {prefix} first",
-                crate::gofmt::quote(prefix.as_bytes())
-            ),
-        ));
-    }
+    ensure_prefix_free(ctx, &first, prefix).await?;
     let before = resident_memory(ctx).await;
     if before == 0.0 {
         emit(b"FAIL: Could not read process_resident_memory_bytes before the put operations.\n")?;
@@ -101,17 +87,13 @@ pub async fn run(
         emit(b"FAIL: Could not read process_resident_memory_bytes after the put operations.\n")?;
         return Err(CtlError::new(EXIT_ERROR, ""));
     }
-    super::check::clean_up(ctx, &first, prefix, Duration::from_secs(600), auto_compact).await?;
+    clean_up(ctx, &first, prefix, Duration::from_secs(600), auto_compact).await?;
     if auto_defrag {
         ctx.call(first.maintenance().defragment(pb::DefragmentRequest {}))
             .await?;
     }
     if !errors.is_empty() {
-        let mut out = String::from("FAIL: too many errors\n");
-        for (e, n) in &errors {
-            out += &format!("FAIL: ERROR({e}) -> {n}\n");
-        }
-        emit(out.as_bytes())?;
+        emit(too_many_errors(&errors).as_bytes())?;
         return Err(CtlError::new(EXIT_ERROR, ""));
     }
     let mb = (after - before) / (1024.0 * 1024.0);
@@ -132,17 +114,13 @@ async fn write_all(
         workers.spawn(async move {
             let mut errs = std::collections::BTreeMap::<String, usize>::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < limit {
-                let mut key = prefix.clone().into_bytes();
-                let mut k = crate::cmd::check::varint(rand::random::<u64>() >> 1);
-                k.resize(KEY_BYTES, 0);
-                key.extend(k);
                 let put = pb::PutRequest {
-                    key,
+                    key: random_key(&prefix, KEY_BYTES),
                     value: vec![0; VALUE_BYTES],
                     ..Default::default()
                 };
                 if let Err(s) = client.kv().put(put).await {
-                    *errs.entry(crate::ctx::status_message(&s)).or_default() += 1;
+                    *errs.entry(crate::error::status_message(&s)).or_default() += 1;
                 }
             }
             errs

@@ -8,9 +8,10 @@ use oxcd_api::etcdserverpb::{
 };
 
 use super::{emit, parse_hex_id, prefix_end};
-use crate::ctx::{
-    CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT,
-};
+use oxcd_gocompat::quote::quote;
+
+use crate::ctx::Ctx;
+use crate::error::{CtlError, CtlResult, EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT};
 use crate::print::Format;
 use crate::txn_parse;
 
@@ -115,10 +116,7 @@ pub fn range_request(a: &GetArgs) -> CtlResult<pb::RangeRequest> {
         other => {
             return Err(CtlError::new(
                 EXIT_BAD_FEATURE,
-                format!(
-                    "unknown consistency flag {}",
-                    crate::gofmt::quote(other.as_bytes())
-                ),
+                format!("unknown consistency flag {}", quote(other.as_bytes())),
             ))
         }
     };
@@ -292,7 +290,7 @@ pub async fn compaction(ctx: &Ctx, a: CompactionArgs) -> CtlResult {
             EXIT_ERROR,
             format!(
                 "strconv.ParseInt: parsing {}: invalid syntax",
-                crate::gofmt::quote(a.args[0].as_bytes())
+                quote(a.args[0].as_bytes())
             ),
         )
     })?;
@@ -385,6 +383,3 @@ fn parse_op(line: &str) -> CtlResult<pb::RequestOp> {
         request: Some(request),
     })
 }
-
-#[allow(dead_code)]
-const _: i32 = EXIT_BAD_ARGS;

@@ -5,10 +5,13 @@ use std::fmt::Write as _;
 use oxcd_api::etcdserverpb as pb;
 use tokio_stream::StreamExt as _;
 
-use super::{emit, parse_hex_id};
-use crate::ctx::{status_message, CtlError, CtlResult, Ctx, EXIT_BAD_CONNECTION, EXIT_ERROR};
+use super::{emit, open_keep_alive, parse_hex_id};
+use oxcd_gocompat::quote::{json_string, quote};
+
+use crate::ctx::Ctx;
+use crate::error::{status_message, CtlError, CtlResult, EXIT_BAD_CONNECTION, EXIT_ERROR};
 use crate::json::{array, header_fields, Obj};
-use crate::print::{fields_hdr, table_unsupported, Format};
+use crate::print::{fields_header, unsupported, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum LeaseCmd {
@@ -64,7 +67,7 @@ async fn grant(ctx: &Ctx, args: Vec<String>) -> CtlResult {
     let ttl: i64 = args[0].parse().map_err(|_| {
         CtlError::args(format!(
             "bad TTL (strconv.ParseInt: parsing {}: invalid syntax)",
-            crate::gofmt::quote(args[0].as_bytes())
+            quote(args[0].as_bytes())
         ))
     })?;
     let client = ctx.client().await?;
@@ -82,15 +85,15 @@ async fn grant(ctx: &Ctx, args: Vec<String>) -> CtlResult {
             let o = inline_header(&r.header)
                 .raw("ID", &r.id.to_string())
                 .raw("TTL", &r.ttl.to_string());
-            o.raw("Error", &crate::gofmt::json_string(&r.error)).done() + "\n"
+            o.raw("Error", &json_string(&r.error)).done() + "\n"
         }
         Format::Fields => {
-            let mut out = fields(&r.header);
+            let mut out = fields_header(&r.header);
             let _ = write!(out, "\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl);
             out
         }
         Format::Protobuf => return emit(&header_pb(&r.header)),
-        Format::Table => return Err(table_unsupported()),
+        Format::Table => return Err(unsupported(Format::Table)),
     };
     emit(out.as_bytes())
 }
@@ -98,12 +101,6 @@ async fn grant(ctx: &Ctx, args: Vec<String>) -> CtlResult {
 /// etcdctl's lease responses embed the header, whose `Marshal` is what `-w protobuf` prints.
 fn header_pb(h: &Option<pb::ResponseHeader>) -> Vec<u8> {
     prost::Message::encode_to_vec(&h.unwrap_or_default())
-}
-
-fn fields(h: &Option<pb::ResponseHeader>) -> String {
-    let mut out = Vec::new();
-    fields_hdr(h, &mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn revoke(ctx: &Ctx, args: Vec<String>) -> CtlResult {
@@ -116,9 +113,9 @@ async fn revoke(ctx: &Ctx, args: Vec<String>) -> CtlResult {
     let out = match ctx.printer.format {
         Format::Simple => format!("lease {id:016x} revoked\n"),
         Format::Json => crate::json::header_only(&r.header) + "\n",
-        Format::Fields => fields(&r.header),
+        Format::Fields => fields_header(&r.header),
         Format::Protobuf => return emit(&prost::Message::encode_to_vec(&r)),
-        Format::Table => return Err(table_unsupported()),
+        Format::Table => return Err(unsupported(Format::Table)),
     };
     emit(out.as_bytes())
 }
@@ -143,7 +140,7 @@ async fn timetolive(ctx: &Ctx, args: Vec<String>, keys: bool) -> CtlResult {
                 array(
                     r.keys
                         .iter()
-                        .map(|k| crate::gofmt::json_string(&crate::json::b64(k)))
+                        .map(|k| json_string(&crate::json::b64(k)))
                         .collect(),
                 )
             };
@@ -156,19 +153,19 @@ async fn timetolive(ctx: &Ctx, args: Vec<String>, keys: bool) -> CtlResult {
                 + "\n"
         }
         Format::Fields => {
-            let mut out = fields(&r.header);
+            let mut out = fields_header(&r.header);
             let _ = write!(
                 out,
                 "\"ID\" : {}\n\"TTL\" : {}\n\"GrantedTTL\" : {}\n",
                 r.id, r.ttl, r.granted_ttl
             );
             for k in &r.keys {
-                let _ = writeln!(out, "\"Key\" : {}", crate::gofmt::quote(k));
+                let _ = writeln!(out, "\"Key\" : {}", quote(k));
             }
             out
         }
         Format::Protobuf => return emit(&header_pb(&r.header)),
-        Format::Table => return Err(table_unsupported()),
+        Format::Table => return Err(unsupported(Format::Table)),
     };
     emit(out.as_bytes())
 }
@@ -215,12 +212,12 @@ async fn list(ctx: &Ctx) -> CtlResult {
                 .collect::<Vec<_>>();
             inline_header(&r.header).raw("leases", &array(items)).done() + "\n"
         }
-        Format::Fields => r.leases.iter().fold(fields(&r.header), |mut s, l| {
+        Format::Fields => r.leases.iter().fold(fields_header(&r.header), |mut s, l| {
             let _ = writeln!(s, "\"ID\" : {}", l.id);
             s
         }),
         Format::Protobuf => return emit(&header_pb(&r.header)),
-        Format::Table => return Err(table_unsupported()),
+        Format::Table => return Err(unsupported(Format::Table)),
     };
     emit(out.as_bytes())
 }
@@ -235,9 +232,11 @@ fn keep_alive_out(ctx: &Ctx, r: &pb::LeaseKeepAliveResponse) -> CtlResult<String
                 .done()
                 + "\n"
         }
-        Format::Fields => fields(&r.header) + &format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl),
+        Format::Fields => {
+            fields_header(&r.header) + &format!("\"ID\" : {}\n\"TTL\" : {}\n", r.id, r.ttl)
+        }
         Format::Protobuf => String::from_utf8_lossy(&header_pb(&r.header)).into_owned(),
-        Format::Table => return Err(table_unsupported()),
+        Format::Table => return Err(unsupported(Format::Table)),
     })
 }
 
@@ -245,16 +244,9 @@ fn keep_alive_out(ctx: &Ctx, r: &pb::LeaseKeepAliveResponse) -> CtlResult<String
 async fn keep_alive(ctx: &Ctx, args: Vec<String>, once: bool) -> CtlResult {
     let id = lease_arg(&args, "lease keep-alive command needs lease ID as argument")?;
     let client = ctx.client().await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    // The first request goes in before the call: etcd sends response headers only with the
-    // first response.
-    let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
-    let mut stream = client
-        .lease()
-        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+    let (tx, mut stream) = open_keep_alive(&client, id)
         .await
-        .map_err(|s| CtlError::new(EXIT_BAD_CONNECTION, status_message(&s)))?
-        .into_inner();
+        .map_err(|s| CtlError::new(EXIT_BAD_CONNECTION, status_message(&s)))?;
     loop {
         let resp = match tokio::time::timeout(ctx.command_timeout, stream.next()).await {
             Ok(Some(Ok(r))) => r,

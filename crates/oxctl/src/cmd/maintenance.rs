@@ -8,12 +8,15 @@ use tokio::io::AsyncWriteExt as _;
 use tokio_stream::StreamExt as _;
 
 use super::emit;
-use crate::ctx::{
-    status_message, zap_timestamp, CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_ERROR,
-};
+use oxcd_gocompat::quote::{json_string, quote};
+use oxcd_gocompat::timestamp;
+use time::OffsetDateTime;
+
+use crate::ctx::Ctx;
+use crate::error::{status_message, CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_ERROR};
 use crate::gofmt::human_bytes;
 use crate::json;
-use crate::print::{fields_hdr, raw_bytes, table_unsupported, Format};
+use crate::print::{fields_header, raw_bytes, unsupported, Format};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AlarmCmd {
@@ -123,23 +126,17 @@ pub async fn alarm(ctx: &Ctx, c: AlarmCmd) -> CtlResult {
             s
         }),
         Format::Json => json::alarms(&r) + "\n",
-        Format::Fields => {
-            let mut h = Vec::new();
-            fields_hdr(&r.header, &mut h);
-            r.alarms
-                .iter()
-                .fold(String::from_utf8_lossy(&h).into_owned(), |mut s, a| {
-                    let _ = write!(
-                        s,
-                        "\"MemberID\" : {}\n\"AlarmType\" : {}\n\n",
-                        a.member_id,
-                        alarm_name(a.alarm)
-                    );
-                    s
-                })
-        }
+        Format::Fields => r.alarms.iter().fold(fields_header(&r.header), |mut s, a| {
+            let _ = write!(
+                s,
+                "\"MemberID\" : {}\n\"AlarmType\" : {}\n\n",
+                a.member_id,
+                alarm_name(a.alarm)
+            );
+            s
+        }),
         Format::Protobuf => return emit(&raw_bytes(&prost::Message::encode_to_vec(&r))),
-        Format::Table => return Err(table_unsupported()),
+        Format::Table => return Err(unsupported(Format::Table)),
     };
     emit(out.as_bytes())
 }
@@ -187,7 +184,7 @@ fn snapshot_log(caller: &str, msg: &str, fields: &str) {
 fn client_log(caller: &str, msg: &str) {
     eprintln!(
         "{{\"level\":\"info\",\"ts\":\"{}\",\"caller\":\"{caller}\",\"msg\":\"{msg}\"}}",
-        zap_timestamp()
+        timestamp::zap_iso8601(OffsetDateTime::now_utc())
     );
 }
 
@@ -224,7 +221,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     snapshot_log(
         "snapshot/v3_snapshot.go:119",
         "created temporary db file",
-        &format!(",\"path\":{}", json_str(part)),
+        &format!(",\"path\":{}", json_string(part)),
     );
     let start = Instant::now();
     let client = ctx.client().await?;
@@ -241,7 +238,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     snapshot_log(
         "snapshot/v3_snapshot.go:127",
         "fetching snapshot",
-        &format!(",\"endpoint\":{}", json_str(ep)),
+        &format!(",\"endpoint\":{}", json_string(ep)),
     );
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -257,7 +254,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     let took = start.elapsed().as_secs_f64();
     let fields = format!(
         ",\"endpoint\":{},\"size\":\"{}\",\"took\":{took}",
-        json_str(ep),
+        json_string(ep),
         human_bytes(size)
     );
     snapshot_log("snapshot/v3_snapshot.go:142", "fetched snapshot", &fields);
@@ -265,7 +262,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     snapshot_log(
         "snapshot/v3_snapshot.go:152",
         "saved",
-        &format!(",\"path\":{}", json_str(path)),
+        &format!(",\"path\":{}", json_string(path)),
     );
     Ok(())
 }
@@ -292,16 +289,16 @@ fn snapshot_restore(a: RestoreArgs) -> CtlResult {
     let data_dir = cfg.data_dir.display().to_string();
     let dirs = format!(
         ",\"path\":{},\"wal-dir\":{},\"data-dir\":{},\"snap-dir\":{}",
-        json_str(path),
-        json_str(&cfg.wal_path().display().to_string()),
-        json_str(&data_dir),
-        json_str(&format!("{data_dir}/member/snap")),
+        json_string(path),
+        json_string(&cfg.wal_path().display().to_string()),
+        json_string(&data_dir),
+        json_string(&format!("{data_dir}/member/snap")),
     );
     snapshot_log("snapshot/v3_snapshot.go:296", "restoring snapshot", &dirs);
     let r =
         oxcd_snapshot::restore_checked(&opts, &cfg).map_err(|e| CtlError::new(EXIT_ERROR, e))?;
     for m in &r.members {
-        let urls: Vec<String> = m.peer_urls.iter().map(|u| json_str(u)).collect();
+        let urls: Vec<String> = m.peer_urls.iter().map(|u| json_string(u)).collect();
         snapshot_log(
             "membership/cluster.go:392",
             "added member",
@@ -317,10 +314,6 @@ fn snapshot_restore(a: RestoreArgs) -> CtlResult {
     Ok(())
 }
 
-fn json_str(s: &str) -> String {
-    crate::gofmt::json_string(s)
-}
-
 pub async fn move_leader(ctx: &Ctx, a: MoveLeaderArgs) -> CtlResult {
     if a.args.len() != 1 {
         return Err(CtlError::args("move-leader command needs 1 argument"));
@@ -328,7 +321,7 @@ pub async fn move_leader(ctx: &Ctx, a: MoveLeaderArgs) -> CtlResult {
     let target = u64::from_str_radix(&a.args[0], 16).map_err(|_| {
         CtlError::args(format!(
             "strconv.ParseUint: parsing {}: invalid syntax",
-            crate::gofmt::quote(a.args[0].as_bytes())
+            quote(a.args[0].as_bytes())
         ))
     })?;
     let mut leader = None;
@@ -386,12 +379,7 @@ fn snapshot_status(ctx: &Ctx, args: &[String]) -> CtlResult {
             "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n",
             st.hash, st.revision, st.total_key, st.total_size
         ),
-        Format::Protobuf => {
-            return Err(CtlError::new(
-                crate::ctx::EXIT_BAD_FEATURE,
-                "protobuf not supported as output format",
-            ))
-        }
+        Format::Protobuf => return Err(unsupported(Format::Protobuf)),
     };
     emit(out.as_bytes())
 }

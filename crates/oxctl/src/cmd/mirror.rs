@@ -10,8 +10,9 @@ use oxcd_client::{parse_endpoint, ClientTlsFiles, TlsMode};
 use tokio_stream::StreamExt as _;
 
 use super::prefix_end;
-use crate::ctx::{
-    status_message, CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR,
+use crate::ctx::Ctx;
+use crate::error::{
+    status_message, CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR,
 };
 
 /// How often the number of mirrored keys is printed.

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod check;
+pub mod check_keys;
 pub mod cluster;
 pub mod concurrency;
 pub mod datascale;
@@ -11,9 +12,10 @@ pub mod maintenance;
 pub mod mirror;
 pub mod watch;
 
+use oxcd_gocompat::quote::quote;
 use std::io::Write as _;
 
-use crate::ctx::{CtlError, CtlResult, EXIT_IO};
+use crate::error::{CtlError, CtlResult, EXIT_IO};
 
 /// Writes printer output to stdout.
 pub fn emit(bytes: &[u8]) -> CtlResult {
@@ -43,7 +45,31 @@ pub async fn open_watch(
         .watch()
         .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
-        .map_err(|s| CtlError::new(crate::ctx::EXIT_ERROR, crate::ctx::status_message(&s)))?
+        .map_err(|s| CtlError::new(crate::error::EXIT_ERROR, crate::error::status_message(&s)))?
+        .into_inner();
+    Ok((tx, stream))
+}
+
+/// Opens a keep-alive stream for lease `id`, its first request already queued: etcd sends
+/// the response headers only with the first response. The stream stays open as long as the
+/// returned sender lives.
+pub async fn open_keep_alive(
+    client: &oxcd_client::Client,
+    id: i64,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<oxcd_api::etcdserverpb::LeaseKeepAliveRequest>,
+        tonic::Streaming<oxcd_api::etcdserverpb::LeaseKeepAliveResponse>,
+    ),
+    tonic::Status,
+> {
+    use oxcd_api::etcdserverpb::LeaseKeepAliveRequest;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let _ = tx.send(LeaseKeepAliveRequest { id }).await;
+    let stream = client
+        .lease()
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
         .into_inner();
     Ok((tx, stream))
 }
@@ -69,9 +95,6 @@ pub fn parse_hex_id(s: &str) -> Result<i64, String> {
             }
             _ => "invalid syntax",
         };
-        format!(
-            "strconv.ParseInt: parsing {}: {why}",
-            crate::gofmt::quote(s.as_bytes())
-        )
+        format!("strconv.ParseInt: parsing {}: {why}", quote(s.as_bytes()))
     })
 }

@@ -8,8 +8,9 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 
 use super::{emit, prefix_end};
-use crate::ctx::{
-    status_message, CtlError, CtlResult, Ctx, EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT,
+use crate::ctx::Ctx;
+use crate::error::{
+    status_message, CtlError, CtlResult, EXIT_BAD_ARGS, EXIT_INTERRUPTED, EXIT_INVALID_INPUT,
 };
 use crate::print::event_type;
 

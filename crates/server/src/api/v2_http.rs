@@ -260,15 +260,6 @@ struct KeyRequest {
     refresh: bool,
 }
 
-/// Go's `strconv.ParseBool`.
-fn go_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 /// Go's `strconv.ParseUint(v, 10, 64)`: digits only.
 fn go_uint(v: &str) -> Option<u64> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -296,7 +287,7 @@ fn parse_key_request(
     let flag = |name: &str| -> Result<bool, V2Error> {
         match f.get(name) {
             None => Ok(false),
-            Some(v) => go_bool(v)
+            Some(v) => oxcd_gocompat::flag::parse_bool(v)
                 .ok_or_else(|| request_error(209, &format!("invalid value for \"{name}\""))),
         }
     };
@@ -325,13 +316,15 @@ fn parse_key_request(
     };
     let prev_exist = match f.get("prevExist") {
         None => None,
-        Some(v) => {
-            Some(go_bool(v).ok_or_else(|| request_error(209, "invalid value for prevExist"))?)
-        }
+        Some(v) => Some(
+            oxcd_gocompat::flag::parse_bool(v)
+                .ok_or_else(|| request_error(209, "invalid value for prevExist"))?,
+        ),
     };
     let refresh = match f.get("refresh") {
         None => false,
-        Some(v) => go_bool(v).ok_or_else(|| request_error(209, "invalid value for refresh"))?,
+        Some(v) => oxcd_gocompat::flag::parse_bool(v)
+            .ok_or_else(|| request_error(209, "invalid value for refresh"))?,
     };
     let value = f.get("value").cloned();
     if refresh {
