@@ -188,6 +188,32 @@ pub fn etcd_key_entry(r: &RevisionRecord<'_>) -> Result<(Vec<u8>, Vec<u8>), Mvcc
     Ok((rev.to_tombstone_bytes().to_vec(), tomb.encode()))
 }
 
+/// etcd's HashKV of `view` at `rev` (at most the view's current revision): CRC-32C over
+/// the bucket name `key` and the `key` bucket entries, exactly the bytes etcd's backend
+/// would hold for the same history ([`etcd_key_entry`]), with etcd's rule for compacted
+/// revisions (only those in `keep`, a compaction at `rev`'s, unless `keep` is empty; see
+/// `oxcd_bbolt::etcd::hash`). `compact_rev` is etcd's: -1 when never compacted.
+pub fn hash_kv(
+    view: &ReadView,
+    keep: &oxcd_storage::mvcc::KeepSet,
+    compact_rev: i64,
+    rev: i64,
+) -> Result<u32, MvccError> {
+    let keep = keep.iter().map(|r| Revision::new(r.main, r.sub)).collect();
+    let mut hasher = oxcd_bbolt::etcd::hash::KvHasher::new(compact_rev, rev, keep);
+    view.for_each_revision(rev, |r| {
+        let (key, value) = etcd_key_entry(&r)?;
+        hasher
+            .write_key_value(&key, &value)
+            .map_err(|e| MvccError::Corrupt {
+                main: r.rev.main as u64,
+                sub: r.rev.sub as u64,
+                reason: e.to_string(),
+            })
+    })?;
+    Ok(hasher.finish().hash)
+}
+
 fn put_revision<W: Write + Seek>(
     w: &mut DbWriter<W>,
     r: &RevisionRecord<'_>,

@@ -128,18 +128,15 @@ impl Maintenance for Services {
         self.server
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
-        let r = req.into_inner();
-        let store = &self.server.store;
-        let rev = if r.revision > 0 {
-            r.revision
-        } else {
-            store.current_rev()
-        };
-        let (hash, compact_revision) = crate::state::kv::hash_kv(store, rev)?;
+        let rev = req.into_inner().revision;
+        let store = self.server.store.clone();
+        let h = tokio::task::spawn_blocking(move || crate::state::kv::hash_kv_at(&store, rev))
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))??;
         Ok(Response::new(pb::HashKvResponse {
-            header: Some(self.server.header(store.current_rev())),
-            hash,
-            compact_revision,
+            header: Some(self.server.header(h.current_revision)),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
             ..Default::default()
         }))
     }
