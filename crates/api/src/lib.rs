@@ -35,3 +35,10 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
+
+/// oxcd's own Import service (not etcd's): the target side of `oxctl migrate`'s live
+/// migration from etcd, keeping every revision (`oxcdimportpb`).
+#[allow(clippy::all)]
+pub mod oxcdimportpb {
+    tonic::include_proto!("oxcdimportpb");
+}

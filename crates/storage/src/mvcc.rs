@@ -38,7 +38,10 @@ use redb::{
 
 mod bulk;
 
-pub use bulk::{ImportChange, KeepSet, ReadView, RestoreSink, RestoredMeta, RevisionRecord};
+pub use bulk::{
+    check_import_changes, ImportChange, KeepSet, ReadView, RestoreSink, RestoredMeta,
+    RevisionRecord,
+};
 
 const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

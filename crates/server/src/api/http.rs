@@ -14,6 +14,7 @@ use oxcd_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use oxcd_api::oxcdimportpb::import_server::ImportServer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -38,7 +39,8 @@ pub fn router(server: Arc<Server>) -> Router {
             .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
             .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
+            .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(limit))
+            .add_service(ImportServer::new(svc).max_decoding_message_size(limit))
             .into_axum_router();
     let gate = server.clone();
     grpc.merge(crate::api::v2_http::router(server))

@@ -11,6 +11,7 @@ pub mod auth_service;
 pub mod cluster_service;
 pub mod h2_authority;
 pub mod http;
+pub mod import_service;
 pub mod kv_service;
 pub mod lease_service;
 pub mod maintenance_service;

@@ -293,36 +293,13 @@ impl WriteBatch<'_> {
     /// Checks that [`WriteBatch::import_revision`] would take these changes, without
     /// writing anything.
     pub fn check_import(&self, main: i64, changes: &[ImportChange]) -> Result<(), MvccError> {
-        let bad = |why: String| Err(MvccError::Import(why));
         if main <= self.index.current_rev {
-            return bad(format!(
+            return Err(MvccError::Import(format!(
                 "revision {main} is not after the current revision {}",
                 self.index.current_rev
-            ));
+            )));
         }
-        if changes.is_empty() {
-            return bad(format!("revision {main} has no changes"));
-        }
-        let mut last_sub = -1;
-        for c in changes {
-            if c.sub <= last_sub {
-                return bad(format!(
-                    "revision {main}: sub revision {} does not come after {last_sub}",
-                    c.sub
-                ));
-            }
-            last_sub = c.sub;
-            if c.kv.key.is_empty() {
-                return bad(format!("revision {main}.{}: empty key", c.sub));
-            }
-            if !c.tombstone && c.kv.mod_revision != main {
-                return bad(format!(
-                    "revision {main}.{}: a put's mod_revision is {}",
-                    c.sub, c.kv.mod_revision
-                ));
-            }
-        }
-        Ok(())
+        check_import_changes(main, changes)
     }
 
     /// Writes revision `main` exactly as another store numbered it: each change at its own
@@ -379,6 +356,30 @@ impl WriteBatch<'_> {
         Ok(events)
     }
 
+    /// Drops every revision at or below `rev` of each key in `keys`, the one a compaction at
+    /// `rev` would keep included: for an import whose source deleted these keys at
+    /// revisions a compaction has since removed (no tombstone is left to import). Only
+    /// history at or below `rev` goes; the caller compacts at `rev` (or has).
+    pub fn drop_history(&mut self, rev: i64, keys: &[Vec<u8>]) -> Result<(), MvccError> {
+        if rev > self.index.current_rev {
+            return Err(MvccError::FutureRev);
+        }
+        let mut table = self.txn.open_table(KV)?;
+        for key in keys {
+            let Some(hist) = self.index.keys.get_mut(key) else {
+                continue;
+            };
+            let pos = hist.revs.partition_point(|(r, _)| r.main <= rev);
+            for (r, _) in hist.revs.drain(..pos) {
+                table.remove(rev_key(r))?;
+            }
+            if hist.revs.is_empty() {
+                self.index.keys.remove(key);
+            }
+        }
+        Ok(())
+    }
+
     /// Moves the current revision forward to `rev` without writing a key (a source whose
     /// newest revisions were compacted away). Never moves it back.
     pub fn advance_rev(&mut self, rev: i64) {
@@ -386,4 +387,33 @@ impl WriteBatch<'_> {
             self.index.current_rev = rev;
         }
     }
+}
+
+/// Checks one imported revision's changes by themselves: at least one, sub revisions
+/// increasing, keys given, a put's `mod_revision` the revision's own.
+pub fn check_import_changes(main: i64, changes: &[ImportChange]) -> Result<(), MvccError> {
+    let bad = |why: String| Err(MvccError::Import(why));
+    if changes.is_empty() {
+        return bad(format!("revision {main} has no changes"));
+    }
+    let mut last_sub = -1;
+    for c in changes {
+        if c.sub <= last_sub {
+            return bad(format!(
+                "revision {main}: sub revision {} does not come after {last_sub}",
+                c.sub
+            ));
+        }
+        last_sub = c.sub;
+        if c.kv.key.is_empty() {
+            return bad(format!("revision {main}.{}: empty key", c.sub));
+        }
+        if !c.tombstone && c.kv.mod_revision != main {
+            return bad(format!(
+                "revision {main}.{}: a put's mod_revision is {}",
+                c.sub, c.kv.mod_revision
+            ));
+        }
+    }
+    Ok(())
 }
