@@ -1,100 +1,31 @@
 //! Every oxbench workload against a real etcd 3.4 on loopback: it must finish, count every
 //! request, report no errors, and print etcd's report sections.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-const START_TIMEOUT: Duration = Duration::from_secs(20);
+use oxcd_testkit::{run, Cluster, Impl, Output};
 
-struct Etcd {
-    _dir: tempfile::TempDir,
-    child: Child,
-    endpoint: String,
+/// A single-member etcd 3.4, started and ready.
+fn start_etcd() -> Cluster {
+    Cluster::builder(Impl::Etcd).names(&["b"]).start()
 }
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn oxbench(etcd: &Cluster, args: &[&str]) -> Output {
+    run(
+        Command::new(env!("CARGO_BIN_EXE_oxbench"))
+            .arg(format!("--endpoints={}", etcd.host_port(0)))
+            .args(["--max-duration", "60s"])
+            .args(args),
+        b"",
+    )
 }
 
-fn port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn start_etcd() -> Etcd {
-    let found = Command::new("sh")
-        .args(["-c", "command -v etcd"])
-        .output()
-        .map(|o| o.status.success());
-    assert!(matches!(found, Ok(true)), "etcd not found: install the Debian package etcd-server; oxbench is tested against the real etcd 3.4");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (c, p) = (port(), port());
-    let client = format!("http://127.0.0.1:{c}");
-    let peer = format!("http://127.0.0.1:{p}");
-    let child = Command::new("etcd")
-        .args(["--name", "b", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &client,
-            "--advertise-client-urls",
-            &client,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("b={peer}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start etcd");
-    let etcd = Etcd {
-        _dir: dir,
-        child,
-        endpoint: format!("127.0.0.1:{c}"),
-    };
-    let start = Instant::now();
-    while start.elapsed() < START_TIMEOUT {
-        if oxbench(&etcd, &["--json", "range", "k", "--total", "1"])
-            .status
-            .success()
-        {
-            return etcd;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("etcd did not start in {START_TIMEOUT:?}");
-}
-
-fn oxbench(etcd: &Etcd, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_oxbench"))
-        .arg(format!("--endpoints={}", etcd.endpoint))
-        .args(["--max-duration", "60s"])
-        .args(args)
-        .output()
-        .expect("run oxbench")
-}
-
-fn json_reports(etcd: &Etcd, args: &[&str]) -> Vec<serde_json::Value> {
+fn json_reports(etcd: &Cluster, args: &[&str]) -> Vec<serde_json::Value> {
     let mut full = vec!["--json"];
     full.extend(args);
     let out = oxbench(etcd, &full);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    assert!(out.code == 0, "{args:?} failed: {}", out.stderr);
+    out.stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect()
@@ -214,7 +145,7 @@ fn every_workload_completes_without_errors() {
 fn text_report_has_etcd_sections() {
     let etcd = start_etcd();
     let out = oxbench(&etcd, &["put", "--total", "100"]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = &out.stdout;
     for section in [
         "\nSummary:\n  Total:\t",
         "  Slowest:\t",
@@ -232,20 +163,20 @@ fn text_report_has_etcd_sections() {
 
 #[test]
 fn unreachable_endpoint_fails_with_a_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_oxbench"))
-        .args([
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_oxbench")).args([
             "--endpoints=127.0.0.1:1",
             "--dial-timeout=300ms",
             "put",
             "--total",
             "1",
-        ])
-        .output()
-        .expect("run oxbench");
-    assert!(!out.status.success());
+        ]),
+        b"",
+    );
+    assert!(out.code != 0);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot connect to 127.0.0.1:1"),
+        out.stderr.contains("cannot connect to 127.0.0.1:1"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.stderr
     );
 }

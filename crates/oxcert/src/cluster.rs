@@ -311,27 +311,27 @@ pub struct NewCluster {
     pub plan: ClusterPlan,
 }
 
+/// The files `create` writes besides each member's own.
+const CLUSTER_FILES: [&str; 11] = [
+    "ca.pem",
+    "ca-key.pem",
+    "ca.csr",
+    "ca-config.json",
+    "server.pem",
+    "server-key.pem",
+    "server.csr",
+    "client.pem",
+    "client-key.pem",
+    "client.csr",
+    "cluster.json",
+];
+
 /// Writes a new cluster's PKI and start files; returns what to tell the user.
 pub fn create(options: &NewCluster) -> Result<String> {
     let plan = &options.plan;
     check_unique(&plan.members)?;
     let out = &options.out;
-    let mut names: Vec<String> = [
-        "ca.pem",
-        "ca-key.pem",
-        "ca.csr",
-        "ca-config.json",
-        "server.pem",
-        "server-key.pem",
-        "server.csr",
-        "client.pem",
-        "client-key.pem",
-        "client.csr",
-        "cluster.json",
-    ]
-    .iter()
-    .map(|n| n.to_string())
-    .collect();
+    let mut names: Vec<String> = CLUSTER_FILES.iter().map(|n| n.to_string()).collect();
     for m in &plan.members {
         names.extend(member_file_names(&m.name));
     }
@@ -343,6 +343,15 @@ pub fn create(options: &NewCluster) -> Result<String> {
         )?;
     }
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let files = cluster_files(options)?;
+    write_all(&files)?;
+    Ok(create_report(options))
+}
+
+/// Every file of a new cluster: the CA, the shared server and client certificates, each
+/// member's certificates and start files, and the cluster description.
+fn cluster_files(options: &NewCluster) -> Result<Vec<OutFile>> {
+    let (plan, out) = (&options.plan, &options.out);
     let log = Log::new(3);
     let ca_request = request(
         &options.ca_cn,
@@ -368,24 +377,21 @@ pub fn create(options: &NewCluster) -> Result<String> {
         config,
         PUBLIC_MODE,
     ));
-    let server = issue::sign(
-        &request("server", Vec::new(), options.key, None),
-        &server_hosts(&plan.members),
-        &ca,
-        &profiles.profile("server")?,
-        None,
-        &log,
-    )?;
-    files.extend(issued_files(out, "server", &server));
-    let client = issue::sign(
-        &request(&plan.client_cn, Vec::new(), options.key, None),
-        &[],
-        &ca,
-        &profiles.profile("client")?,
-        None,
-        &log,
-    )?;
-    files.extend(issued_files(out, "client", &client));
+    let shared = [
+        ("server", "server", server_hosts(&plan.members)),
+        ("client", plan.client_cn.as_str(), Vec::new()),
+    ];
+    for (profile, cn, hosts) in shared {
+        let issued = issue::sign(
+            &request(cn, Vec::new(), options.key, None),
+            &hosts,
+            &ca,
+            &profiles.profile(profile)?,
+            None,
+            &log,
+        )?;
+        files.extend(issued_files(out, profile, &issued));
+    }
     for member in &plan.members {
         files.extend(member_files(out, plan, member, &ca, &profiles, "new")?);
     }
@@ -394,7 +400,12 @@ pub fn create(options: &NewCluster) -> Result<String> {
         plan_json(plan)?,
         PUBLIC_MODE,
     ));
-    write_all(&files)?;
+    Ok(files)
+}
+
+/// What `create` tells the user: where the PKI went and how to start each member.
+fn create_report(options: &NewCluster) -> String {
+    let (plan, out) = (&options.plan, &options.out);
     let mut report = format!(
         "wrote the PKI ({} keys) for {} members to {}\n",
         options.key.name(),
@@ -416,7 +427,7 @@ pub fn create(options: &NewCluster) -> Result<String> {
         plan.ctl(),
         plan.ctl_flags()
     ));
-    Ok(report)
+    report
 }
 
 /// Adds members to the cluster in `out`; returns what to tell the user.
