@@ -226,6 +226,19 @@ impl RawFlags {
         }
     }
 
+    /// `--log-level`: one of etcd's levels this server logs at. Anything else would be
+    /// taken as a log target by the filter, and the server would log nothing at all.
+    fn log_level(&self) -> Result<String, ConfigError> {
+        let v = self.str("log-level");
+        let level = v.to_ascii_lowercase();
+        if !["debug", "info", "warn", "error"].contains(&level.as_str()) {
+            return err(format!(
+                "invalid value {v:?} for --log-level: use debug, info, warn or error"
+            ));
+        }
+        Ok(level)
+    }
+
     fn urls(&self, name: &str) -> Result<Vec<Url>, ConfigError> {
         let v = self.str(name);
         parse_urls(name, &v)
@@ -349,7 +362,7 @@ impl RawFlags {
             watchers_max: self.uint("max-watchers")? as usize,
             watch_progress_notify_interval: self
                 .duration("experimental-watch-progress-notify-interval")?,
-            log_level: self.str("log-level"),
+            log_level: self.log_level()?,
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             auto_compaction: self.auto_compaction()?,
             wal_dir: self.path("wal-dir"),

@@ -150,12 +150,14 @@ impl TlsSetup {
     }
 }
 
-/// The IP this member's peer connections come from (its first listen-peer address).
+/// The IP this member's peer connections come from: its first listen-peer address, or, when
+/// that is a wildcard, its first advertised one (the others check the address a member
+/// dials from against its peer URLs).
 fn local_peer_ip(cfg: &Config) -> Option<IpAddr> {
-    cfg.listen_peer_urls
-        .first()
-        .and_then(|u| u.bind_addr())
-        .map(|a| a.ip())
+    let ip = |urls: &[Url]| urls.first().and_then(|u| u.bind_addr()).map(|a| a.ip());
+    ip(&cfg.listen_peer_urls)
+        .filter(|ip| !ip.is_unspecified())
+        .or_else(|| ip(&cfg.initial_advertise_peer_urls))
 }
 
 /// `--initial-cluster-state existing` with a new data dir: asks the running members for the
@@ -323,6 +325,8 @@ fn peer_context(
             })
         },
         stop,
+        limits: peer::FrameLimits::new(cfg.request_bytes_max, cfg.quota_backend_bytes),
+        inbound: Default::default(),
     }
 }
 
@@ -353,7 +357,7 @@ fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
         election_tick: (cfg.election_ms / cfg.heartbeat_ms) as usize,
         heartbeat_tick: 1,
         applied: boot.applied,
-        max_size_per_msg: 1024 * 1024,
+        max_size_per_msg: peer::APPEND_BYTES_MAX as u64,
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: cfg.pre_vote,
@@ -390,7 +394,7 @@ fn serve_clients(
             l,
             acceptor,
             app.clone(),
-            server.cfg.connections_max,
+            http::ConnLimits::new(server.cfg.connections_max),
             shutdown.clone(),
         ));
     }

@@ -373,6 +373,53 @@ fn overwritten_suffix_and_leader_snapshot_replay() {
     assert_eq!(replay.state.as_deref(), Some(&b"term 3"[..]));
 }
 
+/// A snapshot from the leader at 5 while the log still holds entries 6..=9 of an old term
+/// that conflict with the leader's: raft drops them when it installs the snapshot, and so
+/// must replay, even before the next entry at 6 overwrites them (a restart in that window
+/// put them back after a snapshot they do not belong to). A compaction marker, by contrast,
+/// keeps the entries after it.
+#[test]
+fn restore_drops_the_entries_written_before_it() {
+    let dir = scratch_dir();
+    let mut wal = Wal::create(dir.path(), b"me").expect("create");
+    wal.set_segment_bytes_max(512);
+    wal.append_snapshot(0, b"snap0");
+    for i in 1..=9 {
+        wal.append_entry(i, &payload(i, 100));
+        wal.sync().expect("sync");
+        wal.maybe_rotate(i + 1).expect("rotate");
+    }
+    assert!(
+        wal.segment_count() >= 2,
+        "the conflicting entries span segments"
+    );
+    wal.append_snapshot(3, b"compacted to 3");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (mut wal, replay) = Wal::open(dir.path()).expect("open");
+    assert_eq!(indexes(&replay), (4..=9).collect::<Vec<_>>());
+    wal.append_restore(5, b"leader snap5");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (mut wal, replay) = Wal::open(dir.path()).expect("open");
+    assert_eq!(replay.snapshot, Some((5, b"leader snap5".to_vec())));
+    assert_eq!(
+        indexes(&replay),
+        Vec::<u64>::new(),
+        "entries after the restore point were kept"
+    );
+    // The log goes on at 6; a rotation copies the marker into the new segment.
+    wal.append_entry(6, b"leader 6");
+    wal.sync().expect("sync");
+    wal.maybe_rotate(7).expect("rotate");
+    wal.append_entry(7, b"leader 7");
+    wal.sync().expect("sync");
+    drop(wal);
+    let (_, replay) = Wal::open(dir.path()).expect("open");
+    assert_eq!(indexes(&replay), vec![6, 7]);
+    assert_eq!(replay.entries[0].1, b"leader 6");
+}
+
 #[test]
 #[should_panic(expected = "the log would skip an index")]
 fn entry_past_the_next_index_crashes() {

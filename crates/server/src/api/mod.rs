@@ -9,6 +9,7 @@
 pub mod auth_check;
 pub mod auth_service;
 pub mod cluster_service;
+pub mod conn_gate;
 pub mod h2_authority;
 pub mod http;
 pub mod import_service;

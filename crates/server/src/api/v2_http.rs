@@ -6,23 +6,42 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 
+use crate::api::conn_gate::{ConnInfo, PerKey};
 use crate::api::server::Server;
 use crate::clock::now_ms;
 use crate::request::{Op, V2Request};
 use crate::state::apply::Applied;
-use crate::state::v2::{V2Error, V2Event};
+use crate::state::v2::{V2Error, V2Event, TTL_MAX_S};
+use crate::state::watch::WATCHERS_PER_CONNECTION_SHARE;
 use crate::version::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
 /// Longest a `wait=true` request is held before it is answered with nothing (etcd clients
 /// reconnect). Bounded so a forgotten client does not hold a connection forever.
 pub const WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// The `wait=true` requests held at once: as many as `--max-watchers` (they are watchers
+/// of the v2 store), half of them on one connection (as gRPC watchers), past which a wait
+/// is refused at once.
+#[derive(Clone)]
+struct Waits {
+    all: Arc<tokio::sync::Semaphore>,
+    per_conn: Arc<PerKey<u64>>,
+}
+
+impl Waits {
+    fn new(watchers_max: usize) -> Waits {
+        Waits {
+            all: Arc::new(tokio::sync::Semaphore::new(watchers_max)),
+            per_conn: PerKey::new((watchers_max / WATCHERS_PER_CONNECTION_SHARE).max(1)),
+        }
+    }
+}
 
 pub fn router(server: Arc<Server>) -> Router {
     let mut r = Router::new()
@@ -38,7 +57,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v2/keys", handler.clone())
         .route("/v2/keys/", handler.clone())
         .route("/v2/keys/{*path}", handler);
-    r.layer(axum::middleware::from_fn(cors)).with_state(server)
+    let waits = Waits::new(server.cfg.watchers_max);
+    r.layer(axum::middleware::from_fn(cors))
+        .layer(axum::Extension(waits))
+        .with_state(server)
 }
 
 /// etcd wraps its HTTP API in a CORS handler that allows every origin (its default
@@ -190,6 +212,9 @@ fn unescape(s: &str, plus_is_space: bool) -> String {
 
 struct Ctx {
     server: Arc<Server>,
+    waits: Waits,
+    /// The client connection (0: unknown).
+    conn: u64,
 }
 
 impl Ctx {
@@ -312,7 +337,12 @@ fn parse_key_request(
     flag("noValueOnSuccess")?;
     let ttl = match f.get("ttl").map(String::as_str) {
         None | Some("") => None,
-        Some(v) => Some(go_uint(v).ok_or_else(|| request_error(202, "invalid value for \"ttl\""))?),
+        // Past TTL_MAX_S the expiration time would overflow (etcd's own overflows too).
+        Some(v) => Some(
+            go_uint(v)
+                .filter(|t| *t <= TTL_MAX_S as u64)
+                .ok_or_else(|| request_error(202, "invalid value for \"ttl\""))?,
+        ),
     };
     let prev_exist = match f.get("prevExist") {
         None => None,
@@ -354,12 +384,24 @@ fn parse_key_request(
 
 async fn keys(
     State(server): State<Arc<Server>>,
+    axum::Extension(waits): axum::Extension<Waits>,
+    conn: Option<axum::Extension<ConnInfo>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    let ctx = Ctx { server };
+    // The same limit as every other request; read as it arrives, never all at once.
+    let body = match crate::api::http::read_body(body, server.cfg.request_bytes_max).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let conn = conn.map_or(0, |c| c.0.id);
+    let ctx = Ctx {
+        server,
+        waits,
+        conn,
+    };
     if ![
         Method::HEAD,
         Method::GET,
@@ -412,6 +454,17 @@ async fn get_keys(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
 /// started, whatever event answers it.
 async fn wait(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
     let start_index = ctx.current_index();
+    let held = (
+        ctx.waits.all.try_acquire().ok(),
+        ctx.waits.per_conn.take(ctx.conn),
+    );
+    let (Some(_all), Some(_mine)) = held else {
+        return Err(V2Error::new(
+            300,
+            "too many waits held (--max-watchers, half of it per connection)",
+            start_index,
+        ));
+    };
     let since = match req.wait_index {
         0 => start_index + 1,
         n => n,
@@ -450,7 +503,7 @@ async fn write_keys(ctx: &Ctx, method: &str, req: KeyRequest) -> Result<Response
         value: req.value,
         dir: req.dir,
         // An explicit empty `ttl=` clears a TTL on update; etcd treats it as "no TTL" too.
-        ttl: req.ttl.map(|t| t.min(i64::MAX as u64 / 1000) as i64),
+        ttl: req.ttl.map(|t| t.min(TTL_MAX_S as u64) as i64),
         prev_exist: req.prev_exist,
         prev_value: req.prev_value,
         // etcd's prevIndex=0 means "do not compare the index".

@@ -139,8 +139,10 @@ impl RaftLoop {
             .mem
             .wl()
             .apply_snapshot(snap.clone())?;
+        // A restore, not a compaction marker: the entries the WAL holds after `index` were
+        // dropped by raft with the rest of its log, and must not come back on a restart.
         self.wal
-            .append_snapshot(index, &encode_snapshot_meta(term, &self.conf_state));
+            .append_restore(index, &encode_snapshot_meta(term, &self.conf_state));
         self.last_snapshot_index = index;
         self.durable_index = index;
         self.status.applied.store(index, Ordering::Relaxed);

@@ -135,6 +135,8 @@ impl RaftLoop {
     pub fn new(p: LoopParts) -> RaftLoop {
         let durable_index = p.applier.store.consistent_index().0;
         p.watch.start_at(p.applier.store.current_rev());
+        // Status requests see the backend's index until the first entry is applied.
+        p.status.applied.store(durable_index, Ordering::Relaxed);
         RaftLoop {
             node: p.node,
             wal: p.wal,

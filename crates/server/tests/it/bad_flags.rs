@@ -138,6 +138,8 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         (&[], &[("ETCD_ENABLE_V2", "nope")], &["enable-v2", "nope"]),
         (&["--name"], &[], &["-name"]),
         (&["--max-txn-ops=-1"], &[], &["--max-txn-ops"]),
+        // Issue 16 defect 7: an unknown level started a server that logged nothing at all.
+        (&["--log-level=verbose"], &[], &["--log-level", "verbose"]),
         (
             &["--max-request-bytes", "1MB"],
             &[],

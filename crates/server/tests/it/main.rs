@@ -11,6 +11,7 @@ mod etcd_snapshots;
 mod etcdctl_parity;
 mod grpc_parity;
 mod h2_authority;
+mod hostile;
 mod lease;
 mod limits;
 mod maintenance;
