@@ -658,6 +658,10 @@ impl View for LoopView<'_> {
     }
 
     fn expired_leases(&self, now_ms: i64, promotion: Promotion, limit: usize) -> Vec<i64> {
+        // Importing (oxctl migrate): leases live on the source until the cut-over.
+        if self.applier.tables.import.read().is_ok_and(|i| i.is_some()) {
+            return Vec::new();
+        }
         self.applier
             .tables
             .leases
