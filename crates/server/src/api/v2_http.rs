@@ -567,3 +567,90 @@ async fn write_keys(ctx: &Ctx, method: &str, req: KeyRequest) -> Result<Response
         Err(e) => Err(V2Error::new(300, e.to_string(), 0)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::arbitrary::any;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn method() -> impl Strategy<Value = Method> {
+        prop_oneof![
+            Just(Method::GET),
+            Just(Method::PUT),
+            Just(Method::POST),
+            Just(Method::DELETE),
+            Just(Method::HEAD),
+        ]
+    }
+
+    /// Form text made of the fields etcd reads, with random values (percent escapes, `+`,
+    /// huge numbers, empty values included).
+    fn form() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("value"),
+            Just("ttl"),
+            Just("prevIndex"),
+            Just("waitIndex"),
+            Just("prevExist"),
+            Just("prevValue"),
+            Just("refresh"),
+            Just("wait"),
+            Just("dir"),
+            Just("recursive"),
+            Just("%zz"),
+        ];
+        let value = "[a-z0-9%+=&._-]{0,24}";
+        proptest::collection::vec((name, value), 0..6).prop_map(|pairs| {
+            pairs
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Decoders under random input (issue 16): any body and query give a request or one
+        /// of etcd's errors, never a panic.
+        #[test]
+        fn forms_and_queries_never_panic(
+            m in method(),
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            fields in form(),
+            query in form(),
+            path in "[a-z/%.]{0,20}",
+        ) {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+            let Ok(uri) = format!("/v2/keys/{path}?{query}").parse::<Uri>() else {
+                return Ok(());
+            };
+            for b in [&body[..], fields.as_bytes()] {
+                let f = parse_form(&m, &uri, &headers, b);
+                let _ = parse_key_request(&m, unescape(&path, false), &f);
+            }
+        }
+
+        /// A TTL is a number of seconds up to `TTL_MAX_S`; anything else is errorCode 202.
+        #[test]
+        fn ttls_are_bounded(ttl in any::<u64>()) {
+            let mut f = HashMap::new();
+            f.insert("ttl".to_string(), ttl.to_string());
+            let r = parse_key_request(&Method::PUT, "/k".into(), &f);
+            match r {
+                Ok(req) => prop_assert!(req.ttl.is_some_and(|t| t <= TTL_MAX_S as u64)),
+                Err(e) => {
+                    prop_assert_eq!(e.code, 202);
+                    prop_assert!(ttl > TTL_MAX_S as u64);
+                }
+            }
+        }
+    }
+}

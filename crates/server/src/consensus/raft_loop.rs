@@ -473,6 +473,14 @@ impl RaftLoop {
         if let Some(hs) = rd.hs() {
             self.persist_hard_state(hs.clone())?;
         }
+        // Chaos builds: an fdatasync that fails with EIO (nothing of the batch is durable).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft_wal_sync_eio", |_| Err(LoopError::Wal(
+            oxcd_storage::WalError::Io {
+                path: "wal (failpoint raft_wal_sync_eio)".into(),
+                source: std::io::Error::from_raw_os_error(5)
+            }
+        )));
         let sync_started = Instant::now();
         self.wal.sync()?;
         warn_slow_fdatasync(sync_started.elapsed());
