@@ -83,11 +83,16 @@ fn grpc_routes(server: Arc<Server>) -> Router {
         .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer))
 }
 
-/// The HTTP services: v2 keys, `/metrics`, the v3 JSON gateway.
+/// The HTTP services: v2 keys, `/metrics`, the v3 JSON gateway (unless
+/// `--enable-grpc-gateway=false`).
 fn http_routes(server: Arc<Server>) -> Router {
-    crate::api::v2_http::router(server.clone())
-        .merge(crate::api::metrics_http::router(server.clone()))
-        .merge(crate::api::gateway::router(server))
+    let routes = crate::api::v2_http::router(server.clone())
+        .merge(crate::api::metrics_http::router(server.clone()));
+    if server.cfg.enable_grpc_gateway {
+        routes.merge(crate::api::gateway::router(server))
+    } else {
+        routes
+    }
 }
 
 fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {
