@@ -42,3 +42,8 @@ pub mod v3electionpb {
 pub mod oxcdimportpb {
     tonic::include_proto!("oxcdimportpb");
 }
+
+/// Every message and service above as an encoded `google.protobuf.FileDescriptorSet`, for
+/// code that works on messages by name (proto3's JSON mapping in the server's gateway).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptors.bin"));

@@ -227,7 +227,10 @@ impl Transport for PeerTransport {
         };
         for m in msgs {
             if let Some((_, q)) = queues.get(&m.to) {
+                let (to, heartbeat) = (m.to, m.get_msg_type() == MessageType::MsgHeartbeat);
+                crate::metrics::get().message_queued(to, heartbeat);
                 if q.try_send(m).is_err() {
+                    crate::metrics::get().message_dropped(to, heartbeat);
                     tracing::debug!("peer queue full or closed; dropping a raft message");
                 }
             }
@@ -370,6 +373,9 @@ async fn dial_loop(
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(
+                    "local-member-id" = %format!("{:x}", ctx.member_id),
+                    "remote-peer-id" = %format!("{:x}", peer.id),
+                    "stream-type" = "stream writer",
                     "established a TCP streaming connection with peer {:x} (stream writer)",
                     peer.id
                 );
@@ -380,6 +386,7 @@ async fn dial_loop(
                     _ = shutdown.changed() => return,
                 };
                 ctx.activity.down(peer.id);
+                crate::metrics::get().peer_disconnected(ctx.member_id, peer.id);
                 tracing::warn!(
                     "lost TCP streaming connection with peer {:x}: {err}",
                     peer.id
@@ -602,9 +609,11 @@ async fn pump(conn: Box<dyn Conn>, rx: &mut mpsc::Receiver<Message>, ctx: &PeerC
                 continue;
             };
             if let Err(e) = w.write_all(&frame).await {
+                crate::metrics::get().peer_send_failed(m.to);
                 report_snapshot_failures(&batch, ctx);
                 return e.to_string();
             }
+            crate::metrics::get().peer_sent(m.to, frame.len());
         }
         if let Err(e) = w.flush().await {
             report_snapshot_failures(&batch, ctx);
@@ -692,7 +701,12 @@ async fn accept(
         .map_err(io("accept the handshake"))?;
     drop(handshake);
     let (serial, replaced) = ctx.inbound.register(from);
-    tracing::info!("established a TCP streaming connection with peer {from:x} (stream reader)");
+    tracing::info!(
+        "local-member-id" = %format!("{:x}", ctx.member_id),
+        "remote-peer-id" = %format!("{from:x}"),
+        "stream-type" = "stream reader",
+        "established a TCP streaming connection with peer {from:x} (stream reader)"
+    );
     let err = tokio::select! {
         e = read_frames(&mut conn, &ctx) => e,
         _ = replaced.notified() => "a newer stream from the same member replaced it".to_string(),
@@ -874,11 +888,12 @@ fn from_its_address(member: &Member, ip: IpAddr) -> bool {
 async fn read_frames(conn: &mut Box<dyn Conn>, ctx: &PeerContext) -> String {
     loop {
         let msg = match read_frame(conn, &ctx.limits).await {
-            Ok((kind, payload)) => decode_frame(kind, &payload),
+            Ok((kind, payload)) => decode_frame(kind, &payload).map(|m| (m, payload.len() + 5)),
             Err(e) => Err(e),
         };
         match msg {
-            Ok(m) => {
+            Ok((m, frame_bytes)) => {
+                crate::metrics::get().peer_message_received(&m, frame_bytes);
                 if ctx.raft_tx.try_send(RaftEvent::Step(Box::new(m))).is_err() {
                     tracing::debug!("raft loop busy; dropping a peer message");
                 }

@@ -93,6 +93,7 @@ impl<F: Fn(i64) -> bool> KvWrite for Writer<'_, '_, '_, F> {
 
 /// A range, etcd's way: filters and sorting need every key, then the limit cuts.
 pub fn range(view: &impl KvRead, r: &RangeRequest) -> Result<RangeResponse, ServerError> {
+    crate::metrics::count(&crate::metrics::get().range);
     let order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
     let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
     let filtered = r.min_mod_revision != 0
@@ -193,7 +194,9 @@ pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerEr
     if lease != 0 && !w.lease_exists(lease) {
         return Err(ServerError::LeaseNotFound);
     }
+    let size = r.key.len() + value.len();
     let prev = w.put_kv(&r.key, value, lease)?;
+    crate::metrics::get().put_applied(size);
     // Inside a txn etcd leaves this header (revision only) in the response; outside one the
     // server replaces it with a full header.
     Ok(PutResponse {
@@ -207,6 +210,7 @@ pub fn delete(
     r: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, ServerError> {
     let deleted = w.delete_kv(&r.key, &r.range_end)?;
+    crate::metrics::count(&crate::metrics::get().delete);
     Ok(DeleteRangeResponse {
         header: Some(header(w.read_rev())),
         deleted: deleted.len() as i64,
@@ -263,6 +267,10 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
 pub fn txn(w: &mut impl KvWrite, r: &TxnRequest) -> Result<TxnResponse, ServerError> {
     let succeeded = compares_hold(w, &r.compare)?;
     let ops = if succeeded { &r.success } else { &r.failure };
+    if ops.len() > 1 {
+        // etcd counts an MVCC transaction of more than one operation as a txn.
+        crate::metrics::count(&crate::metrics::get().txn);
+    }
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         let resp = match &op.request {

@@ -331,6 +331,18 @@ impl WatchHub {
         self.lock().watchers
     }
 
+    /// (streams, watchers, unsynced watchers), for the metrics.
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let inner = self.lock();
+        let unsynced = inner.streams.values().map(|s| {
+            s.watchers
+                .values()
+                .filter(|w| w.synced_after.is_none())
+                .count()
+        });
+        (inner.streams.len(), inner.watchers, unsynced.sum())
+    }
+
     /// The unsynced watchers of a stream.
     pub fn unsynced(&self, stream: u64) -> Vec<i64> {
         let inner = self.lock();
