@@ -17,7 +17,8 @@ use std::collections::BTreeSet;
 use oxcd_api::etcdserverpb::{AlarmMember, AlarmType};
 use oxcd_storage::Store;
 
-pub const AUX_ALARMS: u8 = 6;
+/// The row layout is shared with snapshots (`oxcd_snapshot::rows`).
+pub use oxcd_snapshot::rows::AUX_ALARMS;
 
 /// The active alarms: (member ID, alarm type).
 pub type Alarms = BTreeSet<(u64, i32)>;

@@ -28,7 +28,12 @@ use rand::Rng;
 use crate::error::ServerError;
 use crate::request::{AuthAssign, AuthOp};
 
-pub const AUX_AUTH: u8 = 5;
+/// The row layout is shared with snapshots (`oxcd_snapshot::rows`).
+pub use oxcd_snapshot::rows::AUX_AUTH;
+use oxcd_snapshot::rows::{
+    AUTH_ENABLED_KEY as ENABLED_KEY, AUTH_REVISION_KEY as REVISION_KEY,
+    AUTH_ROLE_PREFIX as ROLE_PREFIX, AUTH_USER_PREFIX as USER_PREFIX,
+};
 /// etcd's bcrypt cost (Go's `bcrypt.DefaultCost`).
 pub const BCRYPT_COST: u32 = 10;
 /// etcd's default `--auth-token-ttl`: a simple token unused for this long is invalid.
@@ -38,10 +43,6 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(300);
 pub const TOKENS_MAX: usize = 65_536;
 const TOKEN_PREFIX_LETTERS: usize = 16;
 const ROOT: &str = "root";
-const ENABLED_KEY: &[u8] = b"enabled";
-const REVISION_KEY: &[u8] = b"revision";
-const USER_PREFIX: &str = "user/";
-const ROLE_PREFIX: &str = "role/";
 
 /// What a request needs from its caller. Built by handlers from the request they got.
 pub enum Need<'a> {

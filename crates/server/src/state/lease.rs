@@ -9,7 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub const AUX_LEASES: u8 = 4;
+/// The row layout is shared with snapshots (`oxcd_snapshot::rows`).
+pub use oxcd_snapshot::rows::AUX_LEASES;
 /// etcd's largest TTL (seconds).
 pub const TTL_MAX: i64 = 9_000_000_000;
 /// Leases a member holds, at most (oxcd's bound; etcd has none): every lease is kept in

@@ -22,6 +22,7 @@ use serde_json::Value;
 /// The writer's pace and how long it writes.
 const WRITES_PER_SEC: u64 = 200;
 const WRITE_FOR: Duration = Duration::from_secs(10);
+const WRITES_IN_FLIGHT: usize = 32;
 /// Bounds on the migration's two runs.
 const MIGRATE_EXIT_MAX: Duration = Duration::from_secs(30);
 
@@ -64,14 +65,17 @@ fn op(i: u64, lease: i64) -> RequestOp {
 }
 
 /// Sends one write to etcd as its own request (a txn for a txn, a put for a put...).
-async fn send(c: &Client, op: RequestOp) {
+/// Whether etcd took it; a put on a lease revoked meanwhile may be refused.
+async fn send(c: Client, op: RequestOp) -> bool {
+    let leased = matches!(&op.request, Some(request_op::Request::RequestPut(p)) if p.lease != 0);
     let ok = match op.request {
         Some(request_op::Request::RequestPut(p)) => c.kv().put(p).await.is_ok(),
         Some(request_op::Request::RequestDeleteRange(d)) => c.kv().delete_range(d).await.is_ok(),
         Some(request_op::Request::RequestTxn(t)) => c.kv().txn(t).await.is_ok(),
         _ => false,
     };
-    assert!(ok, "a write to etcd failed");
+    assert!(ok || leased, "a write to etcd failed");
+    ok
 }
 
 /// A new lease on etcd (10 minutes); its ID.
@@ -86,13 +90,40 @@ async fn grant(c: &Client) -> i64 {
         .id
 }
 
-/// Writes to etcd at [`WRITES_PER_SEC`] for [`WRITE_FOR`], granting a lease every 500
-/// writes and revoking the one before; returns etcd's revision at half time (where the
-/// watcher of the test stopped) and the number of writes.
+/// At half time: a put whose revision is where the test's watcher stopped, and a compaction
+/// 300 revisions before it. Returns that revision.
+async fn half_time(c: &Client) -> i64 {
+    let put = PutRequest {
+        key: b"w/half".to_vec(),
+        value: b"x".to_vec(),
+        ..Default::default()
+    };
+    let mid = c
+        .kv()
+        .put(put)
+        .await
+        .expect("put")
+        .into_inner()
+        .header
+        .map_or(0, |h| h.revision);
+    let compact = CompactionRequest {
+        revision: mid - 300,
+        physical: false,
+    };
+    c.kv().compact(compact).await.expect("compaction");
+    mid
+}
+
+/// Writes to etcd at [`WRITES_PER_SEC`] for [`WRITE_FOR`] (each write its own task, at most
+/// [`WRITES_IN_FLIGHT`] at once, so the pace holds whatever etcd's latency), granting a
+/// lease every 500 writes and revoking the one before; returns the revision at half time
+/// and the number of writes etcd took.
 async fn write_load(c: &Client) -> (i64, u64) {
     let mut lease = grant(c).await;
     let mut ticks = tokio::time::interval(Duration::from_millis(1000 / WRITES_PER_SEC));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT));
+    let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
     let mut mid = 0;
     let mut i = 0;
@@ -104,30 +135,23 @@ async fn write_load(c: &Client) -> (i64, u64) {
             c.lease().lease_revoke(revoke).await.expect("revoke");
             lease = next;
         }
-        send(c, op(i, lease)).await;
+        let slot = slots.clone().acquire_owned().await.expect("semaphore");
+        let (client, write) = (c.clone(), op(i, lease));
+        tasks.spawn(async move {
+            let ok = send(client, write).await;
+            drop(slot);
+            ok
+        });
         if mid == 0 && started.elapsed() >= WRITE_FOR / 2 {
-            let put = PutRequest {
-                key: b"w/half".to_vec(),
-                value: b"x".to_vec(),
-                ..Default::default()
-            };
-            mid = c
-                .kv()
-                .put(put)
-                .await
-                .expect("put")
-                .into_inner()
-                .header
-                .map_or(0, |h| h.revision);
-            let compact = CompactionRequest {
-                revision: mid - 300,
-                physical: false,
-            };
-            c.kv().compact(compact).await.expect("compaction");
+            mid = half_time(c).await;
         }
         i += 1;
     }
-    (mid, i)
+    let mut acked = 0;
+    while let Some(done) = tasks.join_next().await {
+        acked += u64::from(done.expect("writer task"));
+    }
+    (mid, acked)
 }
 
 fn migrate_args(etcd: &Cluster, ox: &Cluster) -> Vec<String> {
