@@ -135,6 +135,7 @@ impl RaftLoop {
     pub fn new(p: LoopParts) -> RaftLoop {
         let durable_index = p.applier.store.consistent_index().0;
         p.watch.start_at(p.applier.store.current_rev());
+        crate::metrics::get().recount_keys(&p.applier.store);
         RaftLoop {
             node: p.node,
             wal: p.wal,
