@@ -356,7 +356,8 @@ impl KeyWatch {
         store: &oxcd_storage::Store,
         spec: WatchSpec,
     ) -> Result<KeyWatch, Status> {
-        let handle = hub.open_stream();
+        // A server-side recipe, not a client connection: no per-connection bound (0).
+        let handle = hub.open_stream(0);
         let watch = KeyWatch {
             hub: hub.clone(),
             handle,
