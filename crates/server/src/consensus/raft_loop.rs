@@ -579,11 +579,14 @@ impl RaftLoop {
                 "raft.node: {me:x} elected leader {new} at term {term}"
             );
         } else {
-            crate::metrics::get().leader_changes.inc();
             tracing::info!(
                 "local-member-id" = %format!("{me:x}"), "old-leader-id" = %old, "leader-id" = %new, term,
                 "raft.node: {me:x} changed leader from {old} to {new} at term {term}"
             );
+        }
+        if leader_id != 0 {
+            // etcd counts every new leader seen, after a loss as well as a direct change.
+            crate::metrics::get().leader_changes.inc();
         }
         // Reads waiting on the old leader's ReadIndex will not be answered.
         self.reads.fail_asked();
