@@ -299,7 +299,6 @@ impl Metrics {
         self.db_total_size.set(s.db_size_bytes);
         self.db_total_size_debugging.set(s.db_size_bytes);
         self.db_total_size_in_use.set(s.db_size_in_use_bytes);
-        self.keys_total.set(s.keys);
         self.watcher_total.set(s.watchers as i64);
         self.watch_stream_total.set(s.watch_streams as i64);
         self.slow_watcher_total.set(s.slow_watchers as i64);
@@ -440,10 +439,33 @@ impl Metrics {
         self.lease_ttl.observe(ttl as f64);
     }
 
-    /// A put of `bytes` of key and value applied (or run in a txn) on this member.
-    pub fn put_applied(&self, bytes: usize) {
+    /// A put of `bytes` of key and value applied on this member; `created` when the key
+    /// did not exist.
+    pub fn put_applied(&self, bytes: usize, created: bool) {
         count(&self.put);
         self.total_put_size.add(bytes as i64);
+        if created {
+            self.keys_total.inc();
+        }
+    }
+
+    /// A delete of `keys` keys applied on this member.
+    pub fn deleted(&self, keys: usize) {
+        count(&self.delete);
+        self.keys_total.sub(keys as i64);
+    }
+
+    /// Counts the keys of the store once (at start, after a snapshot is installed): from then
+    /// on puts and deletes keep `etcd_debugging_mvcc_keys_total` as etcd's keysGauge, so a
+    /// scrape never walks the key index. Call only where no write is applied meanwhile.
+    pub fn recount_keys(&self, store: &oxcd_storage::Store) {
+        let all = oxcd_storage::RangeOptions {
+            limit: 0,
+            rev: 0,
+            count_only: true,
+        };
+        let keys = store.range(b"\0", b"\0", all).map(|r| r.count).unwrap_or(0);
+        self.keys_total.set(keys as i64);
     }
 
     /// A proposal that failed (timed out, lost its leader, the member stopped).
@@ -542,7 +564,6 @@ pub struct Sample {
     pub cluster_version: &'static str,
     pub db_size_bytes: i64,
     pub db_size_in_use_bytes: i64,
-    pub keys: i64,
     pub watchers: usize,
     pub watch_streams: usize,
     pub slow_watchers: usize,

@@ -26,10 +26,7 @@ pub fn router(server: Arc<Server>) -> Router {
 
 /// Answers a scrape.
 pub async fn serve(server: Arc<Server>) -> axum::response::Response {
-    // Counting keys walks the key index: off the async workers.
-    let body = tokio::task::spawn_blocking(move || metrics::get().render(&sample(&server)))
-        .await
-        .unwrap_or_default();
+    let body = metrics::get().render(&sample(&server));
     ([(http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 
@@ -38,19 +35,6 @@ pub fn sample(server: &Server) -> Sample {
     let s = &server.status;
     let (watch_streams, watchers, slow_watchers) = server.watch.stats();
     let size = server.db_size();
-    let keys = server
-        .store
-        .range(
-            b"\0",
-            b"\0",
-            oxcd_storage::RangeOptions {
-                limit: 0,
-                rev: 0,
-                count_only: true,
-            },
-        )
-        .map(|r| r.count as i64)
-        .unwrap_or(0);
     let active_peers = server
         .tables
         .members
@@ -76,7 +60,6 @@ pub fn sample(server: &Server) -> Sample {
         db_size_bytes: size,
         // As `endpoint status` reports it (redb gives free pages back only on defragment).
         db_size_in_use_bytes: size,
-        keys,
         watchers,
         watch_streams,
         slow_watchers,

@@ -149,6 +149,7 @@ impl RaftLoop {
         crate::metrics::get()
             .snap_db_save
             .observe(save_started.elapsed().as_secs_f64());
+        crate::metrics::get().recount_keys(&self.applier.store);
         // The backend holds the snapshot; the WAL does not know yet.
         #[cfg(feature = "failpoints")]
         fail::fail_point!("raft_snapshot_mid_apply");

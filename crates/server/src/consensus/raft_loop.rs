@@ -148,6 +148,7 @@ impl RaftLoop {
     pub fn new(p: LoopParts) -> RaftLoop {
         let durable_index = p.applier.store.consistent_index().0;
         p.watch.start_at(p.applier.store.current_rev());
+        crate::metrics::get().recount_keys(&p.applier.store);
         // Status requests see the backend's index until the first entry is applied.
         p.status.applied.store(durable_index, Ordering::Relaxed);
         RaftLoop {
@@ -580,11 +581,14 @@ impl RaftLoop {
                 "raft.node: {me:x} elected leader {new} at term {term}"
             );
         } else {
-            crate::metrics::get().leader_changes.inc();
             tracing::info!(
                 "local-member-id" = %format!("{me:x}"), "old-leader-id" = %old, "leader-id" = %new, term,
                 "raft.node: {me:x} changed leader from {old} to {new} at term {term}"
             );
+        }
+        if leader_id != 0 {
+            // etcd counts every new leader seen, after a loss as well as a direct change.
+            crate::metrics::get().leader_changes.inc();
         }
         // Reads waiting on the old leader's ReadIndex will not be answered.
         self.reads.fail_asked();

@@ -332,7 +332,8 @@ impl Applier {
         batch.aux_delete(AUX_LEASES, &r.id.to_be_bytes())?;
         let mut t = batch.txn();
         for key in &keys {
-            t.delete_range(key, &[])?;
+            let gone = t.delete_range(key, &[])?;
+            crate::metrics::get().deleted(gone.len());
         }
         events.extend(t.end());
         crate::metrics::get().lease_revoked.inc();

@@ -196,7 +196,7 @@ pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerEr
     }
     let size = r.key.len() + value.len();
     let prev = w.put_kv(&r.key, value, lease)?;
-    crate::metrics::get().put_applied(size);
+    crate::metrics::get().put_applied(size, prev.is_none());
     // Inside a txn etcd leaves this header (revision only) in the response; outside one the
     // server replaces it with a full header.
     Ok(PutResponse {
@@ -210,7 +210,7 @@ pub fn delete(
     r: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, ServerError> {
     let deleted = w.delete_kv(&r.key, &r.range_end)?;
-    crate::metrics::count(&crate::metrics::get().delete);
+    crate::metrics::get().deleted(deleted.len());
     Ok(DeleteRangeResponse {
         header: Some(header(w.read_rev())),
         deleted: deleted.len() as i64,

@@ -214,6 +214,30 @@ async fn prometheus_scrapes_a_tls_cluster_and_etcds_alerts_work() {
     wait_query(prom, "min(etcd_server_proposals_applied_total)", |r| {
         r.first().is_some_and(|s| s.1 >= before + 30.0)
     });
+    // Every member counts the same keys, as many as there are.
+    let all = oxcd_api::etcdserverpb::RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        count_only: true,
+        ..Default::default()
+    };
+    let client = c.client(leader).await.expect("a client");
+    let keys = client
+        .kv()
+        .range(all)
+        .await
+        .expect("count")
+        .into_inner()
+        .count;
+    wait_query(
+        prom,
+        "max(etcd_debugging_mvcc_keys_total) - min(etcd_debugging_mvcc_keys_total)",
+        |r| r.first().is_some_and(|s| s.1 == 0.0),
+    );
+    assert_eq!(
+        scalar(prom, "max(etcd_debugging_mvcc_keys_total)"),
+        keys as f64
+    );
     let puts_ok = "sum(grpc_server_handled_total{grpc_method=\"Put\",grpc_code=\"OK\"})";
     assert!(scalar(prom, puts_ok) >= 30.0);
     assert!(scalar(prom, "min(etcd_mvcc_put_total)") >= 30.0);
