@@ -46,6 +46,7 @@ const FLAGS: &[Flag] = &[
     Flag::value("auto-compaction-mode", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.").default("periodic"),
     Flag::value("auto-compaction-retention", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.").default("0"),
     Flag::value("experimental-corrupt-check-time", "Duration of time between cluster corruption check passes.").default("0s"),
+    Flag::boolean("experimental-initial-corrupt-check", "Enable to check data corruption before serving any client/peer traffic."),
     Flag::value("snapshot-count", "Number of committed transactions to trigger a snapshot to disk.").default("100000"),
     Flag::value("heartbeat-interval", "Time (in milliseconds) of a heartbeat interval.").default("100"),
     Flag::value("election-timeout", "Time (in milliseconds) for an election to timeout.").default("1000"),
@@ -116,6 +117,8 @@ pub struct Config {
     pub auto_compaction: Option<AutoCompaction>,
     /// `--experimental-corrupt-check-time`; `None` when 0 (off, etcd's default).
     pub corrupt_check: Option<std::time::Duration>,
+    /// `--experimental-initial-corrupt-check`: compare HashKV with the peers before serving.
+    pub initial_corrupt_check: bool,
 }
 
 /// `--auto-compaction-mode` with a non-zero `--auto-compaction-retention`.
@@ -387,6 +390,7 @@ impl RawFlags {
                 })?;
                 (!d.is_zero()).then_some(d)
             },
+            initial_corrupt_check: self.bool("experimental-initial-corrupt-check")?,
         };
         cfg.check()?;
         Ok(cfg)
