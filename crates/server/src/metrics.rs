@@ -73,6 +73,11 @@ pub struct Metrics {
     pub cluster_version: IntGaugeVec,
     pub client_requests: IntCounterVec,
     pub lease_expired: IntCounter,
+    pub lease_granted: IntCounter,
+    pub lease_revoked: IntCounter,
+    pub lease_renewed: IntCounter,
+    pub lease_ttl: Histogram,
+    pub total_put_size: IntGauge,
     // etcd_mvcc_* and etcd_debugging_mvcc_*
     pub db_total_size: IntGauge,
     pub db_total_size_in_use: IntGauge,
@@ -197,6 +202,11 @@ impl Metrics {
             cluster_version: gauge_vec(&r, "etcd_cluster_version", "Which version is running. 1 for 'cluster_version' label with current cluster version", &["cluster_version"]),
             client_requests: counter_vec(&r, "etcd_server_client_requests_total", "The total number of client requests per client version.", &["type", "client_api_version"]),
             lease_expired: counter(&r, "etcd_debugging_server_lease_expired_total", "The total number of expired leases."),
+            lease_granted: counter(&r, "etcd_debugging_lease_granted_total", "The total number of granted leases."),
+            lease_revoked: counter(&r, "etcd_debugging_lease_revoked_total", "The total number of revoked leases."),
+            lease_renewed: counter(&r, "etcd_debugging_lease_renewed_total", "The number of renewed leases seen by the leader."),
+            lease_ttl: histogram(&r, "etcd_debugging_lease_ttl_total", "Bucketed histogram of lease TTLs.", buckets(1.0, 2.0, 14)),
+            total_put_size: gauge(&r, "etcd_debugging_mvcc_total_put_size_in_bytes", "The total size of put kv pairs seen by this member."),
             db_total_size: gauge(&r, "etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes."),
             db_total_size_in_use: gauge(&r, "etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes."),
             db_total_size_debugging: gauge(&r, "etcd_debugging_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes."),
@@ -422,6 +432,18 @@ impl Metrics {
         let out = timed(&self.backend_defrag, f);
         self.defrag_inflight.set(0);
         out
+    }
+
+    /// A lease granted with `ttl` seconds (applied: every member counts it, as etcd).
+    pub fn lease_granted(&self, ttl: i64) {
+        self.lease_granted.inc();
+        self.lease_ttl.observe(ttl as f64);
+    }
+
+    /// A put of `bytes` of key and value applied (or run in a txn) on this member.
+    pub fn put_applied(&self, bytes: usize) {
+        count(&self.put);
+        self.total_put_size.add(bytes as i64);
     }
 
     /// A proposal that failed (timed out, lost its leader, the member stopped).

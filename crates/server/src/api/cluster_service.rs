@@ -17,8 +17,6 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 
 /// etcd's HealthInterval: a peer counts as connected once its stream has been up this long.
 pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-/// etcd 3.4's maxLearners: at most this many learners at a time.
-pub const LEARNERS_MAX: usize = 1;
 
 /// A member that has started at least once (it has a name), as etcd counts them.
 fn started(m: &Member) -> bool {
@@ -69,9 +67,11 @@ impl Services {
                 .is_some_and(|t| t.elapsed() >= HEALTH_INTERVAL)
     }
 
-    /// etcd's mayAddMember (with `--strict-reconfig-check`) and its learner limit.
+    /// etcd's mayAddMember (with `--strict-reconfig-check`) and its learner limit
+    /// (`--max-learners`).
     fn may_add(&self, is_learner: bool, members: &[Member]) -> Result<(), ServerError> {
-        if is_learner && members.iter().filter(|m| m.is_learner).count() >= LEARNERS_MAX {
+        let learners_max = self.server.cfg.learners_max;
+        if is_learner && members.iter().filter(|m| m.is_learner).count() >= learners_max {
             return Err(ServerError::TooManyLearners);
         }
         if !self.server.cfg.strict_reconfig_check {

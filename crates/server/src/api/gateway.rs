@@ -450,450 +450,64 @@ macro_rules! unary {
     }};
 }
 
-/// etcd's gateway paths below `/v3` (grpc-gateway's table from etcd 3.4's protos).
+/// Routes for a table of unary methods: gateway path => gRPC path, the service trait's
+/// method, the proto package, request and response message names.
+macro_rules! unary_routes {
+    ($r:ident, $svc:ident; $($path:literal => $grpc:literal, $trait:ident :: $method:ident, $pkg:literal, $req:literal, $resp:literal;)*) => {
+        $( unary!($r, $svc, $path, $grpc, $trait::$method, $pkg, $req, $resp); )*
+    };
+}
+
+/// etcd's gateway paths below `/v3` (grpc-gateway's table from etcd 3.4's protos). etcd 3.4
+/// binds both Hash and HashKV to `/maintenance/hash`; grpc-gateway's router takes Hash.
 fn v3_routes(svc: &Services) -> Router {
     let mut r = Router::new();
-    unary!(
-        r,
-        svc,
-        "/kv/range",
-        "/etcdserverpb.KV/Range",
-        Kv::range,
-        "etcdserverpb",
-        "RangeRequest",
-        "RangeResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/kv/put",
-        "/etcdserverpb.KV/Put",
-        Kv::put,
-        "etcdserverpb",
-        "PutRequest",
-        "PutResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/kv/deleterange",
-        "/etcdserverpb.KV/DeleteRange",
-        Kv::delete_range,
-        "etcdserverpb",
-        "DeleteRangeRequest",
-        "DeleteRangeResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/kv/txn",
-        "/etcdserverpb.KV/Txn",
-        Kv::txn,
-        "etcdserverpb",
-        "TxnRequest",
-        "TxnResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/kv/compaction",
-        "/etcdserverpb.KV/Compact",
-        Kv::compact,
-        "etcdserverpb",
-        "CompactionRequest",
-        "CompactionResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/lease/grant",
-        "/etcdserverpb.Lease/LeaseGrant",
-        Lease::lease_grant,
-        "etcdserverpb",
-        "LeaseGrantRequest",
-        "LeaseGrantResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/lease/revoke",
-        "/etcdserverpb.Lease/LeaseRevoke",
-        Lease::lease_revoke,
-        "etcdserverpb",
-        "LeaseRevokeRequest",
-        "LeaseRevokeResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/kv/lease/revoke",
-        "/etcdserverpb.Lease/LeaseRevoke",
-        Lease::lease_revoke,
-        "etcdserverpb",
-        "LeaseRevokeRequest",
-        "LeaseRevokeResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/lease/timetolive",
-        "/etcdserverpb.Lease/LeaseTimeToLive",
-        Lease::lease_time_to_live,
-        "etcdserverpb",
-        "LeaseTimeToLiveRequest",
-        "LeaseTimeToLiveResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/kv/lease/timetolive",
-        "/etcdserverpb.Lease/LeaseTimeToLive",
-        Lease::lease_time_to_live,
-        "etcdserverpb",
-        "LeaseTimeToLiveRequest",
-        "LeaseTimeToLiveResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/lease/leases",
-        "/etcdserverpb.Lease/LeaseLeases",
-        Lease::lease_leases,
-        "etcdserverpb",
-        "LeaseLeasesRequest",
-        "LeaseLeasesResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/kv/lease/leases",
-        "/etcdserverpb.Lease/LeaseLeases",
-        Lease::lease_leases,
-        "etcdserverpb",
-        "LeaseLeasesRequest",
-        "LeaseLeasesResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/cluster/member/add",
-        "/etcdserverpb.Cluster/MemberAdd",
-        Cluster::member_add,
-        "etcdserverpb",
-        "MemberAddRequest",
-        "MemberAddResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/cluster/member/remove",
-        "/etcdserverpb.Cluster/MemberRemove",
-        Cluster::member_remove,
-        "etcdserverpb",
-        "MemberRemoveRequest",
-        "MemberRemoveResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/cluster/member/update",
-        "/etcdserverpb.Cluster/MemberUpdate",
-        Cluster::member_update,
-        "etcdserverpb",
-        "MemberUpdateRequest",
-        "MemberUpdateResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/cluster/member/list",
-        "/etcdserverpb.Cluster/MemberList",
-        Cluster::member_list,
-        "etcdserverpb",
-        "MemberListRequest",
-        "MemberListResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/cluster/member/promote",
-        "/etcdserverpb.Cluster/MemberPromote",
-        Cluster::member_promote,
-        "etcdserverpb",
-        "MemberPromoteRequest",
-        "MemberPromoteResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/maintenance/alarm",
-        "/etcdserverpb.Maintenance/Alarm",
-        Maintenance::alarm,
-        "etcdserverpb",
-        "AlarmRequest",
-        "AlarmResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/maintenance/status",
-        "/etcdserverpb.Maintenance/Status",
-        Maintenance::status,
-        "etcdserverpb",
-        "StatusRequest",
-        "StatusResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/maintenance/defragment",
-        "/etcdserverpb.Maintenance/Defragment",
-        Maintenance::defragment,
-        "etcdserverpb",
-        "DefragmentRequest",
-        "DefragmentResponse"
-    );
-    // etcd 3.4 binds both Hash and HashKV to this path; grpc-gateway's router takes Hash.
-    unary!(
-        r,
-        svc,
-        "/maintenance/hash",
-        "/etcdserverpb.Maintenance/Hash",
-        Maintenance::hash,
-        "etcdserverpb",
-        "HashRequest",
-        "HashResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/maintenance/transfer-leadership",
-        "/etcdserverpb.Maintenance/MoveLeader",
-        Maintenance::move_leader,
-        "etcdserverpb",
-        "MoveLeaderRequest",
-        "MoveLeaderResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/enable",
-        "/etcdserverpb.Auth/AuthEnable",
-        Auth::auth_enable,
-        "etcdserverpb",
-        "AuthEnableRequest",
-        "AuthEnableResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/disable",
-        "/etcdserverpb.Auth/AuthDisable",
-        Auth::auth_disable,
-        "etcdserverpb",
-        "AuthDisableRequest",
-        "AuthDisableResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/authenticate",
-        "/etcdserverpb.Auth/Authenticate",
-        Auth::authenticate,
-        "etcdserverpb",
-        "AuthenticateRequest",
-        "AuthenticateResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/user/add",
-        "/etcdserverpb.Auth/UserAdd",
-        Auth::user_add,
-        "etcdserverpb",
-        "AuthUserAddRequest",
-        "AuthUserAddResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/user/get",
-        "/etcdserverpb.Auth/UserGet",
-        Auth::user_get,
-        "etcdserverpb",
-        "AuthUserGetRequest",
-        "AuthUserGetResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/user/list",
-        "/etcdserverpb.Auth/UserList",
-        Auth::user_list,
-        "etcdserverpb",
-        "AuthUserListRequest",
-        "AuthUserListResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/user/delete",
-        "/etcdserverpb.Auth/UserDelete",
-        Auth::user_delete,
-        "etcdserverpb",
-        "AuthUserDeleteRequest",
-        "AuthUserDeleteResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/user/changepw",
-        "/etcdserverpb.Auth/UserChangePassword",
-        Auth::user_change_password,
-        "etcdserverpb",
-        "AuthUserChangePasswordRequest",
-        "AuthUserChangePasswordResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/user/grant",
-        "/etcdserverpb.Auth/UserGrantRole",
-        Auth::user_grant_role,
-        "etcdserverpb",
-        "AuthUserGrantRoleRequest",
-        "AuthUserGrantRoleResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/user/revoke",
-        "/etcdserverpb.Auth/UserRevokeRole",
-        Auth::user_revoke_role,
-        "etcdserverpb",
-        "AuthUserRevokeRoleRequest",
-        "AuthUserRevokeRoleResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/role/add",
-        "/etcdserverpb.Auth/RoleAdd",
-        Auth::role_add,
-        "etcdserverpb",
-        "AuthRoleAddRequest",
-        "AuthRoleAddResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/role/get",
-        "/etcdserverpb.Auth/RoleGet",
-        Auth::role_get,
-        "etcdserverpb",
-        "AuthRoleGetRequest",
-        "AuthRoleGetResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/role/list",
-        "/etcdserverpb.Auth/RoleList",
-        Auth::role_list,
-        "etcdserverpb",
-        "AuthRoleListRequest",
-        "AuthRoleListResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/role/delete",
-        "/etcdserverpb.Auth/RoleDelete",
-        Auth::role_delete,
-        "etcdserverpb",
-        "AuthRoleDeleteRequest",
-        "AuthRoleDeleteResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/role/grant",
-        "/etcdserverpb.Auth/RoleGrantPermission",
-        Auth::role_grant_permission,
-        "etcdserverpb",
-        "AuthRoleGrantPermissionRequest",
-        "AuthRoleGrantPermissionResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/auth/role/revoke",
-        "/etcdserverpb.Auth/RoleRevokePermission",
-        Auth::role_revoke_permission,
-        "etcdserverpb",
-        "AuthRoleRevokePermissionRequest",
-        "AuthRoleRevokePermissionResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/lock/lock",
-        "/v3lockpb.Lock/Lock",
-        Lock::lock,
-        "v3lockpb",
-        "LockRequest",
-        "LockResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/lock/unlock",
-        "/v3lockpb.Lock/Unlock",
-        Lock::unlock,
-        "v3lockpb",
-        "UnlockRequest",
-        "UnlockResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/election/campaign",
-        "/v3electionpb.Election/Campaign",
-        Election::campaign,
-        "v3electionpb",
-        "CampaignRequest",
-        "CampaignResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/election/proclaim",
-        "/v3electionpb.Election/Proclaim",
-        Election::proclaim,
-        "v3electionpb",
-        "ProclaimRequest",
-        "ProclaimResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/election/leader",
-        "/v3electionpb.Election/Leader",
-        Election::leader,
-        "v3electionpb",
-        "LeaderRequest",
-        "LeaderResponse"
-    );
-    unary!(
-        r,
-        svc,
-        "/election/resign",
-        "/v3electionpb.Election/Resign",
-        Election::resign,
-        "v3electionpb",
-        "ResignRequest",
-        "ResignResponse"
-    );
+    unary_routes! { r, svc;
+        "/kv/range" => "/etcdserverpb.KV/Range", Kv::range, "etcdserverpb", "RangeRequest", "RangeResponse";
+        "/kv/put" => "/etcdserverpb.KV/Put", Kv::put, "etcdserverpb", "PutRequest", "PutResponse";
+        "/kv/deleterange" => "/etcdserverpb.KV/DeleteRange", Kv::delete_range, "etcdserverpb", "DeleteRangeRequest", "DeleteRangeResponse";
+        "/kv/txn" => "/etcdserverpb.KV/Txn", Kv::txn, "etcdserverpb", "TxnRequest", "TxnResponse";
+        "/kv/compaction" => "/etcdserverpb.KV/Compact", Kv::compact, "etcdserverpb", "CompactionRequest", "CompactionResponse";
+        "/lease/grant" => "/etcdserverpb.Lease/LeaseGrant", Lease::lease_grant, "etcdserverpb", "LeaseGrantRequest", "LeaseGrantResponse";
+        "/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", Lease::lease_revoke, "etcdserverpb", "LeaseRevokeRequest", "LeaseRevokeResponse";
+        "/kv/lease/revoke" => "/etcdserverpb.Lease/LeaseRevoke", Lease::lease_revoke, "etcdserverpb", "LeaseRevokeRequest", "LeaseRevokeResponse";
+        "/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", Lease::lease_time_to_live, "etcdserverpb", "LeaseTimeToLiveRequest", "LeaseTimeToLiveResponse";
+        "/kv/lease/timetolive" => "/etcdserverpb.Lease/LeaseTimeToLive", Lease::lease_time_to_live, "etcdserverpb", "LeaseTimeToLiveRequest", "LeaseTimeToLiveResponse";
+        "/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", Lease::lease_leases, "etcdserverpb", "LeaseLeasesRequest", "LeaseLeasesResponse";
+        "/kv/lease/leases" => "/etcdserverpb.Lease/LeaseLeases", Lease::lease_leases, "etcdserverpb", "LeaseLeasesRequest", "LeaseLeasesResponse";
+        "/cluster/member/add" => "/etcdserverpb.Cluster/MemberAdd", Cluster::member_add, "etcdserverpb", "MemberAddRequest", "MemberAddResponse";
+        "/cluster/member/remove" => "/etcdserverpb.Cluster/MemberRemove", Cluster::member_remove, "etcdserverpb", "MemberRemoveRequest", "MemberRemoveResponse";
+        "/cluster/member/update" => "/etcdserverpb.Cluster/MemberUpdate", Cluster::member_update, "etcdserverpb", "MemberUpdateRequest", "MemberUpdateResponse";
+        "/cluster/member/list" => "/etcdserverpb.Cluster/MemberList", Cluster::member_list, "etcdserverpb", "MemberListRequest", "MemberListResponse";
+        "/cluster/member/promote" => "/etcdserverpb.Cluster/MemberPromote", Cluster::member_promote, "etcdserverpb", "MemberPromoteRequest", "MemberPromoteResponse";
+        "/maintenance/alarm" => "/etcdserverpb.Maintenance/Alarm", Maintenance::alarm, "etcdserverpb", "AlarmRequest", "AlarmResponse";
+        "/maintenance/status" => "/etcdserverpb.Maintenance/Status", Maintenance::status, "etcdserverpb", "StatusRequest", "StatusResponse";
+        "/maintenance/defragment" => "/etcdserverpb.Maintenance/Defragment", Maintenance::defragment, "etcdserverpb", "DefragmentRequest", "DefragmentResponse";
+        "/maintenance/hash" => "/etcdserverpb.Maintenance/Hash", Maintenance::hash, "etcdserverpb", "HashRequest", "HashResponse";
+        "/maintenance/transfer-leadership" => "/etcdserverpb.Maintenance/MoveLeader", Maintenance::move_leader, "etcdserverpb", "MoveLeaderRequest", "MoveLeaderResponse";
+        "/auth/enable" => "/etcdserverpb.Auth/AuthEnable", Auth::auth_enable, "etcdserverpb", "AuthEnableRequest", "AuthEnableResponse";
+        "/auth/disable" => "/etcdserverpb.Auth/AuthDisable", Auth::auth_disable, "etcdserverpb", "AuthDisableRequest", "AuthDisableResponse";
+        "/auth/authenticate" => "/etcdserverpb.Auth/Authenticate", Auth::authenticate, "etcdserverpb", "AuthenticateRequest", "AuthenticateResponse";
+        "/auth/user/add" => "/etcdserverpb.Auth/UserAdd", Auth::user_add, "etcdserverpb", "AuthUserAddRequest", "AuthUserAddResponse";
+        "/auth/user/get" => "/etcdserverpb.Auth/UserGet", Auth::user_get, "etcdserverpb", "AuthUserGetRequest", "AuthUserGetResponse";
+        "/auth/user/list" => "/etcdserverpb.Auth/UserList", Auth::user_list, "etcdserverpb", "AuthUserListRequest", "AuthUserListResponse";
+        "/auth/user/delete" => "/etcdserverpb.Auth/UserDelete", Auth::user_delete, "etcdserverpb", "AuthUserDeleteRequest", "AuthUserDeleteResponse";
+        "/auth/user/changepw" => "/etcdserverpb.Auth/UserChangePassword", Auth::user_change_password, "etcdserverpb", "AuthUserChangePasswordRequest", "AuthUserChangePasswordResponse";
+        "/auth/user/grant" => "/etcdserverpb.Auth/UserGrantRole", Auth::user_grant_role, "etcdserverpb", "AuthUserGrantRoleRequest", "AuthUserGrantRoleResponse";
+        "/auth/user/revoke" => "/etcdserverpb.Auth/UserRevokeRole", Auth::user_revoke_role, "etcdserverpb", "AuthUserRevokeRoleRequest", "AuthUserRevokeRoleResponse";
+        "/auth/role/add" => "/etcdserverpb.Auth/RoleAdd", Auth::role_add, "etcdserverpb", "AuthRoleAddRequest", "AuthRoleAddResponse";
+        "/auth/role/get" => "/etcdserverpb.Auth/RoleGet", Auth::role_get, "etcdserverpb", "AuthRoleGetRequest", "AuthRoleGetResponse";
+        "/auth/role/list" => "/etcdserverpb.Auth/RoleList", Auth::role_list, "etcdserverpb", "AuthRoleListRequest", "AuthRoleListResponse";
+        "/auth/role/delete" => "/etcdserverpb.Auth/RoleDelete", Auth::role_delete, "etcdserverpb", "AuthRoleDeleteRequest", "AuthRoleDeleteResponse";
+        "/auth/role/grant" => "/etcdserverpb.Auth/RoleGrantPermission", Auth::role_grant_permission, "etcdserverpb", "AuthRoleGrantPermissionRequest", "AuthRoleGrantPermissionResponse";
+        "/auth/role/revoke" => "/etcdserverpb.Auth/RoleRevokePermission", Auth::role_revoke_permission, "etcdserverpb", "AuthRoleRevokePermissionRequest", "AuthRoleRevokePermissionResponse";
+        "/lock/lock" => "/v3lockpb.Lock/Lock", Lock::lock, "v3lockpb", "LockRequest", "LockResponse";
+        "/lock/unlock" => "/v3lockpb.Lock/Unlock", Lock::unlock, "v3lockpb", "UnlockRequest", "UnlockResponse";
+        "/election/campaign" => "/v3electionpb.Election/Campaign", Election::campaign, "v3electionpb", "CampaignRequest", "CampaignResponse";
+        "/election/proclaim" => "/v3electionpb.Election/Proclaim", Election::proclaim, "v3electionpb", "ProclaimRequest", "ProclaimResponse";
+        "/election/leader" => "/v3electionpb.Election/Leader", Election::leader, "v3electionpb", "LeaderRequest", "LeaderResponse";
+        "/election/resign" => "/v3electionpb.Election/Resign", Election::resign, "v3electionpb", "ResignRequest", "ResignResponse";
+    }
     stream_routes(r, svc)
 }
 

@@ -35,39 +35,152 @@ pub const H2_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
 /// Response bytes queued per HTTP/2 stream for a client that does not read (hyper's
 /// default, named here); past it the stream waits for the client's window.
 pub const H2_SEND_BUFFER_BYTES_MAX: usize = 400 * 1024;
-/// etcd's `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` defaults: an HTTP/2
-/// connection silent this long is pinged, and closed when the ping is not answered.
-pub const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2 * 60 * 60);
-pub const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bytes allowed on top of `--max-request-bytes` for gRPC framing (etcd allows the same).
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Builds the router that serves every client request.
+/// Builds the router that serves every client request: gRPC and HTTP on one port.
 pub fn router(server: Arc<Server>) -> Router {
+    with_client_layers(
+        server.clone(),
+        grpc_routes(server.clone()).merge(http_routes(server)),
+    )
+}
+
+/// `--listen-client-urls` when `--listen-client-http-urls` is set: gRPC only, as etcd 3.5.
+pub fn grpc_router(server: Arc<Server>) -> Router {
+    with_client_layers(server.clone(), grpc_routes(server))
+}
+
+/// `--listen-client-http-urls`: the HTTP services only (v2, /version, /health...).
+pub fn http_router(server: Arc<Server>) -> Router {
+    with_client_layers(server.clone(), http_routes(server))
+}
+
+/// `--listen-metrics-urls`: `/metrics`, health and probes.
+pub fn metrics_router(server: Arc<Server>) -> Router {
+    crate::api::health::router(server.clone())
+        .merge(crate::api::metrics_http::router(server))
+        .fallback(not_found)
+}
+
+fn grpc_routes(server: Arc<Server>) -> Router {
     let svc = Services {
         server: server.clone(),
     };
     let limit = server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES;
-    let grpc =
-        tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(LockServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(ElectionServer::new(svc).max_decoding_message_size(limit))
-            .into_axum_router()
-            .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer));
-    let gate = server.clone();
-    grpc.merge(crate::api::v2_http::router(server.clone()))
+    tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(LockServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(ElectionServer::new(svc).max_decoding_message_size(limit))
+        .add_service(crate::api::health::grpc_health(&server))
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer))
+}
+
+/// The HTTP services: v2 keys, `/metrics`, the v3 JSON gateway.
+fn http_routes(server: Arc<Server>) -> Router {
+    crate::api::v2_http::router(server.clone())
         .merge(crate::api::metrics_http::router(server.clone()))
         .merge(crate::api::gateway::router(server))
+}
+
+fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {
+    let gate = server.clone();
+    routes
         .fallback(not_found)
         .layer(axum::middleware::map_response(etcd_size_error))
         .layer(axum::middleware::from_fn(move |req, next| {
             learner_gate(gate.clone(), req, next)
         }))
+        .layer(axum::middleware::from_fn_with_state(server, access_control))
+}
+
+/// Whether a request came over TLS (set per connection by [`with_client_cn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls(pub bool);
+
+fn is_grpc(req: &axum::extract::Request) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// etcd's access controller: `--host-whitelist` for HTTP requests on plain connections
+/// (CVE-2018-5702, DNS rebinding), and `--warning-unary-request-duration` for gRPC calls.
+async fn access_control(
+    axum::extract::State(server): axum::extract::State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let over_tls = req.extensions().get::<OverTls>().is_some_and(|t| t.0);
+    let whitelist = &server.cfg.http.host_whitelist;
+    if is_grpc(&req) {
+        return timed_grpc(&server, req, next).await;
+    }
+    if !over_tls && !whitelist.is_empty() {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or(req.uri().host())
+            .unwrap_or_default();
+        let name = host
+            .rsplit_once(':')
+            .map_or(host, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        if !whitelist.iter().any(|w| w == name) {
+            tracing::warn!(
+                host = name,
+                "rejecting HTTP request to prevent DNS rebinding attacks"
+            );
+            let body = format!(
+                "\netcd received your request, but the Host header was unrecognized.\n\nTo fix this, choose one of the following options:\n- Enable TLS, then any HTTP request will be allowed.\n- Add the hostname you want to use to the whitelist in settings.\n  - e.g. etcd --host-whitelist {name:?}\n\nThis requirement has been added to help prevent \"DNS Rebinding\" attacks (CVE-2018-5702).\n\n"
+            );
+            return (
+                http::StatusCode::MISDIRECTED_REQUEST,
+                [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                body,
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// gRPC streams whose length says nothing about the server's speed.
+const STREAMING_RPCS: &[&str] = &[
+    "/etcdserverpb.Watch/Watch",
+    "/etcdserverpb.Lease/LeaseKeepAlive",
+    "/etcdserverpb.Maintenance/Snapshot",
+];
+
+/// A unary gRPC call slower than `--warning-unary-request-duration` is logged (etcd's
+/// "request stats" warning).
+async fn timed_grpc(
+    server: &Server,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let limit = server.cfg.warning_unary_request_duration;
+    if took > limit && !STREAMING_RPCS.contains(&path.as_str()) {
+        tracing::warn!(
+            "time spent" = ?took,
+            "expected-duration" = ?limit,
+            "request path" = %path,
+            "request stats"
+        );
+    }
+    resp
 }
 
 /// The gRPC calls a learner serves, as etcd 3.4: Status, and Range (whose handler refuses
@@ -227,21 +340,38 @@ async fn etcd_size_error(mut resp: axum::response::Response) -> axum::response::
     resp
 }
 
-/// Binds every client URL (before anything else starts, so a bad address fails early).
+/// Binds every URL (before anything else starts, so a bad address fails early), with
+/// `--socket-reuse-address` / `--socket-reuse-port`.
 pub async fn bind(
     urls: &[crate::config::Url],
+    opts: &crate::config::HttpOptions,
 ) -> anyhow::Result<Vec<(crate::config::Url, TcpListener)>> {
     let mut out = Vec::new();
     for u in urls {
         let addr = u
             .bind_addr()
             .ok_or_else(|| anyhow::anyhow!("cannot bind {u}: not an IP address"))?;
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {u}: {e}"))?;
+        let l = bind_one(addr, opts).map_err(|e| anyhow::anyhow!("cannot listen on {u}: {e}"))?;
         out.push((u.clone(), l));
     }
     Ok(out)
+}
+
+/// Listen backlog, as Go's default on Linux (somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_one(addr: SocketAddr, opts: &crate::config::HttpOptions) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Go (etcd) and tokio set SO_REUSEADDR on every listener: a port whose last
+    // connections are in TIME_WAIT binds again at once. --socket-reuse-address asks the same.
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(opts.socket_reuse_port)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves one listener until `shutdown` flips. Every connection passes the [`Gate`]: a
@@ -252,7 +382,9 @@ pub async fn serve(
     app: Router,
     limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
+    opts: crate::config::HttpOptions,
 ) {
+    let opts = Arc::new(opts);
     let gate = Gate::new(limits);
     let mut refusals = RefusalLog::default();
     loop {
@@ -277,8 +409,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
+        let opts = opts.clone();
         tokio::spawn(async move {
-            let Some(io) = first_request(stream, peer, tls).await else {
+            let Some(first) = first_request(stream, peer, tls).await else {
                 return;
             };
             let established = match handshake.establish() {
@@ -288,7 +421,7 @@ pub async fn serve(
                     return;
                 }
             };
-            serve_conn(io, established.info, app).await;
+            serve_conn(first, established.info, app, &opts).await;
             drop(established);
         });
     }
@@ -322,20 +455,32 @@ impl RefusalLog {
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
+/// A connection past its handshake stage: the stream, whether it is TLS, and the CN of the
+/// client's verified certificate.
+struct FirstRequest {
+    io: Box<dyn Io>,
+    over_tls: bool,
+    cn: Option<String>,
+}
+
 /// The handshake stage: TLS when the port is https, then the first bytes of a request, all
 /// within [`HANDSHAKE_TIMEOUT`]. None when the connection ends or times out first.
 async fn first_request(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-) -> Option<Box<dyn Io>> {
+) -> Option<FirstRequest> {
     let work = async {
         match tls {
             // etcdctl 3.4 sends `:authority: http://host:port` over plaintext HTTP/2; the
             // shim reads the first bytes to tell HTTP/2 from HTTP/1.1.
             None => crate::api::h2_authority::wrap(stream)
                 .await
-                .map(|c| Box::new(c) as Box<dyn Io>)
+                .map(|c| FirstRequest {
+                    io: Box::new(c),
+                    over_tls: false,
+                    cn: None,
+                })
                 .map_err(|e| format!("it ended before its first request: {e}")),
             Some(acceptor) => {
                 let mut s = acceptor
@@ -349,7 +494,17 @@ async fn first_request(
                 if n == 0 {
                     return Err("it ended before its first request".to_string());
                 }
-                Ok(Box::new(Prefixed::new(first, s)) as Box<dyn Io>)
+                let cn = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(oxcd_tls::cert_common_name);
+                Ok(FirstRequest {
+                    io: Box::new(Prefixed::new(first, s)),
+                    over_tls: true,
+                    cn,
+                })
             }
         }
     };
@@ -368,11 +523,32 @@ async fn first_request(
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 on an established connection; its requests carry `info`.
-async fn serve_conn(io: Box<dyn Io>, info: ConnInfo, app: Router) {
+/// The header that carries, inside the server only, the common name of a TLS client's
+/// verified certificate (etcd authenticates such a client as that user when it sends no
+/// token). Whatever a client sends under this name is removed first.
+pub const CLIENT_CN_HEADER: &str = "x-oxcd-client-cn";
+
+/// Serves HTTP/1.1 and HTTP/2 on an established connection; its requests carry `info` and
+/// [`OverTls`], and [`CLIENT_CN_HEADER`] only when the client presented a verified
+/// certificate with a CN. HTTP/2 takes `--max-concurrent-streams` (within
+/// [`H2_STREAMS_PER_CONNECTION_MAX`]) and the `--grpc-keepalive-*` pings.
+async fn serve_conn(
+    first: FirstRequest,
+    info: ConnInfo,
+    app: Router,
+    opts: &crate::config::HttpOptions,
+) {
     use tower::ServiceExt;
+    let FirstRequest { io, over_tls, cn } = first;
+    let cn = cn.and_then(|c| http::HeaderValue::from_str(&c).ok());
     let app = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(info);
+        req.extensions_mut().insert(OverTls(over_tls));
+        let h = req.headers_mut();
+        h.remove(CLIENT_CN_HEADER);
+        if let Some(cn) = &cn {
+            h.insert(CLIENT_CN_HEADER, cn.clone());
+        }
         req
     });
     let svc = TowerToHyperService::new(app);
@@ -384,10 +560,13 @@ async fn serve_conn(io: Box<dyn Io>, info: ConnInfo, app: Router) {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_STREAMS_PER_CONNECTION_MAX)
+        .max_concurrent_streams(
+            opts.max_concurrent_streams
+                .min(H2_STREAMS_PER_CONNECTION_MAX),
+        )
         .max_send_buf_size(H2_SEND_BUFFER_BYTES_MAX)
-        .keep_alive_interval(GRPC_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(GRPC_KEEPALIVE_TIMEOUT);
+        .keep_alive_interval(opts.keepalive_interval)
+        .keep_alive_timeout(opts.keepalive_timeout);
     let res = builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .await;

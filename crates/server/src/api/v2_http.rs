@@ -44,9 +44,7 @@ impl Waits {
 }
 
 pub fn router(server: Arc<Server>) -> Router {
-    let mut r = Router::new()
-        .route("/version", get(version))
-        .route("/health", any(health));
+    let mut r = Router::new().route("/version", get(version));
     // With --enable-v2=false etcd answers the keys API with Go's plain 404.
     let handler = if server.cfg.enable_v2 {
         any(keys)
@@ -58,25 +56,48 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v2/keys/", handler.clone())
         .route("/v2/keys/{*path}", handler);
     let waits = Waits::new(server.cfg.watchers_max);
-    r.layer(axum::middleware::from_fn(cors))
+    let server_for_cors = server.clone();
+    let mut r = r
+        .with_state(server.clone())
+        .merge(crate::api::health::router(server.clone()));
+    if server.cfg.enable_v2 {
+        r = r.merge(crate::api::v2_admin::router(server));
+    }
+    r.layer(axum::middleware::from_fn_with_state(server_for_cors, cors))
         .layer(axum::Extension(waits))
-        .with_state(server)
 }
 
-/// etcd wraps its HTTP API in a CORS handler that allows every origin (its default
-/// `--cors=*`): every response carries these headers and OPTIONS answers 200 with no body.
-async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// etcd wraps its HTTP API in a CORS handler: with `--cors=*` (the default) every response
+/// allows every origin; with a list, only a listed `Origin` gets the headers (naming it).
+/// OPTIONS answers 200 with no body.
+async fn cors(
+    State(server): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = &server.cfg.http.cors;
+    let allow_origin = if allowed.is_empty() {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        req.headers()
+            .get("origin")
+            .filter(|o| o.to_str().is_ok_and(|o| allowed.iter().any(|a| a == o)))
+            .cloned()
+    };
     let mut resp = if req.method() == Method::OPTIONS {
         StatusCode::OK.into_response()
     } else {
         next.run(req).await
+    };
+    let Some(origin) = allow_origin else {
+        return resp;
     };
     let h = resp.headers_mut();
     h.insert(
         "access-control-allow-methods",
         HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
     );
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert("access-control-allow-origin", origin);
     h.insert(
         "access-control-allow-headers",
         HeaderValue::from_static("accept, content-type, authorization"),
@@ -90,26 +111,6 @@ async fn version() -> Response {
         HeaderMap::new(),
         format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}"}}"#),
     )
-}
-
-/// etcd 3.4's `/health`: GET only; the body is written without a content type, so Go's
-/// server labels it text/plain.
-async fn health(State(server): State<Arc<Server>>, method: Method) -> Response {
-    if method != Method::GET {
-        return method_not_allowed("GET");
-    }
-    let ok = server.leader() != 0 && server.read_index().await.is_ok();
-    let (status, body) = if ok {
-        (StatusCode::OK, r#"{"health":"true"}"#)
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "{\"health\":\"false\"}\n")
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    (status, headers, body.to_string()).into_response()
 }
 
 /// Go's `http.NotFound`.
@@ -421,8 +422,23 @@ async fn keys(
     let form = parse_form(&method, &uri, &headers, &body);
     let res = match parse_key_request(&method, path, &form) {
         Err(e) => Err(e),
-        Ok(req) if method == Method::GET || method == Method::HEAD => get_keys(&ctx, &req).await,
-        Ok(req) => write_keys(&ctx, method.as_str(), req).await,
+        Ok(req) => {
+            let op = crate::api::v2_admin::store_op(
+                method.as_str(),
+                req.prev_exist,
+                req.prev_value.is_some() || req.prev_index != 0,
+            );
+            let wait = req.wait;
+            let res = if method == Method::GET || method == Method::HEAD {
+                get_keys(&ctx, &req).await
+            } else {
+                write_keys(&ctx, method.as_str(), req).await
+            };
+            if !wait {
+                crate::api::v2_admin::STORE_STATS.record(op, res.is_ok());
+            }
+            res
+        }
     };
     match res {
         Ok(r) => r,
@@ -451,14 +467,16 @@ async fn get_keys(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
 }
 
 /// A long poll. As etcd, the response's `X-Etcd-Index` is the store index when the watch
-/// started, whatever event answers it.
+/// started, whatever event answers it. When no event is there yet, the status and headers
+/// go out at once and only the body waits (a client with a read timeout sees an idle
+/// watch, not a dead server).
 async fn wait(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
     let start_index = ctx.current_index();
     let held = (
-        ctx.waits.all.try_acquire().ok(),
+        ctx.waits.all.clone().try_acquire_owned().ok(),
         ctx.waits.per_conn.take(ctx.conn),
     );
-    let (Some(_all), Some(_mine)) = held else {
+    let (Some(all), Some(mine)) = held else {
         return Err(V2Error::new(
             300,
             "too many waits held (--max-watchers, half of it per connection)",
@@ -469,29 +487,52 @@ async fn wait(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
         0 => start_index + 1,
         n => n,
     };
-    let mut rx = ctx.server.v2_index.clone();
+    if let Some(ev) = event_since(&ctx.server, &req.path, req.recursive, since)? {
+        return Ok(ctx.event(&ev, StatusCode::OK, start_index));
+    }
+    let server = ctx.server.clone();
+    let (path, recursive) = (req.path.clone(), req.recursive);
+    let body = futures::stream::once(async move {
+        // Held for as long as the body waits.
+        let _held = (all, mine);
+        let _watching = crate::api::v2_admin::WatcherCount::default();
+        let text = wait_for_event(&server, &path, recursive, since).await;
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(text))
+    });
+    let mut headers = ctx.headers(start_index);
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    Ok((StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response())
+}
+
+/// The first event at or after `since` under `path`, if the store has it.
+fn event_since(
+    server: &Server,
+    path: &str,
+    recursive: bool,
+    since: u64,
+) -> Result<Option<V2Event>, V2Error> {
+    let v2 = server
+        .tables
+        .v2
+        .lock()
+        .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
+    v2.event_since(path, recursive, since)
+}
+
+/// Waits (at most [`WAIT_MAX`]) for an event and returns the body to send: the event's
+/// JSON, an error's JSON, or nothing when the wait ends without one.
+async fn wait_for_event(server: &Server, path: &str, recursive: bool, since: u64) -> String {
+    let mut rx = server.v2_index.clone();
     let deadline = tokio::time::Instant::now() + WAIT_MAX;
     loop {
-        {
-            let v2 = ctx
-                .server
-                .tables
-                .v2
-                .lock()
-                .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
-            if let Some(ev) = v2.event_since(&req.path, req.recursive, since)? {
-                return Ok(ctx.event(&ev, StatusCode::OK, start_index));
-            }
+        match event_since(server, path, recursive, since) {
+            Ok(Some(ev)) => return serde_json::to_string(&ev).unwrap_or_default() + "\n",
+            Ok(None) => {}
+            Err(e) => return serde_json::to_string(&e).unwrap_or_default() + "\n",
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
-            _ => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    ctx.headers(start_index),
-                    String::new(),
-                ))
-            }
+            _ => return String::new(),
         }
     }
 }

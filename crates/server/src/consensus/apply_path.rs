@@ -12,9 +12,7 @@ use raft::Storage;
 
 use crate::consensus::events::ApplyResult;
 use crate::consensus::log_store::encode_snapshot_meta;
-use crate::consensus::raft_loop::{
-    LoopError, RaftLoop, BACKEND_SYNC_INTERVAL, CATCHUP_ENTRIES_MAX,
-};
+use crate::consensus::raft_loop::{LoopError, RaftLoop, BACKEND_SYNC_INTERVAL};
 use crate::state::apply::{Applied, Outcome};
 
 impl RaftLoop {
@@ -36,7 +34,9 @@ impl RaftLoop {
                 match e.get_entry_type() {
                     EntryType::EntryNormal if e.data.is_empty() => self.maybe_promote_leases(e),
                     EntryType::EntryNormal => {
-                        outcomes.push(self.applier.apply(&mut batch, e.index, &e.data))
+                        let started = Instant::now();
+                        outcomes.push(self.applier.apply(&mut batch, e.index, &e.data));
+                        self.warn_slow_apply(started.elapsed(), e.index);
                     }
                     EntryType::EntryConfChange => {
                         if let Some((id, res)) = self.apply_conf_change(&mut batch, e)? {
@@ -85,6 +85,18 @@ impl RaftLoop {
         }
         self.release_reads(last_index);
         Ok(())
+    }
+
+    /// etcd's warning for an entry whose apply took longer than `--warning-apply-duration`.
+    fn warn_slow_apply(&self, took: std::time::Duration, index: u64) {
+        if took > self.warning_apply {
+            tracing::warn!(
+                took = ?took,
+                "expected-duration" = ?self.warning_apply,
+                index,
+                "apply request took too long"
+            );
+        }
     }
 
     /// Applies a membership change: the member table, raft's configuration, the transport.
@@ -170,7 +182,7 @@ impl RaftLoop {
         {
             return Ok(());
         }
-        let keep = self.snapshot_count.clamp(1, CATCHUP_ENTRIES_MAX);
+        let keep = self.snapshot_count.clamp(1, self.catchup_entries);
         let upto = applied.saturating_sub(keep);
         self.last_snapshot_index = applied;
         if upto <= self.node.store().first_index()? {

@@ -51,10 +51,21 @@ pub fn is_fresh(cfg: &Config) -> bool {
 /// Opens the data dir. `join` is the membership fetched from running members, for a new
 /// member started with `--initial-cluster-state existing`.
 pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
-    let mut id = identity(cfg, join)?;
     let wal_dir = wal_dir(cfg);
     let db_path = layout::backend_path(&cfg.data_dir);
     let fresh = check_data_dir(cfg, &wal_dir, &db_path)?;
+    let mut id = if fresh {
+        cfg.check_bootstrap()?;
+        identity(cfg, join)?
+    } else {
+        // etcd reads a restarting member's identity from its WAL; the --initial-cluster*
+        // flags only matter when the data dir is created.
+        identity(cfg, join).unwrap_or(Identity {
+            members: Vec::new(),
+            member_id: 0,
+            cluster_id: 0,
+        })
+    };
     // A data dir in use: the backend first, since opening it takes its lock. A second oxcd
     // on the same data dir stops there, before it reads (and would repair) the live WAL.
     let in_use = if fresh {
@@ -73,9 +84,10 @@ pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
     members.load_rows(store.aux_load(AUX_MEMBERS)?);
     let (applied, last_snapshot_index) =
         catch_up_with_backend(&log, &mut wal, &store, &members, replay.state.as_deref())?;
-    let conf_state = raft::Storage::initial_state(&log.mem)
-        .map(|s| s.conf_state)
-        .unwrap_or(log.conf_state);
+    let conf_state = applied_conf_state(&log, applied)?;
+    if cfg.force_new_cluster && !fresh {
+        force_new_cluster(&log, &mut wal, &conf_state, &members, id.member_id)?;
+    }
     Ok(Boot {
         mem: log.mem,
         wal,
@@ -88,6 +100,109 @@ pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
         members,
         fresh,
     })
+}
+
+/// The configuration as of `applied`: the snapshot record's, changed by the ConfChange
+/// entries after it that the backend has applied. raft-rs does not hand back entries at or
+/// below `applied`, so those changes would otherwise be forgotten on restart.
+fn applied_conf_state(log: &RebuiltLog, applied: u64) -> anyhow::Result<ConfState> {
+    use raft::eraftpb::{ConfChange, ConfChangeType as T, EntryType};
+    let mut cs = raft::Storage::initial_state(&log.mem)
+        .map(|s| s.conf_state)
+        .unwrap_or(log.conf_state.clone());
+    let first = raft::Storage::first_index(&log.mem)?;
+    let upto = applied.min(log.last_index);
+    if first > upto {
+        return Ok(cs);
+    }
+    let entries = raft::Storage::entries(
+        &log.mem,
+        first,
+        upto + 1,
+        None,
+        raft::GetEntriesContext::empty(false),
+    )?;
+    let mut changed = false;
+    for e in entries
+        .iter()
+        .filter(|e| e.get_entry_type() == EntryType::EntryConfChange)
+    {
+        let cc =
+            ConfChange::parse_from_bytes(&e.data).context("a ConfChange entry does not decode")?;
+        let id = cc.node_id;
+        cs.voters.retain(|v| *v != id);
+        cs.learners.retain(|v| *v != id);
+        match cc.get_change_type() {
+            T::AddNode => cs.voters.push(id),
+            T::AddLearnerNode => cs.learners.push(id),
+            T::RemoveNode => {}
+        }
+        changed = true;
+    }
+    if changed {
+        log.mem.wl().set_conf_state(cs.clone());
+    }
+    Ok(cs)
+}
+
+/// etcd's `--force-new-cluster`: the disaster-recovery path when a majority is lost for
+/// good. Entries past the commit index are dropped (they were never committed), and
+/// committed ConfChange entries removing every other member are appended, as etcd does;
+/// the raft loop applies them at start and the member is a one-member cluster with all
+/// its data. Other members are then added back with `member add`.
+fn force_new_cluster(
+    log: &RebuiltLog,
+    wal: &mut Wal,
+    conf_state: &ConfState,
+    members: &Members,
+    me: u64,
+) -> anyhow::Result<()> {
+    let mut hs = log.mem.rl().hard_state().clone();
+    let others: Vec<u64> = conf_state
+        .voters
+        .iter()
+        .chain(&conf_state.learners)
+        .copied()
+        .filter(|id| *id != me)
+        .collect();
+    let mut entries = Vec::new();
+    for (i, id) in others.iter().enumerate() {
+        let member = members.get(*id).cloned().unwrap_or(Member {
+            id: *id,
+            name: String::new(),
+            peer_urls: Vec::new(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        });
+        let mut cc = raft::eraftpb::ConfChange::default();
+        cc.set_change_type(raft::eraftpb::ConfChangeType::RemoveNode);
+        cc.node_id = *id;
+        cc.context =
+            serde_json::to_vec(&crate::state::apply::MemberChange { req: 0, member })?.into();
+        let mut e = Entry::default();
+        e.set_entry_type(raft::eraftpb::EntryType::EntryConfChange);
+        e.term = hs.term;
+        e.index = hs.commit + 1 + i as u64;
+        e.data = cc.write_to_bytes()?.into();
+        entries.push(e);
+    }
+    let dropped = log.last_index.saturating_sub(hs.commit);
+    if let Some(last) = entries.last() {
+        hs.commit = last.index;
+    }
+    for e in &entries {
+        wal.append_entry(e.index, &e.write_to_bytes()?);
+    }
+    wal.append_state(&hs.write_to_bytes()?);
+    wal.sync()?;
+    log.mem.wl().append(&entries)?;
+    log.mem.wl().set_hardstate(hs);
+    tracing::warn!(
+        removed = ?others.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+        dropped_uncommitted_entries = dropped,
+        "--force-new-cluster: this member becomes a one-member cluster keeping its data; add the others back with member add"
+    );
+    Ok(())
 }
 
 /// Opens the backend (locking it, checking every page's checksum).
@@ -214,8 +329,17 @@ fn check_owner(
 ) -> anyhow::Result<()> {
     let meta: WalMeta = serde_json::from_slice(replay.meta.as_deref().unwrap_or_default())
         .context("the write-ahead log has no readable member record; the data dir is damaged")?;
-    if !fresh && meta.name == cfg.name && !cfg.initial_cluster_new {
-        // A member that joined at runtime: its identity is the one recorded at join time.
+    if !fresh && meta.name == cfg.name {
+        // A restart: the identity is the one the WAL recorded (a member that joined at
+        // runtime keeps the IDs it was given). As etcd, edited --initial-cluster* flags are
+        // ignored, with a warning.
+        if (id.member_id, id.cluster_id) != (meta.member_id, meta.cluster_id) {
+            tracing::warn!(
+                member_id = %format!("{:x}", meta.member_id),
+                cluster_id = %format!("{:x}", meta.cluster_id),
+                "the --initial-cluster* flags describe another cluster than the data dir holds; they only matter when a data dir is created and are ignored on restart"
+            );
+        }
         id.member_id = meta.member_id;
         id.cluster_id = meta.cluster_id;
     }
@@ -229,7 +353,7 @@ fn check_owner(
 }
 
 /// raft's in-memory log as the WAL has it: from the snapshot record on.
-struct RebuiltLog {
+pub(crate) struct RebuiltLog {
     mem: MemStorage,
     snap_index: u64,
     last_index: u64,

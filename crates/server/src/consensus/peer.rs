@@ -383,6 +383,9 @@ async fn dial_loop(
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(
+                    "local-member-id" = %format!("{:x}", ctx.member_id),
+                    "remote-peer-id" = %format!("{:x}", peer.id),
+                    "stream-type" = "stream writer",
                     "established a TCP streaming connection with peer {:x} (stream writer)",
                     peer.id
                 );
@@ -711,7 +714,12 @@ async fn accept(
         .map_err(io("accept the handshake"))?;
     drop(handshake);
     let (serial, replaced) = ctx.inbound.register(from);
-    tracing::info!("established a TCP streaming connection with peer {from:x} (stream reader)");
+    tracing::info!(
+        "local-member-id" = %format!("{:x}", ctx.member_id),
+        "remote-peer-id" = %format!("{from:x}"),
+        "stream-type" = "stream reader",
+        "established a TCP streaming connection with peer {from:x} (stream reader)"
+    );
     let err = tokio::select! {
         e = read_frames(&mut conn, &ctx) => e,
         _ = replaced.notified() => "a newer stream from the same member replaced it".to_string(),

@@ -333,6 +333,7 @@ impl Applier {
             t.delete_range(key, &[])?;
         }
         events.extend(t.end());
+        crate::metrics::get().lease_revoked.inc();
         Ok(Applied::Done)
     }
 
@@ -363,6 +364,7 @@ impl Applier {
         };
         batch.aux_put(AUX_LEASES, &g.id.to_be_bytes(), &LeaseTable::row(&lease))?;
         leases.leases.insert(g.id, lease);
+        crate::metrics::get().lease_granted(g.ttl);
         Ok(Applied::LeaseGrant {
             id: g.id,
             ttl: g.ttl,

@@ -168,11 +168,21 @@ impl AuthStore {
 
     /// The user a token belongs to; using it restarts its time to live.
     pub fn user_of_token(&mut self, token: &str, now: Instant) -> Result<String, ServerError> {
+        self.user_of_token_within(token, now, TOKEN_TTL)
+    }
+
+    /// [`AuthStore::user_of_token`] with a token unused for `ttl` invalid (`--auth-token-ttl`).
+    pub fn user_of_token_within(
+        &mut self,
+        token: &str,
+        now: Instant,
+        ttl: Duration,
+    ) -> Result<String, ServerError> {
         let t = self
             .tokens
             .get_mut(token)
             .ok_or(ServerError::InvalidAuthToken)?;
-        if now.duration_since(t.last_used) > TOKEN_TTL {
+        if now.duration_since(t.last_used) > ttl {
             self.tokens.remove(token);
             return Err(ServerError::InvalidAuthToken);
         }

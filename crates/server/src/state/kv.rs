@@ -194,8 +194,9 @@ pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerEr
     if lease != 0 && !w.lease_exists(lease) {
         return Err(ServerError::LeaseNotFound);
     }
+    let size = r.key.len() + value.len();
     let prev = w.put_kv(&r.key, value, lease)?;
-    crate::metrics::count(&crate::metrics::get().put);
+    crate::metrics::get().put_applied(size);
     // Inside a txn etcd leaves this header (revision only) in the response; outside one the
     // server replaces it with a full header.
     Ok(PutResponse {

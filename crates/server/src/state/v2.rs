@@ -163,9 +163,10 @@ fn parent(path: &str) -> Option<&str> {
 /// expiration time that fits. The HTTP handler refuses more; apply saturates.
 pub const TTL_MAX_S: i64 = 9_000_000_000;
 
-/// When a node given `ttl` seconds at `now_ms` expires; `None` for no TTL (or 0).
+/// When a node given `ttl` seconds at `now_ms` expires; `None` for no TTL. As etcd, `ttl=0`
+/// expires the node at once (an empty `ttl=` is no TTL).
 fn expire_ms(now_ms: i64, ttl: Option<i64>) -> Option<i64> {
-    ttl.filter(|t| *t > 0)
+    ttl.filter(|t| *t >= 0)
         .map(|t| now_ms.saturating_add(t.min(TTL_MAX_S) * 1000))
 }
 
@@ -232,7 +233,11 @@ impl V2Store {
 
     fn json(&self, path: &str, n: &Node, now_ms: i64) -> NodeJson {
         let (expiration, ttl) = match n.expire_ms {
-            Some(e) => (Some(rfc3339(e)), Some(((e - now_ms).max(0) + 999) / 1000)),
+            // etcd omits a TTL of 0 (a node expiring now) and shows its expiration.
+            Some(e) => (
+                Some(rfc3339(e)),
+                Some(((e - now_ms).max(0) + 999) / 1000).filter(|t| *t > 0),
+            ),
             None => (None, None),
         };
         NodeJson {
