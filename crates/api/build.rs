@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/etcdserverpb.proto",
     "proto/v3lockpb.proto",
     "proto/v3electionpb.proto",
+    "proto/oxcdimportpb.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

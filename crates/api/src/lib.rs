@@ -40,3 +40,10 @@ pub mod v3electionpb {
 /// code that works on messages by name (proto3's JSON mapping in the server's gateway).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptors.bin"));
+
+/// oxcd's own Import service (not etcd's): the target side of `oxctl migrate`'s live
+/// migration from etcd, keeping every revision (`oxcdimportpb`).
+#[allow(clippy::all)]
+pub mod oxcdimportpb {
+    tonic::include_proto!("oxcdimportpb");
+}

@@ -16,6 +16,7 @@ use oxcd_api::etcdserverpb::lease_client::LeaseClient;
 use oxcd_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use oxcd_api::etcdserverpb::watch_client::WatchClient;
 use oxcd_api::etcdserverpb::AuthenticateRequest;
+use oxcd_api::oxcdimportpb::import_client::ImportClient;
 use oxcd_api::v3electionpb::election_client::ElectionClient;
 use oxcd_api::v3lockpb::lock_client::LockClient;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -120,6 +121,10 @@ impl Client {
     }
     pub fn election(&self) -> ElectionClient<Svc> {
         ElectionClient::new(self.svc())
+    }
+    /// oxcd's Import service (`oxctl migrate`).
+    pub fn import(&self) -> ImportClient<Svc> {
+        ImportClient::new(self.svc()).max_decoding_message_size(RECV_MESSAGE_BYTES_MAX)
     }
 }
 

@@ -80,6 +80,9 @@ pub enum Command {
     Check(cmd::check::CheckCmd),
     /// Makes a mirror at the destination etcd cluster
     MakeMirror(cmd::mirror::MirrorArgs),
+    /// Moves an etcd cluster's data into an empty oxcd cluster, keeping every revision (oxcd's own)
+    #[command(subcommand)]
+    Migrate(cmd::migrate::MigrateCmd),
 }
 
 /// Parses, runs and reports; returns the process exit code.
@@ -228,6 +231,7 @@ async fn dispatch(cli: Cli) -> Result<(), CtlError> {
         Command::Role(c) => cmd::auth::role(&ctx, c).await,
         Command::Check(c) => cmd::check::run(&ctx, c).await,
         Command::MakeMirror(a) => cmd::mirror::run(&ctx, a).await,
+        Command::Migrate(c) => cmd::migrate::run(&cli.global, c).await,
         Command::Version => Ok(()),
     }
 }

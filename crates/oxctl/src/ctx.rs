@@ -268,7 +268,7 @@ impl Ctx {
 
 /// A duration flag as pflag reads it (Go's `time.ParseDuration`), with pflag's error line.
 /// A negative duration is an expired timeout, as in Go.
-fn go_duration_flag(name: &str, value: &str) -> CtlResult<Duration> {
+pub fn go_duration_flag(name: &str, value: &str) -> CtlResult<Duration> {
     let nanos = duration::parse_nanos(value).map_err(|e| {
         CtlError::args(format!(
             "invalid argument {} for \"--{name}\" flag: {e}",

@@ -1,7 +1,6 @@
 //! oxctl: a command line client for etcd v3 endpoints (etcd or oxcd), command- and
 //! output-compatible with etcdctl 3.4.
 
-mod boltdb;
 mod cli;
 mod cmd;
 mod ctx;

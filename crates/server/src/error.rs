@@ -28,6 +28,12 @@ pub enum ServerError {
     NoSpace,
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    /// oxcd's own: a client write while `oxctl migrate` imports into this cluster.
+    #[error("oxcd: the cluster is in import mode (oxctl migrate is copying etcd's history into it): no client writes until the migration's cut-over (oxctl migrate run --cut-over) or abort (oxctl migrate abort)")]
+    ImportMode,
+    /// oxcd's own: an import step the cluster cannot take (see `state::import`).
+    #[error("oxcd: import: {0}")]
+    Import(String),
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: lease already exists")]
@@ -161,7 +167,9 @@ impl ServerError {
             | E::RoleAlreadyExist
             | E::RoleNotFound
             | E::RoleNotGranted
-            | E::PermissionNotGranted => Code::FailedPrecondition,
+            | E::PermissionNotGranted
+            | E::ImportMode
+            | E::Import(_) => Code::FailedPrecondition,
             E::PermissionDenied => Code::PermissionDenied,
             E::InvalidAuthToken => Code::Unauthenticated,
             E::NoLeader

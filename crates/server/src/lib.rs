@@ -444,13 +444,6 @@ fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
     let mut node = RawNode::new(&raft_cfg, store, &raft_logger()).context("cannot start raft")?;
     if boot.conf_state.voters == [boot.member_id] {
         let _ = node.campaign();
-    } else if cfg.initial_election_tick_advance && cfg.pre_vote {
-        // etcd's --initial-election-tick-advance: a (re)started member does not wait a whole
-        // election timeout before it may campaign; one tick is left. With pre-vote, an early
-        // campaign cannot disturb a leader the others still follow.
-        for _ in 1..raft_cfg.election_tick {
-            node.tick();
-        }
     }
     Ok(node)
 }

@@ -14,7 +14,7 @@ pub struct LogRequest {
     pub id: u64,
     #[prost(
         oneof = "Op",
-        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16"
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17"
     )]
     pub op: Option<Op>,
 }
@@ -71,6 +71,28 @@ pub enum Op {
     /// The leader's HashKV at a revision: every member compares its own (corruption check).
     #[prost(message, tag = "16")]
     HashCheck(HashCheck),
+    /// A step of a migration into this cluster (`oxctl migrate`, see `state::import`).
+    #[prost(message, tag = "17")]
+    Import(ImportRequest),
+}
+
+/// See [`Op::Import`]. `now_ms` is the proposer's clock: leases count from it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ImportRequest {
+    #[prost(int64, tag = "1")]
+    pub now_ms: i64,
+    #[prost(oneof = "ImportOp", tags = "2, 3, 4")]
+    pub op: Option<ImportOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ImportOp {
+    #[prost(message, tag = "2")]
+    Begin(oxcd_api::oxcdimportpb::ImportBeginRequest),
+    #[prost(message, tag = "3")]
+    Apply(oxcd_api::oxcdimportpb::ImportApplyRequest),
+    #[prost(message, tag = "4")]
+    End(oxcd_api::oxcdimportpb::ImportEndRequest),
 }
 
 /// See [`Op::HashCheck`].

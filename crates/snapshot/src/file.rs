@@ -15,7 +15,7 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"OXCDSNP1";
 pub const SNAPSHOT_ALIGN: usize = 512;
 const HASH_LEN: usize = 32;
 /// bbolt's meta magic (little endian, after the 16-byte page header): an etcd snapshot.
-const BBOLT_MAGIC: [u8; 4] = 0xED0C_DAEDu32.to_le_bytes();
+pub(crate) const BBOLT_MAGIC: [u8; 4] = 0xED0C_DAEDu32.to_le_bytes();
 
 /// The file a snapshot stream writes: header, body, padding, SHA-256.
 pub fn encode_snapshot(body: &[u8]) -> Vec<u8> {
@@ -42,7 +42,7 @@ pub enum SnapshotFileError {
 }
 
 /// Go's `%v` of a byte slice: `[1 2 3]`.
-fn go_bytes(b: &[u8]) -> String {
+pub(crate) fn go_bytes(b: &[u8]) -> String {
     let parts: Vec<String> = b.iter().map(|x| x.to_string()).collect();
     format!("[{}]", parts.join(" "))
 }

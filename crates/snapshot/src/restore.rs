@@ -1,8 +1,10 @@
-//! `snapshot restore`: turns a snapshot file ([`crate::file`]) into the data dir of one
-//! member of a NEW cluster, as etcd's `etcdctl snapshot restore` does: the keys, revisions,
-//! leases, auth and v2 keys of the snapshot, a membership taken from the flags (the old one
-//! is dropped), and a WAL that starts like a fresh cluster's (snapshot record at index 1,
-//! term 1, all members voters). Every member of the new cluster is restored from the same
+//! `snapshot restore`: turns a snapshot file into the data dir of one member of a NEW
+//! cluster, as etcd's `etcdctl snapshot restore` does: the keys, revisions, leases and auth
+//! of the snapshot (and v2 keys of an oxcd one), a membership taken from the flags (the old
+//! one is dropped), and a WAL that starts like a fresh cluster's (snapshot record at index
+//! 1, term 1, all members voters). The file is an etcd (bbolt) snapshot, which is what
+//! etcd 3.4-3.6 and oxcd stream ([`crate::from_etcd`]), or an `OXCDSNP1` snapshot of older
+//! oxcd releases ([`crate::file`]). Every member of the new cluster is restored from the same
 //! file with its own `--name`, then started with the same `--initial-cluster*` flags and
 //! `--initial-cluster-state new`.
 //!
@@ -12,19 +14,24 @@
 
 use std::borrow::Cow;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use oxcd_bbolt::Db;
 use raft::eraftpb::ConfState;
 
 use oxcd_storage::Store;
 
-use crate::file::snapshot_body;
+use crate::file::{go_bytes, snapshot_body, SnapshotFileError, BBOLT_MAGIC, SNAPSHOT_MAGIC};
+use crate::from_etcd::restore_etcd_db;
 use crate::layout::{self, WalMeta};
 use crate::members::{initial_members, Member, AUX_MEMBERS};
 use crate::urls::{parse_initial_cluster, parse_urls, Url};
 
 /// First bytes of a redb file: an oxcd backend (`member/oxcd.db`).
 const REDB_MAGIC: &[u8] = b"redb";
+/// Enough of a file to tell the formats apart: bbolt's magic is at bytes 16..20.
+const HEAD_BYTES: usize = 24;
 
 /// `snapshot restore`'s flags (etcdctl's names and defaults).
 #[derive(Debug, Clone)]
@@ -147,9 +154,7 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, String> {
 
 /// [`restore`] with the flags already checked (`cfg` from [`check_options`]).
 pub fn restore_checked(o: &RestoreOptions, cfg: &RestoreConfig) -> Result<Restored, String> {
-    let path = o.snapshot.display().to_string();
-    let data = fs::read(&o.snapshot).map_err(|e| format!("open {path}: {}", go_io_error(&e)))?;
-    let body = backend_body(o, &data)?;
+    let source = open_source(o)?;
     let data_dir = &cfg.data_dir;
     let parent = data_dir
         .parent()
@@ -165,7 +170,7 @@ pub fn restore_checked(o: &RestoreOptions, cfg: &RestoreConfig) -> Result<Restor
         .wal_dir
         .as_ref()
         .map(|w| w.with_file_name(format!(".wal.restoring-{}", std::process::id())));
-    let result = build(cfg, &body, &tmp, tmp_wal.as_deref()).and_then(|r| {
+    let result = build(cfg, &source, &tmp, tmp_wal.as_deref()).and_then(|r| {
         if let (Some(t), Some(w)) = (&tmp_wal, &cfg.wal_dir) {
             fs::rename(t, w)
                 .map_err(|e| format!("cannot move the WAL into {}: {e}", w.display()))?;
@@ -183,6 +188,75 @@ pub fn restore_checked(o: &RestoreOptions, cfg: &RestoreConfig) -> Result<Restor
         }
     }
     result
+}
+
+/// What a snapshot file holds, checked and ready to restore.
+enum Source {
+    /// An oxcd snapshot (`OXCDSNP1`) or backend file: the backend body.
+    Oxcd(Vec<u8>),
+    /// An etcd (bbolt) database, read page by page.
+    Etcd(Db),
+}
+
+/// Opens the snapshot `o` names: an oxcd snapshot is read and checked whole (the format of
+/// older oxcd releases), an etcd one is checked against its SHA-256 trailer (unless
+/// `--skip-hash-check`) and opened for reading page by page.
+fn open_source(o: &RestoreOptions) -> Result<Source, String> {
+    let path = o.snapshot.display().to_string();
+    let open_err = |e: std::io::Error| format!("open {path}: {}", go_io_error(&e));
+    let head = read_head(&o.snapshot).map_err(open_err)?;
+    if head.starts_with(SNAPSHOT_MAGIC) || (o.skip_hash_check && head.starts_with(REDB_MAGIC)) {
+        let data = fs::read(&o.snapshot).map_err(open_err)?;
+        return backend_body(o, &data).map(|b| Source::Oxcd(b.into_owned()));
+    }
+    let len = fs::metadata(&o.snapshot).map_err(open_err)?.len();
+    let looks_bbolt = head.get(16..20) == Some(&BBOLT_MAGIC[..]);
+    if !o.skip_hash_check {
+        if head.starts_with(REDB_MAGIC) {
+            // A backend file copied out of a data dir: taken with --skip-hash-check only.
+            return Err(SnapshotFileError::MissingHash.to_string());
+        }
+        if !looks_bbolt && !oxcd_bbolt::snapshot::has_hash_trailer(len) {
+            return Err(format!(
+                "{path} is not a snapshot: neither an etcd (bbolt) database nor an oxcd snapshot"
+            ));
+        }
+        check_etcd_hash(&o.snapshot, len)?;
+    }
+    Db::open(&o.snapshot)
+        .map(Source::Etcd)
+        .map_err(|e| e.to_string())
+}
+
+/// The first bytes of a file (fewer if it is shorter).
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    fs::File::open(path)?
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// etcdctl's check of a snapshot's trailer, with its texts.
+fn check_etcd_hash(path: &Path, len: u64) -> Result<(), String> {
+    use oxcd_bbolt::snapshot::{has_hash_trailer, sha256_prefix, SHA256_BYTES};
+    if !has_hash_trailer(len) {
+        return Err(SnapshotFileError::MissingHash.to_string());
+    }
+    let io = |e: std::io::Error| format!("read {}: {e}", path.display());
+    let mut f = fs::File::open(path).map_err(io)?;
+    let db_bytes = len - SHA256_BYTES as u64;
+    let got = sha256_prefix(&mut f, db_bytes).map_err(io)?;
+    let mut want = [0u8; SHA256_BYTES];
+    f.read_exact(&mut want).map_err(io)?;
+    if got != want {
+        return Err(SnapshotFileError::HashMismatch {
+            expected: go_bytes(&want),
+            got: go_bytes(&got),
+        }
+        .to_string());
+    }
+    Ok(())
 }
 
 /// The backend body to restore from the file's `data`: a snapshot file's (checked unless
@@ -218,7 +292,7 @@ fn backend_file_body(data: &[u8]) -> Result<Vec<u8>, String> {
 /// Builds the data dir in `dir` (and the WAL in `wal`, else in `dir`), durable on return.
 fn build(
     cfg: &RestoreConfig,
-    body: &[u8],
+    source: &Source,
     dir: &Path,
     wal: Option<&Path>,
 ) -> Result<Restored, String> {
@@ -232,7 +306,7 @@ fn build(
         .find(|m| m.name == cfg.name)
         .map(|m| m.id)
         .ok_or("local member missing from --initial-cluster")?;
-    let revision = restore_backend(&layout::backend_path(dir), body)?;
+    let revision = restore_backend(&layout::backend_path(dir), source)?;
     let meta = WalMeta {
         member_id,
         cluster_id,
@@ -254,15 +328,20 @@ fn build(
     })
 }
 
-/// Writes `body` into a new backend at `db`, drops the old cluster's member rows and sets
+/// Writes `source` into a new backend at `db`, drops the old cluster's member rows and sets
 /// the consistent index to the new WAL's start (1, 1); durable on return. Returns the
 /// restored revision.
-fn restore_backend(db: &Path, body: &[u8]) -> Result<i64, String> {
+fn restore_backend(db: &Path, source: &Source) -> Result<i64, String> {
     let store = Store::open(db).map_err(|e| format!("cannot create {}: {e}", db.display()))?;
     let bad = |e: oxcd_storage::MvccError| format!("cannot restore the backend: {e}");
     let old_members = {
         let mut b = store.batch().map_err(bad)?;
-        b.restore(body).map_err(bad)?;
+        match source {
+            Source::Oxcd(body) => b.restore(body).map_err(bad)?,
+            Source::Etcd(etcd_db) => {
+                restore_etcd_db(&mut b, etcd_db, now_ms()).map_err(|e| e.to_string())?;
+            }
+        }
         // Made durable by the commit below.
         b.commit(false).map_err(bad)?;
         store.aux_load(AUX_MEMBERS).map_err(bad)?
@@ -275,6 +354,14 @@ fn restore_backend(db: &Path, body: &[u8]) -> Result<i64, String> {
     b.set_consistent_index(1, 1).map_err(bad)?;
     b.commit(true).map_err(bad)?;
     Ok(store.current_rev())
+}
+
+/// The wall clock in milliseconds: when restored leases count as renewed.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// fsyncs a directory so a rename or a new entry in it is durable; best effort (a

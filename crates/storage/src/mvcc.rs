@@ -36,6 +36,13 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
+mod bulk;
+
+pub use bulk::{
+    check_import_changes, ImportChange, KeepSet, ReadView, RestoreSink, RestoredMeta,
+    RevisionRecord,
+};
+
 const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AUX: TableDefinition<(u8, &[u8]), &[u8]> = TableDefinition::new("aux");
@@ -72,6 +79,10 @@ pub enum MvccError {
     Corrupt { main: u64, sub: u64, reason: String },
     #[error("defragment: {0}")]
     Defrag(String),
+    #[error("restore: {0}")]
+    Restore(String),
+    #[error("import: {0}")]
+    Import(String),
 }
 
 /// How long [`Store::defragment`] waits for open transactions to finish.
@@ -100,7 +111,7 @@ from_redb!(
 );
 
 /// A revision: `main` is the store-wide write counter, `sub` the position inside one write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rev {
     pub main: i64,
     pub sub: i64,
@@ -749,78 +760,43 @@ impl<'a> WriteBatch<'a> {
 
     /// Replaces the whole backend with a snapshot made by [`Store::snapshot`].
     pub fn restore(&mut self, data: &[u8]) -> Result<(), MvccError> {
-        let bad = |reason: &str| MvccError::Corrupt {
-            main: 0,
-            sub: 0,
-            reason: format!("snapshot: {reason}"),
-        };
-        self.txn.delete_table(KV)?;
-        self.txn.delete_table(META)?;
-        self.txn.delete_table(AUX)?;
-        let mut index = Index::default();
-        let mut last_rev: Option<Rev> = None;
-        {
-            let mut kv = self.txn.open_table(KV)?;
-            let mut meta = self.txn.open_table(META)?;
-            let mut aux = self.txn.open_table(AUX)?;
-            let mut rest = data;
-            let take = |n: usize, rest: &mut &[u8]| -> Result<Vec<u8>, MvccError> {
-                if rest.len() < n {
-                    return Err(bad("truncated"));
-                }
-                let (a, b) = rest.split_at(n);
-                *rest = b;
-                Ok(a.to_vec())
-            };
-            while !rest.is_empty() {
-                let t = take(1, &mut rest)?[0];
-                let klen =
-                    u32::from_le_bytes(take(4, &mut rest)?.try_into().map_err(|_| bad("length"))?)
-                        as usize;
-                let k = take(klen, &mut rest)?;
-                let vlen =
-                    u32::from_le_bytes(take(4, &mut rest)?.try_into().map_err(|_| bad("length"))?)
-                        as usize;
-                let v = take(vlen, &mut rest)?;
+        self.restore_with(|sink| {
+            let mut meta = RestoredMeta::default();
+            for record in body_records(data) {
+                let (t, k, v) = record?;
                 match t {
                     0 if k.len() == 16 => {
-                        let main = u64::from_be_bytes(k[..8].try_into().map_err(|_| bad("rev"))?);
-                        let sub = u64::from_be_bytes(k[8..].try_into().map_err(|_| bad("rev"))?);
-                        let (tomb, rec) = decode_record(main, sub, &v)?;
+                        let word = |b: &[u8]| b.try_into().map(u64::from_be_bytes);
+                        let (main, sub) = match (word(&k[..8]), word(&k[8..])) {
+                            (Ok(m), Ok(s)) => (m, s),
+                            _ => return Err(snapshot_damaged("revision key")),
+                        };
                         let rev = Rev {
                             main: main as i64,
                             sub: sub as i64,
                         };
-                        // The index needs each key's revisions in order.
-                        if last_rev.is_some_and(|last| last >= rev) {
-                            return Err(bad("revisions out of order"));
-                        }
-                        last_rev = Some(rev);
-                        index.push_loaded(rec.key, rev, tomb);
-                        kv.insert((main, sub), v.as_slice())?;
+                        sink.raw_revision(rev, v)?;
                     }
-                    1 if v.len() == 8 => {
-                        let name = String::from_utf8(k).map_err(|_| bad("meta name"))?;
-                        let val = u64::from_le_bytes(v.try_into().map_err(|_| bad("meta"))?);
-                        match name.as_str() {
-                            "current_rev" => index.current_rev = index.current_rev.max(val as i64),
-                            "compact_rev" => index.compact_rev = val as i64,
-                            "consistent_index" => index.consistent_index = val,
-                            "consistent_term" => index.consistent_term = val,
+                    1 => {
+                        let name =
+                            std::str::from_utf8(k).map_err(|_| snapshot_damaged("meta name"))?;
+                        let val = <[u8; 8]>::try_from(v)
+                            .map(u64::from_le_bytes)
+                            .map_err(|_| snapshot_damaged("meta value"))?;
+                        match name {
+                            "current_rev" => meta.current_rev = val as i64,
+                            "compact_rev" => meta.compact_rev = val as i64,
+                            "consistent_index" => meta.consistent_index = val,
+                            "consistent_term" => meta.consistent_term = val,
                             _ => {}
                         }
-                        meta.insert(name.as_str(), val)?;
                     }
-                    2 if !k.is_empty() => {
-                        aux.insert((k[0], &k[1..]), v.as_slice())?;
-                    }
-                    _ => return Err(bad("unknown record")),
+                    2 if !k.is_empty() => sink.aux_put(k[0], &k[1..], v)?,
+                    _ => return Err(snapshot_damaged("unknown record")),
                 }
             }
-        }
-        index.restored = true;
-        *self.index = index;
-        Ok(())
+            Ok(meta)
+        })
     }
 
     /// Commits the batch; `durable` waits for fsync (redb `Durability::Immediate`).
@@ -842,6 +818,46 @@ impl<'a> WriteBatch<'a> {
         self.index.committed = true;
         Ok(())
     }
+}
+
+/// A damaged [`Store::snapshot`] body.
+fn snapshot_damaged(reason: &str) -> MvccError {
+    MvccError::Corrupt {
+        main: 0,
+        sub: 0,
+        reason: format!("snapshot: {reason}"),
+    }
+}
+
+/// The records of a [`Store::snapshot`] body: (table, key, value).
+fn body_records(data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8], &[u8]), MvccError>> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut take = |n: usize| -> Result<&[u8], MvccError> {
+            if rest.len() < n {
+                rest = &[];
+                return Err(snapshot_damaged("truncated"));
+            }
+            let (a, b) = rest.split_at(n);
+            rest = b;
+            Ok(a)
+        };
+        Some((|| {
+            let t = take(1)?[0];
+            let klen = u32_le(take(4)?);
+            let key = take(klen)?;
+            let vlen = u32_le(take(4)?);
+            let value = take(vlen)?;
+            Ok((t, key, value))
+        })())
+    })
+}
+
+fn u32_le(b: &[u8]) -> usize {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
 }
 
 impl TxnWrite<'_, '_> {

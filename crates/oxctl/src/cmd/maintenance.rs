@@ -267,7 +267,7 @@ async fn save_snapshot(ctx: &Ctx, part: &str, path: &str, ep: &str) -> CtlResult
     Ok(())
 }
 
-/// `snapshot restore`: an oxcd snapshot into a new member's data dir (see
+/// `snapshot restore`: an etcd (bbolt) or oxcd snapshot into a new member's data dir (see
 /// `oxcd_snapshot::restore`), logging what etcdctl logs, to stderr.
 fn snapshot_restore(a: RestoreArgs) -> CtlResult {
     let [path] = a.args.as_slice() else {
@@ -357,25 +357,9 @@ fn snapshot_status(ctx: &Ctx, args: &[String]) -> CtlResult {
             "snapshot status requires exactly one argument",
         ));
     };
-    let data = std::fs::read(path).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-            _ => e.to_string(),
-        };
-        CtlError::new(EXIT_ERROR, format!("stat {path}: {why}"))
-    })?;
-    let st = if data.starts_with(oxcd_snapshot::SNAPSHOT_MAGIC) {
-        let st = oxcd_snapshot::snapshot_status(path, &data)
-            .map_err(|e| CtlError::new(EXIT_ERROR, e.to_string()))?;
-        crate::boltdb::Status {
-            hash: st.hash,
-            revision: st.revision,
-            total_key: st.total_key,
-            total_size: st.total_size,
-        }
-    } else {
-        crate::boltdb::status(&data).map_err(|e| CtlError::new(EXIT_ERROR, e))?
-    };
+    // An etcd (bbolt) snapshot, read page by page, or an oxcd one of older releases.
+    let st = oxcd_snapshot::snapshot_status(std::path::Path::new(path))
+        .map_err(|e| CtlError::new(EXIT_ERROR, e))?;
     let row = vec![
         format!("{:x}", st.hash),
         st.revision.to_string(),

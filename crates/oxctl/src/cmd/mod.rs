@@ -9,6 +9,7 @@ pub mod datascale;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod migrate;
 pub mod mirror;
 pub mod watch;
 

@@ -16,6 +16,7 @@ use oxcd_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use oxcd_api::oxcdimportpb::import_server::ImportServer;
 use oxcd_api::v3electionpb::election_server::ElectionServer;
 use oxcd_api::v3lockpb::lock_server::LockServer;
 use tokio::net::{TcpListener, TcpStream};
@@ -75,17 +76,23 @@ fn grpc_routes(server: Arc<Server>) -> Router {
         .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
         .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(limit))
         .add_service(LockServer::new(svc.clone()).max_decoding_message_size(limit))
-        .add_service(ElectionServer::new(svc).max_decoding_message_size(limit))
+        .add_service(ElectionServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(ImportServer::new(svc).max_decoding_message_size(limit))
         .add_service(crate::api::health::grpc_health(&server))
         .into_axum_router()
         .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer))
 }
 
-/// The HTTP services: v2 keys, `/metrics`, the v3 JSON gateway.
+/// The HTTP services: v2 keys, `/metrics`, the v3 JSON gateway (unless
+/// `--enable-grpc-gateway=false`).
 fn http_routes(server: Arc<Server>) -> Router {
-    crate::api::v2_http::router(server.clone())
-        .merge(crate::api::metrics_http::router(server.clone()))
-        .merge(crate::api::gateway::router(server))
+    let routes = crate::api::v2_http::router(server.clone())
+        .merge(crate::api::metrics_http::router(server.clone()));
+    if server.cfg.enable_grpc_gateway {
+        routes.merge(crate::api::gateway::router(server))
+    } else {
+        routes
+    }
 }
 
 fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {

@@ -3,6 +3,8 @@
 
 use oxcd_api::etcdserverpb as pb;
 use oxcd_api::etcdserverpb::maintenance_server::Maintenance;
+use oxcd_snapshot::to_etcd::EtcdSnapshotFile;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::services::{BoxStream, GrpcResult, Services};
@@ -14,6 +16,8 @@ use crate::version::ETCD_VERSION;
 
 /// Bytes per message of a snapshot stream (etcd sends 32 KiB).
 const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+/// Messages of a snapshot stream read ahead of the client.
+const SNAPSHOT_QUEUE_CHUNKS: usize = 16;
 
 #[tonic::async_trait]
 impl Maintenance for Services {
@@ -126,28 +130,25 @@ impl Maintenance for Services {
         self.server
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
-        let r = req.into_inner();
-        let store = &self.server.store;
-        let rev = if r.revision > 0 {
-            r.revision
-        } else {
-            store.current_rev()
-        };
-        let (hash, compact_revision) = crate::state::kv::hash_kv(store, rev)?;
+        let rev = req.into_inner().revision;
+        let store = self.server.store.clone();
+        let h = tokio::task::spawn_blocking(move || crate::state::kv::hash_kv_at(&store, rev))
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))??;
         Ok(Response::new(pb::HashKvResponse {
-            header: Some(self.server.header(store.current_rev())),
-            hash,
-            compact_revision,
+            header: Some(self.server.header(h.current_revision)),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
             ..Default::default()
         }))
     }
 
     type SnapshotStream = BoxStream<pb::SnapshotResponse>;
 
-    /// Streams the whole backend as a snapshot file: magic `OXCDSNP1`, body length (u64 LE),
-    /// the backend records (`docs/design.md`), zero padding to a multiple of 512 bytes, then
-    /// the SHA-256 of everything before it. etcdctl checks that shape (etcd's bbolt file is a
-    /// multiple of 512 bytes with its SHA-256 appended).
+    /// Streams the backend as etcd's snapshot does: a bbolt database with etcd's buckets,
+    /// then its SHA-256 (`oxcd_snapshot::to_etcd`). The database is built off the runtime
+    /// in an unlinked temporary file beside the backend, from one consistent view, then
+    /// sent in 32 KiB chunks through a bounded queue: memory stays bounded whatever the size.
     async fn snapshot(
         &self,
         req: Request<pb::SnapshotRequest>,
@@ -155,23 +156,47 @@ impl Maintenance for Services {
         self.server
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
-        let (body, _, _) = self.server.store.snapshot().map_err(ServerError::from)?;
-        let data = oxcd_snapshot::encode_snapshot(&body);
-        let header = self.server.header(self.server.store.current_rev());
-        let total = data.len();
-        let chunks: Vec<Result<pb::SnapshotResponse, Status>> = data
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .scan(0usize, |sent, chunk| {
-                *sent += chunk.len();
-                Some(Ok(pb::SnapshotResponse {
-                    header: Some(header),
-                    remaining_bytes: (total - *sent) as u64,
-                    blob: chunk.to_vec(),
-                    ..Default::default()
-                }))
-            })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        let store = self.server.store.clone();
+        let members = self
+            .server
+            .tables
+            .members
+            .read()
+            .map(|m| m.list.clone())
+            .map_err(|_| ServerError::Internal("members lock".into()))?;
+        let dir = self
+            .server
+            .db_path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        let snap = tokio::task::spawn_blocking(move || {
+            let view = store.read_view()?;
+            EtcdSnapshotFile::create(&view, &members, &dir)
+                .map_err(|e| ServerError::Internal(format!("snapshot: {e}")))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+        let header = self.server.header(snap.revision());
+        let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE_CHUNKS);
+        tokio::task::spawn_blocking(move || {
+            for chunk in snap.chunks(SNAPSHOT_CHUNK_BYTES) {
+                let msg = chunk
+                    .map(|(blob, remaining_bytes)| pb::SnapshotResponse {
+                        header: Some(header),
+                        remaining_bytes,
+                        blob,
+                        ..Default::default()
+                    })
+                    .map_err(|e| Status::internal(format!("snapshot: {e}")));
+                let failed = msg.is_err();
+                // The client went away: stop reading (the file goes with `snap`).
+                if tx.blocking_send(msg).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     /// Transfers leadership to `target_id` and waits (bounded) until it has happened.

@@ -16,6 +16,7 @@ pub mod grpc_metrics;
 pub mod h2_authority;
 pub mod health;
 pub mod http;
+pub mod import_service;
 pub mod kv_service;
 pub mod lease_service;
 pub mod lock_service;

@@ -564,7 +564,8 @@ impl RaftLoop {
         if leader_id == self.leader_id {
             return;
         }
-        // etcd's raft messages, word for word, so that log alerts on them match.
+        // etcd's raft messages, word for word, so that log alerts on them match. etcd counts a
+        // leader change whenever a leader other than the last one known appears.
         let (me, term) = (self.member_id, self.node.raft.term);
         let (old, new) = (format!("{:x}", self.leader_id), format!("{leader_id:x}"));
         if leader_id == 0 {
@@ -573,6 +574,7 @@ impl RaftLoop {
                 "raft.node: {me:x} lost leader {old} at term {term}"
             );
         } else if self.leader_id == 0 {
+            crate::metrics::get().leader_changes.inc();
             tracing::info!(
                 "local-member-id" = %format!("{me:x}"), "leader-id" = %new, term, role = ?role,
                 "raft.node: {me:x} elected leader {new} at term {term}"
@@ -658,6 +660,10 @@ impl View for LoopView<'_> {
     }
 
     fn expired_leases(&self, now_ms: i64, promotion: Promotion, limit: usize) -> Vec<i64> {
+        // Importing (oxctl migrate): leases live on the source until the cut-over.
+        if self.applier.tables.import.read().is_ok_and(|i| i.is_some()) {
+            return Vec::new();
+        }
         self.applier
             .tables
             .leases

@@ -78,6 +78,7 @@ pub fn grows_data(op: &crate::request::Op) -> bool {
     match op {
         Op::Put(_) | Op::LeaseGrant(_) | Op::V2(_) => true,
         Op::Txn(t) => !crate::state::kv::txn_is_read_only(t),
+        Op::Import(i) => matches!(i.op, Some(crate::request::ImportOp::Apply(_))),
         _ => false,
     }
 }

@@ -153,6 +153,7 @@ impl Applier {
         events: &mut Vec<Event>,
     ) -> Result<Applied, ServerError> {
         self.alarm_check(&op)?;
+        self.import_check(&op)?;
         match op {
             Op::Put(_) | Op::DeleteRange(_) | Op::Txn(_) => self.apply_kv(batch, op, events),
             Op::Compaction(c) => {
@@ -174,6 +175,7 @@ impl Applier {
             Op::MemberUpdate(u) => self.member_update(batch, &u),
             Op::Alarm(a) => self.alarm(batch, &a),
             Op::HashCheck(h) => Ok(Applied::HashCheck(h)),
+            Op::Import(i) => self.apply_import(batch, i, events),
             Op::Refused(r) => Err(match r.reason {
                 crate::request::REFUSED_LEARNER_NOT_READY => ServerError::LearnerNotReady,
                 other => ServerError::Internal(format!("proposal refused by the leader ({other})")),

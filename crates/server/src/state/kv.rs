@@ -486,16 +486,45 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 /// The events a write produced, for watchers; kept with its revision.
 pub type Events = Vec<Event>;
 
-/// HashKV: CRC-32 of every key revision from the compaction point up to `rev` (key, value,
-/// mod revision), and the compaction point it started from.
-pub fn hash_kv(store: &Store, rev: i64) -> Result<(u32, i64), ServerError> {
-    let compacted = store.compact_rev();
-    let events = store.history(compacted, rev, usize::MAX)?;
-    let mut h = crc32fast::Hasher::new();
-    for e in &events {
-        h.update(&e.kv.key);
-        h.update(&e.kv.value);
-        h.update(&e.kv.mod_revision.to_be_bytes());
+/// What HashKV answers: the hash, etcd's compact revision (-1: never compacted) and the
+/// current revision it was computed against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    pub hash: u32,
+    pub compact_revision: i64,
+    pub current_revision: i64,
+}
+
+/// HashKV at `rev` (0: the current revision) exactly as etcd 3.4 computes it over the same
+/// history (`oxcd_snapshot::to_etcd::hash_kv`), with its errors: a revision at or below the
+/// compact revision is compacted, one above the current revision is in the future. Reads
+/// one consistent view, off the apply path.
+pub fn hash_kv_at(store: &Store, rev: i64) -> Result<KvHash, ServerError> {
+    // Keep(current) is Keep of any revision above it: one view serves rev = 0 too.
+    let at = if rev > 0 { rev } else { i64::MAX };
+    let (view, keep) = store.read_view_keeping(at)?;
+    let compact_revision = if view.compact_rev() > 0 {
+        view.compact_rev()
+    } else {
+        -1
+    };
+    let current_revision = view.current_rev();
+    if rev > 0 && rev <= compact_revision {
+        return Err(ServerError::Compacted);
     }
-    Ok((h.finalize(), compacted))
+    if rev > current_revision {
+        return Err(ServerError::FutureRev);
+    }
+    let rev = if rev > 0 { rev } else { current_revision };
+    let hash = oxcd_snapshot::to_etcd::hash_kv(&view, &keep, compact_revision, rev)?;
+    Ok(KvHash {
+        hash,
+        compact_revision,
+        current_revision,
+    })
+}
+
+/// HashKV at `rev` for the corruption check: (hash, compact revision).
+pub fn hash_kv(store: &Store, rev: i64) -> Result<(u32, i64), ServerError> {
+    hash_kv_at(store, rev).map(|h| (h.hash, h.compact_revision))
 }

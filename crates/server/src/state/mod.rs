@@ -8,6 +8,7 @@
 pub mod alarm;
 pub mod apply;
 pub mod auth;
+pub mod import;
 pub mod kv;
 pub mod lease;
 pub mod members;
@@ -33,6 +34,8 @@ pub struct Tables {
     pub leases: Arc<Mutex<LeaseTable>>,
     pub auth: Arc<Mutex<AuthStore>>,
     pub alarms: Arc<RwLock<Alarms>>,
+    /// Set while `oxctl migrate` imports into this cluster ([`import`]).
+    pub import: Arc<RwLock<Option<import::ImportState>>>,
 }
 
 /// A table that could not be loaded from the backend.
@@ -67,6 +70,7 @@ impl Tables {
             leases: Arc::new(Mutex::new(load_leases(store)?)),
             auth: Arc::new(Mutex::new(load_auth(store)?)),
             alarms: Arc::new(RwLock::new(alarm::load(store)?)),
+            import: Arc::new(RwLock::new(import::load(store)?)),
         })
     }
 
@@ -86,6 +90,7 @@ impl Tables {
         auth.keep_tokens(&mut old);
         *old = auth;
         *self.alarms.write().expect("alarms lock poisoned") = alarm::load(store)?;
+        *self.import.write().expect("import state lock poisoned") = import::load(store)?;
         Ok(())
     }
 }

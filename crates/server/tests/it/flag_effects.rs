@@ -1,7 +1,7 @@
 //! Issue 12: the effect of honoured flags that the other modules do not show, on one shared
 //! member: `--listen-client-http-urls` (HTTP there, gRPC only on the client URL), `--cors`,
 //! `--host-whitelist`, `--logger=capnslog` with `--log-outputs=<file>`, `--auth-token-ttl`,
-//! `--max-learners` and the learner promotion rule.
+//! `--enable-grpc-gateway=false`, `--max-learners` and the learner promotion rule.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -39,6 +39,7 @@ async fn honoured_flags_on_one_member() {
             format!("--log-outputs={}", log_file.display()),
             "--auth-token-ttl=1".into(),
             "--max-learners=2".into(),
+            "--enable-grpc-gateway=false".into(),
         ],
     );
     c.start_all();
@@ -66,6 +67,25 @@ async fn honoured_flags_on_one_member() {
     // --host-whitelist: a plain-HTTP request naming another host is refused (421).
     let evil = curl_headers(&url, &["Host: evil.example"]);
     assert!(evil.starts_with("http/1.1 421"), "{evil}");
+    // --enable-grpc-gateway=false: no /v3 JSON gateway.
+    let gateway = run(
+        Command::new("curl").args([
+            "-sS",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-d",
+            r#"{"key":"YQ=="}"#,
+            &format!("http://{http_addr}/v3/kv/range"),
+        ]),
+        b"",
+    );
+    assert_eq!(gateway.stdout.trim(), "404");
     // The log went to the file, in capnslog's lines.
     let text = std::fs::read_to_string(&log_file).expect("the log file");
     assert!(

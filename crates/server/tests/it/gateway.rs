@@ -221,6 +221,8 @@ fn mask(body: &str) -> String {
         "dbSize",
         "dbSizeInUse",
         "TTL",
+        // oxcd reports the etcd API level it implements (3.4.31), etcd its own release.
+        "version",
     ] {
         s = mask_json_string(&s, key);
     }

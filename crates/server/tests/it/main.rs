@@ -6,6 +6,8 @@ mod auth;
 mod bad_flags;
 mod cluster;
 mod durability_kill9;
+mod etcd_migration;
+mod etcd_snapshots;
 mod etcdctl_parity;
 mod flag_effects;
 mod gateway;

@@ -81,9 +81,16 @@ async fn kubeadm_35_static_pod_command_line() {
     );
     // Honoured (a fresh member has nothing to compare yet): no warning for it.
     assert!(!c.log(0).contains("--experimental-initial-corrupt-check"));
-    // The metrics port serves probes only: no keys there.
+    // The metrics port serves probes and metrics only: no keys there.
     let keys = http_get(metrics_addr(&c, 0), "/v2/keys/").expect("metrics port");
     assert_eq!(keys.status, 404);
+    let metrics = http_get(metrics_addr(&c, 1), "/metrics").expect("metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("etcd_server_has_leader 1"),
+        "{}",
+        metrics.body
+    );
     // Every line is one of zap's JSON objects.
     for line in c.log(0).lines().filter(|l| l.starts_with('{')) {
         let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
