@@ -59,6 +59,13 @@ pub async fn run(
     metrics::get().configure(&cfg);
     let join = learn_membership(&cfg, tls.peer_dial.as_ref()).await?;
     let boot = bootstrap::open(&cfg, join)?;
+    if cfg.initial_corrupt_check && !boot.fresh {
+        let ids = (boot.member_id, boot.cluster_id);
+        let (tls_dial, ip) = (tls.peer_dial.as_ref(), local_peer_ip(&cfg));
+        peer::initial_corrupt_check(boot.store.clone(), &boot.members.list, ids, tls_dial, ip)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
     tracing::info!(
         "starting member {:x} ({}) in cluster {:x}; data dir {}",
         boot.member_id,
@@ -390,6 +397,8 @@ fn peer_context(
         stop,
         limits: peer::FrameLimits::new(cfg.request_bytes_max, cfg.quota_backend_bytes),
         inbound: Default::default(),
+        store: boot.store.clone(),
+        hashing: Arc::new(tokio::sync::Semaphore::new(1)),
     }
 }
 

@@ -394,15 +394,10 @@ impl RawFlags {
 
     /// The corruption checks: the periodic one (`--corrupt-check-time`, or `CompactHashCheck`
     /// every `--compact-hash-check-time`, which oxcd runs as the same whole-store hash
-    /// comparison at a revision all members applied) and `InitialCorruptCheck` (warned).
-    fn corruption(&self, warnings: &mut Vec<String>) -> Result<Corruption, ConfigError> {
+    /// comparison at a revision all members applied) and `InitialCorruptCheck` (the hashes
+    /// of the other members compared before serving: `consensus::peer`).
+    fn corruption(&self) -> Result<Corruption, ConfigError> {
         let initial = self.feature("InitialCorruptCheck")?;
-        if initial && !self.given("experimental-initial-corrupt-check") {
-            warnings.push(format!(
-                "--feature-gates=InitialCorruptCheck=true is accepted but has no effect in oxcd: {}",
-                flags::NO_INITIAL_CORRUPT_CHECK
-            ));
-        }
         let compact_hash = if self.feature("CompactHashCheck")? {
             Some(self.positive_duration("compact-hash-check-time")?)
         } else {
@@ -465,7 +460,7 @@ impl RawFlags {
             self.initial_cluster(&name, &urls.initial_advertise_peer)?;
         let tls = self.tls(&urls.listen_client, &urls.listen_peer, &mut warnings)?;
         let (log_level, log) = self.log_config()?;
-        let corruption = self.corruption(&mut warnings)?;
+        let corruption = self.corruption()?;
         if self.given("initial-election-tick-advance")
             && self.bool("initial-election-tick-advance")?
         {

@@ -70,8 +70,6 @@ const NO_DOWNGRADE: &str = "oxcd has no cluster downgrade";
 const NO_LEASE_CHECKPOINT: &str = "leases go through the log with the proposer's clock, and a new leader extends every lease by its TTL plus an election timeout (etcd's behaviour without checkpoints)";
 const NO_BATCHED_COMPACTION: &str =
     "a compaction is one backend transaction in oxcd, not batches with sleeps between them";
-/// Also the warning of `--feature-gates=InitialCorruptCheck=true`.
-pub const NO_INITIAL_CORRUPT_CHECK: &str = "the comparison of hashes with the other members before serving is not implemented; the backend's own checksums are verified when it is read, and the periodic check (--corrupt-check-time, or CompactHashCheck) compares members while they run";
 const NO_ETCD2: &str = "an etcd 2 flag that etcd also ignores";
 
 /// Every flag. Order: etcd's `--help` sections; aliases (3.6 plain names of 3.4/3.5
@@ -204,7 +202,7 @@ pub const FLAGS: &[Flag] = &[
     f("proxy-write-timeout", Uint, "5000", N(NO_PROXY_TUNING), "Time (in milliseconds) for a write to timeout."),
     f("proxy-read-timeout", Uint, "0", N(NO_PROXY_TUNING), "Time (in milliseconds) for a read to timeout."),
     // Experimental (3.4/3.5 names) and their 3.6 names
-    f("experimental-initial-corrupt-check", Bool, "false", N(NO_INITIAL_CORRUPT_CHECK), "Enable to check data corruption before serving any client/peer traffic."),
+    f("experimental-initial-corrupt-check", Bool, "false", H, "Enable to check data corruption before serving any client/peer traffic."),
     f("experimental-corrupt-check-time", Dur, "0s", H, "Duration of time between cluster corruption check passes."),
     f("corrupt-check-time", Dur, "0s", H, "Duration of time between cluster corruption check passes."),
     f("experimental-compact-hash-check-enabled", Bool, "false", H, "Enable leader to periodically check followers compaction hashes."),

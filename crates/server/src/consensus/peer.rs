@@ -42,6 +42,12 @@ use crate::state::members::{Member, Members};
 pub const MAGIC: &[u8; 8] = b"OXCDPR02";
 /// A joining member's request for the membership (then 17 zero bytes).
 pub const JOIN_MAGIC: &[u8; 8] = b"OXCDJOIN";
+/// A starting member's request for another's HashKV (the initial corruption check): then,
+/// as in a dialer's hello, its member ID, the cluster ID and a flags byte, then the
+/// revision (i64 BE). The answer: 0, the hash (u32 BE) and the compact revision (i64 BE);
+/// or 1 and 12 zero bytes when the member cannot tell (compacted past the revision, busy).
+pub const HASH_MAGIC: &[u8; 8] = b"OXCDHASH";
+const HASH_ANSWER_BYTES: usize = 13;
 pub const PEER_QUEUE_MAX: usize = 4096;
 /// Bytes of entries raft puts in one append, at most (raft-rs's `max_size_per_msg`; one
 /// entry larger than this still goes alone).
@@ -304,6 +310,10 @@ pub struct PeerContext {
     pub stop: StopSender,
     /// The largest frames read from peers.
     pub limits: FrameLimits,
+    /// The backend, for the HashKV a starting member asks for.
+    pub store: Arc<oxcd_storage::Store>,
+    /// One such hash at a time.
+    pub hashing: Arc<tokio::sync::Semaphore>,
     /// The one inbound stream kept per member.
     pub inbound: Arc<InboundStreams>,
 }
@@ -680,6 +690,9 @@ async fn accept(
     if &hello[..8] == JOIN_MAGIC {
         return answer_join(conn, addr, &ctx).await;
     }
+    if &hello[..8] == HASH_MAGIC {
+        return answer_hash(conn, hello, addr, &ctx).await;
+    }
     let from = u64::from_be_bytes(hello[8..16].try_into().unwrap_or_default());
     if let Err((code, why)) = admit(&hello, addr.ip(), &ctx) {
         if code == 0 {
@@ -800,6 +813,124 @@ async fn answer_join(
         .map_err(io("answer a joining member"))?;
     conn.flush().await.map_err(io("answer a joining member"))?;
     tracing::info!("told a joining member at {addr} the cluster's membership");
+    Ok(())
+}
+
+/// Tells a starting member of the cluster (checked as a dialer is) this member's HashKV at
+/// the revision it asks for. One hash at a time: it reads every key revision.
+async fn answer_hash(
+    mut conn: Box<dyn Conn>,
+    mut hello: [u8; 25],
+    addr: SocketAddr,
+    ctx: &PeerContext,
+) -> Result<(), PeerError> {
+    hello[..8].copy_from_slice(MAGIC);
+    admit(&hello, addr.ip(), ctx).map_err(|(_, why)| PeerError::Refused(why))?;
+    let mut rev = [0u8; 8];
+    tokio::time::timeout(DIAL_TIMEOUT, conn.read_exact(&mut rev))
+        .await
+        .map_err(|_| PeerError::Handshake("no revision"))?
+        .map_err(io("read the revision"))?;
+    let rev = i64::from_be_bytes(rev);
+    let mut answer = [0u8; HASH_ANSWER_BYTES];
+    answer[0] = 1;
+    if let Ok(_one) = ctx.hashing.clone().try_acquire_owned() {
+        let store = ctx.store.clone();
+        let hashed =
+            tokio::task::spawn_blocking(move || crate::state::kv::hash_kv(&store, rev)).await;
+        if let Ok(Ok((hash, compacted))) = hashed {
+            answer[0] = 0;
+            answer[1..5].copy_from_slice(&hash.to_be_bytes());
+            answer[5..].copy_from_slice(&compacted.to_be_bytes());
+        }
+    }
+    conn.write_all(&answer)
+        .await
+        .map_err(io("answer a hash request"))?;
+    conn.flush().await.map_err(io("answer a hash request"))
+}
+
+/// Asks the member at `url` for its HashKV at `rev`, as member `me` of `cluster`: the hash
+/// and its compact revision, or None when that member cannot tell.
+pub async fn fetch_hash(
+    url: &str,
+    tls: Option<&TlsConnector>,
+    local_ip: Option<IpAddr>,
+    (me, cluster): (u64, u64),
+    rev: i64,
+) -> Result<Option<(u32, i64)>, PeerError> {
+    let mut conn = open(url, tls, local_ip).await?;
+    let mut hello = HASH_MAGIC.to_vec();
+    hello.extend_from_slice(&me.to_be_bytes());
+    hello.extend_from_slice(&cluster.to_be_bytes());
+    hello.push(0);
+    hello.extend_from_slice(&rev.to_be_bytes());
+    conn.write_all(&hello)
+        .await
+        .map_err(io("send the hash request"))?;
+    conn.flush().await.map_err(io("send the hash request"))?;
+    let mut answer = [0u8; HASH_ANSWER_BYTES];
+    conn.read_exact(&mut answer)
+        .await
+        .map_err(io("read the hash"))?;
+    if answer[0] != 0 {
+        return Ok(None);
+    }
+    let hash = u32::from_be_bytes([answer[1], answer[2], answer[3], answer[4]]);
+    let mut compacted = [0u8; 8];
+    compacted.copy_from_slice(&answer[5..]);
+    Ok(Some((hash, i64::from_be_bytes(compacted))))
+}
+
+/// How long the initial corruption check waits for each peer's hash.
+pub const INITIAL_CHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// etcd's initial corruption check (`--experimental-initial-corrupt-check`): before this
+/// member serves anything, its HashKV at its current revision is compared with every other
+/// member's. A peer compacted at the same revision with another hash means this member's
+/// data differs: it must not serve. Peers that do not answer in time, cannot tell, or
+/// compacted elsewhere are skipped, as etcd skips them.
+pub async fn initial_corrupt_check(
+    store: Arc<oxcd_storage::Store>,
+    peers: &[Member],
+    (me, cluster): (u64, u64),
+    tls: Option<&TlsConnector>,
+    local_ip: Option<IpAddr>,
+) -> Result<(), String> {
+    let rev = store.current_rev();
+    let hashed = tokio::task::spawn_blocking(move || crate::state::kv::hash_kv(&store, rev))
+        .await
+        .map_err(|e| format!("initial corruption check: {e}"))?;
+    let (mine, compacted) = hashed.map_err(|e| format!("initial corruption check: {e}"))?;
+    let asks = peers
+        .iter()
+        .filter(|p| p.id != me)
+        .filter_map(|p| p.peer_urls.first().map(|u| (p.id, u.clone())));
+    let answers = futures::future::join_all(asks.map(|(id, url)| async move {
+        let asked = fetch_hash(&url, tls, local_ip, (me, cluster), rev);
+        (id, tokio::time::timeout(INITIAL_CHECK_WAIT, asked).await)
+    }))
+    .await;
+    for (id, answer) in answers {
+        match answer {
+            Ok(Ok(Some((hash, c)))) if c == compacted && hash != mine => {
+                return Err(format!(
+                    "found data inconsistency with peer {id:x}: at revision {rev} (compacted at {c}) this member's hash is {mine}, the peer's {hash}; \
+                     this member's data differs from the cluster's: remove it (etcdctl member remove), empty its data dir and add it again"
+                ));
+            }
+            Ok(Ok(Some((_, c)))) if c != compacted => tracing::info!(
+                "initial corruption check: peer {id:x} is compacted at {c}, this member at {compacted}; skipped"
+            ),
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => tracing::info!(
+                "initial corruption check: peer {id:x} cannot hash revision {rev}; skipped"
+            ),
+            Ok(Err(e)) => tracing::warn!("initial corruption check: peer {id:x}: {e}; skipped"),
+            Err(_) => tracing::warn!("initial corruption check: peer {id:x} did not answer; skipped"),
+        }
+    }
+    tracing::info!("initial corruption check passed at revision {rev} (hash {mine})");
     Ok(())
 }
 

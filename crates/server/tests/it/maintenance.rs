@@ -251,3 +251,33 @@ fn corruption_check_raises_corrupt_and_stops_writes() {
         "v3\n"
     );
 }
+
+/// Issue 16 (etcd's `--experimental-initial-corrupt-check`): a member whose data differs
+/// from its peers' (changed behind oxcd's back, checksums and all) refuses to start,
+/// saying why and what to do; members whose data agrees start as usual.
+#[test]
+fn initial_corruption_check_refuses_a_member_whose_data_differs() {
+    require("etcdctl");
+    let c = three(&["--experimental-initial-corrupt-check"]);
+    wait_until("a writable cluster", Duration::from_secs(20), || {
+        ctl(&c, 0, &["put", "c/first", "value"]).code == 0
+    });
+    for n in 0..10 {
+        ctl(&c, n % 3, &["put", &format!("c/{n}"), &format!("v{n}")]).ok();
+    }
+    c.wait_same_revision();
+    assert_eq!(c.stop(1, Duration::from_secs(20)), 0);
+    c.start(1);
+    assert!(
+        c.log(1).contains("initial corruption check passed"),
+        "{}",
+        c.log(1)
+    );
+    assert_eq!(c.stop(2, Duration::from_secs(20)), 0);
+    damage_oldest_value(&c.data_dir(2).join("member").join("oxcd.db"));
+    c.spawn(2);
+    assert_eq!(c.wait_exit(2, Duration::from_secs(30)), 1, "{}", c.log(2));
+    let log = c.log(2);
+    assert!(log.contains("found data inconsistency with peer"), "{log}");
+    assert!(log.contains("etcdctl member remove"), "{log}");
+}
