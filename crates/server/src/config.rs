@@ -46,6 +46,7 @@ const FLAGS: &[Flag] = &[
     Flag::value("auto-compaction-mode", "Interpret 'auto-compaction-retention' one of: periodic|revision. 'periodic' for duration based retention, defaulting to hours if no time unit is provided (e.g. '5m'). 'revision' for revision number based retention.").default("periodic"),
     Flag::value("auto-compaction-retention", "Auto compaction retention for mvcc key value store. 0 means disable auto compaction.").default("0"),
     Flag::value("experimental-corrupt-check-time", "Duration of time between cluster corruption check passes.").default("0s"),
+    Flag::value("backend-cache-bytes", "oxcd: bytes of backend pages cached in memory (OXCD_BACKEND_CACHE_BYTES; see docs/design.md, Memory).").default("67108864"),
     Flag::value("snapshot-count", "Number of committed transactions to trigger a snapshot to disk.").default("100000"),
     Flag::value("heartbeat-interval", "Time (in milliseconds) of a heartbeat interval.").default("100"),
     Flag::value("election-timeout", "Time (in milliseconds) for an election to timeout.").default("1000"),
@@ -100,6 +101,8 @@ pub struct Config {
     pub request_bytes_max: usize,
     pub txn_ops_max: usize,
     pub quota_backend_bytes: u64,
+    /// `--backend-cache-bytes` (oxcd's own flag): redb's page cache.
+    pub backend_cache_bytes: usize,
     pub snapshot_count: u64,
     pub heartbeat_ms: u64,
     pub election_ms: u64,
@@ -124,8 +127,16 @@ pub enum AutoCompaction {
     Revision(u64),
 }
 
+/// oxcd's own flags, which etcd does not have: read from `OXCD_*` variables, not `ETCD_*`.
+const OXCD_FLAGS: &[&str] = &["backend-cache-bytes"];
+
 fn env_name(flag: &str) -> String {
-    format!("ETCD_{}", flag.to_uppercase().replace('-', "_"))
+    let prefix = if OXCD_FLAGS.contains(&flag) {
+        "OXCD"
+    } else {
+        "ETCD"
+    };
+    format!("{prefix}_{}", flag.to_uppercase().replace('-', "_"))
 }
 
 /// Parses command-line arguments (without the program name) and the environment.
@@ -341,6 +352,7 @@ impl RawFlags {
                 0 => 2 * 1024 * 1024 * 1024,
                 n => n,
             },
+            backend_cache_bytes: self.uint("backend-cache-bytes")? as usize,
             snapshot_count: self.uint("snapshot-count")?.max(1),
             heartbeat_ms: self.uint("heartbeat-interval")?,
             election_ms: self.uint("election-timeout")?,

@@ -58,7 +58,7 @@ pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
     let (mut wal, replay) = open_wal(cfg, &id, &wal_dir, fresh)?;
     check_owner(cfg, &replay, fresh, &mut id)?;
     let store = Arc::new(
-        Store::open(&db_path)
+        Store::open_with_cache(&db_path, cfg.backend_cache_bytes)
             .with_context(|| format!("cannot open backend {}", db_path.display()))?,
     );
     let log = rebuild_log(&replay)?;
