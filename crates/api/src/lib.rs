@@ -35,3 +35,8 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
+
+/// Every message and service above as an encoded `google.protobuf.FileDescriptorSet`, for
+/// code that works on messages by name (proto3's JSON mapping in the server's gateway).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptors.bin"));

@@ -152,6 +152,58 @@ pub fn acked_writes_present(history: &[Record], name: &str, events: &[Event]) ->
     out
 }
 
+/// Every acknowledged multi-key transaction's writes must be in member `name`'s event
+/// stream at its revision: each list put with its value, each delete as a delete event
+/// with the key's marker put beside it.
+pub fn acked_txn_writes_present(
+    txns: &[crate::elle::Txn],
+    name: &str,
+    events: &[Event],
+) -> Vec<String> {
+    use crate::elle::Write;
+    let by_rev: BTreeMap<(i64, &str), &Event> = events
+        .iter()
+        .map(|e| ((e.rev, e.key.as_str()), e))
+        .collect();
+    let mut out = Vec::new();
+    for t in txns {
+        let Some(rev) = t.rev else {
+            continue;
+        };
+        for (key, w) in &t.writes {
+            let (ok, want) = match w {
+                Write::Put(l) => {
+                    let v = crate::workload::encode_list(l);
+                    let ok = by_rev
+                        .get(&(rev, key.as_str()))
+                        .is_some_and(|e| e.put && e.value == v);
+                    (ok, format!("put of {v:?}"))
+                }
+                Write::Delete(id) => {
+                    let marker = format!("{key}!");
+                    let deleted = by_rev.get(&(rev, key.as_str())).is_some_and(|e| !e.put);
+                    let marked = by_rev
+                        .get(&(rev, marker.as_str()))
+                        .is_some_and(|e| e.put && e.value == format!("d{id}"));
+                    (deleted && marked, format!("delete #{id}"))
+                }
+            };
+            if !ok {
+                out.push(format!(
+                    "{name}: acknowledged transaction's {want} on {key} at revision {rev} is not there"
+                ));
+            }
+        }
+        if out.len() >= 20 {
+            out.push(format!(
+                "{name}: (more missing transaction writes not listed)"
+            ));
+            break;
+        }
+    }
+    out
+}
+
 /// A member's own stream must be sane: revisions increasing, prev_kv the key's previous value.
 pub fn reference_sane(name: &str, events: &[Event]) -> Vec<String> {
     let mut out = Vec::new();

@@ -39,6 +39,15 @@ pub fn peer_url(idx: usize) -> String {
     format!("https://{}:{PEER_PORT}", member_ip(idx))
 }
 
+/// The peer URL member `idx` advertises: its own listener, or the peer proxy in front of it.
+pub fn advertised_peer_url(idx: usize, proxied: bool) -> String {
+    if proxied {
+        format!("https://{}:{}", member_ip(idx), crate::proxy::PROXY_PORT)
+    } else {
+        peer_url(idx)
+    }
+}
+
 /// Client TLS for the suite's gRPC clients.
 pub fn tls_mode(pki: &Path) -> anyhow::Result<TlsMode> {
     let files = ClientTlsFiles {
@@ -62,6 +71,9 @@ pub struct Member {
     pub idx: usize,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The chaos control file the member polls (`OXCD_CHAOS_CONTROL`): its clock offset and
+    /// failpoints armed at run time.
+    pub control: PathBuf,
     /// The flags of its first start (a restart reuses them; the data dir then wins).
     pub args: Vec<String>,
     child: Option<Child>,
@@ -102,6 +114,10 @@ pub struct Cluster {
     /// Indexes of the members that are part of the cluster now.
     pub active: Vec<usize>,
     pub tls: TlsMode,
+    /// Whether members advertise the peer proxy's URL (runs with delay or loss on peers).
+    pub proxied: bool,
+    /// Data dirs moved onto a tmpfs of their own (disk-full).
+    pub tmpfs: Vec<PathBuf>,
     clients: BTreeMap<usize, Client>,
 }
 
@@ -112,12 +128,14 @@ impl Cluster {
         oxcd: &Path,
         initial: usize,
         spares: usize,
+        proxied: bool,
     ) -> anyhow::Result<Cluster> {
         let members = (0..initial + spares)
             .map(|idx| Member {
                 idx,
                 data_dir: dir.join(format!("{}.data", member_name(idx))),
                 log: dir.join(format!("{}.log", member_name(idx))),
+                control: dir.join(format!("{}.chaos", member_name(idx))),
                 args: Vec::new(),
                 child: None,
                 paused: false,
@@ -130,6 +148,8 @@ impl Cluster {
             members,
             active: (0..initial).collect(),
             tls: tls_mode(pki)?,
+            proxied,
+            tmpfs: Vec::new(),
             clients: BTreeMap::new(),
         })
     }
@@ -139,7 +159,7 @@ impl Cluster {
         let name = member_name(idx);
         let initial: Vec<String> = cluster
             .iter()
-            .map(|&i| format!("{}={}", member_name(i), peer_url(i)))
+            .map(|&i| format!("{}={}", member_name(i), self.peer_url(i)))
             .collect();
         vec![
             format!("--name={name}"),
@@ -147,7 +167,7 @@ impl Cluster {
             format!("--listen-client-urls={}", client_url(idx)),
             format!("--advertise-client-urls={}", client_url(idx)),
             format!("--listen-peer-urls={}", peer_url(idx)),
-            format!("--initial-advertise-peer-urls={}", peer_url(idx)),
+            format!("--initial-advertise-peer-urls={}", self.peer_url(idx)),
             format!("--initial-cluster={}", initial.join(",")),
             format!("--initial-cluster-state={state}"),
             "--initial-cluster-token=oxchaos".to_string(),
@@ -163,6 +183,21 @@ impl Cluster {
             format!("--election-timeout={ELECTION_TIMEOUT_MS}"),
             format!("--snapshot-count={SNAPSHOT_COUNT}"),
         ]
+    }
+
+    /// The peer URL member `idx` advertises in this run.
+    pub fn peer_url(&self, idx: usize) -> String {
+        advertised_peer_url(idx, self.proxied)
+    }
+
+    /// Rewrites member `idx`'s chaos control file (a running member picks it up within
+    /// 50 ms); empty text disarms everything.
+    pub fn control(&self, idx: usize, text: &str) -> anyhow::Result<()> {
+        let m = &self.members[idx];
+        let tmp = m.control.with_extension("chaos.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &m.control)?;
+        Ok(())
     }
 
     /// Starts the initial members.
@@ -210,7 +245,8 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .env_remove("FAILPOINTS");
+            .env_remove("FAILPOINTS")
+            .env("OXCD_CHAOS_CONTROL", &m.control);
         if let Some(fp) = failpoints {
             cmd.env("FAILPOINTS", fp);
         }
@@ -345,5 +381,6 @@ pub struct Status {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill_everything();
+        self.off_tmpfs();
     }
 }

@@ -1,7 +1,8 @@
 //! The faults: each is injected at a random moment under load, held for a while, and healed;
 //! the run records the window. All of them act on real processes (signals), the namespace's
 //! firewall, the membership API, or failpoints armed through the FAILPOINTS variable of a
-//! chaos build of oxcd.
+//! chaos build of oxcd or its chaos control file; those of a member's surroundings (network
+//! delay and loss, disk, clock) are in [`crate::fault_env`].
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,9 @@ use rand::{rngs::StdRng, seq::SliceRandom as _, Rng as _};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{self, Cluster};
+use crate::fault_env;
 use crate::netns::Firewall;
+use crate::proxy::ProxyCtl;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
@@ -39,10 +42,16 @@ pub enum Fault {
     FailBeforeApply,
     FailAfterApply,
     FailSnapshotApply,
+    FailSnapshotSend,
+    DelayPeers,
+    LossyPeers,
+    DiskFull,
+    FsyncError,
+    ClockJump,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 17] = [
+    pub const ALL: [Fault; 23] = [
         Fault::KillLeader,
         Fault::KillFollower,
         Fault::KillMajority,
@@ -60,6 +69,12 @@ impl Fault {
         Fault::FailBeforeApply,
         Fault::FailAfterApply,
         Fault::FailSnapshotApply,
+        Fault::FailSnapshotSend,
+        Fault::DelayPeers,
+        Fault::LossyPeers,
+        Fault::DiskFull,
+        Fault::FsyncError,
+        Fault::ClockJump,
     ];
 
     pub fn name(self) -> String {
@@ -70,7 +85,12 @@ impl Fault {
 
     /// Whether the fault needs oxcd built with `--features failpoints`.
     pub fn needs_failpoints(self) -> bool {
-        self.failpoint().is_some()
+        self.failpoint().is_some() || self == Fault::ClockJump
+    }
+
+    /// Whether the run's members must talk to each other through the peer proxy.
+    pub fn needs_proxy(self) -> bool {
+        matches!(self, Fault::DelayPeers | Fault::LossyPeers)
     }
 
     fn failpoint(self) -> Option<&'static str> {
@@ -80,6 +100,8 @@ impl Fault {
             Fault::FailBeforeApply => Some("raft_before_apply"),
             Fault::FailAfterApply => Some("raft_after_apply"),
             Fault::FailSnapshotApply => Some("raft_snapshot_mid_apply"),
+            Fault::FailSnapshotSend => Some("raft_snapshot_send"),
+            Fault::FsyncError => Some("raft_wal_sync_eio"),
             _ => None,
         }
     }
@@ -96,8 +118,25 @@ pub struct Window {
     pub recovery_ms: Option<u64>,
 }
 
+/// What faults act through besides the cluster: the namespace's firewall, and the peer
+/// proxy when the run has one.
+pub struct Tools {
+    pub fw: Firewall,
+    pub proxy: Option<std::sync::Arc<ProxyCtl>>,
+}
+
+impl Tools {
+    /// Undoes every network fault: firewall rules, proxy delays and cuts.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        if let Some(p) = &self.proxy {
+            p.heal();
+        }
+        self.fw.heal()
+    }
+}
+
 /// Hold times: longer than the election timeout, so pauses and partitions depose leaders.
-fn hold(rng: &mut StdRng) -> Duration {
+pub(crate) fn hold(rng: &mut StdRng) -> Duration {
     Duration::from_millis(rng.gen_range(1_500..3_500))
 }
 
@@ -117,10 +156,11 @@ fn pick_follower(c: &Cluster, leader: usize, rng: &mut StdRng) -> usize {
 pub async fn inject(
     fault: Fault,
     c: &mut Cluster,
-    fw: &Firewall,
+    t: &Tools,
     rng: &mut StdRng,
     hold_override: Option<Duration>,
 ) -> anyhow::Result<String> {
+    let fw = &t.fw;
     let leader = c
         .wait_leader(Duration::from_secs(15))
         .await
@@ -141,6 +181,12 @@ pub async fn inject(
             return snapshot_catchup(c, leader, rng, fault.failpoint()).await
         }
         Fault::MemberReplace => return member_replace(c, leader, rng).await,
+        Fault::FailSnapshotSend => return crash_building_snapshot(c, leader, rng).await,
+        Fault::DelayPeers => return fault_env::delay_peers(t, rng).await,
+        Fault::LossyPeers => return fault_env::lossy_peers(t, rng).await,
+        Fault::DiskFull => return fault_env::disk_full(c, rng).await,
+        Fault::FsyncError => return fault_env::fsync_error(c, rng).await,
+        Fault::ClockJump => return fault_env::clock_jump(c, leader, rng).await,
         Fault::FailBeforeSave
         | Fault::FailAfterSave
         | Fault::FailBeforeApply
@@ -159,7 +205,7 @@ pub async fn inject(
                 c.resume(i);
             }
         }
-        Undo::Heal => fw.heal()?,
+        Undo::Heal => t.heal()?,
     }
     Ok(detail)
 }
@@ -300,7 +346,7 @@ fn names(v: &[usize]) -> String {
     n.join("+")
 }
 
-async fn wait_exit(c: &mut Cluster, idx: usize, timeout: Duration) -> Option<String> {
+pub(crate) async fn wait_exit(c: &mut Cluster, idx: usize, timeout: Duration) -> Option<String> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = c.members[idx].reap() {
@@ -355,6 +401,81 @@ async fn snapshot_catchup(
         "; NO snapshot install seen in its log within 10s"
     });
     Ok(detail)
+}
+
+/// The leader crashes while it builds the snapshot a lagging follower needs: a follower is
+/// killed while enough writes go in that the log is compacted past it, every other member
+/// has `raft_snapshot_send` armed (through its control file: no restart, the leader stays
+/// leader), and the follower is restarted. The first member to build a snapshot crashes;
+/// every member is disarmed at once, the crashed one restarted, and the follower must
+/// still catch up from a snapshot the next leader sends.
+async fn crash_building_snapshot(
+    c: &mut Cluster,
+    leader: usize,
+    rng: &mut StdRng,
+) -> anyhow::Result<String> {
+    let f = pick_follower(c, leader, rng);
+    let armed: Vec<usize> = c.active.iter().copied().filter(|&i| i != f).collect();
+    c.kill9(f);
+    let written = fill_writes(c, leader, cluster::SNAPSHOT_COUNT * 3).await;
+    for &i in &armed {
+        c.control(i, "raft_snapshot_send=panic\n")?;
+    }
+    // Let every armed member read its control file before the follower asks for anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log_before = fault_env::log_len(&c.members[f].log);
+    c.launch(f, None)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut crashed = None;
+    while crashed.is_none() && Instant::now() < deadline {
+        for &i in &armed {
+            if let Some(status) = c.members[i].reap() {
+                crashed = Some((i, status));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for &i in &armed {
+        c.control(i, "")?;
+    }
+    let what = match &crashed {
+        Some((i, status)) => {
+            let who = if *i == leader { "leader" } else { "new leader" };
+            let text = format!(
+                "{who} {} crashed building the snapshot ({status}); restarted",
+                cluster::member_name(*i)
+            );
+            c.launch(*i, None)?;
+            text
+        }
+        None => "no member built a snapshot within 10s".to_string(),
+    };
+    let installed = saw_snapshot_install(c, f, log_before, Duration::from_secs(20)).await;
+    if !installed {
+        bail!(
+            "follower {} never installed a snapshot after {what}",
+            cluster::member_name(f)
+        );
+    }
+    Ok(format!(
+        "follower {} down while {written} writes went in; {what}; it caught up by installing a snapshot",
+        cluster::member_name(f)
+    ))
+}
+
+/// Whether member `idx`'s log says, after byte `from`, that it installed a snapshot
+/// (waits up to `timeout`).
+async fn saw_snapshot_install(c: &Cluster, idx: usize, from: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let log = std::fs::read(&c.members[idx].log).unwrap_or_default();
+        let start = usize::try_from(from).unwrap_or(0).min(log.len());
+        if String::from_utf8_lossy(&log[start..]).contains("applying snapshot") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 /// Puts `n` keys under the prefix through `leader` (bounded: gives up after 20s).
@@ -415,10 +536,11 @@ async fn member_replace(
     else {
         bail!("no spare member left to add");
     };
+    let new_url = c.peer_url(new);
     let new_id = retry_unhealthy("member add", &mut retries, || {
         let mut cl = cl.clone();
         let req = MemberAddRequest {
-            peer_ur_ls: vec![cluster::peer_url(new)],
+            peer_ur_ls: vec![new_url.clone()],
             is_learner: true,
         };
         async move {

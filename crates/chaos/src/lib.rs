@@ -8,8 +8,12 @@
 pub mod checker;
 pub mod checks;
 pub mod cluster;
+pub mod elle;
 pub mod fault;
+pub mod fault_env;
 pub mod netns;
+pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod txn;
 pub mod workload;

@@ -174,6 +174,23 @@ impl Firewall {
         Ok(())
     }
 
+    /// Drops `per_mille` of the packets of every peer connection, both directions, at
+    /// random (`numgen random`: this kernel has no netem).
+    pub fn lossy(&self, per_mille: u32) -> anyhow::Result<()> {
+        let port = PEER_PORT.to_string();
+        let cut = per_mille.to_string();
+        for dir in ["dport", "sport"] {
+            sh(
+                "nft",
+                &[
+                    "add", "rule", "inet", "oxchaos", "output", "tcp", dir, &port, "numgen",
+                    "random", "mod", "1000", "lt", &cut, "drop",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn cut(&self, a: &str, b: &str) -> anyhow::Result<()> {
         self.drop_one_way(a, b)?;
         self.drop_one_way(b, a)

@@ -19,9 +19,11 @@ use tokio::task::JoinHandle;
 use crate::checker::{ListOp, ListOut, RegisterOp, RegisterOut};
 use crate::checks;
 use crate::cluster::{self, Cluster};
-use crate::fault::{self, Fault, Window};
+use crate::elle;
+use crate::fault::{self, Fault, Tools, Window};
 use crate::netns::Firewall;
 use crate::report::Timeline;
+use crate::txn;
 use crate::workload::{self, Ctx, Op, Record};
 
 /// A bug the suite injects on purpose to prove its checks catch it.
@@ -60,11 +62,19 @@ pub struct Outcome {
     pub windows: Vec<Window>,
     pub violations: Vec<String>,
     pub notes: Vec<String>,
+    /// Multi-key transactions recorded (also counted in `ops`), and how many of them
+    /// committed.
+    #[serde(default)]
+    pub txns: u64,
+    #[serde(default)]
+    pub txns_committed: u64,
 }
 
 /// Register clients and append clients per member (and one watcher per member).
 const REGISTER_CLIENTS_PER_MEMBER: u32 = 2;
 const APPEND_CLIENTS_PER_MEMBER: u32 = 1;
+/// Multi-key transaction clients per member.
+const TXN_CLIENTS_PER_MEMBER: u32 = 1;
 /// After the last fault heals, the cluster must accept a write within this long.
 pub const RECOVERY_MAX: Duration = Duration::from_secs(30);
 /// Bounds of the end-of-run phases.
@@ -75,14 +85,22 @@ const WATCH_CATCHUP_MAX: Duration = Duration::from_secs(20);
 /// final revision they must catch up with.
 struct Load {
     clients: Vec<JoinHandle<Vec<Record>>>,
+    txns: Vec<JoinHandle<Vec<elle::Txn>>>,
     leases: JoinHandle<workload::LeaseLog>,
     until_tx: tokio::sync::watch::Sender<i64>,
     watchers: Vec<JoinHandle<workload::WatchLog>>,
 }
 
 pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
-    let fw = Firewall::setup().context("set up the firewall in the namespace")?;
-    let mut c = Cluster::new(&spec.dir, &spec.pki, &spec.oxcd, spec.members, 1)?;
+    let proxied = spec.faults.iter().any(|f| f.needs_proxy());
+    let tools = Tools {
+        fw: Firewall::setup().context("set up the firewall in the namespace")?,
+        proxy: proxied.then(|| Arc::new(crate::proxy::ProxyCtl::default())),
+    };
+    let mut c = Cluster::new(&spec.dir, &spec.pki, &spec.oxcd, spec.members, 1, proxied)?;
+    if let Some(p) = &tools.proxy {
+        crate::proxy::start(c.members.len(), p.clone()).await?;
+    }
     c.start_all()?;
     c.wait_leader(Duration::from_secs(30))
         .await
@@ -97,7 +115,7 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     });
     let load = start_load(spec, &ctx, &mut rng);
     let mut out = Outcome::default();
-    inject_faults(spec, &mut c, &fw, &ctx, &mut rng, &mut out).await;
+    inject_faults(spec, &mut c, &tools, &ctx, &mut rng, &mut out).await;
     let end = ctx.t0 + Duration::from_millis(spec.duration_ms);
     tokio::time::sleep_until(end.into()).await;
     ctx.stop.store(true, Ordering::Relaxed);
@@ -105,20 +123,21 @@ pub async fn run(spec: &Spec) -> anyhow::Result<Outcome> {
     for h in load.clients {
         history.extend(h.await.unwrap_or_default());
     }
+    let mut txns: Vec<elle::Txn> = Vec::new();
+    for h in load.txns {
+        txns.extend(h.await.unwrap_or_default());
+    }
     let leases = load.leases.await.unwrap_or_default();
     let stopped = Instant::now();
-    heal(&mut c, &fw, &mut out).await?;
+    heal(&mut c, &tools, &mut out).await?;
     check_leases(&mut c, &leases, stopped, &mut out).await;
-    finish(
-        spec,
-        &mut c,
-        &ctx,
-        &mut history,
-        &mut out,
-        load.until_tx,
-        load.watchers,
-    )
-    .await?;
+    let recorded = Recorded {
+        history,
+        txns,
+        until_tx: load.until_tx,
+        watchers: load.watchers,
+    };
+    finish(spec, &mut c, &ctx, recorded, &mut out).await?;
     Ok(out)
 }
 
@@ -141,6 +160,9 @@ fn start_load(spec: &Spec, ctx: &Arc<Ctx>, rng: &mut StdRng) -> Load {
             rng.gen(),
         )));
     }
+    let txns = (0..n * TXN_CLIENTS_PER_MEMBER)
+        .map(|p| tokio::spawn(txn::txn_client(ctx.clone(), 200 + p, rng.gen())))
+        .collect();
     let leases = tokio::spawn(workload::lease_client(ctx.clone(), rng.gen()));
     let (until_tx, until_rx) = tokio::sync::watch::channel(0i64);
     let watch_deadline =
@@ -158,6 +180,7 @@ fn start_load(spec: &Spec, ctx: &Arc<Ctx>, rng: &mut StdRng) -> Load {
         .collect();
     Load {
         clients,
+        txns,
         leases,
         until_tx,
         watchers,
@@ -169,7 +192,7 @@ fn start_load(spec: &Spec, ctx: &Arc<Ctx>, rng: &mut StdRng) -> Load {
 async fn inject_faults(
     spec: &Spec,
     c: &mut Cluster,
-    fw: &Firewall,
+    t: &Tools,
     ctx: &Ctx,
     rng: &mut StdRng,
     out: &mut Outcome,
@@ -181,7 +204,7 @@ async fn inject_faults(
             + slot * i as u32
             + Duration::from_millis(rng.gen_range(1_000..slot.as_millis().max(1_001) as u64));
         tokio::time::sleep_until(at.into()).await;
-        let window = inject_one(spec, f, c, fw, ctx, rng, out).await;
+        let window = inject_one(spec, f, c, t, ctx, rng, out).await;
         out.windows.push(window);
     }
 }
@@ -191,7 +214,7 @@ async fn inject_one(
     spec: &Spec,
     f: Fault,
     c: &mut Cluster,
-    fw: &Firewall,
+    t: &Tools,
     ctx: &Ctx,
     rng: &mut StdRng,
     out: &mut Outcome,
@@ -206,7 +229,7 @@ async fn inject_one(
     // The stale-read self-test holds its partition long enough that the majority
     // surely writes while the old leader still answers reads.
     let hold = (spec.bug == Some(Bug::StaleRead)).then_some(Duration::from_secs(5));
-    let detail = match fault::inject(f, c, fw, rng, hold).await {
+    let detail = match fault::inject(f, c, t, rng, hold).await {
         Ok(d) => d,
         Err(e) => {
             out.violations.push(format!("fault {}: {e:#}", f.name()));
@@ -258,9 +281,13 @@ async fn recover(c: &mut Cluster) -> Option<u64> {
     None
 }
 
-/// Heals everything and waits for a leader; a member that exited by itself is a finding.
-async fn heal(c: &mut Cluster, fw: &Firewall, out: &mut Outcome) -> anyhow::Result<()> {
-    fw.heal()?;
+/// Heals everything (network, clocks, failpoints armed at run time) and waits for a
+/// leader; a member that exited by itself is a finding.
+async fn heal(c: &mut Cluster, t: &Tools, out: &mut Outcome) -> anyhow::Result<()> {
+    t.heal()?;
+    for i in 0..c.members.len() {
+        c.control(i, "")?;
+    }
     for i in c.active.clone() {
         if let Some(status) = c.members[i].reap() {
             out.violations.push(format!(
@@ -294,6 +321,17 @@ async fn check_leases(
         log.kept_gap_us_max as f64 / 1e6,
         log.short_keys.len()
     ));
+    // A kept lease reported gone soon after a renewal is a violation whatever came after.
+    out.violations.extend(
+        log.kept_lost
+            .iter()
+            .map(|l| format!("lease expired while kept alive: {l}")),
+    );
+    out.notes.extend(
+        log.kept_lapsed
+            .iter()
+            .map(|l| format!("kept lease gone after a long keep-alive gap: {l}")),
+    );
     if log.kept_gap_us_max < ttl_us / 2 && fresh {
         check_kept_leases(c, log, out).await;
     } else {
@@ -307,11 +345,6 @@ async fn check_leases(
 
 /// No kept-alive lease was reported gone, and every member holds all their keys.
 async fn check_kept_leases(c: &mut Cluster, log: &workload::LeaseLog, out: &mut Outcome) {
-    out.violations.extend(
-        log.kept_lost
-            .iter()
-            .map(|l| format!("lease expired while kept alive: {l}")),
-    );
     for i in c.active.clone() {
         let n = count_prefix(c, i, &format!("{}lease/kept-", workload::PREFIX)).await;
         if n != Some(log.kept.len()) {
@@ -390,24 +423,55 @@ async fn finish(
     spec: &Spec,
     c: &mut Cluster,
     ctx: &Arc<Ctx>,
-    history: &mut Vec<Record>,
+    mut rec: Recorded,
     out: &mut Outcome,
-    until_tx: tokio::sync::watch::Sender<i64>,
-    watchers: Vec<JoinHandle<workload::WatchLog>>,
 ) -> anyhow::Result<()> {
-    final_reads(c, ctx, history).await;
+    final_reads(c, ctx, &mut rec).await;
     out.final_rev = converge(c, out).await;
     compare_hashes(c, out).await;
     // The members' own event streams, then every watcher against them.
-    let _ = until_tx.send(out.final_rev);
-    let reference = check_member_events(c, history, out).await;
+    let _ = rec.until_tx.send(out.final_rev);
+    let reference = check_member_events(c, &rec, out).await;
     out.watch_events = reference.len() as u64;
-    let logs = check_watchers(watchers, &reference, out).await;
-    let verdicts = check_history(spec, history, out);
-    write_files(spec, history, &logs, &verdicts)?;
-    write_timeline(spec, history, &out.windows)?;
+    let logs = check_watchers(rec.watchers, &reference, out).await;
+    let verdicts = check_history(spec, &mut rec.history, out);
+    check_txns(&rec.txns, out);
+    write_files(spec, &rec.history, &rec.txns, &logs, &verdicts)?;
+    write_timeline(spec, &rec.history, &out.windows)?;
     c.kill_everything();
     Ok(())
+}
+
+/// What the clients recorded, and the watchers still running.
+struct Recorded {
+    history: Vec<Record>,
+    txns: Vec<elle::Txn>,
+    until_tx: tokio::sync::watch::Sender<i64>,
+    watchers: Vec<JoinHandle<workload::WatchLog>>,
+}
+
+/// The multi-key transactions against strict serializability (Elle-style cycles).
+fn check_txns(txns: &[elle::Txn], out: &mut Outcome) {
+    out.txns = txns.len() as u64;
+    out.txns_committed = txns
+        .iter()
+        .filter(|t| t.status == elle::Status::Ok && !t.writes.is_empty())
+        .count() as u64;
+    out.ops += out.txns;
+    out.unknowns += txns
+        .iter()
+        .filter(|t| t.status == elle::Status::Unknown)
+        .count() as u64;
+    out.notes.push(format!(
+        "multi-key transactions: {} recorded, {} committed writes",
+        out.txns, out.txns_committed
+    ));
+    for a in elle::check(txns) {
+        out.violations.push(format!(
+            "transactions NOT strict serializable: {}: {}",
+            a.kind, a.text
+        ));
+    }
 }
 
 /// Waits until every member is at the same revision (bounded); the highest revision seen.
@@ -472,7 +536,7 @@ async fn compare_hashes(c: &mut Cluster, out: &mut Outcome) {
 /// reference the watchers are checked against.
 async fn check_member_events(
     c: &Cluster,
-    history: &[Record],
+    rec: &Recorded,
     out: &mut Outcome,
 ) -> Vec<workload::Event> {
     let mut reference: Option<Vec<workload::Event>> = None;
@@ -483,7 +547,9 @@ async fn check_member_events(
                 out.violations
                     .extend(checks::reference_sane(&name, &events));
                 out.violations
-                    .extend(checks::acked_writes_present(history, &name, &events));
+                    .extend(checks::acked_writes_present(&rec.history, &name, &events));
+                out.violations
+                    .extend(checks::acked_txn_writes_present(&rec.txns, &name, &events));
                 match &reference {
                     None => reference = Some(events),
                     Some(r) if *r != events => out.violations.push(format!(
@@ -548,12 +614,19 @@ fn check_history(
 fn write_files(
     spec: &Spec,
     history: &[Record],
+    txns: &[elle::Txn],
     logs: &[workload::WatchLog],
     verdicts: &[checks::KeyVerdict],
 ) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(spec.dir.join("history.jsonl"))?);
     for r in history.iter() {
         serde_json::to_writer(&mut f, r)?;
+        f.write_all(b"\n")?;
+    }
+    f.flush()?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(spec.dir.join("txns.jsonl"))?);
+    for t in txns {
+        serde_json::to_writer(&mut f, t)?;
         f.write_all(b"\n")?;
     }
     f.flush()?;
@@ -585,8 +658,9 @@ fn write_timeline(spec: &Spec, history: &[Record], windows: &[Window]) -> anyhow
     Ok(())
 }
 
-/// One linearizable read of every key at the end, so that a lost write shows in the history.
-async fn final_reads(c: &mut Cluster, ctx: &Ctx, history: &mut Vec<Record>) {
+/// One linearizable read of every key at the end (and of every transaction key), so that a
+/// lost write shows in the history.
+async fn final_reads(c: &mut Cluster, ctx: &Ctx, rec: &mut Recorded) {
     let Some(leader) = c.leader().await else {
         return;
     };
@@ -594,6 +668,8 @@ async fn final_reads(c: &mut Cluster, ctx: &Ctx, history: &mut Vec<Record>) {
         return;
     };
     let mut kv = client.kv();
+    txn::final_reads(&mut kv, ctx, &mut rec.txns).await;
+    let history = &mut rec.history;
     let keys: std::collections::BTreeMap<String, bool> = history
         .iter()
         .map(|r| (r.key.clone(), matches!(r.op, Op::Register(..))))

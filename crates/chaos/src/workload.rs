@@ -150,7 +150,7 @@ fn decode_u64(b: &[u8]) -> Option<u64> {
 
 /// A client's connections, one per member, dialed lazily; it sticks to one member until
 /// that member cannot be dialed, then moves to the next.
-struct Conn {
+pub(crate) struct Conn {
     ctx: Arc<Ctx>,
     clients: BTreeMap<usize, Client>,
     member: usize,
@@ -165,7 +165,7 @@ impl Conn {
         }
     }
 
-    async fn get(&mut self) -> Option<Client> {
+    pub(crate) async fn get(&mut self) -> Option<Client> {
         if let Some(c) = self.clients.get(&self.member) {
             return Some(c.clone());
         }
@@ -184,7 +184,7 @@ impl Conn {
     /// After a failed or timed-out request: stay with this member, as Jepsen's clients stay
     /// with their node (so clients keep talking to an isolated or paused member), and dial
     /// it again; only a member that cannot be dialed makes the client move on.
-    async fn retry(&mut self) {
+    pub(crate) async fn retry(&mut self) {
         self.clients.remove(&self.member);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -196,7 +196,7 @@ impl Conn {
     }
 }
 
-async fn with_timeout<T>(
+pub(crate) async fn with_timeout<T>(
     f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, String> {
     match tokio::time::timeout(OP_TIMEOUT, f).await {
@@ -216,17 +216,17 @@ fn range(key: &str, serializable: bool) -> RangeRequest {
 
 /// What every workload client keeps: its process number, its random source, its connection,
 /// what it recorded, and a counter that makes the values it writes unique.
-struct Process {
-    ctx: Arc<Ctx>,
-    id: u32,
-    rng: StdRng,
-    conn: Conn,
+pub(crate) struct Process {
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) id: u32,
+    pub(crate) rng: StdRng,
+    pub(crate) conn: Conn,
     out: Vec<Record>,
     counter: u64,
 }
 
 impl Process {
-    fn new(ctx: Arc<Ctx>, id: u32, seed: u64) -> Process {
+    pub(crate) fn new(ctx: Arc<Ctx>, id: u32, seed: u64) -> Process {
         let conn = Conn::new(ctx.clone(), id as usize % ctx.members);
         Process {
             ctx,
@@ -239,12 +239,12 @@ impl Process {
     }
 
     /// Until stopped, and at most [`OPS_PER_CLIENT_MAX`] operations.
-    fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         !self.ctx.stopped() && (self.out.len() as u64) < OPS_PER_CLIENT_MAX
     }
 
     /// A value no other write of the run uses.
-    fn unique_value(&mut self) -> u64 {
+    pub(crate) fn unique_value(&mut self) -> u64 {
         self.counter += 1;
         u64::from(self.id) * 1_000_000 + self.counter
     }
@@ -400,7 +400,7 @@ impl Op {
     }
 }
 
-fn put_req(key: &str, value: String) -> PutRequest {
+pub(crate) fn put_req(key: &str, value: String) -> PutRequest {
     PutRequest {
         key: key.as_bytes().to_vec(),
         value: value.into_bytes(),
@@ -657,12 +657,43 @@ pub struct LeaseLog {
     pub kept: Vec<(String, i64)>,
     /// The longest time between two successful keep-alives of a kept lease (µs).
     pub kept_gap_us_max: u64,
-    /// Keep-alive answers that said a kept lease was gone (TTL ≤ 0), with when.
+    /// Keep-alive answers that said a kept lease was gone (TTL ≤ 0) although it had been
+    /// renewed less than half its TTL before, with when: each is a violation.
     pub kept_lost: Vec<String>,
+    /// Such answers after a longer gap (the lease may have expired: not a violation).
+    #[serde(default)]
+    pub kept_lapsed: Vec<String>,
     /// Keys put (or maybe put) under leases left to expire.
     pub short_keys: Vec<String>,
     pub grants: u64,
     pub keepalives: u64,
+}
+
+impl LeaseLog {
+    /// A keep-alive said kept lease `id` is gone at `now_us`: a violation if it was renewed
+    /// less than half its TTL before, else a lapse (reported once per lease).
+    fn gone(&mut self, id: i64, key: &str, renewed_us: u64, now_us: u64) {
+        let tag = format!("lease {id:x} ");
+        if self
+            .kept_lost
+            .iter()
+            .chain(&self.kept_lapsed)
+            .any(|l| l.starts_with(&tag))
+        {
+            return;
+        }
+        let text = format!(
+            "{tag}of {key} reported gone at {:.3}s, last renewed at {:.3}s",
+            now_us as f64 / 1e6,
+            renewed_us as f64 / 1e6
+        );
+        let ttl_us = u64::try_from(LEASE_KEPT_TTL_S).unwrap_or(10) * 1_000_000;
+        if now_us.saturating_sub(renewed_us) < ttl_us / 2 {
+            self.kept_lost.push(text);
+        } else {
+            self.kept_lapsed.push(text);
+        }
+    }
 }
 
 pub fn lease_key(kind: &str, n: usize) -> String {
@@ -703,11 +734,7 @@ pub async fn lease_client(ctx: Arc<Ctx>, seed: u64) -> LeaseLog {
                         log.kept_gap_us_max = log.kept_gap_us_max.max(now - *renewed_us);
                         *renewed_us = now;
                     }
-                    Ok(_) => log.kept_lost.push(format!(
-                        "lease {id:x} of {key} reported gone at {:.3}s, last renewed at {:.3}s",
-                        ctx.now_us() as f64 / 1e6,
-                        *renewed_us as f64 / 1e6
-                    )),
+                    Ok(_) => log.gone(*id, key, *renewed_us, ctx.now_us()),
                     Err(_) => {
                         conn.fail().await;
                         break;

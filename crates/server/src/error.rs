@@ -17,6 +17,9 @@ pub enum ServerError {
     TooManyOps,
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
+    /// oxcd's own limit (`state::kv::TXN_DEPTH_MAX`); etcd has none.
+    #[error("etcdserver: txn request nested too deep")]
+    TxnTooDeep,
     #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted,
     #[error("etcdserver: mvcc: required revision is a future revision")]
@@ -31,6 +34,9 @@ pub enum ServerError {
     LeaseExist,
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// oxcd's own bound (`state::lease::LEASES_MAX`); etcd has none.
+    #[error("etcdserver: too many leases; revoke some first")]
+    TooManyLeases,
     #[error("etcdserver: member not found")]
     MemberNotFound,
     #[error("etcdserver: Peer URLs already exists")]
@@ -130,6 +136,7 @@ impl ServerError {
             | E::LeaseProvided
             | E::TooManyOps
             | E::DuplicateKey
+            | E::TxnTooDeep
             | E::RequestTooLarge
             | E::MemberBadUrls
             | E::UserEmpty
@@ -138,7 +145,7 @@ impl ServerError {
             | E::InvalidAuthMgmt
             | E::AuthOldRevision => Code::InvalidArgument,
             E::Compacted | E::FutureRev | E::LeaseTtlTooLarge => Code::OutOfRange,
-            E::NoSpace | E::TooManyRequests => Code::ResourceExhausted,
+            E::NoSpace | E::TooManyRequests | E::TooManyLeases => Code::ResourceExhausted,
             E::LeaseNotFound | E::MemberNotFound => Code::NotFound,
             E::LeaseExist
             | E::AuthNotEnabled

@@ -3,7 +3,7 @@
 //!
 //! Three wings over a base: `state` (the deterministic state machine), `consensus` (the raft
 //! loop and what feeds it), `api` (what clients reach). The base (`config`, `error`, `ids`,
-//! `request`, `clock`, `version`) imports no wing.
+//! `request`, `clock`, `version`, `logging`) imports no wing.
 
 pub mod api;
 pub mod clock;
@@ -11,6 +11,8 @@ pub mod config;
 pub mod consensus;
 pub mod error;
 pub mod ids;
+pub mod logging;
+pub mod metrics;
 pub mod request;
 pub mod state;
 pub mod version;
@@ -52,7 +54,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
     let listeners = Listeners::bind(&cfg).await?;
+    prepare_auto_tls(&cfg)?;
     let tls = TlsSetup::load(&cfg)?;
+    metrics::get().configure(&cfg);
     let join = learn_membership(&cfg, tls.peer_dial.as_ref()).await?;
     let boot = bootstrap::open(&cfg, join)?;
     tracing::info!(
@@ -75,6 +79,15 @@ pub async fn run(
         &shutdown_rx,
     )?;
     let server = member.server.clone();
+    // Probes answer from the start (livez passes, readyz fails until the member serves).
+    serve_http(
+        &server,
+        listeners.metrics,
+        tls.client.clone(),
+        http::metrics_router(server.clone()),
+        "metrics and health",
+        &shutdown_rx,
+    )?;
     let mut published = member.published.clone();
     // As etcd: serve clients once this member's attributes are published through the log.
     let stopped = tokio::select! {
@@ -85,7 +98,13 @@ pub async fn run(
     let stopped = match stopped {
         Some(stop) => stop,
         None => {
-            serve_clients(&server, listeners.client, tls.client, &shutdown_rx)?;
+            serve_clients(
+                &server,
+                listeners.client,
+                listeners.client_http,
+                tls.client,
+                &shutdown_rx,
+            )?;
             tokio::select! {
                 stop = stop_rx.recv() => stop,
                 _ = &mut shutdown => None,
@@ -107,16 +126,48 @@ pub async fn run(
 /// The listeners, bound first so that a port in use fails before anything else.
 struct Listeners {
     client: Vec<(Url, TcpListener)>,
+    /// `--listen-client-http-urls`.
+    client_http: Vec<(Url, TcpListener)>,
+    /// `--listen-metrics-urls`.
+    metrics: Vec<(Url, TcpListener)>,
     peer: Vec<(Url, TcpListener)>,
 }
 
 impl Listeners {
     async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
         Ok(Listeners {
-            client: http::bind(&cfg.listen_client_urls).await?,
-            peer: http::bind(&cfg.listen_peer_urls).await?,
+            client: http::bind(&cfg.listen_client_urls, &cfg.http).await?,
+            client_http: http::bind(&cfg.listen_client_http_urls, &cfg.http).await?,
+            metrics: http::bind(&cfg.listen_metrics_urls, &cfg.http).await?,
+            peer: http::bind(&cfg.listen_peer_urls, &cfg.http).await?,
         })
     }
+}
+
+/// `--auto-tls` / `--peer-auto-tls`: writes the self-signed certificates the configuration
+/// points at (under the data dir), unless they exist.
+fn prepare_auto_tls(cfg: &Config) -> anyhow::Result<()> {
+    let sides = [
+        (
+            cfg.auto_tls.client,
+            &cfg.client_tls,
+            &cfg.listen_client_urls,
+        ),
+        (cfg.auto_tls.peer, &cfg.peer_tls, &cfg.listen_peer_urls),
+    ];
+    for (on, files, urls) in sides {
+        let (true, Some(files)) = (on, files) else {
+            continue;
+        };
+        let Some(dir) = files.cert_file.parent() else {
+            continue;
+        };
+        let hosts: Vec<String> = urls.iter().map(|u| u.host.clone()).collect();
+        if oxcd_tls::auto::ensure_self_signed(dir, &hosts, cfg.auto_tls.validity_years)? {
+            tracing::info!(dir = %dir.display(), "generated a self-signed certificate (auto TLS)");
+        }
+    }
+    Ok(())
 }
 
 /// TLS configurations loaded from the certificate files.
@@ -132,14 +183,21 @@ impl TlsSetup {
             Ok(TlsAcceptor::from(oxcd_tls::server_config(f)?))
         };
         let peer_dial = match &cfg.peer_tls {
-            Some(f) => Some(TlsConnector::from(oxcd_tls::client_config(
-                &oxcd_tls::ClientTlsFiles {
-                    cert_file: Some(f.cert_file.clone()),
-                    key_file: Some(f.key_file.clone()),
-                    trusted_ca_file: f.trusted_ca_file.clone(),
-                    skip_verify: false,
-                },
-            )?)),
+            Some(f) => {
+                let (cert_file, key_file) = cfg
+                    .peer_client_cert
+                    .clone()
+                    .unwrap_or_else(|| (f.cert_file.clone(), f.key_file.clone()));
+                Some(TlsConnector::from(oxcd_tls::peer_dial_config(
+                    &oxcd_tls::PeerDialFiles {
+                        cert_file,
+                        key_file,
+                        trusted_ca_file: f.trusted_ca_file.clone(),
+                        skip_verify: cfg.auto_tls.peer && f.trusted_ca_file.is_none(),
+                        policy: f.policy.clone(),
+                    },
+                )?))
+            }
             None => None,
         };
         Ok(TlsSetup {
@@ -150,12 +208,14 @@ impl TlsSetup {
     }
 }
 
-/// The IP this member's peer connections come from (its first listen-peer address).
+/// The IP this member's peer connections come from: its first listen-peer address, or, when
+/// that is a wildcard, its first advertised one (the others check the address a member
+/// dials from against its peer URLs).
 fn local_peer_ip(cfg: &Config) -> Option<IpAddr> {
-    cfg.listen_peer_urls
-        .first()
-        .and_then(|u| u.bind_addr())
-        .map(|a| a.ip())
+    let ip = |urls: &[Url]| urls.first().and_then(|u| u.bind_addr()).map(|a| a.ip());
+    ip(&cfg.listen_peer_urls)
+        .filter(|ip| !ip.is_unspecified())
+        .or_else(|| ip(&cfg.initial_advertise_peer_urls))
 }
 
 /// `--initial-cluster-state existing` with a new data dir: asks the running members for the
@@ -249,6 +309,8 @@ fn start_member(
         last_snapshot_index: boot.last_snapshot_index,
         tick: Duration::from_millis(cfg.heartbeat_ms),
         snapshot_count: cfg.snapshot_count,
+        catchup_entries: cfg.snapshot_catchup_entries,
+        warning_apply: cfg.warning_apply_duration,
         election_ms: cfg.election_ms,
         duties: DutySettings {
             compactor: cfg
@@ -309,10 +371,13 @@ fn peer_context(
         member_id: boot.member_id,
         cluster_id: boot.cluster_id,
         raft_tx,
-        client_cert_auth: cfg
-            .peer_tls
-            .as_ref()
-            .is_some_and(|t| t.trusted_ca_file.is_some()),
+        // The check that a peer's certificate covers its address, unless
+        // --experimental-peer-skip-client-san-verification.
+        client_cert_auth: !cfg.peer_skip_client_san
+            && cfg
+                .peer_tls
+                .as_ref()
+                .is_some_and(|t| t.trusted_ca_file.is_some()),
         table: tables.members.clone(),
         local_ip: local_peer_ip(cfg),
         fresh: {
@@ -323,6 +388,8 @@ fn peer_context(
             })
         },
         stop,
+        limits: peer::FrameLimits::new(cfg.request_bytes_max, cfg.quota_backend_bytes),
+        inbound: Default::default(),
     }
 }
 
@@ -353,7 +420,7 @@ fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
         election_tick: (cfg.election_ms / cfg.heartbeat_ms) as usize,
         heartbeat_tick: 1,
         applied: boot.applied,
-        max_size_per_msg: 1024 * 1024,
+        max_size_per_msg: peer::APPEND_BYTES_MAX as u64,
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: cfg.pre_vote,
@@ -369,31 +436,48 @@ fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
     let mut node = RawNode::new(&raft_cfg, store, &raft_logger()).context("cannot start raft")?;
     if boot.conf_state.voters == [boot.member_id] {
         let _ = node.campaign();
+    } else if cfg.initial_election_tick_advance && cfg.pre_vote {
+        // etcd's --initial-election-tick-advance: a (re)started member does not wait a whole
+        // election timeout before it may campaign; one tick is left. With pre-vote, an early
+        // campaign cannot disturb a leader the others still follow.
+        for _ in 1..raft_cfg.election_tick {
+            node.tick();
+        }
     }
     Ok(node)
 }
 
-/// Opens the client listeners: gRPC and HTTP on each `--listen-client-urls` port.
+/// Opens the client listeners: gRPC and HTTP on each `--listen-client-urls` port, or gRPC
+/// there and HTTP on `--listen-client-http-urls` when those are given (etcd 3.5).
 fn serve_clients(
     server: &Arc<Server>,
     listeners: Vec<(Url, TcpListener)>,
+    http_listeners: Vec<(Url, TcpListener)>,
     tls: Option<TlsAcceptor>,
     shutdown: &tokio_watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let app = http::router(server.clone());
-    for (u, l) in listeners {
-        tracing::info!("serving client requests on {u}");
-        let acceptor = if u.tls { tls.clone() } else { None };
-        if u.tls && acceptor.is_none() {
-            anyhow::bail!("{u} is https but no client TLS configuration was loaded");
-        }
-        tokio::spawn(http::serve(
-            l,
-            acceptor,
-            app.clone(),
-            server.cfg.connections_max,
-            shutdown.clone(),
-        ));
+    if http_listeners.is_empty() {
+        let app = http::router(server.clone());
+        serve_http(server, listeners, tls, app, "client requests", shutdown)?;
+    } else {
+        let grpc = http::grpc_router(server.clone());
+        serve_http(
+            server,
+            listeners,
+            tls.clone(),
+            grpc,
+            "client gRPC requests",
+            shutdown,
+        )?;
+        let app = http::http_router(server.clone());
+        serve_http(
+            server,
+            http_listeners,
+            tls,
+            app,
+            "client HTTP requests",
+            shutdown,
+        )?;
     }
     if let Some(ca) = server
         .cfg
@@ -407,5 +491,32 @@ fn serve_clients(
         );
     }
     tracing::info!("ready to serve client requests");
+    Ok(())
+}
+
+/// Serves `app` on each listener (TLS for https URLs).
+fn serve_http(
+    server: &Arc<Server>,
+    listeners: Vec<(Url, TcpListener)>,
+    tls: Option<TlsAcceptor>,
+    app: axum::Router,
+    what: &str,
+    shutdown: &tokio_watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    for (u, l) in listeners {
+        tracing::info!(address = %u, "serving {what} on {u}");
+        let acceptor = if u.tls { tls.clone() } else { None };
+        if u.tls && acceptor.is_none() {
+            anyhow::bail!("{u} is https but no client TLS configuration was loaded (--cert-file, --key-file or --auto-tls)");
+        }
+        tokio::spawn(http::serve(
+            l,
+            acceptor,
+            app.clone(),
+            http::ConnLimits::new(server.cfg.connections_max),
+            shutdown.clone(),
+            server.cfg.http.clone(),
+        ));
+    }
     Ok(())
 }

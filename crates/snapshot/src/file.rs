@@ -204,4 +204,40 @@ mod tests {
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("etcd (bbolt) snapshot")));
     }
+
+    /// Decoders under random input (issue 16): any file is a body or a clear error, never a
+    /// panic; a file with a good hash gives back exactly its body.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn random_files_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = snapshot_body("s", &data, false);
+                let _ = snapshot_body("s", &data, true);
+                let _ = snapshot_status("s", &data);
+                let _ = backend_hash(&data);
+            }
+
+            #[test]
+            fn a_sealed_file_gives_its_body_back(
+                body in proptest::collection::vec(any::<u8>(), 0..1500),
+                at in any::<prop::sample::Index>(),
+                xor in 1u8..=255,
+            ) {
+                let file = encode_snapshot(&body);
+                prop_assert_eq!(snapshot_body("s", &file, false).ok(), Some(&body[..]));
+                let _ = snapshot_status("s", &file);
+                let mut bad = file.clone();
+                let i = at.index(bad.len());
+                bad[i] ^= xor;
+                prop_assert!(snapshot_body("s", &bad, false).is_err(), "a changed byte at {i}");
+                let _ = snapshot_body("s", &bad, true);
+            }
+        }
+    }
 }

@@ -57,6 +57,17 @@ pub enum MvccError {
     Backend(String),
     #[error("backend {path} is not an oxcd database: {reason}")]
     NotOurs { path: String, reason: String },
+    #[error(
+        "backend {path} is in use by another process: is another oxcd running with this data dir? \
+         stop it first, or give this one another --data-dir"
+    )]
+    InUse { path: String },
+    #[error(
+        "backend {path} is damaged: {reason}; replace this member's data from the cluster \
+         (etcdctl member remove, empty the data dir, etcdctl member add, start with \
+         --initial-cluster-state existing) or restore a snapshot into a new cluster"
+    )]
+    Damaged { path: String, reason: String },
     #[error("backend record at revision {main}.{sub} is damaged: {reason}")]
     Corrupt { main: u64, sub: u64, reason: String },
     #[error("defragment: {0}")]
@@ -338,16 +349,33 @@ impl Store {
 
     /// Opens (or creates) the backend at `path`, with at most `cache_bytes` of redb page cache,
     /// and rebuilds the key index from it.
+    ///
+    /// The checksum of every page is verified first (redb's integrity check, which reads
+    /// the whole file): a byte changed on disk is found now, not by the periodic corruption
+    /// check after the member served it. A file another process has open is refused.
     pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, MvccError> {
+        let shown = path.display().to_string();
         let not_ours = |reason: String| MvccError::NotOurs {
-            path: path.display().to_string(),
+            path: shown.clone(),
             reason,
         };
         let existed = path.exists();
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes)
+            .set_check_integrity_on_open(true)
             .create(path)
-            .map_err(|e| not_ours(e.to_string()))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => MvccError::InUse {
+                    path: shown.clone(),
+                },
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+                    MvccError::Damaged {
+                        path: shown.clone(),
+                        reason,
+                    }
+                }
+                e => not_ours(e.to_string()),
+            })?;
         {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -960,5 +988,62 @@ impl TxnWrite<'_, '_> {
             index.current_rev = self.main;
         }
         self.events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARK: &[u8] = b"a value a byte of which will be flipped on disk";
+
+    fn store_with_keys(path: &Path) {
+        let store = Store::open(path).expect("open");
+        let mut batch = store.batch().expect("batch");
+        for i in 0..200u32 {
+            let mut txn = batch.txn();
+            txn.put(format!("k{i:04}").as_bytes(), MARK.to_vec(), 0)
+                .expect("put");
+            txn.end();
+        }
+        batch.commit(true).expect("commit");
+    }
+
+    /// Issue 16: a second oxcd on the same data dir said "is not an oxcd database:
+    /// Database already open".
+    #[test]
+    fn a_backend_in_use_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let _first = Store::open(&path).expect("open");
+        match Store::open(&path) {
+            Err(e @ MvccError::InUse { .. }) => {
+                assert!(e.to_string().contains("another process"), "{e}")
+            }
+            other => panic!("second open: {:?}", other.err()),
+        }
+    }
+
+    /// Issue 16: a byte flipped inside the backend file was found only by the periodic
+    /// corruption check, after the member had served it; the pages' checksums find it on
+    /// open.
+    #[test]
+    fn a_byte_flipped_on_disk_is_found_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        store_with_keys(&path);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let at = bytes
+            .windows(MARK.len())
+            .position(|w| w == MARK)
+            .expect("the value is in the file");
+        bytes[at + 3] ^= 0x20;
+        std::fs::write(&path, &bytes).expect("write");
+        match Store::open(&path) {
+            Err(e @ MvccError::Damaged { .. }) => {
+                assert!(e.to_string().contains("member remove"), "{e}")
+            }
+            other => panic!("opened a damaged file: {:?}", other.err()),
+        }
     }
 }

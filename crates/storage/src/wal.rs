@@ -4,10 +4,17 @@
 //! `[len u32 LE][crc32 u32 LE][kind u8][index u64 LE][payload]`, where `len` counts kind, index
 //! and payload and the CRC (IEEE) covers the same bytes. Kinds: [`KIND_META`] (who this member
 //! is), [`KIND_ENTRY`] (a raft entry, `index` = its log index), [`KIND_STATE`] (raft hard state),
-//! [`KIND_SNAPSHOT`] (the log was compacted up to `index`; payload = snapshot metadata).
+//! [`KIND_SNAPSHOT`] (the log was compacted up to `index`; entries after it stay; payload =
+//! snapshot metadata), [`KIND_RESTORE`] (the member's state was replaced by a snapshot at
+//! `index` from the leader: every entry written before this record is gone, those after
+//! `index` included, since they may conflict with the leader's log; payload = snapshot
+//! metadata).
 //!
 //! Every new segment starts with the latest meta, snapshot and state records, so older
-//! segments can be deleted once every entry in them is at or below the snapshot index.
+//! segments can be deleted once every entry in them is at or below the snapshot index. (That
+//! copy of a restore is written as a plain snapshot record: no entry precedes it in its
+//! segment, and the restore record itself, in an older segment, has already dropped the
+//! entries before it.)
 //!
 //! Durability: [`Wal::sync`] is an `fdatasync` of the open segment; a new segment is synced
 //! and then its directory is synced before it is used. Nothing the WAL holds counts as
@@ -39,6 +46,7 @@ pub const KIND_META: u8 = 1;
 pub const KIND_ENTRY: u8 = 2;
 pub const KIND_STATE: u8 = 3;
 pub const KIND_SNAPSHOT: u8 = 4;
+pub const KIND_RESTORE: u8 = 5;
 
 /// A segment is closed and a new one started once it grows past this size.
 pub const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
@@ -108,6 +116,11 @@ impl Replay {
             KIND_STATE => self.state = Some(rec.payload),
             KIND_SNAPSHOT => {
                 self.entries.retain(|(i, _)| *i > rec.index);
+                self.snapshot = Some((rec.index, rec.payload));
+            }
+            KIND_RESTORE => {
+                // Raft drops its whole log when it installs a snapshot; so does replay.
+                self.entries.clear();
                 self.snapshot = Some((rec.index, rec.payload));
             }
             _ => {
@@ -229,7 +242,7 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, Option<TornAt>), WalErro
                 offset: off as u64,
             });
         }
-        if !(KIND_META..=KIND_SNAPSHOT).contains(&body[0]) {
+        if !(KIND_META..=KIND_RESTORE).contains(&body[0]) {
             // A whole record of a kind we do not know: another program's or version's log.
             return Err(corrupt(&format!("unknown record kind {}", body[0])));
         }
@@ -456,17 +469,32 @@ impl Wal {
         self.last_state = Some(state.to_vec());
     }
 
-    /// Buffers a snapshot marker: entries at or below `index` are no longer needed.
+    /// Buffers a snapshot marker of a local log compaction: entries at or below `index` are
+    /// no longer needed; those after it stay.
     pub fn append_snapshot(&mut self, index: u64, meta: &[u8]) {
+        self.check_marker(index);
+        encode(&mut self.buf, KIND_SNAPSHOT, index, meta);
+        self.last_index = self.last_index.max(index);
+        self.last_snapshot = Some((index, meta.to_vec()));
+    }
+
+    /// Buffers a restore marker: the state was replaced by a snapshot at `index` (from the
+    /// leader), and every entry written so far is dropped, those after `index` included
+    /// (raft drops them too: they may conflict with the leader's log). The log goes on at
+    /// `index + 1`.
+    pub fn append_restore(&mut self, index: u64, meta: &[u8]) {
+        self.check_marker(index);
+        encode(&mut self.buf, KIND_RESTORE, index, meta);
+        self.last_index = index;
+        self.last_snapshot = Some((index, meta.to_vec()));
+    }
+
+    fn check_marker(&self, index: u64) {
         let snapshot_index = self.snapshot_index();
         assert!(
             index >= snapshot_index,
             "wal: snapshot marker {index} after marker {snapshot_index}: markers never go back"
         );
-        encode(&mut self.buf, KIND_SNAPSHOT, index, meta);
-        // A snapshot from the leader can be past every entry: the log goes on after it.
-        self.last_index = self.last_index.max(index);
-        self.last_snapshot = Some((index, meta.to_vec()));
     }
 
     /// Writes what was buffered and makes it durable (one write, one fdatasync).

@@ -1,6 +1,12 @@
 //! TLS for oxcd: loads certificates and keys as cfssl writes them (PKCS#1, SEC1, PKCS#8 PEM)
 //! into rustls configurations, and turns handshake failures into plain words.
 //!
+//! Server configurations re-read their files when they change (`reload`): a replaced
+//! certificate, key, CA bundle or CRL takes effect at the next handshake, and a half-written
+//! or mismatched pair keeps the previous material (logged once). `policy` holds etcd's
+//! cipher-suite and version options; `auto` generates `--auto-tls` certificates; `identity`
+//! checks allowed CNs and host names.
+//!
 //! Architecture invariant: this crate knows nothing about etcd, raft or storage. It is used by
 //! the server (client and peer listeners, peer dialing) and by the client library.
 
@@ -11,12 +17,20 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+pub mod auto;
+mod identity;
+mod policy;
+mod reload;
+
+pub use identity::{cert_common_name, cert_covers_hostname};
+pub use policy::{cipher_suite, CipherError, TlsPolicy, TlsVersion};
+pub use reload::{CertResolver, ReloadingClientVerifier, ReloadingServerVerifier};
 
 /// Errors from loading TLS material. Each names the file and says what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +41,8 @@ pub enum TlsError {
     Key { path: PathBuf, reason: String },
     #[error("cannot read trusted CA file {path}: {reason}")]
     Ca { path: PathBuf, reason: String },
+    #[error("cannot read certificate revocation list {path}: {reason}")]
+    Crl { path: PathBuf, reason: String },
     #[error("certificate {cert} and key {key} do not go together: {reason}")]
     Mismatch {
         cert: PathBuf,
@@ -96,38 +112,43 @@ pub struct ServerTlsFiles {
     /// When set, clients must present a certificate signed by this CA (as etcd does, a trusted
     /// CA file alone already demands client certificates).
     pub trusted_ca_file: Option<PathBuf>,
+    /// Certificates this list revokes are refused (`--client-crl-file`, `--peer-crl-file`).
+    pub crl_file: Option<PathBuf>,
+    /// A client certificate's CN must be one of these (empty: any).
+    pub allowed_cns: Vec<String>,
+    /// A client certificate must be valid for one of these host names (empty: any).
+    pub allowed_hostnames: Vec<String>,
+    /// Cipher suites and versions.
+    pub policy: TlsPolicy,
 }
 
 /// Builds a server configuration with ALPN for HTTP/2 (gRPC) and HTTP/1.1 (curl, v2 keys).
+/// The certificate, CA bundle and CRL are re-read when their files change (see `reload`);
+/// they are loaded once here so that a bad file is reported at once.
 pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(&files.cert_file)?;
-    let key = load_key(&files.key_file)?;
-    let builder = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+    let provider = files.policy.provider();
+    let resolver = Arc::new(CertResolver::new(
+        &files.cert_file,
+        &files.key_file,
+        provider.clone(),
+    )?);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&files.policy.versions())
         .map_err(|e| TlsError::Cert {
             path: files.cert_file.clone(),
             reason: e.to_string(),
         })?;
     let builder = match &files.trusted_ca_file {
-        Some(ca) => {
-            let roots = load_roots(ca)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| TlsError::Ca {
-                    path: ca.clone(),
-                    reason: e.to_string(),
-                })?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(ca) => builder.with_client_cert_verifier(Arc::new(ReloadingClientVerifier::new(
+            ca,
+            files.crl_file.as_deref(),
+            files.allowed_cns.clone(),
+            files.allowed_hostnames.clone(),
+            provider,
+        )?)),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Mismatch {
-            cert: files.cert_file.clone(),
-            key: files.key_file.clone(),
-            reason: e.to_string(),
-        })?;
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -305,4 +326,47 @@ impl ServerCertVerifier for NoVerify {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// What a member presents and trusts when it dials a peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerDialFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub trusted_ca_file: Option<PathBuf>,
+    /// `--peer-auto-tls`: peers present self-signed certificates nobody can verify.
+    pub skip_verify: bool,
+    pub policy: TlsPolicy,
+}
+
+/// The configuration a member dials its peers with (ALPN h2): its certificate and the CA
+/// bundle are re-read when they change, as on the listening side.
+pub fn peer_dial_config(files: &PeerDialFiles) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = files.policy.provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&files.policy.versions())
+        .map_err(|e| TlsError::Cert {
+            path: files.cert_file.clone(),
+            reason: e.to_string(),
+        })?;
+    let resolver = Arc::new(CertResolver::new(
+        &files.cert_file,
+        &files.key_file,
+        provider.clone(),
+    )?);
+    let builder = match (&files.trusted_ca_file, files.skip_verify) {
+        (Some(ca), false) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ReloadingServerVerifier::new(
+                ca, provider,
+            )?)),
+        (_, true) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider))),
+        // No CA: nothing verifies, as before (the handshake says "unknown authority").
+        (None, false) => builder.with_root_certificates(RootCertStore::empty()),
+    };
+    let mut config = builder.with_client_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -17,6 +17,14 @@ pub fn token_of(meta: &tonic::metadata::MetadataMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// The user a TLS client's verified certificate names (its CN), as the listener recorded it
+/// ([`crate::api::http::CLIENT_CN_HEADER`]; a client cannot set it).
+pub fn cert_user_of(meta: &tonic::metadata::MetadataMap) -> Option<&str> {
+    meta.get(crate::api::http::CLIENT_CN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|cn| !cn.is_empty())
+}
+
 /// etcd's maintenance server returns the auth store's own errors, untranslated.
 fn untranslated(e: ServerError) -> ServerError {
     match e {
@@ -29,14 +37,39 @@ fn untranslated(e: ServerError) -> ServerError {
 }
 
 impl Server {
-    /// Checks that the caller (the token in the request's metadata) may make a request
-    /// that needs `need`. Passes everything while auth is disabled.
+    /// Checks that the caller (the token in the request's metadata, else, as etcd, the CN
+    /// of its client certificate) may make a request that needs `need`. Passes everything
+    /// while auth is disabled.
     pub async fn auth_check(
         &self,
         meta: &tonic::metadata::MetadataMap,
         need: Need<'_>,
     ) -> Result<(), ServerError> {
-        self.auth_check_token(token_of(meta), need).await
+        match (token_of(meta), cert_user_of(meta)) {
+            (None, Some(cn)) => self.auth_check_user(cn, need),
+            (token, _) => self.auth_check_token(token, need).await,
+        }
+    }
+
+    /// [`Server::auth_check`] for a user named by its client certificate.
+    fn auth_check_user(&self, user: &str, need: Need<'_>) -> Result<(), ServerError> {
+        if !self.lock_auth().enabled() {
+            return Ok(());
+        }
+        let lease_keys = self.need_lease_keys(&need);
+        let res = self.lock_auth().allows(Some(user), &need, &lease_keys);
+        match need {
+            Need::Maintenance => res.map_err(untranslated),
+            _ => res,
+        }
+    }
+
+    fn need_lease_keys(&self, need: &Need<'_>) -> Vec<Vec<u8>> {
+        match need {
+            Need::Put(p) if p.lease != 0 => self.lease_keys(p.lease),
+            Need::LeaseRevoke(id) | Need::LeaseTimeToLive(id) => self.lease_keys(*id),
+            _ => Vec::new(),
+        }
     }
 
     /// [`Server::auth_check`] for a token already taken from the metadata (watch streams).
@@ -51,14 +84,12 @@ impl Server {
         if let Some(t) = token {
             self.wait_token_applied(t).await;
         }
-        let lease_keys = match need {
-            Need::Put(p) if p.lease != 0 => self.lease_keys(p.lease),
-            Need::LeaseRevoke(id) | Need::LeaseTimeToLive(id) => self.lease_keys(id),
-            _ => Vec::new(),
-        };
+        let lease_keys = self.need_lease_keys(&need);
         let mut auth = self.lock_auth();
         let res = match token {
-            Some(t) => auth.user_of_token(t, Instant::now()).map(Some),
+            Some(t) => auth
+                .user_of_token_within(t, Instant::now(), self.cfg.auth.token_ttl)
+                .map(Some),
             None => Ok(None),
         }
         .and_then(|user| auth.allows(user.as_deref(), &need, &lease_keys));

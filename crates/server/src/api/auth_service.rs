@@ -12,7 +12,7 @@ use crate::api::services::Services;
 use crate::error::ServerError;
 use crate::request::{AuthAssign, AuthOp, AuthRequest, Op};
 use crate::state::apply::Applied;
-use crate::state::auth::{token_prefix, Need, BCRYPT_COST};
+use crate::state::auth::{token_prefix, Need};
 
 type GrpcResult<T> = Result<Response<T>, Status>;
 
@@ -75,8 +75,9 @@ impl Services {
 }
 
 /// The bcrypt hash of `password`, made off the async runtime (it takes tens of milliseconds).
-async fn hash_password(password: String) -> Result<String, Status> {
-    tokio::task::spawn_blocking(move || bcrypt::hash(password, BCRYPT_COST))
+/// `cost` is `--bcrypt-cost`.
+async fn hash_password(password: String, cost: u32) -> Result<String, Status> {
+    tokio::task::spawn_blocking(move || bcrypt::hash(password, cost))
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
         .map_err(|e| ServerError::Internal(format!("cannot hash the password: {e}")).into())
@@ -140,7 +141,11 @@ impl Auth for Services {
         let (meta, _, mut r) = r.into_parts();
         self.server.auth_check(&meta, Need::Admin).await?;
         if !r.options.as_ref().is_some_and(|o| o.no_password) {
-            r.hashed_password = hash_password(std::mem::take(&mut r.password)).await?;
+            r.hashed_password = hash_password(
+                std::mem::take(&mut r.password),
+                self.server.cfg.auth.bcrypt_cost,
+            )
+            .await?;
         }
         r.password.clear();
         let (_, header) = self.auth_change(&meta, AuthOp::UserAdd(r)).await?;
@@ -181,7 +186,11 @@ impl Auth for Services {
     ) -> GrpcResult<pb::AuthUserChangePasswordResponse> {
         let (meta, _, mut r) = r.into_parts();
         self.server.auth_check(&meta, Need::Admin).await?;
-        r.hashed_password = hash_password(std::mem::take(&mut r.password)).await?;
+        r.hashed_password = hash_password(
+            std::mem::take(&mut r.password),
+            self.server.cfg.auth.bcrypt_cost,
+        )
+        .await?;
         let (_, header) = self
             .auth_change(&meta, AuthOp::UserChangePassword(r))
             .await?;

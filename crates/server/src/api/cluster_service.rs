@@ -17,8 +17,6 @@ type GrpcResult<T> = Result<Response<T>, Status>;
 
 /// etcd's HealthInterval: a peer counts as connected once its stream has been up this long.
 pub const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-/// etcd 3.4's maxLearners: at most this many learners at a time.
-pub const LEARNERS_MAX: usize = 1;
 
 /// A member that has started at least once (it has a name), as etcd counts them.
 fn started(m: &Member) -> bool {
@@ -69,9 +67,11 @@ impl Services {
                 .is_some_and(|t| t.elapsed() >= HEALTH_INTERVAL)
     }
 
-    /// etcd's mayAddMember (with `--strict-reconfig-check`) and its learner limit.
+    /// etcd's mayAddMember (with `--strict-reconfig-check`) and its learner limit
+    /// (`--max-learners`).
     fn may_add(&self, is_learner: bool, members: &[Member]) -> Result<(), ServerError> {
-        if is_learner && members.iter().filter(|m| m.is_learner).count() >= LEARNERS_MAX {
+        let learners_max = self.server.cfg.learners_max;
+        if is_learner && members.iter().filter(|m| m.is_learner).count() >= learners_max {
             return Err(ServerError::TooManyLearners);
         }
         if !self.server.cfg.strict_reconfig_check {
@@ -138,15 +138,47 @@ impl Services {
     }
 }
 
-/// Checks peer URLs: each must be `http(s)://host:port`.
+/// Peer URLs one member may have (oxcd's bound; etcd has none): each is dialed and
+/// compared with every other member's, and the list travels in every membership entry.
+pub const PEER_URLS_MAX: usize = 16;
+/// Bytes of one peer URL, at most (a DNS name is at most 253; with scheme and port, less).
+pub const PEER_URL_BYTES_MAX: usize = 300;
+
+/// Checks peer URLs as etcd's `types.NewURLs` does: each `http(s)://host:port`, where the
+/// host is an IP (IPv6 in brackets) or a DNS name; at most [`PEER_URLS_MAX`] of them, none
+/// twice.
 fn check_urls(urls: &[String]) -> Result<(), ServerError> {
-    if urls.is_empty() {
+    if urls.is_empty() || urls.len() > PEER_URLS_MAX {
         return Err(ServerError::MemberBadUrls);
     }
-    for u in urls {
-        crate::config::parse_urls("peer-urls", u).map_err(|_| ServerError::MemberBadUrls)?;
+    for (i, u) in urls.iter().enumerate() {
+        if u.len() > PEER_URL_BYTES_MAX || urls[..i].contains(u) {
+            return Err(ServerError::MemberBadUrls);
+        }
+        let parsed =
+            crate::config::parse_urls("peer-urls", u).map_err(|_| ServerError::MemberBadUrls)?;
+        if parsed.len() != 1 || !valid_host(&parsed[0].host) {
+            return Err(ServerError::MemberBadUrls);
+        }
     }
     Ok(())
+}
+
+/// An IPv4 address, an IPv6 address in brackets, or a DNS name (letters, digits, `-`, `_`,
+/// dots between labels).
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    host.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 #[tonic::async_trait]
@@ -255,5 +287,45 @@ impl Cluster for Services {
             header: self.header(),
             members,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16: `member add` accepted `http://[::1:2380` and 1,000 peer URLs.
+    #[test]
+    fn peer_urls_are_checked_as_etcd_parses_them() {
+        let ok = |urls: &[&str]| {
+            let v: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+            check_urls(&v).is_ok()
+        };
+        assert!(ok(&["http://127.0.0.1:2380"]));
+        assert!(ok(&[
+            "https://[::1]:2380",
+            "http://node-1.example.com:2380"
+        ]));
+        for bad in [
+            "http://[::1:2380",
+            "http://::1]:2380",
+            "http://[127.0.0.1]:2380",
+            "http://a..b:2380",
+            "http://a b:2380",
+            "http://127.0.0.1",
+            "http://127.0.0.1:99999",
+            "ftp://127.0.0.1:2380",
+            "http://127.0.0.1:2380,http://127.0.0.2:2380",
+        ] {
+            assert!(!ok(&[bad]), "{bad}");
+        }
+        assert!(!ok(&[]));
+        assert!(!ok(&["http://127.0.0.1:2380", "http://127.0.0.1:2380"]));
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("http://10.0.{}.{}:2380", i / 250, i % 250))
+            .collect();
+        assert!(check_urls(&many).is_err());
+        assert!(check_urls(&many[..PEER_URLS_MAX]).is_ok());
+        assert!(check_urls(&[format!("http://{}.com:1", "a".repeat(PEER_URL_BYTES_MAX))]).is_err());
     }
 }

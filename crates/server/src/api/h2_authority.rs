@@ -843,4 +843,57 @@ mod tests {
         client.write_all(&ping).await.unwrap();
         assert_eq!(read_n(&mut conn, ping.len()).await, ping);
     }
+
+    /// Decoders under random input (issue 16): any frames, any header blocks, are rewritten
+    /// or refused with an error; never a panic, and never more output than the bounds allow.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn run(input: &[u8]) -> Result<Vec<u8>, RewriteError> {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(rewrite(input))
+        }
+
+        fn any_frame() -> impl Strategy<Value = Vec<u8>> {
+            (
+                prop_oneof![Just(TYPE_HEADERS), Just(TYPE_CONTINUATION), 0u8..=10],
+                any::<u8>(),
+                0u32..4,
+                proptest::collection::vec(any::<u8>(), 0..300),
+            )
+                .prop_map(|(t, flags, id, payload)| frame(t, flags, id, &payload))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn random_bytes_never_panic(input in proptest::collection::vec(any::<u8>(), 0..1024)) {
+                let _ = run(&input);
+            }
+
+            #[test]
+            fn random_frames_never_panic(frames in proptest::collection::vec(any_frame(), 0..8)) {
+                let input = frames.concat();
+                if let Ok(out) = run(&input) {
+                    // Rewritten blocks are literals: larger, but bounded by the block limit.
+                    prop_assert!(out.len() <= input.len() * 4 + 8 * HEADER_BLOCK_BYTES_MAX);
+                }
+            }
+
+            #[test]
+            fn random_header_blocks_never_panic(
+                block in proptest::collection::vec(any::<u8>(), 0..400),
+                flags in any::<u8>(),
+            ) {
+                let mut b = PSEUDO.to_vec();
+                b.extend_from_slice(&block);
+                let _ = run(&frame(TYPE_HEADERS, flags | FLAG_END_HEADERS, 1, &b));
+            }
+        }
+    }
 }

@@ -1,52 +1,186 @@
 //! Client listeners: one port per client URL serving gRPC (HTTP/2) and HTTP/1.1 (v2 keys,
 //! `/version`, `/health`) side by side, as etcd does, over TLS when the URL is https.
-//! Connections per listener are capped (`--max-connections`); every refused TLS handshake
-//! is logged once with the peer address and the reason in plain words.
+//! Connections pass a [`Gate`] (`conn_gate.rs`): a bounded, timed handshake stage, then at
+//! most `--max-connections` established ones per listener, a quarter of them per client
+//! address; every refused TLS handshake is logged once with the peer address and the reason
+//! in plain words.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use oxcd_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use oxcd_api::v3electionpb::election_server::ElectionServer;
+use oxcd_api::v3lockpb::lock_server::LockServer;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+pub use crate::api::conn_gate::ConnLimits;
+use crate::api::conn_gate::{ConnInfo, Gate, Prefixed, Refusal, HANDSHAKE_TIMEOUT};
 use crate::api::server::Server;
 use crate::api::services::Services;
 
-/// A TLS handshake that has not finished in this long is dropped.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP/1.1 connection waiting this long for a request's headers (the first, or the
+/// next on a kept-alive connection) is closed.
+pub const H1_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent HTTP/2 streams (requests, watch and keep-alive streams) per connection.
+pub const H2_STREAMS_PER_CONNECTION_MAX: u32 = 1024;
+/// Response bytes queued per HTTP/2 stream for a client that does not read (hyper's
+/// default, named here); past it the stream waits for the client's window.
+pub const H2_SEND_BUFFER_BYTES_MAX: usize = 400 * 1024;
 /// Bytes allowed on top of `--max-request-bytes` for gRPC framing (etcd allows the same).
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Builds the router that serves every client request.
+/// Builds the router that serves every client request: gRPC and HTTP on one port.
 pub fn router(server: Arc<Server>) -> Router {
+    with_client_layers(
+        server.clone(),
+        grpc_routes(server.clone()).merge(http_routes(server)),
+    )
+}
+
+/// `--listen-client-urls` when `--listen-client-http-urls` is set: gRPC only, as etcd 3.5.
+pub fn grpc_router(server: Arc<Server>) -> Router {
+    with_client_layers(server.clone(), grpc_routes(server))
+}
+
+/// `--listen-client-http-urls`: the HTTP services only (v2, /version, /health...).
+pub fn http_router(server: Arc<Server>) -> Router {
+    with_client_layers(server.clone(), http_routes(server))
+}
+
+/// `--listen-metrics-urls`: `/metrics`, health and probes.
+pub fn metrics_router(server: Arc<Server>) -> Router {
+    crate::api::health::router(server.clone())
+        .merge(crate::api::metrics_http::router(server))
+        .fallback(not_found)
+}
+
+fn grpc_routes(server: Arc<Server>) -> Router {
     let svc = Services {
         server: server.clone(),
     };
     let limit = server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES;
-    let grpc =
-        tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
-            .add_service(MaintenanceServer::new(svc).max_decoding_message_size(limit))
-            .into_axum_router();
+    tonic::service::Routes::new(KvServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(LeaseServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(ClusterServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(AuthServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(MaintenanceServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(LockServer::new(svc.clone()).max_decoding_message_size(limit))
+        .add_service(ElectionServer::new(svc).max_decoding_message_size(limit))
+        .add_service(crate::api::health::grpc_health(&server))
+        .into_axum_router()
+        .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer))
+}
+
+/// The HTTP services: v2 keys, `/metrics`, the v3 JSON gateway.
+fn http_routes(server: Arc<Server>) -> Router {
+    crate::api::v2_http::router(server.clone())
+        .merge(crate::api::metrics_http::router(server.clone()))
+        .merge(crate::api::gateway::router(server))
+}
+
+fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {
     let gate = server.clone();
-    grpc.merge(crate::api::v2_http::router(server))
+    routes
         .fallback(not_found)
         .layer(axum::middleware::map_response(etcd_size_error))
         .layer(axum::middleware::from_fn(move |req, next| {
             learner_gate(gate.clone(), req, next)
         }))
+        .layer(axum::middleware::from_fn_with_state(server, access_control))
+}
+
+/// Whether a request came over TLS (set per connection by [`with_client_cn`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls(pub bool);
+
+fn is_grpc(req: &axum::extract::Request) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// etcd's access controller: `--host-whitelist` for HTTP requests on plain connections
+/// (CVE-2018-5702, DNS rebinding), and `--warning-unary-request-duration` for gRPC calls.
+async fn access_control(
+    axum::extract::State(server): axum::extract::State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let over_tls = req.extensions().get::<OverTls>().is_some_and(|t| t.0);
+    let whitelist = &server.cfg.http.host_whitelist;
+    if is_grpc(&req) {
+        return timed_grpc(&server, req, next).await;
+    }
+    if !over_tls && !whitelist.is_empty() {
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or(req.uri().host())
+            .unwrap_or_default();
+        let name = host
+            .rsplit_once(':')
+            .map_or(host, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        if !whitelist.iter().any(|w| w == name) {
+            tracing::warn!(
+                host = name,
+                "rejecting HTTP request to prevent DNS rebinding attacks"
+            );
+            let body = format!(
+                "\netcd received your request, but the Host header was unrecognized.\n\nTo fix this, choose one of the following options:\n- Enable TLS, then any HTTP request will be allowed.\n- Add the hostname you want to use to the whitelist in settings.\n  - e.g. etcd --host-whitelist {name:?}\n\nThis requirement has been added to help prevent \"DNS Rebinding\" attacks (CVE-2018-5702).\n\n"
+            );
+            return (
+                http::StatusCode::MISDIRECTED_REQUEST,
+                [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                body,
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// gRPC streams whose length says nothing about the server's speed.
+const STREAMING_RPCS: &[&str] = &[
+    "/etcdserverpb.Watch/Watch",
+    "/etcdserverpb.Lease/LeaseKeepAlive",
+    "/etcdserverpb.Maintenance/Snapshot",
+];
+
+/// A unary gRPC call slower than `--warning-unary-request-duration` is logged (etcd's
+/// "request stats" warning).
+async fn timed_grpc(
+    server: &Server,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let limit = server.cfg.warning_unary_request_duration;
+    if took > limit && !STREAMING_RPCS.contains(&path.as_str()) {
+        tracing::warn!(
+            "time spent" = ?took,
+            "expected-duration" = ?limit,
+            "request path" = %path,
+            "request stats"
+        );
+    }
+    resp
 }
 
 /// The gRPC calls a learner serves, as etcd 3.4: Status, and Range (whose handler refuses
@@ -59,7 +193,11 @@ async fn learner_gate(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let path = req.uri().path();
-    if path.starts_with("/etcdserverpb.") && !LEARNER_RPCS.contains(&path) && server.is_learner() {
+    let grpc = ["/etcdserverpb.", "/v3lockpb.", "/v3electionpb."];
+    if grpc.iter().any(|p| path.starts_with(p))
+        && !LEARNER_RPCS.contains(&path)
+        && server.is_learner()
+    {
         return crate::error::ServerError::NotSupportedForLearner
             .status()
             .into_http::<axum::body::Body>();
@@ -67,8 +205,77 @@ async fn learner_gate(
     next.run(req).await
 }
 
-/// Unknown paths: gRPC's Unimplemented for gRPC requests, else Go's "404 page not found",
-/// as etcd answers.
+/// Bytes of a request body read and thrown away before an early answer (a refusal, a 404),
+/// at most, and for at most [`BODY_DRAIN_TIME_MAX`]. A server that answers while the client
+/// is still sending and then closes makes the kernel reset the connection, and the client
+/// never sees the answer (HTTP/1.1); over HTTP/2 it sees RST_STREAM instead of a status.
+pub const BODY_DRAIN_BYTES_MAX: usize = 64 * 1024 * 1024;
+pub const BODY_DRAIN_TIME_MAX: Duration = Duration::from_secs(5);
+
+/// Reads a request body of at most `bytes_max` bytes as it arrives. A larger one is drained
+/// (within [`BODY_DRAIN_BYTES_MAX`]) and answered 413, as Go's `MaxBytesReader` words it.
+pub async fn read_body(
+    body: axum::body::Body,
+    bytes_max: usize,
+) -> Result<bytes::Bytes, axum::response::Response> {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(http::StatusCode::BAD_REQUEST.into_response());
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > bytes_max {
+            let complete = drain(body).await;
+            let mut resp = (
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "http: request body too large\n",
+            )
+                .into_response();
+            if !complete {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            return Err(resp);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads what is left of a request body and throws it away, within [`BODY_DRAIN_BYTES_MAX`]
+/// and [`BODY_DRAIN_TIME_MAX`]. True when the body ended.
+pub async fn drain(body: axum::body::Body) -> bool {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let work = async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                seen += data.len();
+                if seen > BODY_DRAIN_BYTES_MAX {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(BODY_DRAIN_TIME_MAX, work)
+        .await
+        .unwrap_or(false)
+}
+
+/// Unknown paths: gRPC's Unimplemented for gRPC requests (a gRPC client ends its stream on
+/// the trailers), else Go's "404 page not found", as etcd answers, after the body is
+/// drained so that the answer arrives.
 async fn not_found(req: axum::extract::Request) -> axum::response::Response {
     use axum::response::IntoResponse;
     let grpc = req
@@ -79,12 +286,17 @@ async fn not_found(req: axum::extract::Request) -> axum::response::Response {
     if grpc {
         return tonic::Status::unimplemented("unknown service").into_http::<axum::body::Body>();
     }
-    (
+    drain(req.into_body()).await;
+    let resp = (
         http::StatusCode::NOT_FOUND,
-        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [
+            (http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
         "404 page not found\n",
     )
-        .into_response()
+        .into_response();
+    crate::api::gateway::cors(resp).await
 }
 
 /// tonic reports a request over the decoding limit as OUT_OF_RANGE "Error, decoded message
@@ -128,32 +340,53 @@ async fn etcd_size_error(mut resp: axum::response::Response) -> axum::response::
     resp
 }
 
-/// Binds every client URL (before anything else starts, so a bad address fails early).
+/// Binds every URL (before anything else starts, so a bad address fails early), with
+/// `--socket-reuse-address` / `--socket-reuse-port`.
 pub async fn bind(
     urls: &[crate::config::Url],
+    opts: &crate::config::HttpOptions,
 ) -> anyhow::Result<Vec<(crate::config::Url, TcpListener)>> {
     let mut out = Vec::new();
     for u in urls {
         let addr = u
             .bind_addr()
             .ok_or_else(|| anyhow::anyhow!("cannot bind {u}: not an IP address"))?;
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {u}: {e}"))?;
+        let l = bind_one(addr, opts).map_err(|e| anyhow::anyhow!("cannot listen on {u}: {e}"))?;
         out.push((u.clone(), l));
     }
     Ok(out)
 }
 
-/// Serves one listener until `shutdown` flips.
+/// Listen backlog, as Go's default on Linux (somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_one(addr: SocketAddr, opts: &crate::config::HttpOptions) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // Go (etcd) and tokio set SO_REUSEADDR on every listener: a port whose last
+    // connections are in TIME_WAIT binds again at once. --socket-reuse-address asks the same.
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(opts.socket_reuse_port)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves one listener until `shutdown` flips. Every connection passes the [`Gate`]: a
+/// bounded handshake stage, then a bounded number of established connections.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     app: Router,
-    connections_max: usize,
+    limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
+    opts: crate::config::HttpOptions,
 ) {
-    let slots = Arc::new(Semaphore::new(connections_max));
+    let opts = Arc::new(opts);
+    let gate = Gate::new(limits);
+    let mut refusals = RefusalLog::default();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -166,62 +399,178 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(
-                "refusing connection from {peer}: --max-connections ({connections_max}) reached"
-            );
-            drop(stream);
-            continue;
+        let handshake = match gate.handshake(peer) {
+            Ok(h) => h,
+            Err(why) => {
+                refusals.note(peer, why);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
+        let opts = opts.clone();
         tokio::spawn(async move {
-            serve_conn(stream, peer, tls, app).await;
-            drop(permit);
+            let Some(first) = first_request(stream, peer, tls).await else {
+                return;
+            };
+            let established = match handshake.establish() {
+                Ok(e) => e,
+                Err(why) => {
+                    tracing::warn!("refusing connection from {peer}: {why}");
+                    return;
+                }
+            };
+            serve_conn(first, established.info, app, &opts).await;
+            drop(established);
         });
     }
 }
 
-async fn serve_conn(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, app: Router) {
-    let svc = TowerToHyperService::new(app);
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let res = match tls {
-        None => {
-            // etcdctl 3.4 sends `:authority: http://host:port` over plaintext HTTP/2.
-            let conn = match crate::api::h2_authority::wrap(stream).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!("connection from {peer} ended before its first request: {e}");
-                    return;
-                }
-            };
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(conn), svc)
-                .await
+/// Logs refused connections at most once a second (an attack would flood the log).
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, peer: SocketAddr, why: Refusal) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
         }
-        Some(acceptor) => {
-            let tls_stream =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::warn!(
-                            "rejected connection from {peer}: TLS handshake failed: {}",
-                            oxcd_tls::explain(&e)
-                        );
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::warn!("rejected connection from {peer}: TLS handshake timed out");
-                        return;
-                    }
-                };
-            builder
-                .serve_connection_with_upgrades(TokioIo::new(tls_stream), svc)
+        tracing::warn!(
+            "refusing connection from {peer}: {why} ({} refused since the last report)",
+            self.since
+        );
+        self.last = Some(std::time::Instant::now());
+        self.since = 0;
+    }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A connection past its handshake stage: the stream, whether it is TLS, and the CN of the
+/// client's verified certificate.
+struct FirstRequest {
+    io: Box<dyn Io>,
+    over_tls: bool,
+    cn: Option<String>,
+}
+
+/// The handshake stage: TLS when the port is https, then the first bytes of a request, all
+/// within [`HANDSHAKE_TIMEOUT`]. None when the connection ends or times out first.
+async fn first_request(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+) -> Option<FirstRequest> {
+    let work = async {
+        match tls {
+            // etcdctl 3.4 sends `:authority: http://host:port` over plaintext HTTP/2; the
+            // shim reads the first bytes to tell HTTP/2 from HTTP/1.1.
+            None => crate::api::h2_authority::wrap(stream)
                 .await
+                .map(|c| FirstRequest {
+                    io: Box::new(c),
+                    over_tls: false,
+                    cn: None,
+                })
+                .map_err(|e| format!("it ended before its first request: {e}")),
+            Some(acceptor) => {
+                let mut s = acceptor
+                    .accept(stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {}", oxcd_tls::explain(&e)))?;
+                let mut first = vec![0u8; 1];
+                let n = tokio::io::AsyncReadExt::read(&mut s, &mut first)
+                    .await
+                    .map_err(|e| format!("it ended before its first request: {e}"))?;
+                if n == 0 {
+                    return Err("it ended before its first request".to_string());
+                }
+                let cn = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(oxcd_tls::cert_common_name);
+                Ok(FirstRequest {
+                    io: Box::new(Prefixed::new(first, s)),
+                    over_tls: true,
+                    cn,
+                })
+            }
         }
     };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, work).await {
+        Ok(Ok(io)) => Some(io),
+        Ok(Err(why)) => {
+            tracing::warn!("rejected connection from {peer}: {why}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(
+                "closed connection from {peer}: no request within {HANDSHAKE_TIMEOUT:?}"
+            );
+            None
+        }
+    }
+}
+
+/// The header that carries, inside the server only, the common name of a TLS client's
+/// verified certificate (etcd authenticates such a client as that user when it sends no
+/// token). Whatever a client sends under this name is removed first.
+pub const CLIENT_CN_HEADER: &str = "x-oxcd-client-cn";
+
+/// Serves HTTP/1.1 and HTTP/2 on an established connection; its requests carry `info` and
+/// [`OverTls`], and [`CLIENT_CN_HEADER`] only when the client presented a verified
+/// certificate with a CN. HTTP/2 takes `--max-concurrent-streams` (within
+/// [`H2_STREAMS_PER_CONNECTION_MAX`]) and the `--grpc-keepalive-*` pings.
+async fn serve_conn(
+    first: FirstRequest,
+    info: ConnInfo,
+    app: Router,
+    opts: &crate::config::HttpOptions,
+) {
+    use tower::ServiceExt;
+    let FirstRequest { io, over_tls, cn } = first;
+    let cn = cn.and_then(|c| http::HeaderValue::from_str(&c).ok());
+    let app = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info);
+        req.extensions_mut().insert(OverTls(over_tls));
+        let h = req.headers_mut();
+        h.remove(CLIENT_CN_HEADER);
+        if let Some(cn) = &cn {
+            h.insert(CLIENT_CN_HEADER, cn.clone());
+        }
+        req
+    });
+    let svc = TowerToHyperService::new(app);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(H1_IDLE_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(
+            opts.max_concurrent_streams
+                .min(H2_STREAMS_PER_CONNECTION_MAX),
+        )
+        .max_send_buf_size(H2_SEND_BUFFER_BYTES_MAX)
+        .keep_alive_interval(opts.keepalive_interval)
+        .keep_alive_timeout(opts.keepalive_timeout);
+    let res = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await;
     if let Err(e) = res {
-        tracing::debug!("connection from {peer} ended: {e}");
+        tracing::debug!("connection from {} ended: {e}", info.peer);
     }
 }

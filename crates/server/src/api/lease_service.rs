@@ -48,6 +48,7 @@ impl Services {
             .map_err(|_| ServerError::Internal("lease table lock".into()))?
             .renew_on_leader(id, now, p)
             .ok_or(ServerError::LeaseNotFound)?;
+        crate::metrics::get().lease_renewed.inc();
         // A full queue loses only the followers' view of this renewal.
         self.server.propose_internal(Op::LeaseRenew(LeaseOp {
             id,

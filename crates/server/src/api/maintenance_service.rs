@@ -93,10 +93,12 @@ impl Maintenance for Services {
         // redb reuses freed pages itself; defragmenting gives the free ones back to the file
         // system, so that the backend file shrinks below the quota again.
         let store = self.server.store.clone();
-        tokio::task::spawn_blocking(move || store.defragment())
-            .await
-            .map_err(|e| ServerError::Internal(e.to_string()))?
-            .map_err(ServerError::from)?;
+        tokio::task::spawn_blocking(move || {
+            crate::metrics::get().defragmenting(|| store.defragment())
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(ServerError::from)?;
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.server.header(self.server.store.current_rev())),
         }))

@@ -112,13 +112,18 @@ impl Server {
             .insert(id, tx);
         if let Err(e) = self.send(RaftEvent::Propose { id, data }) {
             self.forget(id);
+            crate::metrics::get().proposal_failed();
             return Err(e);
         }
         match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(res)) => res,
-            Ok(Err(_)) => Err(ServerError::Stopped),
+            Ok(Err(_)) => {
+                crate::metrics::get().proposal_failed();
+                Err(ServerError::Stopped)
+            }
             Err(_) => {
                 self.forget(id);
+                crate::metrics::get().proposal_failed();
                 Err(ServerError::Timeout)
             }
         }
@@ -175,13 +180,16 @@ impl Server {
     /// Waits until this member has applied everything committed when the call started
     /// (raft ReadIndex), so that a local read is linearizable.
     pub async fn read_index(&self) -> Result<(), ServerError> {
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         self.send(RaftEvent::ReadIndex(tx))?;
-        match tokio::time::timeout(self.request_timeout, rx).await {
+        let res = match tokio::time::timeout(self.request_timeout, rx).await {
             Ok(Ok(res)) => res,
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
-        }
+        };
+        crate::metrics::get().read_index_done(started, res.is_ok());
+        res
     }
 
     /// Asks raft to hand leadership to `target` and waits until it has.

@@ -6,28 +6,45 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 
+use crate::api::conn_gate::{ConnInfo, PerKey};
 use crate::api::server::Server;
 use crate::clock::now_ms;
 use crate::request::{Op, V2Request};
 use crate::state::apply::Applied;
-use crate::state::v2::{V2Error, V2Event};
+use crate::state::v2::{V2Error, V2Event, TTL_MAX_S};
+use crate::state::watch::WATCHERS_PER_CONNECTION_SHARE;
 use crate::version::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
 /// Longest a `wait=true` request is held before it is answered with nothing (etcd clients
 /// reconnect). Bounded so a forgotten client does not hold a connection forever.
 pub const WAIT_MAX: Duration = Duration::from_secs(300);
 
+/// The `wait=true` requests held at once: as many as `--max-watchers` (they are watchers
+/// of the v2 store), half of them on one connection (as gRPC watchers), past which a wait
+/// is refused at once.
+#[derive(Clone)]
+struct Waits {
+    all: Arc<tokio::sync::Semaphore>,
+    per_conn: Arc<PerKey<u64>>,
+}
+
+impl Waits {
+    fn new(watchers_max: usize) -> Waits {
+        Waits {
+            all: Arc::new(tokio::sync::Semaphore::new(watchers_max)),
+            per_conn: PerKey::new((watchers_max / WATCHERS_PER_CONNECTION_SHARE).max(1)),
+        }
+    }
+}
+
 pub fn router(server: Arc<Server>) -> Router {
-    let mut r = Router::new()
-        .route("/version", get(version))
-        .route("/health", any(health));
+    let mut r = Router::new().route("/version", get(version));
     // With --enable-v2=false etcd answers the keys API with Go's plain 404.
     let handler = if server.cfg.enable_v2 {
         any(keys)
@@ -38,23 +55,49 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v2/keys", handler.clone())
         .route("/v2/keys/", handler.clone())
         .route("/v2/keys/{*path}", handler);
-    r.layer(axum::middleware::from_fn(cors)).with_state(server)
+    let waits = Waits::new(server.cfg.watchers_max);
+    let server_for_cors = server.clone();
+    let mut r = r
+        .with_state(server.clone())
+        .merge(crate::api::health::router(server.clone()));
+    if server.cfg.enable_v2 {
+        r = r.merge(crate::api::v2_admin::router(server));
+    }
+    r.layer(axum::middleware::from_fn_with_state(server_for_cors, cors))
+        .layer(axum::Extension(waits))
 }
 
-/// etcd wraps its HTTP API in a CORS handler that allows every origin (its default
-/// `--cors=*`): every response carries these headers and OPTIONS answers 200 with no body.
-async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+/// etcd wraps its HTTP API in a CORS handler: with `--cors=*` (the default) every response
+/// allows every origin; with a list, only a listed `Origin` gets the headers (naming it).
+/// OPTIONS answers 200 with no body.
+async fn cors(
+    State(server): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let allowed = &server.cfg.http.cors;
+    let allow_origin = if allowed.is_empty() {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        req.headers()
+            .get("origin")
+            .filter(|o| o.to_str().is_ok_and(|o| allowed.iter().any(|a| a == o)))
+            .cloned()
+    };
     let mut resp = if req.method() == Method::OPTIONS {
         StatusCode::OK.into_response()
     } else {
         next.run(req).await
+    };
+    let Some(origin) = allow_origin else {
+        return resp;
     };
     let h = resp.headers_mut();
     h.insert(
         "access-control-allow-methods",
         HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
     );
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert("access-control-allow-origin", origin);
     h.insert(
         "access-control-allow-headers",
         HeaderValue::from_static("accept, content-type, authorization"),
@@ -68,26 +111,6 @@ async fn version() -> Response {
         HeaderMap::new(),
         format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}"}}"#),
     )
-}
-
-/// etcd 3.4's `/health`: GET only; the body is written without a content type, so Go's
-/// server labels it text/plain.
-async fn health(State(server): State<Arc<Server>>, method: Method) -> Response {
-    if method != Method::GET {
-        return method_not_allowed("GET");
-    }
-    let ok = server.leader() != 0 && server.read_index().await.is_ok();
-    let (status, body) = if ok {
-        (StatusCode::OK, r#"{"health":"true"}"#)
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "{\"health\":\"false\"}\n")
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        "content-type",
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    (status, headers, body.to_string()).into_response()
 }
 
 /// Go's `http.NotFound`.
@@ -190,6 +213,9 @@ fn unescape(s: &str, plus_is_space: bool) -> String {
 
 struct Ctx {
     server: Arc<Server>,
+    waits: Waits,
+    /// The client connection (0: unknown).
+    conn: u64,
 }
 
 impl Ctx {
@@ -312,7 +338,12 @@ fn parse_key_request(
     flag("noValueOnSuccess")?;
     let ttl = match f.get("ttl").map(String::as_str) {
         None | Some("") => None,
-        Some(v) => Some(go_uint(v).ok_or_else(|| request_error(202, "invalid value for \"ttl\""))?),
+        // Past TTL_MAX_S the expiration time would overflow (etcd's own overflows too).
+        Some(v) => Some(
+            go_uint(v)
+                .filter(|t| *t <= TTL_MAX_S as u64)
+                .ok_or_else(|| request_error(202, "invalid value for \"ttl\""))?,
+        ),
     };
     let prev_exist = match f.get("prevExist") {
         None => None,
@@ -354,12 +385,24 @@ fn parse_key_request(
 
 async fn keys(
     State(server): State<Arc<Server>>,
+    axum::Extension(waits): axum::Extension<Waits>,
+    conn: Option<axum::Extension<ConnInfo>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    let ctx = Ctx { server };
+    // The same limit as every other request; read as it arrives, never all at once.
+    let body = match crate::api::http::read_body(body, server.cfg.request_bytes_max).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let conn = conn.map_or(0, |c| c.0.id);
+    let ctx = Ctx {
+        server,
+        waits,
+        conn,
+    };
     if ![
         Method::HEAD,
         Method::GET,
@@ -379,8 +422,23 @@ async fn keys(
     let form = parse_form(&method, &uri, &headers, &body);
     let res = match parse_key_request(&method, path, &form) {
         Err(e) => Err(e),
-        Ok(req) if method == Method::GET || method == Method::HEAD => get_keys(&ctx, &req).await,
-        Ok(req) => write_keys(&ctx, method.as_str(), req).await,
+        Ok(req) => {
+            let op = crate::api::v2_admin::store_op(
+                method.as_str(),
+                req.prev_exist,
+                req.prev_value.is_some() || req.prev_index != 0,
+            );
+            let wait = req.wait;
+            let res = if method == Method::GET || method == Method::HEAD {
+                get_keys(&ctx, &req).await
+            } else {
+                write_keys(&ctx, method.as_str(), req).await
+            };
+            if !wait {
+                crate::api::v2_admin::STORE_STATS.record(op, res.is_ok());
+            }
+            res
+        }
     };
     match res {
         Ok(r) => r,
@@ -409,36 +467,72 @@ async fn get_keys(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
 }
 
 /// A long poll. As etcd, the response's `X-Etcd-Index` is the store index when the watch
-/// started, whatever event answers it.
+/// started, whatever event answers it. When no event is there yet, the status and headers
+/// go out at once and only the body waits (a client with a read timeout sees an idle
+/// watch, not a dead server).
 async fn wait(ctx: &Ctx, req: &KeyRequest) -> Result<Response, V2Error> {
     let start_index = ctx.current_index();
+    let held = (
+        ctx.waits.all.clone().try_acquire_owned().ok(),
+        ctx.waits.per_conn.take(ctx.conn),
+    );
+    let (Some(all), Some(mine)) = held else {
+        return Err(V2Error::new(
+            300,
+            "too many waits held (--max-watchers, half of it per connection)",
+            start_index,
+        ));
+    };
     let since = match req.wait_index {
         0 => start_index + 1,
         n => n,
     };
-    let mut rx = ctx.server.v2_index.clone();
+    if let Some(ev) = event_since(&ctx.server, &req.path, req.recursive, since)? {
+        return Ok(ctx.event(&ev, StatusCode::OK, start_index));
+    }
+    let server = ctx.server.clone();
+    let (path, recursive) = (req.path.clone(), req.recursive);
+    let body = futures::stream::once(async move {
+        // Held for as long as the body waits.
+        let _held = (all, mine);
+        let _watching = crate::api::v2_admin::WatcherCount::default();
+        let text = wait_for_event(&server, &path, recursive, since).await;
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(text))
+    });
+    let mut headers = ctx.headers(start_index);
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    Ok((StatusCode::OK, headers, axum::body::Body::from_stream(body)).into_response())
+}
+
+/// The first event at or after `since` under `path`, if the store has it.
+fn event_since(
+    server: &Server,
+    path: &str,
+    recursive: bool,
+    since: u64,
+) -> Result<Option<V2Event>, V2Error> {
+    let v2 = server
+        .tables
+        .v2
+        .lock()
+        .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
+    v2.event_since(path, recursive, since)
+}
+
+/// Waits (at most [`WAIT_MAX`]) for an event and returns the body to send: the event's
+/// JSON, an error's JSON, or nothing when the wait ends without one.
+async fn wait_for_event(server: &Server, path: &str, recursive: bool, since: u64) -> String {
+    let mut rx = server.v2_index.clone();
     let deadline = tokio::time::Instant::now() + WAIT_MAX;
     loop {
-        {
-            let v2 = ctx
-                .server
-                .tables
-                .v2
-                .lock()
-                .map_err(|_| V2Error::new(300, "v2 store lock", 0))?;
-            if let Some(ev) = v2.event_since(&req.path, req.recursive, since)? {
-                return Ok(ctx.event(&ev, StatusCode::OK, start_index));
-            }
+        match event_since(server, path, recursive, since) {
+            Ok(Some(ev)) => return serde_json::to_string(&ev).unwrap_or_default() + "\n",
+            Ok(None) => {}
+            Err(e) => return serde_json::to_string(&e).unwrap_or_default() + "\n",
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
-            _ => {
-                return Ok(json_response(
-                    StatusCode::OK,
-                    ctx.headers(start_index),
-                    String::new(),
-                ))
-            }
+            _ => return String::new(),
         }
     }
 }
@@ -450,7 +544,7 @@ async fn write_keys(ctx: &Ctx, method: &str, req: KeyRequest) -> Result<Response
         value: req.value,
         dir: req.dir,
         // An explicit empty `ttl=` clears a TTL on update; etcd treats it as "no TTL" too.
-        ttl: req.ttl.map(|t| t.min(i64::MAX as u64 / 1000) as i64),
+        ttl: req.ttl.map(|t| t.min(TTL_MAX_S as u64) as i64),
         prev_exist: req.prev_exist,
         prev_value: req.prev_value,
         // etcd's prevIndex=0 means "do not compare the index".
@@ -471,5 +565,92 @@ async fn write_keys(ctx: &Ctx, method: &str, req: KeyRequest) -> Result<Response
         Ok((Applied::V2(Err(e)), _)) => Err(e),
         Ok(_) => Err(V2Error::new(300, "unexpected apply result", 0)),
         Err(e) => Err(V2Error::new(300, e.to_string(), 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::arbitrary::any;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn method() -> impl Strategy<Value = Method> {
+        prop_oneof![
+            Just(Method::GET),
+            Just(Method::PUT),
+            Just(Method::POST),
+            Just(Method::DELETE),
+            Just(Method::HEAD),
+        ]
+    }
+
+    /// Form text made of the fields etcd reads, with random values (percent escapes, `+`,
+    /// huge numbers, empty values included).
+    fn form() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("value"),
+            Just("ttl"),
+            Just("prevIndex"),
+            Just("waitIndex"),
+            Just("prevExist"),
+            Just("prevValue"),
+            Just("refresh"),
+            Just("wait"),
+            Just("dir"),
+            Just("recursive"),
+            Just("%zz"),
+        ];
+        let value = "[a-z0-9%+=&._-]{0,24}";
+        proptest::collection::vec((name, value), 0..6).prop_map(|pairs| {
+            pairs
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Decoders under random input (issue 16): any body and query give a request or one
+        /// of etcd's errors, never a panic.
+        #[test]
+        fn forms_and_queries_never_panic(
+            m in method(),
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+            fields in form(),
+            query in form(),
+            path in "[a-z/%.]{0,20}",
+        ) {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "content-type",
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+            let Ok(uri) = format!("/v2/keys/{path}?{query}").parse::<Uri>() else {
+                return Ok(());
+            };
+            for b in [&body[..], fields.as_bytes()] {
+                let f = parse_form(&m, &uri, &headers, b);
+                let _ = parse_key_request(&m, unescape(&path, false), &f);
+            }
+        }
+
+        /// A TTL is a number of seconds up to `TTL_MAX_S`; anything else is errorCode 202.
+        #[test]
+        fn ttls_are_bounded(ttl in any::<u64>()) {
+            let mut f = HashMap::new();
+            f.insert("ttl".to_string(), ttl.to_string());
+            let r = parse_key_request(&Method::PUT, "/k".into(), &f);
+            match r {
+                Ok(req) => prop_assert!(req.ttl.is_some_and(|t| t <= TTL_MAX_S as u64)),
+                Err(e) => {
+                    prop_assert_eq!(e.code, 202);
+                    prop_assert!(ttl > TTL_MAX_S as u64);
+                }
+            }
+        }
     }
 }

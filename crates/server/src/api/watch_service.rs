@@ -126,11 +126,15 @@ impl Watch for Services {
         let require_leader = RequireLeader::check(&self.server, req.metadata())?;
         // As etcd, the stream's token is checked at every watch it creates.
         let token = crate::api::auth_check::token_of(req.metadata()).map(str::to_string);
+        let conn = req
+            .extensions()
+            .get::<crate::api::conn_gate::ConnInfo>()
+            .map_or(0, |c| c.id);
         let inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE_MAX);
         let server = self.server.clone();
         tokio::spawn(async move {
-            let handle = server.watch.open_stream();
+            let handle = server.watch.open_stream(conn);
             let id = handle.id;
             let mut stream = WatchStreamTask {
                 server: server.clone(),

@@ -49,14 +49,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OXCD_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{},raft=warn", cfg.log_level))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(e) = oxcd_server::logging::init(&cfg.log, &cfg.log_level) {
+        eprintln!("oxcd: {e}");
+        return ExitCode::from(2);
+    }
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

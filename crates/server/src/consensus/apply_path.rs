@@ -12,9 +12,7 @@ use raft::Storage;
 
 use crate::consensus::events::ApplyResult;
 use crate::consensus::log_store::encode_snapshot_meta;
-use crate::consensus::raft_loop::{
-    LoopError, RaftLoop, BACKEND_SYNC_INTERVAL, CATCHUP_ENTRIES_MAX,
-};
+use crate::consensus::raft_loop::{LoopError, RaftLoop, BACKEND_SYNC_INTERVAL};
 use crate::state::apply::{Applied, Outcome};
 
 /// Entry data the in-memory raft log may hold for a connected follower that is behind,
@@ -30,6 +28,7 @@ impl RaftLoop {
         let (last_index, last_term) = (last.index, last.term);
         #[cfg(feature = "failpoints")]
         fail::fail_point!("raft_before_apply");
+        let apply_started = Instant::now();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
         let mut conf_replies: Vec<(u64, ApplyResult)> = Vec::new();
         {
@@ -39,7 +38,9 @@ impl RaftLoop {
                 match e.get_entry_type() {
                     EntryType::EntryNormal if e.data.is_empty() => self.maybe_promote_leases(e),
                     EntryType::EntryNormal => {
-                        outcomes.push(self.applier.apply(&mut batch, e.index, &e.data))
+                        let started = Instant::now();
+                        outcomes.push(self.applier.apply(&mut batch, e.index, &e.data));
+                        self.warn_slow_apply(started.elapsed(), e.index);
                     }
                     EntryType::EntryConfChange => {
                         if let Some((id, res)) = self.apply_conf_change(&mut batch, e)? {
@@ -56,7 +57,9 @@ impl RaftLoop {
             batch.set_consistent_index(last_index, last_term)?;
             let durable = self.last_durable.elapsed() >= BACKEND_SYNC_INTERVAL
                 || last_index - self.last_snapshot_index >= self.snapshot_count;
-            batch.commit(durable)?;
+            crate::metrics::timed(&crate::metrics::get().backend_commit, || {
+                batch.commit(durable)
+            })?;
             #[cfg(feature = "failpoints")]
             fail::fail_point!("raft_after_apply");
             if durable {
@@ -65,6 +68,7 @@ impl RaftLoop {
             }
         }
         self.status.applied.store(last_index, Ordering::Relaxed);
+        crate::metrics::get().applied_batch(apply_started.elapsed(), entries.len());
         for o in outcomes {
             if let Ok(Applied::HashCheck(h)) = &o.result {
                 self.compare_hash(h.clone());
@@ -85,6 +89,18 @@ impl RaftLoop {
         }
         self.release_reads(last_index);
         Ok(())
+    }
+
+    /// etcd's warning for an entry whose apply took longer than `--warning-apply-duration`.
+    fn warn_slow_apply(&self, took: std::time::Duration, index: u64) {
+        if took > self.warning_apply {
+            tracing::warn!(
+                took = ?took,
+                "expected-duration" = ?self.warning_apply,
+                index,
+                "apply request took too long"
+            );
+        }
     }
 
     /// Applies a membership change: the member table, raft's configuration, the transport.
@@ -129,10 +145,14 @@ impl RaftLoop {
         let meta = snap.get_metadata();
         let (index, term) = (meta.index, meta.term);
         tracing::info!("applying snapshot at index {index} (term {term}) from the leader");
+        let save_started = Instant::now();
         let mut batch = self.applier.store.batch()?;
         batch.restore(&snap.data)?;
         batch.set_consistent_index(index, term)?;
         batch.commit(true)?;
+        crate::metrics::get()
+            .snap_db_save
+            .observe(save_started.elapsed().as_secs_f64());
         // The backend holds the snapshot; the WAL does not know yet.
         #[cfg(feature = "failpoints")]
         fail::fail_point!("raft_snapshot_mid_apply");
@@ -143,8 +163,10 @@ impl RaftLoop {
             .mem
             .wl()
             .apply_snapshot(snap.clone())?;
+        // A restore, not a compaction marker: the entries the WAL holds after `index` were
+        // dropped by raft with the rest of its log, and must not come back on a restart.
         self.wal
-            .append_snapshot(index, &encode_snapshot_meta(term, &self.conf_state));
+            .append_restore(index, &encode_snapshot_meta(term, &self.conf_state));
         self.last_snapshot_index = index;
         self.durable_index = index;
         self.status.applied.store(index, Ordering::Relaxed);
@@ -159,7 +181,7 @@ impl RaftLoop {
     /// Entries kept in memory behind the applied index for slow followers
     /// (`--snapshot-count`, at most etcd's 5000 catch-up entries).
     fn catchup_keep(&self) -> u64 {
-        self.snapshot_count.clamp(1, CATCHUP_ENTRIES_MAX)
+        self.snapshot_count.clamp(1, self.catchup_entries)
     }
 
     /// Every `--snapshot-count` applied entries: make the backend durable, write a snapshot
@@ -181,7 +203,9 @@ impl RaftLoop {
         let term = self.node.store().term(upto)?;
         self.wal
             .append_snapshot(upto, &encode_snapshot_meta(term, &self.conf_state));
+        let wal_started = Instant::now();
         self.wal.sync()?;
+        crate::metrics::get().wal_synced(wal_started, 0, true);
         self.wal.release_to(upto)?;
         tracing::info!("compacted the raft log up to index {upto} (applied {applied})");
         Ok(())

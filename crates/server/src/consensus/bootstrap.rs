@@ -51,24 +51,43 @@ pub fn is_fresh(cfg: &Config) -> bool {
 /// Opens the data dir. `join` is the membership fetched from running members, for a new
 /// member started with `--initial-cluster-state existing`.
 pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
-    let mut id = identity(cfg, join)?;
     let wal_dir = wal_dir(cfg);
     let db_path = layout::backend_path(&cfg.data_dir);
     let fresh = check_data_dir(cfg, &wal_dir, &db_path)?;
+    let mut id = if fresh {
+        cfg.check_bootstrap()?;
+        identity(cfg, join)?
+    } else {
+        // etcd reads a restarting member's identity from its WAL; the --initial-cluster*
+        // flags only matter when the data dir is created.
+        identity(cfg, join).unwrap_or(Identity {
+            members: Vec::new(),
+            member_id: 0,
+            cluster_id: 0,
+        })
+    };
+    // A data dir in use: the backend first, since opening it takes its lock. A second oxcd
+    // on the same data dir stops there, before it reads (and would repair) the live WAL.
+    let in_use = if fresh {
+        None
+    } else {
+        Some(open_store(&db_path, cfg.backend_cache_bytes)?)
+    };
     let (mut wal, replay) = open_wal(cfg, &id, &wal_dir, fresh)?;
     check_owner(cfg, &replay, fresh, &mut id)?;
-    let store = Arc::new(
-        Store::open_with_cache(&db_path, cfg.backend_cache_bytes)
-            .with_context(|| format!("cannot open backend {}", db_path.display()))?,
-    );
+    let store = match in_use {
+        Some(store) => store,
+        None => open_store(&db_path, cfg.backend_cache_bytes)?,
+    };
     let log = rebuild_log(&replay)?;
-    let (applied, last_snapshot_index) =
-        catch_up_with_backend(&log, &mut wal, &store, replay.state.as_deref())?;
-    let conf_state = raft::Storage::initial_state(&log.mem)
-        .map(|s| s.conf_state)
-        .unwrap_or(log.conf_state);
     let mut members = Members::new(id.members);
     members.load_rows(store.aux_load(AUX_MEMBERS)?);
+    let (applied, last_snapshot_index) =
+        catch_up_with_backend(&log, &mut wal, &store, &members, replay.state.as_deref())?;
+    let conf_state = applied_conf_state(&log, applied)?;
+    if cfg.force_new_cluster && !fresh {
+        force_new_cluster(&log, &mut wal, &conf_state, &members, id.member_id)?;
+    }
     Ok(Boot {
         mem: log.mem,
         wal,
@@ -81,6 +100,116 @@ pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
         members,
         fresh,
     })
+}
+
+/// The configuration as of `applied`: the snapshot record's, changed by the ConfChange
+/// entries after it that the backend has applied. raft-rs does not hand back entries at or
+/// below `applied`, so those changes would otherwise be forgotten on restart.
+fn applied_conf_state(log: &RebuiltLog, applied: u64) -> anyhow::Result<ConfState> {
+    use raft::eraftpb::{ConfChange, ConfChangeType as T, EntryType};
+    let mut cs = raft::Storage::initial_state(&log.mem)
+        .map(|s| s.conf_state)
+        .unwrap_or(log.conf_state.clone());
+    let first = raft::Storage::first_index(&log.mem)?;
+    let upto = applied.min(log.last_index);
+    if first > upto {
+        return Ok(cs);
+    }
+    let entries = raft::Storage::entries(
+        &log.mem,
+        first,
+        upto + 1,
+        None,
+        raft::GetEntriesContext::empty(false),
+    )?;
+    let mut changed = false;
+    for e in entries
+        .iter()
+        .filter(|e| e.get_entry_type() == EntryType::EntryConfChange)
+    {
+        let cc =
+            ConfChange::parse_from_bytes(&e.data).context("a ConfChange entry does not decode")?;
+        let id = cc.node_id;
+        cs.voters.retain(|v| *v != id);
+        cs.learners.retain(|v| *v != id);
+        match cc.get_change_type() {
+            T::AddNode => cs.voters.push(id),
+            T::AddLearnerNode => cs.learners.push(id),
+            T::RemoveNode => {}
+        }
+        changed = true;
+    }
+    if changed {
+        log.mem.wl().set_conf_state(cs.clone());
+    }
+    Ok(cs)
+}
+
+/// etcd's `--force-new-cluster`: the disaster-recovery path when a majority is lost for
+/// good. Entries past the commit index are dropped (they were never committed), and
+/// committed ConfChange entries removing every other member are appended, as etcd does;
+/// the raft loop applies them at start and the member is a one-member cluster with all
+/// its data. Other members are then added back with `member add`.
+fn force_new_cluster(
+    log: &RebuiltLog,
+    wal: &mut Wal,
+    conf_state: &ConfState,
+    members: &Members,
+    me: u64,
+) -> anyhow::Result<()> {
+    let mut hs = log.mem.rl().hard_state().clone();
+    let others: Vec<u64> = conf_state
+        .voters
+        .iter()
+        .chain(&conf_state.learners)
+        .copied()
+        .filter(|id| *id != me)
+        .collect();
+    let mut entries = Vec::new();
+    for (i, id) in others.iter().enumerate() {
+        let member = members.get(*id).cloned().unwrap_or(Member {
+            id: *id,
+            name: String::new(),
+            peer_urls: Vec::new(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        });
+        let mut cc = raft::eraftpb::ConfChange::default();
+        cc.set_change_type(raft::eraftpb::ConfChangeType::RemoveNode);
+        cc.node_id = *id;
+        cc.context =
+            serde_json::to_vec(&crate::state::apply::MemberChange { req: 0, member })?.into();
+        let mut e = Entry::default();
+        e.set_entry_type(raft::eraftpb::EntryType::EntryConfChange);
+        e.term = hs.term;
+        e.index = hs.commit + 1 + i as u64;
+        e.data = cc.write_to_bytes()?.into();
+        entries.push(e);
+    }
+    let dropped = log.last_index.saturating_sub(hs.commit);
+    if let Some(last) = entries.last() {
+        hs.commit = last.index;
+    }
+    for e in &entries {
+        wal.append_entry(e.index, &e.write_to_bytes()?);
+    }
+    wal.append_state(&hs.write_to_bytes()?);
+    wal.sync()?;
+    log.mem.wl().append(&entries)?;
+    log.mem.wl().set_hardstate(hs);
+    tracing::warn!(
+        removed = ?others.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+        dropped_uncommitted_entries = dropped,
+        "--force-new-cluster: this member becomes a one-member cluster keeping its data; add the others back with member add"
+    );
+    Ok(())
+}
+
+/// Opens the backend (locking it, checking every page's checksum).
+fn open_store(db_path: &Path, cache_bytes: usize) -> anyhow::Result<Arc<Store>> {
+    let store = Store::open_with_cache(db_path, cache_bytes)
+        .with_context(|| format!("cannot open backend {}", db_path.display()))?;
+    Ok(Arc::new(store))
 }
 
 /// Who this member is and with whom: the flags' members and etcd's IDs, or, when joining a
@@ -200,8 +329,17 @@ fn check_owner(
 ) -> anyhow::Result<()> {
     let meta: WalMeta = serde_json::from_slice(replay.meta.as_deref().unwrap_or_default())
         .context("the write-ahead log has no readable member record; the data dir is damaged")?;
-    if !fresh && meta.name == cfg.name && !cfg.initial_cluster_new {
-        // A member that joined at runtime: its identity is the one recorded at join time.
+    if !fresh && meta.name == cfg.name {
+        // A restart: the identity is the one the WAL recorded (a member that joined at
+        // runtime keeps the IDs it was given). As etcd, edited --initial-cluster* flags are
+        // ignored, with a warning.
+        if (id.member_id, id.cluster_id) != (meta.member_id, meta.cluster_id) {
+            tracing::warn!(
+                member_id = %format!("{:x}", meta.member_id),
+                cluster_id = %format!("{:x}", meta.cluster_id),
+                "the --initial-cluster* flags describe another cluster than the data dir holds; they only matter when a data dir is created and are ignored on restart"
+            );
+        }
         id.member_id = meta.member_id;
         id.cluster_id = meta.cluster_id;
     }
@@ -215,7 +353,7 @@ fn check_owner(
 }
 
 /// raft's in-memory log as the WAL has it: from the snapshot record on.
-struct RebuiltLog {
+pub(crate) struct RebuiltLog {
     mem: MemStorage,
     snap_index: u64,
     last_index: u64,
@@ -263,10 +401,17 @@ fn rebuild_log(replay: &Replay) -> anyhow::Result<RebuiltLog> {
 
 /// Sets raft's hard state from the WAL's, raised to what the backend has applied (its
 /// consistent index and term). Returns (applied index, last snapshot index).
+///
+/// The backend may hold a snapshot from the leader that the WAL does not record: the member
+/// stopped between the backend's commit and the WAL's restore marker. Then the backend's
+/// index is past the log, or within it but with another term (the log there holds entries
+/// of an old term that the leader's snapshot replaced). Either way raft's log is replaced
+/// by that snapshot, and the WAL records the restore (which drops its entries too).
 fn catch_up_with_backend(
     log: &RebuiltLog,
     wal: &mut Wal,
     store: &Store,
+    members: &Members,
     hard_state: Option<&[u8]>,
 ) -> anyhow::Result<(u64, u64)> {
     let mut hs = match hard_state {
@@ -275,21 +420,42 @@ fn catch_up_with_backend(
     };
     let (ci, ct) = store.consistent_index();
     let mut last_snapshot_index = log.snap_index;
-    if ci > log.last_index {
-        // The backend took a snapshot from the leader that the WAL did not record yet.
-        log.mem
-            .wl()
-            .apply_snapshot(snapshot(ci, ct, &log.conf_state))?;
-        wal.append_snapshot(ci, &encode_snapshot_meta(ct, &log.conf_state));
+    let log_term = raft::Storage::term(&log.mem, ci).ok();
+    if ci > log.snap_index && (ci > log.last_index || log_term != Some(ct)) {
+        tracing::warn!(
+            "the backend holds a snapshot from the leader at index {ci} (term {ct}) that the write-ahead log does not record (log up to {}); installing it",
+            log.last_index
+        );
+        // The backend's member table is the membership as of that snapshot.
+        let cs = conf_state_of(members);
+        log.mem.wl().apply_snapshot(snapshot(ci, ct, &cs))?;
+        wal.append_restore(ci, &encode_snapshot_meta(ct, &cs));
         wal.sync()?;
         last_snapshot_index = ci;
     }
-    // When the backend is within the log (snap_index < ci <= last_index), the conf changes
-    // it applied are replayed from the log: nothing to do.
+    // When the backend is within the log with the log's term there (snap_index < ci <=
+    // last_index), the conf changes it applied are replayed from the log: nothing to do.
     hs.commit = hs.commit.max(ci);
     hs.term = hs.term.max(ct);
     log.mem.wl().set_hardstate(hs);
     Ok((ci, last_snapshot_index))
+}
+
+/// raft's configuration as a member table describes it.
+fn conf_state_of(members: &Members) -> ConfState {
+    let ids = |learner: bool| -> Vec<u64> {
+        members
+            .list
+            .iter()
+            .filter(|m| m.is_learner == learner)
+            .map(|m| m.id)
+            .collect()
+    };
+    ConfState {
+        voters: ids(false),
+        learners: ids(true),
+        ..Default::default()
+    }
 }
 
 fn snapshot(index: u64, term: u64, cs: &ConfState) -> Snapshot {
@@ -299,4 +465,106 @@ fn snapshot(index: u64, term: u64, cs: &ConfState) -> Snapshot {
     m.term = term;
     m.set_conf_state(cs.clone());
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    /// A WAL with a snapshot record at 0 (one voter) and entries 1..=6 of term 1, and an
+    /// empty backend beside it.
+    fn wal_and_store(dir: &Path) -> (Wal, Replay, Store) {
+        let wal_dir = dir.join("wal");
+        let cs = ConfState {
+            voters: vec![1],
+            ..Default::default()
+        };
+        let mut wal = Wal::create(&wal_dir, b"{}").expect("create wal");
+        wal.append_snapshot(0, &encode_snapshot_meta(0, &cs));
+        for index in 1..=6 {
+            let e = Entry {
+                index,
+                term: 1,
+                ..Default::default()
+            };
+            wal.append_entry(index, &e.write_to_bytes().expect("encode"));
+        }
+        wal.sync().expect("sync");
+        drop(wal);
+        let (wal, replay) = Wal::open(&wal_dir).expect("open wal");
+        let store = Store::open(&dir.join("oxcd.db")).expect("open store");
+        (wal, replay, store)
+    }
+
+    fn set_applied(store: &Store, index: u64, term: u64) {
+        let mut b = store.batch().expect("batch");
+        b.set_consistent_index(index, term).expect("set index");
+        b.commit(true).expect("commit");
+    }
+
+    fn one_voter() -> Members {
+        Members::new(vec![Member {
+            id: 1,
+            name: "m1".into(),
+            peer_urls: vec!["http://127.0.0.1:1".into()],
+            client_urls: Vec::new(),
+            is_learner: false,
+        }])
+    }
+
+    /// The member stopped after the backend installed the leader's snapshot at 4 (term 2)
+    /// but before the WAL recorded it: the log's entries 4..=6 of term 1 conflict with the
+    /// leader's and must not be replayed after that snapshot.
+    #[test]
+    fn backend_snapshot_inside_the_log_with_another_term_replaces_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, replay, store) = wal_and_store(dir.path());
+        set_applied(&store, 4, 2);
+        let log = rebuild_log(&replay).expect("rebuild");
+        let (applied, snap) =
+            catch_up_with_backend(&log, &mut wal, &store, &one_voter(), None).expect("catch up");
+        assert_eq!((applied, snap), (4, 4));
+        assert_eq!(log.mem.first_index().ok(), Some(5));
+        assert_eq!(
+            log.mem.last_index().ok(),
+            Some(4),
+            "old entries after the snapshot"
+        );
+        assert_eq!(log.mem.term(4).ok(), Some(2));
+        drop(wal);
+        let (_, replay) = Wal::open(&dir.path().join("wal")).expect("reopen");
+        assert_eq!(replay.snapshot.as_ref().map(|s| s.0), Some(4));
+        assert!(replay.entries.is_empty(), "{:?}", replay.entries.len());
+    }
+
+    /// A backend that applied entry 4 of the log (same term) keeps the log as it is.
+    #[test]
+    fn backend_inside_the_log_with_its_term_keeps_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, replay, store) = wal_and_store(dir.path());
+        set_applied(&store, 4, 1);
+        let log = rebuild_log(&replay).expect("rebuild");
+        let (applied, snap) =
+            catch_up_with_backend(&log, &mut wal, &store, &one_voter(), None).expect("catch up");
+        assert_eq!((applied, snap), (4, 0));
+        assert_eq!(log.mem.last_index().ok(), Some(6));
+    }
+
+    /// A backend past the whole log (a snapshot the WAL never recorded) moves the log on.
+    #[test]
+    fn backend_past_the_log_moves_it_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, replay, store) = wal_and_store(dir.path());
+        set_applied(&store, 9, 3);
+        let log = rebuild_log(&replay).expect("rebuild");
+        let (applied, snap) =
+            catch_up_with_backend(&log, &mut wal, &store, &one_voter(), None).expect("catch up");
+        assert_eq!((applied, snap), (9, 9));
+        assert_eq!(log.mem.first_index().ok(), Some(10));
+        assert_eq!(
+            log.mem.initial_state().map(|s| s.conf_state.voters).ok(),
+            Some(vec![1])
+        );
+    }
 }

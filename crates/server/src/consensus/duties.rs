@@ -150,6 +150,7 @@ impl Duties {
                 continue;
             }
             proposed += 1;
+            crate::metrics::get().lease_expired.inc();
             self.revoking.insert(id, now_ms);
             out.push(Duty::Propose(Op::LeaseRevoke(LeaseOp {
                 id,

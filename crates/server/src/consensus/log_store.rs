@@ -55,9 +55,10 @@ impl Storage for LogStore {
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         #[cfg(feature = "failpoints")]
         fail::fail_point!("raft_snapshot_send");
-        let (data, index, term) = self
-            .store
-            .snapshot()
+        let (data, index, term) =
+            crate::metrics::timed(&crate::metrics::get().backend_snapshot, || {
+                self.store.snapshot()
+            })
             .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
         if index < request_index {
             return Err(raft::Error::Store(

@@ -1,19 +1,28 @@
 //! The peer transport: raft messages between members over (mutual) TLS on the peer URLs.
 //!
 //! Wire format (our own; etcd's peer protocol is not spoken): the dialer sends the 8-byte
-//! magic `OXCDPEER`, its member ID and the cluster ID (u64 big-endian each) and a flags byte
+//! magic `OXCDPR02`, its member ID and the cluster ID (u64 big-endian each) and a flags byte
 //! (1 = my data dir is new, 2 = my member table says you have been in the cluster before);
 //! the listener answers one byte, 0 = accepted, 1 = refused, or 2 = refused because the
 //! dialer's data dir was wiped, 1 and 2 followed by a u16-length reason; then it closes. Then
-//! frames `[len u32 BE][raft Message protobuf]` flow from dialer to listener only: each member
-//! dials every other member once, for its own outgoing messages.
+//! frames `[kind u8][len u32 BE][raft Message protobuf]` flow from dialer to listener only
+//! (kind 1: any message but a snapshot; kind 2: a snapshot): each member dials every other
+//! member once, for its own outgoing messages.
 //!
 //! Limits: each peer has a queue of [`PEER_QUEUE_MAX`] messages; when it is full (a slow or
 //! dead peer) messages are dropped (raft retransmits), so a bad peer never blocks the raft
-//! loop or grows memory. A frame larger than [`FRAME_BYTES_MAX`] closes the connection.
+//! loop or grows memory. A frame is read as its bytes arrive, never allocated from the
+//! length it claims; a message frame larger than [`FrameLimits::message_bytes_max`]
+//! (`--max-request-bytes` or raft's append size, whichever is larger, plus
+//! [`FRAME_OVERHEAD_BYTES`]) or a snapshot frame larger than
+//! [`FrameLimits::snapshot_bytes_max`] (twice `--quota-backend-bytes`) closes the
+//! connection. At most [`PEER_HANDSHAKES_MAX`] connections are in their handshake at a time,
+//! each for at most [`DIAL_TIMEOUT`] per step; a connection is admitted only for a member of
+//! the cluster, from one of that member's peer addresses (when they are IP addresses), and
+//! only one stream per member is kept: a new one replaces the old.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
@@ -29,13 +38,122 @@ use std::sync::{Arc, RwLock};
 use crate::consensus::events::{RaftEvent, Stop, StopSender, Transport};
 use crate::state::members::{Member, Members};
 
-pub const MAGIC: &[u8; 8] = b"OXCDPEER";
+/// The handshake's magic; version 2 has typed frames (version 1, `OXCDPEER`, is refused).
+pub const MAGIC: &[u8; 8] = b"OXCDPR02";
 /// A joining member's request for the membership (then 17 zero bytes).
 pub const JOIN_MAGIC: &[u8; 8] = b"OXCDJOIN";
 pub const PEER_QUEUE_MAX: usize = 4096;
-pub const FRAME_BYTES_MAX: usize = 1 << 30;
-const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bytes of entries raft puts in one append, at most (raft-rs's `max_size_per_msg`; one
+/// entry larger than this still goes alone).
+pub const APPEND_BYTES_MAX: usize = 1024 * 1024;
+/// What a message frame may hold beyond its entries: the message's own fields, the entries'
+/// and the log requests' framing.
+pub const FRAME_OVERHEAD_BYTES: usize = 1024 * 1024;
+/// Connections on a peer listener that have not finished their handshake, at most; more
+/// are closed at once.
+pub const PEER_HANDSHAKES_MAX: usize = 32;
+/// The membership a running member tells a joining one, at most (JSON).
+pub const MEMBERSHIP_BYTES_MAX: usize = 1024 * 1024;
+/// A frame is read in steps of at most this many bytes: memory follows what arrived.
+const READ_STEP_BYTES: usize = 64 * 1024;
+const FRAME_MESSAGE: u8 = 1;
+const FRAME_SNAPSHOT: u8 = 2;
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// The largest frames this member reads from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    pub message_bytes_max: usize,
+    pub snapshot_bytes_max: usize,
+}
+
+impl FrameLimits {
+    /// From the flags: a message carries at most one append's entries or one request (each
+    /// at most `--max-request-bytes`); a snapshot the whole backend, which grows past the
+    /// quota only until the NOSPACE alarm stops it.
+    pub fn new(request_bytes_max: usize, quota_backend_bytes: u64) -> FrameLimits {
+        let snapshot = quota_backend_bytes
+            .saturating_mul(2)
+            .saturating_add(FRAME_OVERHEAD_BYTES as u64);
+        FrameLimits {
+            message_bytes_max: request_bytes_max.max(APPEND_BYTES_MAX) + FRAME_OVERHEAD_BYTES,
+            snapshot_bytes_max: snapshot.min(u32::MAX as u64) as usize,
+        }
+    }
+}
+
+/// Why a frame from a peer was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    #[error("a frame of {len} bytes exceeds the limit of {max} bytes for its kind")]
+    TooLarge { len: usize, max: usize },
+    #[error("bad frame: {0}")]
+    Decode(#[from] protobuf::ProtobufError),
+    #[error("a {0:?} in a frame of the wrong kind")]
+    WrongKind(MessageType),
+}
+
+/// Reads one frame: its kind and payload, the payload read in steps as it arrives.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    limits: &FrameLimits,
+) -> Result<(u8, Vec<u8>), FrameError> {
+    let mut header = [0u8; 5];
+    r.read_exact(&mut header).await?;
+    let kind = header[0];
+    let max = match kind {
+        FRAME_MESSAGE => limits.message_bytes_max,
+        FRAME_SNAPSHOT => limits.snapshot_bytes_max,
+        other => return Err(FrameError::Kind(other)),
+    };
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok((kind, read_bounded(r, len).await?))
+}
+
+/// Reads exactly `len` bytes, growing the buffer only as they arrive.
+async fn read_bounded<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len.min(READ_STEP_BYTES));
+    while buf.len() < len {
+        let step = (len - buf.len()).min(READ_STEP_BYTES);
+        let start = buf.len();
+        buf.resize(start + step, 0);
+        r.read_exact(&mut buf[start..]).await?;
+    }
+    Ok(buf)
+}
+
+/// Decodes a frame's raft message; a snapshot must come in a snapshot frame and only there.
+pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Message, FrameError> {
+    let m = Message::parse_from_bytes(payload)?;
+    let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+    if snapshot != (kind == FRAME_SNAPSHOT) {
+        return Err(FrameError::WrongKind(m.get_msg_type()));
+    }
+    Ok(m)
+}
+
+/// A raft message as a frame.
+pub fn encode_frame(m: &Message) -> Result<Vec<u8>, protobuf::ProtobufError> {
+    let body = m.write_to_bytes()?;
+    let kind = if m.get_msg_type() == MessageType::MsgSnapshot {
+        FRAME_SNAPSHOT
+    } else {
+        FRAME_MESSAGE
+    };
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(kind);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
 
 type PeerQueue = (Vec<String>, mpsc::Sender<Message>);
 
@@ -109,7 +227,10 @@ impl Transport for PeerTransport {
         };
         for m in msgs {
             if let Some((_, q)) = queues.get(&m.to) {
+                let (to, heartbeat) = (m.to, m.get_msg_type() == MessageType::MsgHeartbeat);
+                crate::metrics::get().message_queued(to, heartbeat);
                 if q.try_send(m).is_err() {
+                    crate::metrics::get().message_dropped(to, heartbeat);
                     tracing::debug!("peer queue full or closed; dropping a raft message");
                 }
             }
@@ -177,10 +298,14 @@ pub struct PeerContext {
     pub table: Arc<RwLock<Members>>,
     /// True while this member's data dir is new and nothing has been applied to it.
     pub fresh: Arc<dyn Fn() -> bool + Send + Sync>,
-    /// The IP peer connections are made from (this member's listen-peer address).
+    /// The IP peer connections are made from (this member's peer address).
     pub local_ip: Option<std::net::IpAddr>,
     /// Asks the member to stop (a wiped data dir found during a handshake).
     pub stop: StopSender,
+    /// The largest frames read from peers.
+    pub limits: FrameLimits,
+    /// The one inbound stream kept per member.
+    pub inbound: Arc<InboundStreams>,
 }
 
 const FLAG_FRESH: u8 = 1;
@@ -248,6 +373,9 @@ async fn dial_loop(
             Ok(conn) => {
                 backoff = Duration::from_millis(100);
                 tracing::info!(
+                    "local-member-id" = %format!("{:x}", ctx.member_id),
+                    "remote-peer-id" = %format!("{:x}", peer.id),
+                    "stream-type" = "stream writer",
                     "established a TCP streaming connection with peer {:x} (stream writer)",
                     peer.id
                 );
@@ -258,6 +386,7 @@ async fn dial_loop(
                     _ = shutdown.changed() => return,
                 };
                 ctx.activity.down(peer.id);
+                crate::metrics::get().peer_disconnected(ctx.member_id, peer.id);
                 tracing::warn!(
                     "lost TCP streaming connection with peer {:x}: {err}",
                     peer.id
@@ -304,7 +433,11 @@ async fn dial(addr: &str, local_ip: Option<std::net::IpAddr>) -> std::io::Result
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
-    sock.bind(SocketAddr::new(ip, 0))?;
+    if let Err(e) = sock.bind(SocketAddr::new(ip, 0)) {
+        // The advertised address is not this host's (behind NAT): dial from any.
+        tracing::debug!("cannot dial from {ip} ({e}); dialing from any address");
+        return TcpStream::connect(target).await;
+    }
     sock.connect(target).await
 }
 
@@ -376,11 +509,10 @@ pub async fn fetch_membership(
                 .await
                 .map_err(io("read the answer"))?;
             let len = u32::from_be_bytes(len) as usize;
-            if len > FRAME_BYTES_MAX {
+            if len > MEMBERSHIP_BYTES_MAX {
                 return Err(PeerError::AnswerTooLarge(len));
             }
-            let mut buf = vec![0u8; len];
-            conn.read_exact(&mut buf)
+            let buf = read_bounded(&mut conn, len)
                 .await
                 .map_err(io("read the answer"))?;
             Ok::<_, PeerError>(serde_json::from_slice::<Membership>(&buf)?)
@@ -473,18 +605,15 @@ async fn pump(conn: Box<dyn Conn>, rx: &mut mpsc::Receiver<Message>, ctx: &PeerC
             }
         }
         for m in &batch {
-            let Ok(bytes) = m.write_to_bytes() else {
+            let Ok(frame) = encode_frame(m) else {
                 continue;
             };
-            let res = async {
-                w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-                w.write_all(&bytes).await
-            }
-            .await;
-            if let Err(e) = res {
+            if let Err(e) = w.write_all(&frame).await {
+                crate::metrics::get().peer_send_failed(m.to);
                 report_snapshot_failures(&batch, ctx);
                 return e.to_string();
             }
+            crate::metrics::get().peer_sent(m.to, frame.len());
         }
         if let Err(e) = w.flush().await {
             report_snapshot_failures(&batch, ctx);
@@ -501,13 +630,15 @@ fn report_snapshot_failures(batch: &[Message], ctx: &PeerContext) {
     }
 }
 
-/// Accepts peer connections on one listener.
+/// Accepts peer connections on one listener, at most [`PEER_HANDSHAKES_MAX`] in their
+/// handshake at a time.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     ctx: PeerContext,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(PEER_HANDSHAKES_MAX));
     loop {
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
@@ -516,11 +647,17 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "refusing peer connection from {addr}: {PEER_HANDSHAKES_MAX} handshakes in progress"
+            );
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = accept(stream, addr, tls, ctx).await {
+            if let Err(e) = accept(stream, addr, tls, ctx, permit).await {
                 tracing::warn!("rejected peer connection from {addr}: {e}");
             }
         });
@@ -532,6 +669,7 @@ async fn accept(
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     ctx: PeerContext,
+    handshake: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), PeerError> {
     let mut conn = accept_tls(stream, addr, tls, &ctx).await?;
     let mut hello = [0u8; 25];
@@ -543,24 +681,74 @@ async fn accept(
         return answer_join(conn, addr, &ctx).await;
     }
     let from = u64::from_be_bytes(hello[8..16].try_into().unwrap_or_default());
-    if let Err((code, why)) = admit(&hello, &ctx) {
+    if let Err((code, why)) = admit(&hello, addr.ip(), &ctx) {
         if code == 0 {
             return Err(ctx.wiped());
         }
         let mut out = vec![code];
         out.extend_from_slice(&(why.len() as u16).to_be_bytes());
         out.extend_from_slice(why.as_bytes());
-        let _ = conn.write_all(&out).await;
+        let _ = tokio::time::timeout(DIAL_TIMEOUT, conn.write_all(&out)).await;
         return Err(PeerError::Refused(why));
     }
-    conn.write_all(&[0])
+    let answer = async {
+        conn.write_all(&[0]).await?;
+        conn.flush().await
+    };
+    tokio::time::timeout(DIAL_TIMEOUT, answer)
         .await
+        .map_err(|_| PeerError::Handshake("the peer does not read"))?
         .map_err(io("accept the handshake"))?;
-    conn.flush().await.map_err(io("accept the handshake"))?;
-    tracing::info!("established a TCP streaming connection with peer {from:x} (stream reader)");
-    let err = read_frames(&mut conn, &ctx).await;
+    drop(handshake);
+    let (serial, replaced) = ctx.inbound.register(from);
+    tracing::info!(
+        "local-member-id" = %format!("{:x}", ctx.member_id),
+        "remote-peer-id" = %format!("{from:x}"),
+        "stream-type" = "stream reader",
+        "established a TCP streaming connection with peer {from:x} (stream reader)"
+    );
+    let err = tokio::select! {
+        e = read_frames(&mut conn, &ctx) => e,
+        _ = replaced.notified() => "a newer stream from the same member replaced it".to_string(),
+    };
+    ctx.inbound.unregister(from, serial);
     tracing::warn!("lost TCP streaming connection with peer {from:x}: {err}");
     Ok(())
+}
+
+/// The one inbound stream kept per member: a new one (the member reconnected) replaces
+/// the old, so a member holds at most one reader here however often it dials.
+#[derive(Debug, Default)]
+pub struct InboundStreams {
+    next: std::sync::atomic::AtomicU64,
+    by_member: std::sync::Mutex<HashMap<u64, (u64, Arc<tokio::sync::Notify>)>>,
+}
+
+impl InboundStreams {
+    /// Registers a stream from `member`; returns its serial and what tells it to stop.
+    fn register(&self, member: u64) -> (u64, Arc<tokio::sync::Notify>) {
+        let serial = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stop = Arc::new(tokio::sync::Notify::new());
+        if let Ok(mut m) = self.by_member.lock() {
+            if let Some((_, old)) = m.insert(member, (serial, stop.clone())) {
+                old.notify_one();
+            }
+        }
+        (serial, stop)
+    }
+
+    fn unregister(&self, member: u64, serial: u64) {
+        if let Ok(mut m) = self.by_member.lock() {
+            if m.get(&member).is_some_and(|(s, _)| *s == serial) {
+                m.remove(&member);
+            }
+        }
+    }
+
+    /// Streams kept now (tests and status).
+    pub fn count(&self) -> usize {
+        self.by_member.lock().map(|m| m.len()).unwrap_or(0)
+    }
 }
 
 /// The TLS handshake of an incoming peer connection, and with client certificate auth, the
@@ -615,15 +803,19 @@ async fn answer_join(
     Ok(())
 }
 
-/// Decides on a dialer's handshake: Ok to accept it, or the refusal code (1: refused,
-/// 2: the dialer's data dir was wiped) and the reason to tell it. Code 0 means this
+/// Decides on a dialer's handshake from `ip`: Ok to accept it, or the refusal code (1:
+/// refused, 2: the dialer's data dir was wiped) and the reason to tell it. Code 0 means this
 /// member's own data dir was wiped: it must stop.
-fn admit(hello: &[u8; 25], ctx: &PeerContext) -> Result<(), (u8, String)> {
+fn admit(hello: &[u8; 25], ip: IpAddr, ctx: &PeerContext) -> Result<(), (u8, String)> {
     let from = u64::from_be_bytes(hello[8..16].try_into().unwrap_or_default());
     let cluster = u64::from_be_bytes(hello[16..24].try_into().unwrap_or_default());
     let flags = hello[24];
     if &hello[..8] != MAGIC {
-        return Err((1, "not an oxcd peer (bad magic)".to_string()));
+        return Err((
+            1,
+            "not an oxcd peer of this version (bad magic); run the same oxcd on every member"
+                .to_string(),
+        ));
     }
     if cluster != ctx.cluster_id {
         return Err((
@@ -634,13 +826,24 @@ fn admit(hello: &[u8; 25], ctx: &PeerContext) -> Result<(), (u8, String)> {
             ),
         ));
     }
-    let known = ctx
-        .table
-        .read()
-        .map(|t| t.get(from).is_some())
-        .unwrap_or(false);
-    if !known {
+    if from == ctx.member_id {
+        return Err((
+            1,
+            format!("member {from:x} is this member; it never dials itself"),
+        ));
+    }
+    let member = ctx.table.read().ok().and_then(|t| t.get(from).cloned());
+    let Some(member) = member else {
         return Err((1, format!("member {from:x} is not in this cluster")));
+    };
+    if !from_its_address(&member, ip) {
+        return Err((
+            1,
+            format!(
+                "member {from:x} has peer URLs {:?}, but this connection comes from {ip}",
+                member.peer_urls
+            ),
+        ));
     }
     if flags & FLAG_YOU_PUBLISHED != 0 && (ctx.fresh)() {
         return Err((0, String::new()));
@@ -656,28 +859,219 @@ fn admit(hello: &[u8; 25], ctx: &PeerContext) -> Result<(), (u8, String)> {
     Ok(())
 }
 
+/// True when a connection from `ip` may be `member`'s: its peer URLs name IP addresses and
+/// `ip` is one of them (members dial from their own peer address), or one of them names a
+/// host that cannot be checked here (a DNS name, an unspecified address).
+fn from_its_address(member: &Member, ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    let mut checkable = true;
+    for url in &member.peer_urls {
+        let host = crate::config::parse_urls("peer-urls", url)
+            .ok()
+            .and_then(|u| u.into_iter().next())
+            .map(|u| u.host);
+        let parsed = host
+            .as_deref()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|h| h.parse::<IpAddr>().ok());
+        match parsed {
+            Some(h) if h.is_unspecified() => checkable = false,
+            Some(h) if h.to_canonical() == ip => return true,
+            Some(_) => {}
+            None => checkable = false,
+        }
+    }
+    !checkable
+}
+
+/// Steps the raft loop with every frame until the stream fails; returns why it ended.
 async fn read_frames(conn: &mut Box<dyn Conn>, ctx: &PeerContext) -> String {
-    let mut buf = Vec::new();
     loop {
-        let mut len = [0u8; 4];
-        if let Err(e) = conn.read_exact(&mut len).await {
-            return e.to_string();
-        }
-        let len = u32::from_be_bytes(len) as usize;
-        if len > FRAME_BYTES_MAX {
-            return format!("frame of {len} bytes exceeds the limit");
-        }
-        buf.resize(len, 0);
-        if let Err(e) = conn.read_exact(&mut buf).await {
-            return e.to_string();
-        }
-        match Message::parse_from_bytes(&buf) {
-            Ok(m) => {
+        let msg = match read_frame(conn, &ctx.limits).await {
+            Ok((kind, payload)) => decode_frame(kind, &payload).map(|m| (m, payload.len() + 5)),
+            Err(e) => Err(e),
+        };
+        match msg {
+            Ok((m, frame_bytes)) => {
+                crate::metrics::get().peer_message_received(&m, frame_bytes);
                 if ctx.raft_tx.try_send(RaftEvent::Step(Box::new(m))).is_err() {
                     tracing::debug!("raft loop busy; dropping a peer message");
                 }
             }
-            Err(e) => return format!("bad frame: {e}"),
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: FrameLimits = FrameLimits {
+        message_bytes_max: 3 << 20,
+        snapshot_bytes_max: u32::MAX as usize,
+    };
+
+    fn member(urls: &[&str]) -> Member {
+        Member {
+            id: 7,
+            name: "m".into(),
+            peer_urls: urls.iter().map(|u| u.to_string()).collect(),
+            client_urls: Vec::new(),
+            is_learner: false,
+        }
+    }
+
+    fn read(bytes: &[u8]) -> Result<Message, FrameError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut r = bytes;
+            let (kind, payload) = read_frame(&mut r, &LIMITS).await?;
+            decode_frame(kind, &payload)
+        })
+    }
+
+    /// Resident memory of this process, bytes.
+    fn rss_bytes() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: u64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    #[test]
+    fn frames_round_trip_by_kind() {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.to = 2;
+        let back = read(&encode_frame(&m).expect("encode")).expect("read");
+        assert_eq!(back, m);
+        let mut s = Message::default();
+        s.set_msg_type(MessageType::MsgSnapshot);
+        s.mut_snapshot().data = vec![7u8; 100_000].into();
+        assert_eq!(read(&encode_frame(&s).expect("encode")).expect("read"), s);
+        // A snapshot in a message frame (or the reverse) is refused: its limit is another.
+        let mut wrong = encode_frame(&s).expect("encode");
+        wrong[0] = FRAME_MESSAGE;
+        assert!(matches!(read(&wrong), Err(FrameError::WrongKind(_))));
+        let mut unknown = encode_frame(&m).expect("encode");
+        unknown[0] = 9;
+        assert!(matches!(read(&unknown), Err(FrameError::Kind(9))));
+    }
+
+    #[test]
+    fn a_message_frame_over_its_limit_is_refused_before_it_is_read() {
+        let mut frame = vec![FRAME_MESSAGE];
+        frame.extend_from_slice(&((3u32 << 20) + 1).to_be_bytes());
+        assert!(matches!(
+            read(&frame),
+            Err(FrameError::TooLarge { max, .. }) if max == 3 << 20
+        ));
+        let l = FrameLimits::new(1_572_864, 2 << 30);
+        assert_eq!(l.message_bytes_max, 1_572_864 + FRAME_OVERHEAD_BYTES);
+        assert_eq!(l.snapshot_bytes_max, u32::MAX as usize);
+        let small = FrameLimits::new(1000, 100 << 20);
+        assert_eq!(
+            small.message_bytes_max,
+            APPEND_BYTES_MAX + FRAME_OVERHEAD_BYTES
+        );
+        assert_eq!(small.snapshot_bytes_max, (200 << 20) + FRAME_OVERHEAD_BYTES);
+    }
+
+    /// Issue 16 defect 4: a frame claiming 1 GiB made the member allocate it at once. Memory
+    /// follows the bytes that arrive.
+    #[test]
+    fn a_claimed_length_is_not_allocated() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let before = rss_bytes();
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let grown = rt.block_on(async {
+            let mut frame = vec![FRAME_SNAPSHOT];
+            frame.extend_from_slice(&(1u32 << 30).to_be_bytes());
+            frame.extend_from_slice(&[0u8; 1000]);
+            client.write_all(&frame).await.expect("write");
+            // The peer sends nothing more and keeps the connection open: measure while the
+            // read waits for the rest.
+            let read = read_frame(&mut server, &LIMITS);
+            tokio::pin!(read);
+            tokio::select! {
+                r = &mut read => panic!("a frame of 1000 bytes ended: {:?}", r.err()),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    rss_bytes().saturating_sub(before)
+                }
+            }
+        });
+        // Other tests run in this process meanwhile: only the claimed gigabyte is told apart.
+        assert!(grown < 512 << 20, "resident memory grew by {grown} bytes");
+    }
+
+    #[test]
+    fn a_member_is_admitted_from_its_own_address_only() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let m = member(&["http://10.0.0.1:2380", "https://[fd00::2]:2380"]);
+        assert!(from_its_address(&m, ip("10.0.0.1")));
+        assert!(from_its_address(&m, ip("::ffff:10.0.0.1")));
+        assert!(from_its_address(&m, ip("fd00::2")));
+        assert!(!from_its_address(&m, ip("10.0.0.9")));
+        // A name or a wildcard cannot be checked here.
+        assert!(from_its_address(
+            &member(&["http://node1:2380"]),
+            ip("10.0.0.9")
+        ));
+        assert!(from_its_address(
+            &member(&["http://0.0.0.0:2380"]),
+            ip("10.0.0.9")
+        ));
+    }
+
+    #[test]
+    fn one_inbound_stream_per_member() {
+        let streams = InboundStreams::default();
+        let (first, stop_first) = streams.register(5);
+        let (second, _stop_second) = streams.register(5);
+        assert_eq!(streams.count(), 1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let told = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), stop_first.notified()).await
+        });
+        assert!(told.is_ok(), "the older stream is told to stop");
+        streams.unregister(5, first);
+        assert_eq!(streams.count(), 1, "the old one's exit keeps the new one");
+        streams.unregister(5, second);
+        assert_eq!(streams.count(), 0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes from a peer: a message, or a clear error; never a panic.
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = read(&bytes);
+        }
+
+        /// A valid frame header and random payload: decoded or refused, never a panic.
+        #[test]
+        fn random_payloads_never_panic(
+            kind in 1u8..=2,
+            payload in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut frame = vec![kind];
+            frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&payload);
+            let _ = read(&frame);
         }
     }
 }

@@ -32,11 +32,18 @@ use crate::state::apply::Applier;
 use crate::state::lease::Promotion;
 use crate::state::watch::WatchHub;
 
+/// etcd's `warnSyncDuration`: a WAL sync slower than this is logged.
+pub const FDATASYNC_WARN: Duration = Duration::from_secs(1);
+
+/// etcd's "slow fdatasync" warning.
+fn warn_slow_fdatasync(took: Duration) {
+    if took > FDATASYNC_WARN {
+        tracing::warn!(took = ?took, "expected-duration" = ?FDATASYNC_WARN, "slow fdatasync");
+    }
+}
+
 /// Events handled per loop turn before `Ready` is processed (bounds latency of a turn).
 pub const EVENTS_PER_TURN_MAX: usize = 4096;
-/// Entries kept behind a raft snapshot for slow followers (etcd: 5000), capped by
-/// `--snapshot-count`.
-pub const CATCHUP_ENTRIES_MAX: u64 = 5000;
 /// etcd's readyPercent: a learner may be promoted once its log matches this share of the
 /// leader's.
 pub const LEARNER_READY_SHARE: f64 = 0.9;
@@ -89,6 +96,10 @@ pub struct LoopParts {
     pub last_snapshot_index: u64,
     pub tick: Duration,
     pub snapshot_count: u64,
+    /// Entries kept behind a log compaction for slow followers (`--snapshot-catchup-entries`).
+    pub catchup_entries: u64,
+    /// Applying one entry slower than this is logged (`--warning-apply-duration`).
+    pub warning_apply: Duration,
     pub election_ms: u64,
     pub duties: DutySettings,
 }
@@ -109,6 +120,8 @@ pub struct RaftLoop {
     pub(super) last_snapshot_index: u64,
     tick: Duration,
     pub(super) snapshot_count: u64,
+    pub(super) catchup_entries: u64,
+    pub(super) warning_apply: Duration,
     election_ms: i64,
     reads: ReadIndexQueue,
     duties: Duties,
@@ -137,6 +150,8 @@ impl RaftLoop {
     pub fn new(p: LoopParts) -> RaftLoop {
         let durable_index = p.applier.store.consistent_index().0;
         p.watch.start_at(p.applier.store.current_rev());
+        // Status requests see the backend's index until the first entry is applied.
+        p.status.applied.store(durable_index, Ordering::Relaxed);
         RaftLoop {
             node: p.node,
             wal: p.wal,
@@ -153,6 +168,8 @@ impl RaftLoop {
             last_snapshot_index: p.last_snapshot_index,
             tick: p.tick,
             snapshot_count: p.snapshot_count,
+            catchup_entries: p.catchup_entries,
+            warning_apply: p.warning_apply,
             election_ms: p.election_ms as i64,
             reads: ReadIndexQueue::new(p.member_id),
             duties: Duties::new(p.duties, Instant::now()),
@@ -188,6 +205,7 @@ impl RaftLoop {
                 break;
             }
             if last_tick.elapsed() >= self.tick {
+                self.warn_late_heartbeat(last_tick.elapsed());
                 last_tick = Instant::now();
                 self.node.tick();
                 self.run_duties();
@@ -458,7 +476,18 @@ impl RaftLoop {
         if let Some(hs) = rd.hs() {
             self.persist_hard_state(hs.clone())?;
         }
+        // Chaos builds: an fdatasync that fails with EIO (nothing of the batch is durable).
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("raft_wal_sync_eio", |_| Err(LoopError::Wal(
+            oxcd_storage::WalError::Io {
+                path: "wal (failpoint raft_wal_sync_eio)".into(),
+                source: std::io::Error::from_raw_os_error(5)
+            }
+        )));
+        let sync_started = Instant::now();
         self.wal.sync()?;
+        warn_slow_fdatasync(sync_started.elapsed());
+        crate::metrics::get().wal_synced(sync_started, rd.entries().len(), rd.hs().is_some());
         #[cfg(feature = "failpoints")]
         if !rd.entries().is_empty() {
             fail::fail_point!("raft_after_save");
@@ -515,6 +544,20 @@ impl RaftLoop {
         self.node.raft.pending_conf_index > self.node.raft.raft_log.applied
     }
 
+    /// etcd's warning when a leader's heartbeats go out late (a loop turn took more than two
+    /// heartbeat intervals: a slow disk, most likely).
+    fn warn_late_heartbeat(&self, since_last: Duration) {
+        let expected = 2 * self.tick;
+        if self.is_leader() && since_last > expected {
+            tracing::warn!(
+                "heartbeat-interval" = ?self.tick,
+                "expected-duration" = ?expected,
+                "exceeded-duration" = ?(since_last - expected),
+                "leader failed to send out heartbeat on time; took too long, leader is overloaded likely from slow disk"
+            );
+        }
+    }
+
     fn persist_hard_state(&mut self, hs: HardState) -> Result<(), LoopError> {
         self.wal.append_state(&hs.write_to_bytes()?);
         self.node.mut_store().mem.wl().set_hardstate(hs);
@@ -525,20 +568,24 @@ impl RaftLoop {
         if leader_id == self.leader_id {
             return;
         }
+        // etcd's raft messages, word for word, so that log alerts on them match.
+        let (me, term) = (self.member_id, self.node.raft.term);
+        let (old, new) = (format!("{:x}", self.leader_id), format!("{leader_id:x}"));
         if leader_id == 0 {
             tracing::warn!(
-                "raft.node: {:x} lost leader {:x} at term {}",
-                self.member_id,
-                self.leader_id,
-                self.node.raft.term
+                "local-member-id" = %format!("{me:x}"), "lost-leader-id" = %old, term,
+                "raft.node: {me:x} lost leader {old} at term {term}"
+            );
+        } else if self.leader_id == 0 {
+            tracing::info!(
+                "local-member-id" = %format!("{me:x}"), "leader-id" = %new, term, role = ?role,
+                "raft.node: {me:x} elected leader {new} at term {term}"
             );
         } else {
+            crate::metrics::get().leader_changes.inc();
             tracing::info!(
-                "raft.node: {:x} elected leader {:x} at term {} (this member is {:?})",
-                self.member_id,
-                leader_id,
-                self.node.raft.term,
-                role
+                "local-member-id" = %format!("{me:x}"), "old-leader-id" = %old, "leader-id" = %new, term,
+                "raft.node: {me:x} changed leader from {old} to {new} at term {term}"
             );
         }
         // Reads waiting on the old leader's ReadIndex will not be answered.

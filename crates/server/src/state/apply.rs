@@ -58,6 +58,14 @@ pub struct Outcome {
     pub events: Vec<Event>,
 }
 
+/// Only the proposer's ID of a [`LogRequest`]: the other fields are skipped unread, so it
+/// decodes whatever the request holds.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RequestId {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+}
+
 /// Applies entries. Holds shared handles to the stores it alone writes.
 pub struct Applier {
     pub store: Arc<Store>,
@@ -70,12 +78,16 @@ impl Applier {
         let req = match LogRequest::decode(data) {
             Ok(r) => r,
             Err(e) => {
-                // Entries are written by oxcd itself; one that does not decode is a bug or
-                // damage that the WAL's CRC did not catch. Skip it but say so loudly.
-                tracing::error!("skipping a log entry that does not decode: {e}");
+                // Requests are checked before they are proposed so that this never happens;
+                // an entry that does not decode is a bug (a limit not checked) or damage the
+                // WAL's CRC did not catch. Every member skips it alike, says so loudly, and
+                // the proposer, if its ID can be read, gets the error at once.
+                tracing::error!("skipping log entry {index}: it does not decode: {e}");
                 return Outcome {
-                    id: 0,
-                    result: Err(ServerError::Internal("undecodable entry".into())),
+                    id: RequestId::decode(data).map_or(0, |r| r.id),
+                    result: Err(ServerError::Internal(format!(
+                        "the request cannot be applied: {e}"
+                    ))),
                     rev: batch.current_rev(),
                     events: Vec::new(),
                 };
@@ -321,6 +333,7 @@ impl Applier {
             t.delete_range(key, &[])?;
         }
         events.extend(t.end());
+        crate::metrics::get().lease_revoked.inc();
         Ok(Applied::Done)
     }
 
@@ -340,6 +353,9 @@ impl Applier {
         if leases.contains(g.id) {
             return Err(ServerError::LeaseExist);
         }
+        if leases.is_full() {
+            return Err(ServerError::TooManyLeases);
+        }
         let lease = Lease {
             ttl: g.ttl,
             renewed_ms: g.now_ms,
@@ -348,6 +364,7 @@ impl Applier {
         };
         batch.aux_put(AUX_LEASES, &g.id.to_be_bytes(), &LeaseTable::row(&lease))?;
         leases.leases.insert(g.id, lease);
+        crate::metrics::get().lease_granted(g.ttl);
         Ok(Applied::LeaseGrant {
             id: g.id,
             ttl: g.ttl,
@@ -472,5 +489,139 @@ impl KvRead for BatchView<'_, '_> {
         opts: oxcd_storage::RangeOptions,
     ) -> Result<oxcd_storage::RangeResult, ServerError> {
         Ok(self.0.range(key, end, opts)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oxcd_api::etcdserverpb::{Compare, PutRequest, RequestOp};
+
+    use super::*;
+    use crate::state::kv::{check_txn, TXN_DEPTH_MAX};
+
+    /// A txn `depth` deep: each level compares a key and nests the next; the innermost puts.
+    fn nested(depth: usize) -> TxnRequest {
+        let mut t = TxnRequest {
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })),
+            }],
+            ..Default::default()
+        };
+        for _ in 1..depth {
+            t = TxnRequest {
+                compare: vec![Compare {
+                    key: b"k".to_vec(),
+                    ..Default::default()
+                }],
+                success: vec![RequestOp {
+                    request: Some(request_op::Request::RequestTxn(t)),
+                }],
+                ..Default::default()
+            };
+        }
+        t
+    }
+
+    fn entry(id: u64, t: TxnRequest) -> Vec<u8> {
+        LogRequest {
+            id,
+            op: Some(Op::Txn(t)),
+        }
+        .encode_to_vec()
+    }
+
+    /// Issue 16 defect 1: a txn with 49 levels nested in it (50 deep) passed the checks,
+    /// was committed, and then no member could decode it. Whatever the checks let through
+    /// must decode as a log entry, and the rest is refused before it is proposed.
+    #[test]
+    fn a_txn_the_checks_accept_decodes_as_a_log_entry() {
+        let deepest = nested(TXN_DEPTH_MAX);
+        assert_eq!(check_txn(&deepest, 128), Ok(()));
+        assert!(LogRequest::decode(entry(1, deepest).as_slice()).is_ok());
+        assert!(
+            LogRequest::decode(entry(1, nested(50)).as_slice()).is_err(),
+            "the probe's txn does not decode as a log entry"
+        );
+        for depth in [TXN_DEPTH_MAX + 1, 50, 60] {
+            assert_eq!(
+                check_txn(&nested(depth), 128),
+                Err(ServerError::TxnTooDeep),
+                "depth {depth}"
+            );
+        }
+    }
+
+    fn applier() -> (tempfile::TempDir, Applier) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let tables = Tables::load(&store, Vec::new()).expect("tables");
+        (dir, Applier { store, tables })
+    }
+
+    /// A member holds at most `LEASES_MAX` leases: a grant past it fails alike on every
+    /// member (it is decided on apply), and a revoke makes room again.
+    #[test]
+    fn lease_grants_stop_at_the_bound() {
+        use crate::request::LeaseOp;
+        use crate::state::lease::LEASES_MAX;
+        let (_dir, a) = applier();
+        {
+            let mut t = a.tables.leases.lock().expect("leases");
+            for id in 0..LEASES_MAX as i64 {
+                t.leases.insert(
+                    id,
+                    Lease {
+                        ttl: 60,
+                        renewed_ms: 0,
+                        applied_ms: 0,
+                        keys: Default::default(),
+                    },
+                );
+            }
+        }
+        let grant = |id: i64| {
+            let op = Op::LeaseGrant(LeaseOp {
+                id,
+                ttl: 60,
+                now_ms: 1,
+            });
+            let mut batch = a.store.batch().expect("batch");
+            a.apply_op(&mut batch, 1, op, &mut Vec::new())
+        };
+        assert_eq!(grant(-1).err(), Some(ServerError::TooManyLeases));
+        a.tables.leases.lock().expect("leases").leases.remove(&0);
+        assert!(grant(-1).is_ok(), "room after one lease went");
+    }
+
+    /// An entry that does not decode anyway (a bug) is skipped alike everywhere, and its
+    /// proposer is answered at once rather than left to time out.
+    #[test]
+    fn an_undecodable_entry_answers_its_proposer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let tables = Tables::load(&store, Vec::new()).expect("tables");
+        let applier = Applier {
+            store: store.clone(),
+            tables,
+        };
+        let data = entry(77, nested(60));
+        assert!(
+            LogRequest::decode(data.as_slice()).is_err(),
+            "too deep to decode"
+        );
+        let mut batch = store.batch().expect("batch");
+        let out = applier.apply(&mut batch, 5, &data);
+        assert_eq!(out.id, 77);
+        assert!(
+            matches!(&out.result, Err(ServerError::Internal(m)) if m.contains("cannot be applied")),
+            "{:?}",
+            out.result.err()
+        );
+        assert!(out.events.is_empty());
+        assert_eq!(out.rev, 1, "nothing was written");
     }
 }

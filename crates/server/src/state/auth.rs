@@ -168,11 +168,21 @@ impl AuthStore {
 
     /// The user a token belongs to; using it restarts its time to live.
     pub fn user_of_token(&mut self, token: &str, now: Instant) -> Result<String, ServerError> {
+        self.user_of_token_within(token, now, TOKEN_TTL)
+    }
+
+    /// [`AuthStore::user_of_token`] with a token unused for `ttl` invalid (`--auth-token-ttl`).
+    pub fn user_of_token_within(
+        &mut self,
+        token: &str,
+        now: Instant,
+        ttl: Duration,
+    ) -> Result<String, ServerError> {
         let t = self
             .tokens
             .get_mut(token)
             .ok_or(ServerError::InvalidAuthToken)?;
-        if now.duration_since(t.last_used) > TOKEN_TTL {
+        if now.duration_since(t.last_used) > ttl {
             self.tokens.remove(token);
             return Err(ServerError::InvalidAuthToken);
         }
@@ -258,7 +268,10 @@ impl AuthStore {
         }
     }
 
-    /// etcd's checkTxnAuth: every compare's range, then every request of both branches.
+    /// etcd's checkTxnAuth: every compare's range (a compare on values, versions or
+    /// revisions reveals them: READ), then every request of both branches, with READ too for
+    /// whatever a request returns (`prev_kv` of a put or a delete; etcd 3.6's fix of the
+    /// same hole).
     fn check_txn(&self, user: Option<&str>, t: &pb::TxnRequest) -> Result<(), ServerError> {
         use Access::{Read, Write};
         for c in &t.compare {
@@ -267,7 +280,12 @@ impl AuthStore {
         for op in t.success.iter().chain(&t.failure) {
             match &op.request {
                 Some(TxnOp::RequestRange(r)) => self.check_key(user, Read, &r.key, &r.range_end)?,
-                Some(TxnOp::RequestPut(p)) => self.check_key(user, Write, &p.key, &[])?,
+                Some(TxnOp::RequestPut(p)) => {
+                    if p.prev_kv {
+                        self.check_key(user, Read, &p.key, &[])?;
+                    }
+                    self.check_key(user, Write, &p.key, &[])?
+                }
                 Some(TxnOp::RequestDeleteRange(d)) => {
                     if d.prev_kv {
                         self.check_key(user, Read, &d.key, &d.range_end)?;
@@ -776,6 +794,60 @@ mod tests {
             Err(ServerError::PermissionDenied)
         );
         assert!(s.check_key(Some(ROOT), Access::Write, b"\0", b"\0").is_ok());
+    }
+
+    /// Issue 16: a user with only WRITE on `/c` read a key's value through a put with
+    /// `prev_kv` inside a txn. Whatever a request returns needs READ, nested or not.
+    #[test]
+    fn returned_data_needs_read_in_txns_too() {
+        let s = store_with(vec![perm(PermType::Write, "/c", b"/d")]);
+        let put = |prev_kv| pb::RequestOp {
+            request: Some(TxnOp::RequestPut(pb::PutRequest {
+                key: b"/c/k".to_vec(),
+                prev_kv,
+                ..Default::default()
+            })),
+        };
+        let del = |prev_kv| pb::RequestOp {
+            request: Some(TxnOp::RequestDeleteRange(pb::DeleteRangeRequest {
+                key: b"/c/k".to_vec(),
+                prev_kv,
+                ..Default::default()
+            })),
+        };
+        let txn = |ops: Vec<pb::RequestOp>| pb::TxnRequest {
+            success: ops,
+            ..Default::default()
+        };
+        let nested = |op| pb::RequestOp {
+            request: Some(TxnOp::RequestTxn(txn(vec![op]))),
+        };
+        let allows = |t: &pb::TxnRequest| s.allows(Some("u"), &Need::Txn(t), &[]);
+        assert_eq!(allows(&txn(vec![put(false), del(false)])), Ok(()));
+        for denied in [
+            txn(vec![put(true)]),
+            txn(vec![del(true)]),
+            txn(vec![nested(put(true))]),
+            pb::TxnRequest {
+                compare: vec![pb::Compare {
+                    key: b"/c/k".to_vec(),
+                    target: pb::compare::CompareTarget::Value as i32,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(allows(&denied), Err(ServerError::PermissionDenied));
+        }
+        let plain = pb::PutRequest {
+            key: b"/c/k".to_vec(),
+            prev_kv: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            s.allows(Some("u"), &Need::Put(&plain), &[]),
+            Err(ServerError::PermissionDenied)
+        );
     }
 
     #[test]

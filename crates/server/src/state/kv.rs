@@ -93,6 +93,7 @@ impl<F: Fn(i64) -> bool> KvWrite for Writer<'_, '_, '_, F> {
 
 /// A range, etcd's way: filters and sorting need every key, then the limit cuts.
 pub fn range(view: &impl KvRead, r: &RangeRequest) -> Result<RangeResponse, ServerError> {
+    crate::metrics::count(&crate::metrics::get().range);
     let order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
     let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
     let filtered = r.min_mod_revision != 0
@@ -193,7 +194,9 @@ pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerEr
     if lease != 0 && !w.lease_exists(lease) {
         return Err(ServerError::LeaseNotFound);
     }
+    let size = r.key.len() + value.len();
     let prev = w.put_kv(&r.key, value, lease)?;
+    crate::metrics::get().put_applied(size);
     // Inside a txn etcd leaves this header (revision only) in the response; outside one the
     // server replaces it with a full header.
     Ok(PutResponse {
@@ -207,6 +210,7 @@ pub fn delete(
     r: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, ServerError> {
     let deleted = w.delete_kv(&r.key, &r.range_end)?;
+    crate::metrics::count(&crate::metrics::get().delete);
     Ok(DeleteRangeResponse {
         header: Some(header(w.read_rev())),
         deleted: deleted.len() as i64,
@@ -263,6 +267,10 @@ fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
 pub fn txn(w: &mut impl KvWrite, r: &TxnRequest) -> Result<TxnResponse, ServerError> {
     let succeeded = compares_hold(w, &r.compare)?;
     let ops = if succeeded { &r.success } else { &r.failure };
+    if ops.len() > 1 {
+        // etcd counts an MVCC transaction of more than one operation as a txn.
+        crate::metrics::count(&crate::metrics::get().txn);
+    }
     let mut responses = Vec::with_capacity(ops.len());
     for op in ops {
         let resp = match &op.request {
@@ -381,9 +389,23 @@ pub fn check_delete(r: &DeleteRangeRequest) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Txns nested in a txn, at most: the txn a client sends is depth 1. Checked before a txn
+/// is proposed or read, so that every committed txn decodes on apply: a log entry wraps the
+/// txn in two more messages, and each level of nesting is two messages deep, against the
+/// decoder's limit of 100 (prost's recursion limit; a txn nested 49 deep passed the gRPC
+/// decoder, was committed, and then no member could decode it).
+pub const TXN_DEPTH_MAX: usize = 32;
+
 /// etcd's txn checks: op count, per-op checks, no key written twice (or written and
-/// deleted) in one branch.
+/// deleted) in one branch; and nesting at most [`TXN_DEPTH_MAX`] deep.
 pub fn check_txn(r: &TxnRequest, ops_max: usize) -> Result<(), ServerError> {
+    check_txn_at(r, ops_max, 1)
+}
+
+fn check_txn_at(r: &TxnRequest, ops_max: usize, depth: usize) -> Result<(), ServerError> {
+    if depth > TXN_DEPTH_MAX {
+        return Err(ServerError::TxnTooDeep);
+    }
     if r.compare.len() > ops_max || r.success.len() > ops_max || r.failure.len() > ops_max {
         return Err(ServerError::TooManyOps);
     }
@@ -393,7 +415,7 @@ pub fn check_txn(r: &TxnRequest, ops_max: usize) -> Result<(), ServerError> {
         }
     }
     for branch in [&r.success, &r.failure] {
-        check_ops(branch, ops_max)?;
+        check_ops(branch, ops_max, depth)?;
         let mut puts = Vec::new();
         let mut dels = Vec::new();
         collect_writes(branch, &mut puts, &mut dels)?;
@@ -406,13 +428,13 @@ pub fn check_txn(r: &TxnRequest, ops_max: usize) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn check_ops(ops: &[RequestOp], ops_max: usize) -> Result<(), ServerError> {
+fn check_ops(ops: &[RequestOp], ops_max: usize, depth: usize) -> Result<(), ServerError> {
     for op in ops {
         match &op.request {
             Some(request_op::Request::RequestRange(rr)) => check_range(rr)?,
             Some(request_op::Request::RequestPut(p)) => check_put(p)?,
             Some(request_op::Request::RequestDeleteRange(d)) => check_delete(d)?,
-            Some(request_op::Request::RequestTxn(t)) => check_txn(t, ops_max)?,
+            Some(request_op::Request::RequestTxn(t)) => check_txn_at(t, ops_max, depth + 1)?,
             None => {}
         }
     }

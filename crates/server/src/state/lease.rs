@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const AUX_LEASES: u8 = 4;
 /// etcd's largest TTL (seconds).
 pub const TTL_MAX: i64 = 9_000_000_000;
+/// Leases a member holds, at most (oxcd's bound; etcd has none): every lease is kept in
+/// memory on every member. Checked when a grant is applied, so all members agree.
+pub const LEASES_MAX: usize = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
@@ -114,6 +117,11 @@ impl LeaseTable {
 
     pub fn contains(&self, id: i64) -> bool {
         self.leases.contains_key(&id)
+    }
+
+    /// True when no lease can be granted until one goes ([`LEASES_MAX`]).
+    pub fn is_full(&self) -> bool {
+        self.leases.len() >= LEASES_MAX
     }
 
     /// Seconds left, rounded up, as etcd reports them (never below 0). `promotion` is

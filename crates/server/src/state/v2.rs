@@ -159,6 +159,17 @@ fn parent(path: &str) -> Option<&str> {
     }
 }
 
+/// The largest TTL in seconds (etcd's largest lease TTL): a TTL up to it gives an
+/// expiration time that fits. The HTTP handler refuses more; apply saturates.
+pub const TTL_MAX_S: i64 = 9_000_000_000;
+
+/// When a node given `ttl` seconds at `now_ms` expires; `None` for no TTL. As etcd, `ttl=0`
+/// expires the node at once (an empty `ttl=` is no TTL).
+fn expire_ms(now_ms: i64, ttl: Option<i64>) -> Option<i64> {
+    ttl.filter(|t| *t >= 0)
+        .map(|t| now_ms.saturating_add(t.min(TTL_MAX_S) * 1000))
+}
+
 fn rfc3339(ms: i64) -> String {
     // Civil-from-days (Howard Hinnant's algorithm), UTC.
     let secs = ms.div_euclid(1000);
@@ -222,7 +233,11 @@ impl V2Store {
 
     fn json(&self, path: &str, n: &Node, now_ms: i64) -> NodeJson {
         let (expiration, ttl) = match n.expire_ms {
-            Some(e) => (Some(rfc3339(e)), Some(((e - now_ms).max(0) + 999) / 1000)),
+            // etcd omits a TTL of 0 (a node expiring now) and shows its expiration.
+            Some(e) => (
+                Some(rfc3339(e)),
+                Some(((e - now_ms).max(0) + 999) / 1000).filter(|t| *t > 0),
+            ),
             None => (None, None),
         };
         NodeJson {
@@ -416,7 +431,7 @@ impl V2Store {
         let index = self.index + 1;
         let prev = self.json(path, n, r.now_ms);
         let node = Node {
-            expire_ms: r.ttl.filter(|t| *t > 0).map(|t| r.now_ms + t * 1000),
+            expire_ms: expire_ms(r.now_ms, r.ttl),
             ..n.clone()
         };
         self.index = index;
@@ -512,10 +527,7 @@ impl V2Store {
         } else {
             r.value.clone().unwrap_or_default()
         };
-        let expire_ms = match r.ttl {
-            Some(t) if t > 0 => Some(r.now_ms + t * 1000),
-            _ => None,
-        };
+        let expire_ms = expire_ms(r.now_ms, r.ttl);
         let node = Node {
             dir: r.dir,
             value,

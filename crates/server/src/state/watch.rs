@@ -23,6 +23,9 @@ use tokio::sync::{mpsc, Notify};
 
 /// Messages queued per stream from the hub.
 pub const STREAM_QUEUE_MAX: usize = 1024;
+/// One client connection (all its streams) holds at most this share of `--max-watchers`
+/// (a half): a client at its bound leaves the other half to the rest.
+pub const WATCHERS_PER_CONNECTION_SHARE: usize = 2;
 /// Bytes of keys and values queued per stream from the hub (over all its messages).
 pub const STREAM_QUEUE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
@@ -78,6 +81,8 @@ struct Watcher {
 
 /// The hub's side of one watch stream.
 struct StreamEntry {
+    /// The client connection the stream is on (0: unknown).
+    conn: u64,
     tx: mpsc::Sender<HubMsg>,
     queued_bytes: Arc<AtomicUsize>,
     wake: Arc<Notify>,
@@ -103,8 +108,21 @@ impl StreamHandle {
 struct Inner {
     streams: HashMap<u64, StreamEntry>,
     watchers: usize,
+    /// Watchers per client connection.
+    per_conn: HashMap<u64, usize>,
     /// The last revision handed to the hub: every event up to it is queued or unsynced.
     notified_rev: i64,
+}
+
+impl Inner {
+    fn forget_conn_watchers(&mut self, conn: u64, n: usize) {
+        if let Some(c) = self.per_conn.get_mut(&conn) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                self.per_conn.remove(&conn);
+            }
+        }
+    }
 }
 
 /// Why a watcher could not be created.
@@ -112,6 +130,8 @@ struct Inner {
 pub enum RegisterError {
     #[error("etcdserver: too many watchers (--max-watchers)")]
     TooMany,
+    #[error("etcdserver: too many watchers on this connection (half of --max-watchers)")]
+    TooManyOnConnection,
     #[error("watch stream closed")]
     StreamGone,
 }
@@ -121,6 +141,8 @@ pub struct WatchHub {
     next_stream: AtomicU64,
     next_serial: AtomicU64,
     pub watchers_max: usize,
+    /// Watchers one client connection may hold.
+    pub watchers_per_conn_max: usize,
 }
 
 /// Converts a store event to etcd's wire event.
@@ -189,6 +211,7 @@ impl WatchHub {
             next_stream: AtomicU64::new(1),
             next_serial: AtomicU64::new(1),
             watchers_max,
+            watchers_per_conn_max: (watchers_max / WATCHERS_PER_CONNECTION_SHARE).max(1),
         }
     }
 
@@ -202,8 +225,9 @@ impl WatchHub {
         inner.notified_rev = inner.notified_rev.max(rev);
     }
 
-    /// Opens a stream: its bounded queue from the hub.
-    pub fn open_stream(&self) -> StreamHandle {
+    /// Opens a stream on client connection `conn` (0: unknown): its bounded queue from the
+    /// hub.
+    pub fn open_stream(&self, conn: u64) -> StreamHandle {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -211,6 +235,7 @@ impl WatchHub {
         self.lock().streams.insert(
             id,
             StreamEntry {
+                conn,
                 tx,
                 queued_bytes: queued_bytes.clone(),
                 wake: wake.clone(),
@@ -229,6 +254,7 @@ impl WatchHub {
         let mut inner = self.lock();
         if let Some(s) = inner.streams.remove(&stream) {
             inner.watchers -= s.watchers.len();
+            inner.forget_conn_watchers(s.conn, s.watchers.len());
         }
     }
 
@@ -249,6 +275,16 @@ impl WatchHub {
         if inner.watchers >= self.watchers_max {
             return Err(RegisterError::TooMany);
         }
+        let conn = inner
+            .streams
+            .get(&stream)
+            .ok_or(RegisterError::StreamGone)?
+            .conn;
+        if conn != 0
+            && inner.per_conn.get(&conn).copied().unwrap_or(0) >= self.watchers_per_conn_max
+        {
+            return Err(RegisterError::TooManyOnConnection);
+        }
         let rev = current_rev();
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
         let s = inner
@@ -266,6 +302,9 @@ impl WatchHub {
             debug_assert!(false, "watch {watch_id} registered twice ({})", old.serial);
         } else {
             inner.watchers += 1;
+            if conn != 0 {
+                *inner.per_conn.entry(conn).or_insert(0) += 1;
+            }
         }
         if !synced {
             if let Some(s) = inner.streams.get(&stream) {
@@ -280,16 +319,28 @@ impl WatchHub {
         let removed = inner
             .streams
             .get_mut(&stream)
-            .and_then(|s| s.watchers.remove(&watch_id))
-            .is_some();
-        if removed {
+            .and_then(|s| s.watchers.remove(&watch_id).map(|_| s.conn));
+        if let Some(conn) = removed {
             inner.watchers -= 1;
+            inner.forget_conn_watchers(conn, 1);
         }
-        removed
+        removed.is_some()
     }
 
     pub fn count(&self) -> usize {
         self.lock().watchers
+    }
+
+    /// (streams, watchers, unsynced watchers), for the metrics.
+    pub fn stats(&self) -> (usize, usize, usize) {
+        let inner = self.lock();
+        let unsynced = inner.streams.values().map(|s| {
+            s.watchers
+                .values()
+                .filter(|w| w.synced_after.is_none())
+                .count()
+        });
+        (inner.streams.len(), inner.watchers, unsynced.sum())
     }
 
     /// The unsynced watchers of a stream.
@@ -428,8 +479,8 @@ mod tests {
     #[test]
     fn a_full_queue_makes_watchers_unsynced_and_bounds_memory() {
         let hub = WatchHub::new(100);
-        let mut slow = hub.open_stream();
-        let fast = hub.open_stream();
+        let mut slow = hub.open_stream(0);
+        let fast = hub.open_stream(0);
         hub.register(slow.id, 0, prefix("a"), 1, || 1)
             .expect("register");
         hub.register(fast.id, 0, prefix("a"), 1, || 1)
@@ -457,7 +508,7 @@ mod tests {
     #[test]
     fn byte_budget_is_enforced() {
         let hub = WatchHub::new(10);
-        let s = hub.open_stream();
+        let s = hub.open_stream(0);
         hub.register(s.id, 0, prefix("a"), 0, || 0)
             .expect("register");
         let big = Event {
@@ -478,7 +529,7 @@ mod tests {
     #[test]
     fn registration_below_the_current_revision_starts_unsynced() {
         let hub = WatchHub::new(2);
-        let s = hub.open_stream();
+        let s = hub.open_stream(0);
         let (_, rev) = hub.register(s.id, 5, prefix("a"), 3, || 9).expect("r");
         assert_eq!(rev, 9);
         assert_eq!(hub.unsynced(s.id), vec![5]);
@@ -489,5 +540,42 @@ mod tests {
         ));
         hub.close_stream(s.id);
         assert_eq!(hub.count(), 0);
+    }
+
+    /// Issue 16 defect 5: `--max-watchers` was per member only, so one client holding all of
+    /// them had every other client's watches refused. A connection holds at most half.
+    #[test]
+    fn one_connection_cannot_take_every_watcher() {
+        let hub = WatchHub::new(10);
+        let greedy = [hub.open_stream(7), hub.open_stream(7)];
+        let mut id = 0;
+        let err = loop {
+            let s = &greedy[id as usize % 2];
+            match hub.register(s.id, id, prefix("a"), 0, || 0) {
+                Ok(_) => id += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, RegisterError::TooManyOnConnection), "{err}");
+        assert_eq!(id, 5, "half of --max-watchers, over both of its streams");
+        let other = hub.open_stream(8);
+        for id in 0..5 {
+            hub.register(other.id, id, prefix("a"), 0, || 0)
+                .expect("another connection gets the other half");
+        }
+        assert!(matches!(
+            hub.register(other.id, 9, prefix("a"), 0, || 0),
+            Err(RegisterError::TooMany)
+        ));
+        // Canceling or closing gives the connection's share back.
+        assert!(hub.cancel(greedy[0].id, 0));
+        hub.register(greedy[1].id, 100, prefix("a"), 0, || 0)
+            .expect("room after a cancel");
+        hub.close_stream(greedy[0].id);
+        hub.close_stream(greedy[1].id);
+        for id in 200..205 {
+            hub.register(hub.open_stream(7).id, id, prefix("a"), 0, || 0)
+                .expect("room after the streams closed");
+        }
     }
 }

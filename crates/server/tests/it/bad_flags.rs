@@ -138,6 +138,8 @@ fn bad_flags_exit_2_with_one_line_naming_the_flag() {
         (&[], &[("ETCD_ENABLE_V2", "nope")], &["enable-v2", "nope"]),
         (&["--name"], &[], &["-name"]),
         (&["--max-txn-ops=-1"], &[], &["--max-txn-ops"]),
+        // Issue 16 defect 7: an unknown level started a server that logged nothing at all.
+        (&["--log-level=verbose"], &[], &["--log-level", "verbose"]),
         (
             &["--max-request-bytes", "1MB"],
             &[],
@@ -265,4 +267,70 @@ fn go_flag_forms_take_effect() {
     )
     .expect("http");
     assert_eq!(v2.status, 201, "bare --enable-v2: {v2:?}");
+}
+
+/// Decoders under random input (issue 16): any command line and environment parse to a
+/// configuration or one error line, never a panic.
+mod props {
+    use std::collections::BTreeMap;
+
+    use oxcd_server::config::{parse, Parsed};
+    use proptest::prelude::*;
+
+    fn arg() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("name"),
+            Just("data-dir"),
+            Just("listen-client-urls"),
+            Just("advertise-client-urls"),
+            Just("listen-peer-urls"),
+            Just("initial-advertise-peer-urls"),
+            Just("initial-cluster"),
+            Just("initial-cluster-state"),
+            Just("max-request-bytes"),
+            Just("max-txn-ops"),
+            Just("quota-backend-bytes"),
+            Just("snapshot-count"),
+            Just("heartbeat-interval"),
+            Just("election-timeout"),
+            Just("auto-compaction-retention"),
+            Just("auto-compaction-mode"),
+            Just("experimental-watch-progress-notify-interval"),
+            Just("log-level"),
+            Just("enable-v2"),
+            Just("pre-vote"),
+            Just("nope"),
+        ];
+        let value = "[a-zA-Z0-9:/.,=_\\[\\]-]{0,30}";
+        (
+            prop_oneof![Just("-"), Just("--"), Just("---"), Just("")],
+            name,
+            any::<bool>(),
+            value,
+        )
+            .prop_map(|(dashes, name, inline, value)| {
+                if inline {
+                    format!("{dashes}{name}={value}")
+                } else {
+                    format!("{dashes}{name}")
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn random_flags_never_panic(
+            args in proptest::collection::vec(prop_oneof![arg(), "[ -~]{0,20}"], 0..8),
+            env_value in "[ -~]{0,20}",
+        ) {
+            let mut env = BTreeMap::new();
+            env.insert("ETCD_SNAPSHOT_COUNT".to_string(), env_value);
+            match parse(&args, &env) {
+                Ok(Parsed::Run(_)) | Ok(Parsed::Help(_)) | Ok(Parsed::Version) => {}
+                Err(e) => prop_assert!(!e.0.contains('\n'), "one line: {e}"),
+            }
+        }
+    }
 }

@@ -136,6 +136,27 @@ async fn follower_catches_up_by_log_and_by_snapshot() {
         "a long absence should need a snapshot; log:\n{}",
         c.log(f)
     );
+    // Issue 16: after a restart with nothing new to apply, Status said applied index 0.
+    let before = applied_index(&c, f).await;
+    assert_eq!(c.stop(f, Duration::from_secs(20)), 0);
+    c.start(f);
+    let after = applied_index(&c, f).await;
+    assert!(
+        after >= before && before > 0,
+        "applied {before}, then {after} after a restart"
+    );
+}
+
+/// Member `i`'s raft applied index, as Status reports it.
+async fn applied_index(c: &Cluster, i: usize) -> u64 {
+    let client = c.client(i).await.expect("a client");
+    client
+        .maintenance()
+        .status(oxcd_api::etcdserverpb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .raft_applied_index
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

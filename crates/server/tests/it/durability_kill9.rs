@@ -345,9 +345,11 @@ fn foreign_or_damaged_data_dirs_are_refused() {
     std::fs::remove_dir_all(s.data_dir(0).join("member/wal")).expect("rm wal");
     expect_refused(&s, &["write-ahead log"]);
 
-    // The data dir of another member (other --initial-cluster-token, other member ID).
+    // The data dir of another member (another name, so another member ID). An edited
+    // --initial-cluster-token alone is ignored on a restart, as in etcd (issue 12).
     let mut s = written_data_dir(tmp.path(), "other-member");
-    s.set_flags(0, ["--initial-cluster-token=another-cluster"]);
+    let intruder = format!("--initial-cluster=intruder={}", s.peer_url(0));
+    s.set_flags(0, ["--name=intruder".to_string(), intruder]);
     expect_refused(&s, &["belongs to member"]);
 }
 

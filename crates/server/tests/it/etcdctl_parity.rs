@@ -218,7 +218,8 @@ fn steps() -> Vec<Step> {
 /// Masks what legitimately differs between two servers (see the module doc).
 fn normalize(text: &str, server: &Cluster, status: bool) -> String {
     let mut s = text.replace(&server.host_port(0), "HOST:PORT");
-    for key in ["ts", "target", "took"] {
+    // "version": oxcd reports the etcd API level it implements (3.4.31), etcd its own release.
+    for key in ["ts", "target", "took", "version"] {
         s = mask_json_string(&s, key);
     }
     for key in [
@@ -257,7 +258,7 @@ fn mask_status_row(line: &str) -> String {
     if let Some(inner) = line.strip_prefix('|') {
         let mut cells: Vec<String> = inner.split('|').map(|c| c.trim().to_string()).collect();
         if cells.first().is_some_and(|c| c.starts_with("http")) {
-            for i in [3, 6, 7, 8] {
+            for i in [2, 3, 6, 7, 8] {
                 cells[i] = "N".into();
             }
         }
@@ -265,7 +266,7 @@ fn mask_status_row(line: &str) -> String {
     }
     if line.starts_with("http") && line.contains(", ") {
         let mut cells: Vec<String> = line.split(", ").map(String::from).collect();
-        for i in [3, 6, 7, 8] {
+        for i in [2, 3, 6, 7, 8] {
             if let Some(c) = cells.get_mut(i) {
                 *c = "N".into();
             }

@@ -102,6 +102,9 @@ const SEQUENCE: &[Req] = &[
     ),
     req("GET", "/v2/keys/_hidden", None),
     req("PUT", "/v2/keys/a%20b", Some("value=sp+ace%21")),
+    // ttl=0 expires the key at once (issue 12); its answer shows an expiration, no ttl.
+    req("PUT", "/v2/keys/ttl0", Some("value=x&ttl=0")),
+    req("GET", "/v2/keys/ttl0", None),
     req("GET", "/v2/keys/a%20b", None),
     req("GET", "/v2/keys/foo?wait=true&waitIndex={base+1}", None),
     req(
@@ -204,6 +207,9 @@ impl Side<'_> {
                             *val = shift(n).into()
                         }
                         ("expiration", _) => *val = "EXPIRATION".into(),
+                        // oxcd reports the etcd API level it implements (3.4.31), the
+                        // etcd under comparison its own patch release.
+                        ("etcdserver", _) => *val = "VERSION".into(),
                         ("key", _) => {
                             // In-order keys are named after their index.
                             if let Some(k) = val.as_str().map(str::to_string) {
