@@ -229,7 +229,11 @@ fn parse_bool(v: &str) -> Option<bool> {
 pub const OXCD_ENV_FLAGS: &[&str] = &["backend-cache-bytes"];
 
 fn env_name(flag: &str) -> String {
-    let prefix = if OXCD_ENV_FLAGS.contains(&flag) { "OXCD" } else { "ETCD" };
+    let prefix = if OXCD_ENV_FLAGS.contains(&flag) {
+        "OXCD"
+    } else {
+        "ETCD"
+    };
     format!("{prefix}_{}", flag.to_uppercase().replace('-', "_"))
 }
 

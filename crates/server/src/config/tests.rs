@@ -718,7 +718,10 @@ fn backend_cache_bytes_flag_and_oxcd_variable() {
     match parse(&[], &etcd_style) {
         Ok(Parsed::Run(c)) => {
             assert_eq!(c.backend_cache_bytes, 64 << 20);
-            assert!(c.warnings.iter().any(|w| w.contains("ETCD_BACKEND_CACHE_BYTES")));
+            assert!(c
+                .warnings
+                .iter()
+                .any(|w| w.contains("ETCD_BACKEND_CACHE_BYTES")));
         }
         other => panic!("{other:?}"),
     }
