@@ -81,6 +81,8 @@ pub struct Config {
     pub request_bytes_max: usize,
     pub txn_ops_max: usize,
     pub quota_backend_bytes: u64,
+    /// `--backend-cache-bytes` (oxcd's own flag): redb's page cache.
+    pub backend_cache_bytes: usize,
     pub snapshot_count: u64,
     /// `--snapshot-catchup-entries`: raft log entries kept behind a compaction.
     pub snapshot_catchup_entries: u64,
@@ -223,8 +225,16 @@ fn parse_bool(v: &str) -> Option<bool> {
     oxcd_gocompat::flag::parse_bool(v)
 }
 
+/// oxcd's own flags, which etcd does not have: read from `OXCD_*` variables, not `ETCD_*`.
+pub const OXCD_ENV_FLAGS: &[&str] = &["backend-cache-bytes"];
+
 fn env_name(flag: &str) -> String {
-    format!("ETCD_{}", flag.to_uppercase().replace('-', "_"))
+    let prefix = if OXCD_ENV_FLAGS.contains(&flag) {
+        "OXCD"
+    } else {
+        "ETCD"
+    };
+    format!("{prefix}_{}", flag.to_uppercase().replace('-', "_"))
 }
 
 /// Checks a value against its flag's kind, as Go's flag package does while parsing.

@@ -440,6 +440,7 @@ fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
     let store = LogStore {
         mem: boot.mem.clone(),
         store: boot.store.clone(),
+        trimmed: (0, 0),
     };
     let mut node = RawNode::new(&raft_cfg, store, &raft_logger()).context("cannot start raft")?;
     if boot.conf_state.voters == [boot.member_id] {

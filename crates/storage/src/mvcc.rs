@@ -85,6 +85,12 @@ pub enum MvccError {
     Import(String),
 }
 
+/// redb's page cache when the server does not say (`--backend-cache-bytes`). redb keeps the
+/// pages it reads and the pages of commits not yet written back in anonymous memory, up to
+/// this size (redb's own default is 1 GiB); the kernel's page cache, which it can reclaim,
+/// holds the rest of the file. See docs/design.md, Memory.
+pub const CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
+
 /// How long [`Store::defragment`] waits for open transactions to finish.
 pub const DEFRAG_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -346,12 +352,19 @@ fn rev_key(rev: Rev) -> (u64, u64) {
 }
 
 impl Store {
-    /// Opens (or creates) the backend at `path` and rebuilds the key index from it.
+    /// Opens (or creates) the backend at `path` with [`CACHE_BYTES_DEFAULT`] of page cache
+    /// and rebuilds the key index from it.
+    pub fn open(path: &Path) -> Result<Store, MvccError> {
+        Store::open_with_cache(path, CACHE_BYTES_DEFAULT)
+    }
+
+    /// Opens (or creates) the backend at `path`, with at most `cache_bytes` of redb page cache,
+    /// and rebuilds the key index from it.
     ///
     /// The checksum of every page is verified first (redb's integrity check, which reads
     /// the whole file): a byte changed on disk is found now, not by the periodic corruption
     /// check after the member served it. A file another process has open is refused.
-    pub fn open(path: &Path) -> Result<Store, MvccError> {
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store, MvccError> {
         let shown = path.display().to_string();
         let not_ours = |reason: String| MvccError::NotOurs {
             path: shown.clone(),
@@ -359,6 +372,7 @@ impl Store {
         };
         let existed = path.exists();
         let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
             .set_check_integrity_on_open(true)
             .create(path)
             .map_err(|e| match e {

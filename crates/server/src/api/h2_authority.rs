@@ -31,7 +31,9 @@
 //!   PADDED 0x8, `[E + stream dependency (32), weight (8)]` if PRIORITY 0x20, the header block
 //!   fragment, then the padding) and the CONTINUATION frames (type 0x9) that complete its
 //!   header block up to END_HEADERS (0x4).
-//! - A header block is decoded with an HPACK decoder that mirrors the client's dynamic table,
+//! - A header block is decoded with an HPACK decoder that mirrors the client's dynamic table
+//!   (`hpack.rs`, ours: one that allocates nothing per field and decodes Huffman strings
+//!   from constant tables),
 //!   an `:authority` of the form `scheme://host:port[/...]` becomes `host:port`, and the whole
 //!   header list is encoded again as literals without indexing. Every block is rewritten, not
 //!   only the bad ones: the server's HPACK table then stays empty and can never disagree with
@@ -43,13 +45,13 @@
 //! the framing rules above, or a block that does not decode closes the connection; the
 //! reason is logged at debug level.
 
-use std::borrow::Cow;
 use std::io::{self, Cursor};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use loona_hpack::decoder::DecoderError;
-use loona_hpack::Decoder;
+mod hpack;
+
+use hpack::{Decoder, HpackError};
 use tokio::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
     Chain, Join, ReadBuf, ReadHalf, SimplexStream,
@@ -191,10 +193,7 @@ enum RewriteError {
         got_stream_id: u32,
     },
     #[error("cannot decode the header block of stream {stream_id}: {source}")]
-    Hpack {
-        stream_id: u32,
-        source: DecoderError,
-    },
+    Hpack { stream_id: u32, source: HpackError },
 }
 
 struct FrameHeader {
@@ -238,8 +237,7 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut decoder = Decoder::new();
-    decoder.set_max_allowed_table_size(HEADER_TABLE_BYTES_MAX);
+    let mut decoder = Decoder::new(HEADER_TABLE_BYTES_MAX);
     let mut encoded = Vec::new();
     let mut out = Vec::new();
     while let Some(raw) = read_frame_header(from).await? {
@@ -366,17 +364,17 @@ fn reencode(
     let stream_id = block.stream_id;
     let mut list_bytes = 0usize;
     decoder
-        .decode_with_cb(&block.fragment, |name, value| {
+        .decode(&block.fragment, HEADER_BLOCK_BYTES_MAX, |name, value| {
             // RFC 7541 §4.1: the size of a field is its name and value plus 32.
             list_bytes += name.len() + value.len() + 32;
             if list_bytes > HEADER_BLOCK_BYTES_MAX {
                 return;
             }
-            let value = match &name[..] {
+            let value = match name {
                 b":authority" => authority_without_scheme(value),
                 _ => value,
             };
-            push_literal(&name, &value, out);
+            push_literal(name, value, out);
         })
         .map_err(|source| RewriteError::Hpack { stream_id, source })?;
     if list_bytes > HEADER_BLOCK_BYTES_MAX {
@@ -386,13 +384,13 @@ fn reencode(
 }
 
 /// `host:port` out of `scheme://host:port[/path]`; any other value as it is.
-fn authority_without_scheme(value: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+fn authority_without_scheme(value: &[u8]) -> &[u8] {
     let Some(at) = value.windows(3).position(|w| w == b"://") else {
         return value;
     };
     let rest = &value[at + 3..];
     let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
-    Cow::Owned(rest[..end].to_vec())
+    &rest[..end]
 }
 
 /// A literal header field without indexing, new name, neither string Huffman-coded.

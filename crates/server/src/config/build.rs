@@ -489,6 +489,7 @@ impl RawFlags {
             request_bytes_max: self.uint("max-request-bytes")? as usize,
             txn_ops_max: self.uint("max-txn-ops")? as usize,
             quota_backend_bytes: self.quota_backend_bytes()?,
+            backend_cache_bytes: self.uint("backend-cache-bytes")? as usize,
             snapshot_count: self.uint("snapshot-count")?.max(1),
             snapshot_catchup_entries: self.uint("snapshot-catchup-entries")?.max(1),
             heartbeat_ms: self.uint("heartbeat-interval")?,

@@ -225,7 +225,7 @@ fn every_etcd_flag_parses() {
         let res = p(&[&arg]);
         assert!(matches!(res, Ok(Parsed::Run(_))), "{arg}: {res:?}");
     }
-    // Every flag of the table is one of etcd's, or one of oxcd's own two.
+    // Every flag of the table is one of etcd's, or one of oxcd's own.
     for f in FLAGS {
         let etcd = ETCD_34
             .iter()
@@ -234,7 +234,11 @@ fn every_etcd_flag_parses() {
             .any(|n| *n == f.name);
         let legacy = matches!(f.support, Support::NoEffect(w) if w.contains("etcd 2"));
         assert!(
-            etcd || legacy || matches!(f.name, "max-connections" | "max-watchers"),
+            etcd || legacy
+                || matches!(
+                    f.name,
+                    "max-connections" | "max-watchers" | "backend-cache-bytes"
+                ),
             "--{} is not an etcd flag",
             f.name
         );
@@ -695,4 +699,32 @@ fn config_file_wins_over_flags() {
     let e = fails(&["--config-file=/nonexistent/etcd.conf.yml"]);
     assert!(e.contains("/nonexistent/etcd.conf.yml"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// oxcd's own `--backend-cache-bytes` is read from `OXCD_BACKEND_CACHE_BYTES` (not `ETCD_*`).
+#[test]
+fn backend_cache_bytes_flag_and_oxcd_variable() {
+    assert_eq!(run(&[]).backend_cache_bytes, 64 << 20);
+    assert_eq!(
+        run(&["--backend-cache-bytes=1048576"]).backend_cache_bytes,
+        1 << 20
+    );
+    let env: BTreeMap<String, String> =
+        [("OXCD_BACKEND_CACHE_BYTES".to_string(), "4096".to_string())].into();
+    match parse(&[], &env) {
+        Ok(Parsed::Run(c)) => assert_eq!(c.backend_cache_bytes, 4096),
+        other => panic!("{other:?}"),
+    }
+    let etcd_style: BTreeMap<String, String> =
+        [("ETCD_BACKEND_CACHE_BYTES".to_string(), "4096".to_string())].into();
+    match parse(&[], &etcd_style) {
+        Ok(Parsed::Run(c)) => {
+            assert_eq!(c.backend_cache_bytes, 64 << 20);
+            assert!(c
+                .warnings
+                .iter()
+                .any(|w| w.contains("ETCD_BACKEND_CACHE_BYTES")));
+        }
+        other => panic!("{other:?}"),
+    }
 }

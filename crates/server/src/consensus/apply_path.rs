@@ -15,6 +15,10 @@ use crate::consensus::log_store::encode_snapshot_meta;
 use crate::consensus::raft_loop::{LoopError, RaftLoop, BACKEND_SYNC_INTERVAL};
 use crate::state::apply::{Applied, Outcome};
 
+/// Entry data the in-memory raft log may hold for a connected follower that is behind,
+/// beyond the catch-up entries; past it that follower is sent a snapshot instead.
+pub const LOG_MEMORY_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 impl RaftLoop {
     /// Applies committed entries in one backend batch, then answers proposers and watchers.
     pub(super) fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), LoopError> {
@@ -175,22 +179,29 @@ impl RaftLoop {
         Ok(())
     }
 
-    /// Every `--snapshot-count` applied entries: make the backend durable, drop the log
-    /// behind it (keeping some for slow followers) and the WAL segments that held it.
+    /// Entries kept in memory behind the applied index for slow followers
+    /// (`--snapshot-count`, at most etcd's 5000 catch-up entries).
+    fn catchup_keep(&self) -> u64 {
+        self.snapshot_count.clamp(1, self.catchup_entries)
+    }
+
+    /// Every `--snapshot-count` applied entries: make the backend durable, write a snapshot
+    /// marker to the WAL and delete the WAL segments behind it.
     pub(super) fn maybe_compact_log(&mut self) -> Result<(), LoopError> {
         let applied = self.node.raft.raft_log.applied;
         if applied < self.last_snapshot_index + self.snapshot_count || self.durable_index < applied
         {
             return Ok(());
         }
-        let keep = self.snapshot_count.clamp(1, self.catchup_entries);
-        let upto = applied.saturating_sub(keep);
         self.last_snapshot_index = applied;
-        if upto <= self.node.store().first_index()? {
+        // The marker goes where the in-memory log starts (trimmed at least this far).
+        self.trim_memory_log_to(applied.saturating_sub(self.catchup_keep()))?;
+        let first = self.node.store().first_index()?;
+        let upto = first.saturating_sub(1);
+        if upto == 0 {
             return Ok(());
         }
         let term = self.node.store().term(upto)?;
-        self.node.mut_store().mem.wl().compact(upto + 1)?;
         self.wal
             .append_snapshot(upto, &encode_snapshot_meta(term, &self.conf_state));
         let wal_started = Instant::now();
@@ -199,5 +210,79 @@ impl RaftLoop {
         self.wal.release_to(upto)?;
         tracing::info!("compacted the raft log up to index {upto} (applied {applied})");
         Ok(())
+    }
+
+    /// Bounds the raft log held in memory (the WAL keeps it until [`Self::maybe_compact_log`]).
+    /// etcd keeps every entry since its last snapshot, up to `--snapshot-count` + 5000; oxcd
+    /// keeps `catchup_keep` entries behind the applied index, more only while a connected
+    /// follower still needs them, and never more than [`LOG_MEMORY_BYTES_MAX`] of entry
+    /// data for it (that follower then gets a snapshot). Looked at once every
+    /// `catchup_keep` applied entries, so the trim costs nothing per write.
+    pub(super) fn trim_memory_log(&mut self) -> Result<(), LoopError> {
+        let applied = self.node.raft.raft_log.applied;
+        let keep = self.catchup_keep();
+        if applied < self.trim_checked + keep {
+            return Ok(());
+        }
+        self.trim_checked = applied;
+        let mut upto = applied.saturating_sub(keep);
+        if let Some(slowest) = self.slowest_follower().filter(|m| *m < upto) {
+            upto = slowest.max(self.bytes_cap_index(applied)?);
+        }
+        self.trim_memory_log_to(upto)
+    }
+
+    /// Drops the in-memory entries up to and including `upto` (at most the applied index).
+    fn trim_memory_log_to(&mut self, upto: u64) -> Result<(), LoopError> {
+        let upto = upto.min(self.node.raft.raft_log.applied);
+        if upto < self.node.store().first_index()? {
+            return Ok(());
+        }
+        let term = self.node.store().term(upto)?;
+        self.node.mut_store().mem.wl().compact(upto + 1)?;
+        self.node.mut_store().trimmed = (upto, term);
+        Ok(())
+    }
+
+    /// On the leader: the lowest log index a connected follower that is not waiting for a
+    /// snapshot has (its `matched`).
+    fn slowest_follower(&self) -> Option<u64> {
+        if self.node.raft.state != raft::StateRole::Leader {
+            return None;
+        }
+        self.node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, p)| {
+                **id != self.member_id
+                    && p.recent_active
+                    && p.state != raft::ProgressState::Snapshot
+            })
+            .map(|(_, p)| p.matched)
+            .min()
+    }
+
+    /// The index such that the entries after it, up to `applied`, hold at most
+    /// [`LOG_MEMORY_BYTES_MAX`] bytes of data.
+    fn bytes_cap_index(&self, applied: u64) -> Result<u64, LoopError> {
+        let first = self.node.store().first_index()?;
+        if applied < first {
+            return Ok(applied);
+        }
+        let entries = self.node.store().entries(
+            first,
+            applied + 1,
+            None,
+            raft::GetEntriesContext::empty(false),
+        )?;
+        let mut bytes = 0u64;
+        for e in entries.iter().rev() {
+            bytes += (e.data.len() + e.context.len()) as u64;
+            if bytes > LOG_MEMORY_BYTES_MAX {
+                return Ok(e.index);
+            }
+        }
+        Ok(first.saturating_sub(1))
     }
 }

@@ -71,13 +71,13 @@ pub fn open(cfg: &Config, join: Option<Membership>) -> anyhow::Result<Boot> {
     let in_use = if fresh {
         None
     } else {
-        Some(open_store(&db_path)?)
+        Some(open_store(&db_path, cfg.backend_cache_bytes)?)
     };
     let (mut wal, replay) = open_wal(cfg, &id, &wal_dir, fresh)?;
     check_owner(cfg, &replay, fresh, &mut id)?;
     let store = match in_use {
         Some(store) => store,
-        None => open_store(&db_path)?,
+        None => open_store(&db_path, cfg.backend_cache_bytes)?,
     };
     let log = rebuild_log(&replay)?;
     let mut members = Members::new(id.members);
@@ -206,8 +206,8 @@ fn force_new_cluster(
 }
 
 /// Opens the backend (locking it, checking every page's checksum).
-fn open_store(db_path: &Path) -> anyhow::Result<Arc<Store>> {
-    let store = Store::open(db_path)
+fn open_store(db_path: &Path, cache_bytes: usize) -> anyhow::Result<Arc<Store>> {
+    let store = Store::open_with_cache(db_path, cache_bytes)
         .with_context(|| format!("cannot open backend {}", db_path.display()))?;
     Ok(Arc::new(store))
 }

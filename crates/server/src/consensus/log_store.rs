@@ -1,5 +1,6 @@
 //! raft-rs's view of our log: entries and hard state in memory (raft-rs's `MemStorage`,
-//! rebuilt from the WAL at start), and snapshots made from the MVCC backend on demand.
+//! rebuilt from the WAL at start, trimmed behind the applied index by the loop), and
+//! snapshots made from the MVCC backend on demand.
 
 use std::sync::Arc;
 
@@ -15,6 +16,9 @@ pub use oxcd_snapshot::layout::{decode_snapshot_meta, encode_snapshot_meta};
 pub struct LogStore {
     pub mem: MemStorage,
     pub store: Arc<Store>,
+    /// The last entry the loop dropped from `mem` (index, term), whose term raft still asks
+    /// for (the entry before the first one it sends a follower); (0, 0) before any trim.
+    pub trimmed: (u64, u64),
 }
 
 impl Storage for LogStore {
@@ -33,7 +37,10 @@ impl Storage for LogStore {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        self.mem.term(idx)
+        match self.trimmed {
+            (index, term) if index == idx && index > 0 => Ok(term),
+            _ => self.mem.term(idx),
+        }
     }
 
     fn first_index(&self) -> raft::Result<u64> {

@@ -127,6 +127,8 @@ pub struct RaftLoop {
     duties: Duties,
     pub(super) last_durable: Instant,
     pub(super) durable_index: u64,
+    /// The applied index when the in-memory log was last looked at for trimming.
+    pub(super) trim_checked: u64,
     /// The leader's member ID, 0 when none is known.
     leader_id: u64,
     /// True while a corruption-check hash is being computed (one at a time).
@@ -174,6 +176,7 @@ impl RaftLoop {
             duties: Duties::new(p.duties, Instant::now()),
             last_durable: Instant::now(),
             durable_index,
+            trim_checked: 0,
             leader_id: 0,
             hashing: Arc::new(AtomicBool::new(false)),
             held: Vec::new(),
@@ -511,6 +514,7 @@ impl RaftLoop {
         self.wal.maybe_rotate(last + 1)?;
         self.publish_status();
         self.maybe_compact_log()?;
+        self.trim_memory_log()?;
         Ok(())
     }
 
