@@ -37,6 +37,7 @@ use crate::consensus::events::{RaftEvent, RaftStatus, Stop, StopSender, EVENT_QU
 use crate::consensus::log_store::{raft_logger, LogStore};
 use crate::consensus::peer;
 use crate::consensus::raft_loop::{LoopExit, LoopParts, RaftLoop};
+use crate::consensus::snapshot_files::SnapshotFiles;
 use crate::request::MemberAttrs;
 use crate::state::apply::Applier;
 use crate::state::watch::WatchHub;
@@ -285,7 +286,16 @@ fn start_member(
     let watch = Arc::new(WatchHub::new(cfg.watchers_max));
     let (v2_index_tx, v2_index_rx) = tokio_watch::channel(0u64);
     let waiters = Default::default();
-    let peer_ctx = peer_context(cfg, &boot, &tables, &status, raft_tx.clone(), stop.clone());
+    let snapshots = SnapshotFiles::open(&bootstrap::member_dir(&cfg.data_dir))?;
+    let peer_ctx = peer_context(
+        cfg,
+        &boot,
+        &tables,
+        &status,
+        raft_tx.clone(),
+        stop.clone(),
+        snapshots.clone(),
+    );
     let transport = Arc::new(peer::start_dialers(
         &peer_ctx,
         &boot.members.list,
@@ -298,7 +308,7 @@ fn start_member(
         tokio::spawn(peer::serve(l, acceptor, peer_ctx.clone(), shutdown.clone()));
     }
     let raft_loop = RaftLoop::new(LoopParts {
-        node: raft_node(cfg, &boot)?,
+        node: raft_node(cfg, &boot, snapshots)?,
         wal: boot.wal,
         applier: Applier {
             store: boot.store.clone(),
@@ -372,6 +382,7 @@ fn peer_context(
     status: &Arc<RaftStatus>,
     raft_tx: std::sync::mpsc::SyncSender<RaftEvent>,
     stop: StopSender,
+    snapshots: Arc<SnapshotFiles>,
 ) -> peer::PeerContext {
     peer::PeerContext {
         activity: Arc::new(peer::PeerActivity::default()),
@@ -399,6 +410,7 @@ fn peer_context(
         inbound: Default::default(),
         store: boot.store.clone(),
         hashing: Arc::new(tokio::sync::Semaphore::new(1)),
+        snapshots,
     }
 }
 
@@ -423,7 +435,11 @@ fn spawn_raft_thread(
 
 /// raft-rs's node over the log bootstrap rebuilt from the WAL. A one-member cluster
 /// campaigns at once.
-fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
+fn raft_node(
+    cfg: &Config,
+    boot: &Boot,
+    snapshots: Arc<SnapshotFiles>,
+) -> anyhow::Result<RawNode<LogStore>> {
     let raft_cfg = raft::Config {
         id: boot.member_id,
         election_tick: (cfg.election_ms / cfg.heartbeat_ms) as usize,
@@ -441,6 +457,7 @@ fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
         mem: boot.mem.clone(),
         store: boot.store.clone(),
         trimmed: (0, 0),
+        snapshots,
     };
     let mut node = RawNode::new(&raft_cfg, store, &raft_logger()).context("cannot start raft")?;
     if boot.conf_state.voters == [boot.member_id] {

@@ -65,6 +65,10 @@ pub enum LoopError {
     Encode(#[from] protobuf::ProtobufError),
     #[error("after installing a snapshot: {0}")]
     Tables(#[from] crate::state::TableError),
+    #[error("{0}")]
+    SnapshotFile(#[from] crate::consensus::snapshot_files::SnapshotFileError),
+    #[error("the snapshot at index {0} (term {1}) does not name a received snapshot file")]
+    SnapshotData(u64, u64),
 }
 
 /// How the loop ended without an error.

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use super::{closed_within, connect_from, send};
 
-const MAGIC: &[u8; 8] = b"OXCDPR02";
+use oxcd_server::consensus::peer::MAGIC;
 
 /// Dials member 0's peer port from `from` claiming to be `member` of `cluster`; the stream
 /// and the listener's answer (0 = admitted, else the refusal code and reason).
