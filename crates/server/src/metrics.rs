@@ -463,6 +463,7 @@ impl Metrics {
             limit: 0,
             rev: 0,
             count_only: true,
+            ..Default::default()
         };
         let keys = store.range(b"\0", b"\0", all).map(|r| r.count).unwrap_or(0);
         self.keys_total.set(keys as i64);

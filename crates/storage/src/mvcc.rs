@@ -85,6 +85,9 @@ pub enum MvccError {
     Import(String),
     #[error("snapshot records: {0}")]
     SnapshotIo(std::io::Error),
+    /// A range read more than its [`RangeOptions::bytes_max`]: `bytes` when it stopped.
+    #[error("range response of at least {bytes} bytes exceeds {max}")]
+    ResponseTooLarge { bytes: usize, max: usize },
 }
 
 /// redb's page cache when the server does not say (`--backend-cache-bytes`). redb keeps the
@@ -243,6 +246,11 @@ pub struct RangeOptions {
     pub rev: i64,
     /// Only count, fetch no values.
     pub count_only: bool,
+    /// Return keys without their values.
+    pub keys_only: bool,
+    /// The bytes the returned KeyValues may take encoded, at most; 0 = no bound. Past it the
+    /// range stops reading and fails with [`MvccError::ResponseTooLarge`].
+    pub bytes_max: usize,
 }
 
 /// What a range read found. `count` is the number of keys in the range, whatever the limit.
@@ -593,6 +601,7 @@ fn range_in(
     if !end.is_empty() && end != [0] && key >= end {
         return Ok(result);
     }
+    let mut bytes = 0usize;
     for (_, hist) in idx.keys.range::<[u8], _>(key_bounds(key, end)) {
         let Some(rev) = hist.visible_at(at) else {
             continue;
@@ -601,9 +610,26 @@ fn range_in(
         if opts.count_only || (opts.limit > 0 && result.kvs.len() >= opts.limit) {
             continue;
         }
-        result.kvs.push(fetch(rev)?);
+        let mut kv = fetch(rev)?;
+        if opts.keys_only {
+            kv.value = Vec::new();
+        }
+        bytes += response_bytes(&kv);
+        if opts.bytes_max > 0 && bytes > opts.bytes_max {
+            return Err(MvccError::ResponseTooLarge {
+                bytes,
+                max: opts.bytes_max,
+            });
+        }
+        result.kvs.push(kv);
     }
     Ok(result)
+}
+
+/// The bytes a KeyValue takes in a response: its encoding, its field tag and length.
+pub fn response_bytes(kv: &KeyValue) -> usize {
+    let len = kv.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// One batch of writes: a redb write transaction plus exclusive use of the index.

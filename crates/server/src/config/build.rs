@@ -487,6 +487,7 @@ impl RawFlags {
             auto_tls: tls.auto,
             enable_v2: self.bool("enable-v2")?,
             request_bytes_max: self.uint("max-request-bytes")? as usize,
+            response_bytes_max: self.uint("max-response-bytes")?.max(1) as usize,
             txn_ops_max: self.uint("max-txn-ops")? as usize,
             quota_backend_bytes: self.quota_backend_bytes()?,
             backend_cache_bytes: self.uint("backend-cache-bytes")? as usize,

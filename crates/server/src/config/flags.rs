@@ -97,6 +97,7 @@ pub const FLAGS: &[Flag] = &[
     f("backend-batch-limit", Int, "0", N("the backend commits once per raft loop turn (group commit)"), "BackendBatchLimit is the maximum operations before commit the backend transaction."),
     f("max-txn-ops", Uint, "128", H, "Maximum number of operations permitted in a transaction."),
     f("max-request-bytes", Uint, "1572864", H, "Maximum client request size in bytes the server will accept."),
+    f("max-response-bytes", Uint, "2147483647", H, "oxcd's own: a Range or read-only Txn whose response would exceed this many bytes fails with ResourceExhausted (grpc's \"trying to send message larger than max\"; etcd's gRPC limit is the default), found before the member reads it all into memory."),
     f("max-concurrent-streams", Uint, "4294967295", H, "Maximum concurrent streams that each client can open at a time."),
     f("grpc-keepalive-min-time", Dur, "5s", N("the HTTP/2 server does not police how often clients ping"), "Minimum interval duration that a client should wait before pinging server."),
     f("grpc-keepalive-interval", Dur, "2h", H, "Frequency duration of server-to-client ping to check if a connection is alive (0 to disable)."),

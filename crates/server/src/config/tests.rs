@@ -237,7 +237,10 @@ fn every_etcd_flag_parses() {
             etcd || legacy
                 || matches!(
                     f.name,
-                    "max-connections" | "max-watchers" | "backend-cache-bytes"
+                    "max-connections"
+                        | "max-watchers"
+                        | "backend-cache-bytes"
+                        | "max-response-bytes"
                 ),
             "--{} is not an etcd flag",
             f.name
