@@ -160,7 +160,8 @@ pub fn range(view: &impl KvRead, r: &RangeRequest) -> Result<RangeResponse, Serv
             limit,
             rev: r.revision,
             count_only: r.count_only,
-            keys_only: r.keys_only,
+            // Values are dropped as they are read, unless the sort needs them.
+            keys_only: r.keys_only && target != SortTarget::Value,
             ..Default::default()
         },
     )?;
