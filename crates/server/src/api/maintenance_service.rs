@@ -113,16 +113,16 @@ impl Maintenance for Services {
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
         let store = self.server.store.clone();
-        let (body, rev) = tokio::task::spawn_blocking(move || {
-            let rev = store.current_rev();
-            store.snapshot().map(|(body, _, _)| (body, rev))
+        let (hash, rev) = tokio::task::spawn_blocking(move || {
+            let view = store.read_view()?;
+            oxcd_snapshot::backend_hash_of(&view).map(|hash| (hash, view.current_rev()))
         })
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
         .map_err(ServerError::from)?;
         Ok(Response::new(pb::HashResponse {
             header: Some(self.server.header(rev)),
-            hash: oxcd_snapshot::backend_hash(&body),
+            hash,
         }))
     }
 
