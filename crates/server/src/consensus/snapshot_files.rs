@@ -137,7 +137,9 @@ impl SnapshotFiles {
         self.dir.join(f.name(RECEIVED))
     }
 
-    /// On the raft thread: the last snapshot built, when it is at `min_index` or later.
+    /// On the raft thread: the last snapshot built, when it is at `min_index` or later and
+    /// has raft's current configuration `conf_state` (a member added since is not in an
+    /// older one, and raft-rs on that member refuses a snapshot that does not list it).
     /// Otherwise starts a build from the view `view` gives (unless one runs, or `view` gives
     /// none: the backend is busy) with `conf_state`, raft's configuration as of the view,
     /// and returns `None` (raft-rs's `SnapshotTemporarilyUnavailable`: it asks again).
@@ -149,7 +151,9 @@ impl SnapshotFiles {
     ) -> Option<(SnapshotFile, ConfState)> {
         let mut build = self.build.lock().ok()?;
         match &*build {
-            Build::Ready(f, cs) if f.index >= min_index => return Some((*f, cs.clone())),
+            Build::Ready(f, cs) if f.index >= min_index && *cs == conf_state => {
+                return Some((*f, cs.clone()))
+            }
             Build::Building(_) => return None,
             _ => {}
         }
