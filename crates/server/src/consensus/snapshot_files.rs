@@ -9,7 +9,7 @@
 //!
 //! Files, in `member/snap/`: `<term>-<index>.oxsnap` (16 hex digits each, as etcd names its
 //! `.snap` files) built here, `<term>-<index>.oxsnap.recv` received from a leader, each with
-//! `.tmp` appended while it is written. At most one build runs at a time; a finished build
+//! `.tmp` (a receive: `.<n>.tmp`) appended while it is written. At most one build runs at a time; a finished build
 //! replaces the previous one, a finished receive the previous received file, and an applied
 //! one is removed. No file is read after a restart (all are removed at start), so none is
 //! fsynced: the durability point is the backend commit of the restore (docs/design.md).
@@ -246,9 +246,12 @@ impl SnapshotFiles {
         Ok(f)
     }
 
-    /// Starts receiving `f` from a leader into a temporary file.
+    /// Starts receiving `f` from a leader into a temporary file of its own (a stream that
+    /// replaces another may receive the same snapshot while the old one is dropped).
     pub async fn receive(&self, f: SnapshotFile) -> Result<Incoming, SnapshotFileError> {
-        let tmp = self.dir.join(f.name(&format!("{RECEIVED}{TEMPORARY}")));
+        static RECEIVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RECEIVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(f.name(&format!("{RECEIVED}.{n}{TEMPORARY}")));
         let out = tokio::fs::File::create(&tmp).await.map_err(io_at(&tmp))?;
         Ok(Incoming {
             file: f,
