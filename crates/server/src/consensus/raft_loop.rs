@@ -102,6 +102,23 @@ pub struct LoopParts {
     pub warning_apply: Duration,
     pub election_ms: u64,
     pub duties: DutySettings,
+    /// `--initial-election-tick-advance`: whether a remote member's stream is up, or None
+    /// when the flag is off (see [`TickAdvance`]).
+    pub peer_up: Option<Arc<dyn Fn(u64) -> bool + Send + Sync>>,
+}
+
+/// How long a starting member of several waits for its peers' streams before it gives up
+/// advancing its election ticks (etcd's `rafthttp.ConnReadTimeout`).
+pub const TICK_ADVANCE_WAIT: Duration = Duration::from_secs(5);
+
+/// etcd's `adjustTicks` with `--initial-election-tick-advance` for a member of several:
+/// once the streams to more than one remote member are up (within [`TICK_ADVANCE_WAIT`]),
+/// the election ticks are fast-forwarded to two short of the election timeout, so that the
+/// member campaigns soon when there is no leader and still hears from a leader there is
+/// before it would campaign. (A one-member cluster campaigns at once, flag or not.)
+struct TickAdvance {
+    peer_up: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+    until: Instant,
 }
 
 pub struct RaftLoop {
@@ -144,6 +161,8 @@ pub struct RaftLoop {
     /// Flipped once this member's attributes are in the member table (etcd's "published"):
     /// client listeners open only then.
     published: tokio::sync::watch::Sender<bool>,
+    /// Pending until the election ticks are advanced or the wait ends.
+    tick_advance: Option<TickAdvance>,
 }
 
 impl RaftLoop {
@@ -183,6 +202,47 @@ impl RaftLoop {
             held_conf: std::collections::VecDeque::new(),
             removed: false,
             published: tokio::sync::watch::channel(false).0,
+            tick_advance: p.peer_up.map(|peer_up| TickAdvance {
+                peer_up,
+                until: Instant::now() + TICK_ADVANCE_WAIT,
+            }),
+        }
+    }
+
+    /// Fast-forwards the election ticks once more than one remote member is connected (see
+    /// [`TickAdvance`]); called once per tick until done or given up.
+    fn maybe_advance_ticks(&mut self) {
+        let Some(adv) = &self.tick_advance else {
+            return;
+        };
+        let cs = &self.conf_state;
+        let remotes: Vec<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
+        if remotes.len() <= 1 {
+            // One member: it campaigned at start.
+            self.tick_advance = None;
+            return;
+        }
+        let me = self.member_id;
+        let up = remotes
+            .iter()
+            .filter(|&&id| id != me && (adv.peer_up)(id))
+            .count();
+        if up > 1 {
+            let election_ticks = self.node.raft.election_timeout();
+            let ticks = election_ticks.saturating_sub(2);
+            tracing::info!(
+                "local-member-id" = %format!("{me:x}"),
+                "forward-ticks" = ticks,
+                "election-ticks" = election_ticks,
+                "active-remote-members" = up,
+                "initialized peer connections; fast-forwarding election ticks"
+            );
+            for _ in 0..ticks {
+                self.node.tick();
+            }
+            self.tick_advance = None;
+        } else if Instant::now() >= adv.until {
+            self.tick_advance = None;
         }
     }
 
@@ -209,6 +269,7 @@ impl RaftLoop {
                 self.warn_late_heartbeat(last_tick.elapsed());
                 last_tick = Instant::now();
                 self.node.tick();
+                self.maybe_advance_ticks();
                 self.run_duties();
             }
             if let Some(ctx) = self.reads.next_request() {
