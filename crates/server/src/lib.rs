@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod peer_stats;
 pub mod request;
 pub mod state;
 pub mod version;

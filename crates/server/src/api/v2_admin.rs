@@ -3,9 +3,9 @@
 //! `/v2/stats/store`, `/v2/stats/leader`, with etcd's JSON shapes. Membership changes go
 //! through the same checks as the v3 Cluster service (they call it).
 //!
-//! Figures etcd keeps and oxcd does not measure are reported as zero: the append request
-//! counts and rates of `/v2/stats/self` and the follower latencies of `/v2/stats/leader`.
-//! `/v2/stats/store` counts the v2 operations this member served.
+//! The append request counts and rates of `/v2/stats/self` and the per-follower counts
+//! and latencies of `/v2/stats/leader` come from [`crate::peer_stats`] (what they count is
+//! said there). `/v2/stats/store` counts the v2 operations this member served.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -311,6 +311,7 @@ async fn stats_self(State(server): State<Arc<Server>>, method: Method) -> Respon
         "StateFollower"
     };
     let since = LEADER_SINCE.observe(leader);
+    let traffic = crate::peer_stats::get().self_traffic();
     let body = SelfStats {
         name: server.cfg.name.clone(),
         id: format!("{:x}", server.member_id),
@@ -321,8 +322,12 @@ async fn stats_self(State(server): State<Arc<Server>>, method: Method) -> Respon
             uptime: oxcd_gocompat::duration::format(since.elapsed()),
             start_time: wall_time_of(since),
         },
-        recv_append_request_cnt: 0,
-        send_append_request_cnt: 0,
+        recv_append_request_cnt: traffic.recv_append_requests,
+        recv_pkg_rate: traffic.recv_pkg_rate,
+        recv_bandwidth_rate: traffic.recv_bandwidth_rate,
+        send_append_request_cnt: traffic.send_append_requests,
+        send_pkg_rate: traffic.send_pkg_rate,
+        send_bandwidth_rate: traffic.send_bandwidth_rate,
     };
     json(
         StatusCode::OK,
@@ -331,7 +336,7 @@ async fn stats_self(State(server): State<Arc<Server>>, method: Method) -> Respon
     )
 }
 
-/// etcd's `stats.ServerStats` as JSON (its field order).
+/// etcd's `stats.ServerStats` as JSON (its field order; the rates are `omitempty`).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SelfStats {
@@ -341,7 +346,20 @@ struct SelfStats {
     start_time: String,
     leader_info: LeaderInfo,
     recv_append_request_cnt: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    recv_pkg_rate: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    recv_bandwidth_rate: f64,
     send_append_request_cnt: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    send_pkg_rate: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    send_bandwidth_rate: f64,
+}
+
+/// Go's `omitempty` for a float.
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Serialize)]
@@ -364,11 +382,18 @@ async fn stats_leader(State(server): State<Arc<Server>>, method: Method) -> Resp
         .iter()
         .filter(|m| m.id != server.member_id)
     {
+        let f = crate::peer_stats::get().follower(m.id);
         followers.insert(
             format!("{:x}", m.id),
             serde_json::json!({
-                "latency": {"current": 0.0, "average": 0.0, "standardDeviation": 0.0, "minimum": 0.0, "maximum": 0.0},
-                "counts": {"fail": 0, "success": 0},
+                "latency": {
+                    "current": f.current_ms,
+                    "average": f.average_ms,
+                    "standardDeviation": f.standard_deviation_ms,
+                    "minimum": f.minimum_ms,
+                    "maximum": f.maximum_ms,
+                },
+                "counts": {"fail": f.fail, "success": f.success},
             }),
         );
     }

@@ -516,7 +516,7 @@ impl RaftLoop {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
         if !rd.messages().is_empty() {
-            self.transport.send(rd.take_messages());
+            self.send(rd.take_messages());
         }
         if !rd.snapshot().is_empty() {
             self.apply_snapshot(rd.snapshot().clone())?;
@@ -555,7 +555,7 @@ impl RaftLoop {
             fail::fail_point!("raft_after_save");
         }
         if !rd.persisted_messages().is_empty() {
-            self.transport.send(rd.take_persisted_messages());
+            self.send(rd.take_persisted_messages());
         }
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -566,7 +566,7 @@ impl RaftLoop {
                 .mut_hard_state()
                 .set_commit(commit);
         }
-        self.transport.send(light.take_messages());
+        self.send(light.take_messages());
         self.apply_committed(light.take_committed_entries())?;
         self.node.advance_apply();
         self.reads.release(self.node.raft.raft_log.applied);
@@ -577,6 +577,19 @@ impl RaftLoop {
         self.maybe_compact_log()?;
         self.trim_memory_log()?;
         Ok(())
+    }
+
+    /// Hands messages to the transport, counting the append requests (v2 stats).
+    fn send(&self, msgs: Vec<raft::eraftpb::Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        for m in &msgs {
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgAppend {
+                crate::peer_stats::get().append_sent(m.to, m.compute_size() as usize);
+            }
+        }
+        self.transport.send(msgs);
     }
 
     /// Proposes what was held while there was no leader. Only after `advance`: a proposal
