@@ -310,7 +310,12 @@ async fn stats_self(State(server): State<Arc<Server>>, method: Method) -> Respon
     } else {
         "StateFollower"
     };
-    let since = LEADER_SINCE.observe(leader);
+    // How long the current leader has led, as this member saw it change (etcd's
+    // `leaderInfo.uptime` and `startTime`).
+    let changed_ms = server.status.leader_changed_ms.load(Ordering::Relaxed);
+    let led = std::time::Duration::from_millis(
+        u64::try_from(crate::clock::now_ms().saturating_sub(changed_ms)).unwrap_or(0),
+    );
     let traffic = crate::peer_stats::get().self_traffic();
     let body = SelfStats {
         name: server.cfg.name.clone(),
@@ -319,8 +324,10 @@ async fn stats_self(State(server): State<Arc<Server>>, method: Method) -> Respon
         start_time: wall_time_of(server.started),
         leader_info: LeaderInfo {
             leader: format!("{:x}", leader),
-            uptime: oxcd_gocompat::duration::format(since.elapsed()),
-            start_time: wall_time_of(since),
+            uptime: oxcd_gocompat::duration::format(led),
+            start_time: oxcd_gocompat::timestamp::rfc3339_nano(
+                time::OffsetDateTime::now_utc() - led,
+            ),
         },
         recv_append_request_cnt: traffic.recv_append_requests,
         recv_pkg_rate: traffic.recv_pkg_rate,
@@ -412,27 +419,6 @@ async fn stats_store(State(server): State<Arc<Server>>, method: Method) -> Respo
     }
     json(StatusCode::OK, &server, STORE_STATS.to_json())
 }
-
-/// When this member last saw the leader change (for `leaderInfo`).
-struct LeaderSince(std::sync::Mutex<Option<(u64, std::time::Instant)>>);
-
-impl LeaderSince {
-    fn observe(&self, leader: u64) -> std::time::Instant {
-        let Ok(mut g) = self.0.lock() else {
-            return std::time::Instant::now();
-        };
-        match *g {
-            Some((l, at)) if l == leader => at,
-            _ => {
-                let now = std::time::Instant::now();
-                *g = Some((leader, now));
-                now
-            }
-        }
-    }
-}
-
-static LEADER_SINCE: LeaderSince = LeaderSince(std::sync::Mutex::new(None));
 
 /// The v2 operations this member served, by outcome (etcd's store stats).
 #[derive(Default)]

@@ -671,6 +671,9 @@ impl RaftLoop {
         // Reads waiting on the old leader's ReadIndex will not be answered.
         self.reads.fail_asked();
         self.leader_id = leader_id;
+        self.status
+            .leader_changed_ms
+            .store(now_ms(), Ordering::Relaxed);
         if leader_id != self.member_id {
             self.duties.demote_leases();
             self.status.lease_promoted_ms.store(0, Ordering::Relaxed);

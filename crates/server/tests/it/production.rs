@@ -626,6 +626,7 @@ async fn v2_members_and_stats() {
     });
     let c = Cluster::builder(Impl::Oxcd).members(3).token("v2m").start();
     let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let leader_known = std::time::Instant::now();
     let addr = c.client_addr(leader);
     let etcd = etcd.join().expect("etcd cluster");
     let (ours, theirs) = (stats_shape(&c).await, stats_shape(&etcd).await);
@@ -669,6 +670,16 @@ async fn v2_members_and_stats() {
         .json();
     assert_eq!(other["state"], "StateFollower");
     assert_eq!(other["leaderInfo"]["leader"], me["id"]);
+    // The leader's uptime counts from the election this member saw, not from a stats call.
+    let uptime = other["leaderInfo"]["uptime"].as_str().expect("uptime");
+    let uptime = oxcd_gocompat::duration::parse(uptime).expect("a Go duration");
+    let led_at_least = leader_known
+        .elapsed()
+        .saturating_sub(Duration::from_millis(500));
+    assert!(
+        uptime >= led_at_least,
+        "{uptime:?} < {led_at_least:?}: {other}"
+    );
     assert!(other["recvAppendRequestCnt"].as_u64() > Some(0), "{other}");
     assert_eq!(lead["followers"].as_object().map(|f| f.len()), Some(2));
     let not_leader = http_get(c.client_addr(follower), "/v2/stats/leader").expect("leader");
