@@ -123,17 +123,14 @@ fn learners(c: &Cluster) {
         "{}",
         third.text()
     );
+    // "Member 3f1c... added to cluster ...": the word after "Member" (an ID printed with
+    // %x can be shorter than 16 digits, so it cannot be told by its length).
     let id = first
         .stdout
         .split_whitespace()
-        .find_map(|w| w.strip_prefix("ID").map(str::to_string))
-        .or_else(|| {
-            first
-                .stdout
-                .split(|ch: char| !ch.is_ascii_hexdigit())
-                .find(|w| w.len() == 16)
-                .map(str::to_string)
-        })
+        .skip_while(|w| *w != "Member")
+        .nth(1)
+        .map(str::to_string)
         .expect("the learner's ID");
     let promote = c.etcdctl(0, &["member", "promote", &id], b"");
     assert_ne!(promote.code, 0);
