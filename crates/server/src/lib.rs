@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod peer_stats;
 pub mod request;
 pub mod state;
 pub mod version;
@@ -307,6 +308,7 @@ fn start_member(
         let acceptor = if u.tls { tls.peer.clone() } else { None };
         tokio::spawn(peer::serve(l, acceptor, peer_ctx.clone(), shutdown.clone()));
     }
+    let peer_up = tick_advance(cfg, &boot, &peer_ctx.activity);
     let raft_loop = RaftLoop::new(LoopParts {
         node: raft_node(cfg, &boot, snapshots)?,
         wal: boot.wal,
@@ -329,6 +331,7 @@ fn start_member(
         catchup_entries: cfg.snapshot_catchup_entries,
         warning_apply: cfg.warning_apply_duration,
         election_ms: cfg.election_ms,
+        peer_up,
         duties: DutySettings {
             compactor: cfg
                 .auto_compaction
@@ -412,6 +415,34 @@ fn peer_context(
         hashing: Arc::new(tokio::sync::Semaphore::new(1)),
         snapshots,
     }
+}
+
+/// `--initial-election-tick-advance` for the raft loop: whether a peer's stream is up, or
+/// None when the flag is off (logged as etcd does for a member of several).
+fn tick_advance(
+    cfg: &Config,
+    boot: &Boot,
+    activity: &Arc<peer::PeerActivity>,
+) -> Option<Arc<dyn Fn(u64) -> bool + Send + Sync>> {
+    let several = boot.conf_state.voters.len() + boot.conf_state.learners.len() > 1;
+    let election_ticks = cfg.election_ms / cfg.heartbeat_ms.max(1);
+    if !cfg.initial_election_tick_advance {
+        if several {
+            tracing::info!(
+                "election-ticks" = election_ticks,
+                "skipping initial election tick advance"
+            );
+        }
+        return None;
+    }
+    if several {
+        tracing::info!(
+            "election-ticks" = election_ticks,
+            "starting initial election tick advance"
+        );
+    }
+    let activity = activity.clone();
+    Some(Arc::new(move |id| activity.since(id).is_some()))
 }
 
 /// Runs the raft loop on a thread of its own; when it ends on its own (removed, or a

@@ -28,13 +28,16 @@ impl Maintenance for Services {
         let r = req.into_inner();
         let action = AlarmAction::try_from(r.action).unwrap_or(AlarmAction::Get);
         let alarms = match action {
-            AlarmAction::Get => self
-                .server
-                .tables
-                .alarms
-                .read()
-                .map(|a| crate::state::alarm::to_pb(&a))
-                .map_err(|_| ServerError::Internal("alarms lock".into()))?,
+            // etcd sends every Alarm request, a GET too, through raft: the list is never
+            // older than a change the cluster acknowledged. A ReadIndex gives the same.
+            AlarmAction::Get => self.server.read_index().await.and_then(|()| {
+                self.server
+                    .tables
+                    .alarms
+                    .read()
+                    .map(|a| crate::state::alarm::to_pb(&a))
+                    .map_err(|_| ServerError::Internal("alarms lock".into()))
+            })?,
             AlarmAction::Activate | AlarmAction::Deactivate => {
                 if r.alarm == pb::AlarmType::None as i32 {
                     // etcd ignores a change of alarm NONE.

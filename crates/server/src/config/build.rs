@@ -461,13 +461,6 @@ impl RawFlags {
         let tls = self.tls(&urls.listen_client, &urls.listen_peer, &mut warnings)?;
         let (log_level, log) = self.log_config()?;
         let corruption = self.corruption()?;
-        if self.given("initial-election-tick-advance")
-            && self.bool("initial-election-tick-advance")?
-        {
-            warnings.push(
-                "--initial-election-tick-advance=true has no effect in oxcd: a restarted member of several waits a whole election timeout before it campaigns, as etcd with the flag off (a one-member cluster campaigns at once)".into(),
-            );
-        }
         let cfg = Config {
             name,
             data_dir,

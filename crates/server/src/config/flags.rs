@@ -83,7 +83,7 @@ pub const FLAGS: &[Flag] = &[
     f("snapshot-count", Uint, "100000", H, "Number of committed transactions to trigger a snapshot to disk."),
     f("heartbeat-interval", Uint, "100", H, "Time (in milliseconds) of a heartbeat interval."),
     f("election-timeout", Uint, "1000", H, "Time (in milliseconds) for an election to timeout."),
-    f("initial-election-tick-advance", Bool, "true", H, "Whether to fast-forward initial election ticks on boot for faster election (oxcd: never; --initial-election-tick-advance=true warns)."),
+    f("initial-election-tick-advance", Bool, "true", H, "Whether to fast-forward initial election ticks on boot for faster election."),
     f("listen-peer-urls", Str, "http://localhost:2380", H, "List of URLs to listen on for peer traffic."),
     f("listen-client-urls", Str, "http://localhost:2379", H, "List of URLs to listen on for client grpc traffic and http as long as --listen-client-http-urls is not specified."),
     f("listen-client-http-urls", Str, "", H, "List of URLs to listen on for http only client traffic. Enabling this flag removes http services from --listen-client-urls."),
