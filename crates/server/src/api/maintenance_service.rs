@@ -103,6 +103,7 @@ impl Maintenance for Services {
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
         .map_err(ServerError::from)?;
+        self.server.clear_own_nospace_if_under_quota();
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.server.header(self.server.store.current_rev())),
         }))
@@ -114,6 +115,9 @@ impl Maintenance for Services {
             .await?;
         let store = self.server.store.clone();
         let (body, rev) = tokio::task::spawn_blocking(move || {
+            // The whole backend is hashed: first the rows a compaction still has to remove
+            // (their removal is paced differently on each member).
+            store.finish_compaction()?;
             let rev = store.current_rev();
             store.snapshot().map(|(body, _, _)| (body, rev))
         })
