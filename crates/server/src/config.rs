@@ -79,6 +79,8 @@ pub struct Config {
     pub auto_tls: AutoTls,
     pub enable_v2: bool,
     pub request_bytes_max: usize,
+    /// `--max-response-bytes` (oxcd's own flag): what a Range or read-only Txn may return.
+    pub response_bytes_max: usize,
     pub txn_ops_max: usize,
     pub quota_backend_bytes: u64,
     /// `--backend-cache-bytes` (oxcd's own flag): redb's page cache.

@@ -63,6 +63,11 @@ pub enum ServerError {
     NotSupportedForLearner,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    /// grpc-go's error for a response over the server's send limit (etcd's is 2 GiB - 1):
+    /// oxcd's comes before the response is read whole (`--max-response-bytes`), `bytes`
+    /// being how far it got.
+    #[error("grpc: trying to send message larger than max ({bytes} vs. {max})")]
+    ResponseTooLarge { bytes: usize, max: usize },
     #[error("etcdserver: too many requests")]
     TooManyRequests,
     #[error("etcdserver: no leader")]
@@ -120,6 +125,9 @@ impl From<MvccError> for ServerError {
         match e {
             MvccError::Compacted => ServerError::Compacted,
             MvccError::FutureRev => ServerError::FutureRev,
+            MvccError::ResponseTooLarge { bytes, max } => {
+                ServerError::ResponseTooLarge { bytes, max }
+            }
             other => ServerError::Internal(other.to_string()),
         }
     }
@@ -151,7 +159,9 @@ impl ServerError {
             | E::InvalidAuthMgmt
             | E::AuthOldRevision => Code::InvalidArgument,
             E::Compacted | E::FutureRev | E::LeaseTtlTooLarge => Code::OutOfRange,
-            E::NoSpace | E::TooManyRequests | E::TooManyLeases => Code::ResourceExhausted,
+            E::NoSpace | E::TooManyRequests | E::TooManyLeases | E::ResponseTooLarge { .. } => {
+                Code::ResourceExhausted
+            }
             E::LeaseNotFound | E::MemberNotFound => Code::NotFound,
             E::LeaseExist
             | E::AuthNotEnabled

@@ -13,6 +13,7 @@ pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod peer_stats;
 pub mod request;
 pub mod state;
 pub mod version;
@@ -37,6 +38,7 @@ use crate::consensus::events::{RaftEvent, RaftStatus, Stop, StopSender, EVENT_QU
 use crate::consensus::log_store::{raft_logger, LogStore};
 use crate::consensus::peer;
 use crate::consensus::raft_loop::{LoopExit, LoopParts, RaftLoop};
+use crate::consensus::snapshot_files::SnapshotFiles;
 use crate::request::MemberAttrs;
 use crate::state::apply::Applier;
 use crate::state::watch::WatchHub;
@@ -285,7 +287,16 @@ fn start_member(
     let watch = Arc::new(WatchHub::new(cfg.watchers_max));
     let (v2_index_tx, v2_index_rx) = tokio_watch::channel(0u64);
     let waiters = Default::default();
-    let peer_ctx = peer_context(cfg, &boot, &tables, &status, raft_tx.clone(), stop.clone());
+    let snapshots = SnapshotFiles::open(&bootstrap::member_dir(&cfg.data_dir))?;
+    let peer_ctx = peer_context(
+        cfg,
+        &boot,
+        &tables,
+        &status,
+        raft_tx.clone(),
+        stop.clone(),
+        snapshots.clone(),
+    );
     let transport = Arc::new(peer::start_dialers(
         &peer_ctx,
         &boot.members.list,
@@ -297,8 +308,9 @@ fn start_member(
         let acceptor = if u.tls { tls.peer.clone() } else { None };
         tokio::spawn(peer::serve(l, acceptor, peer_ctx.clone(), shutdown.clone()));
     }
+    let peer_up = tick_advance(cfg, &boot, &peer_ctx.activity);
     let raft_loop = RaftLoop::new(LoopParts {
-        node: raft_node(cfg, &boot)?,
+        node: raft_node(cfg, &boot, snapshots)?,
         wal: boot.wal,
         applier: Applier {
             store: boot.store.clone(),
@@ -319,6 +331,7 @@ fn start_member(
         catchup_entries: cfg.snapshot_catchup_entries,
         warning_apply: cfg.warning_apply_duration,
         election_ms: cfg.election_ms,
+        peer_up,
         duties: DutySettings {
             compactor: cfg
                 .auto_compaction
@@ -372,6 +385,7 @@ fn peer_context(
     status: &Arc<RaftStatus>,
     raft_tx: std::sync::mpsc::SyncSender<RaftEvent>,
     stop: StopSender,
+    snapshots: Arc<SnapshotFiles>,
 ) -> peer::PeerContext {
     peer::PeerContext {
         activity: Arc::new(peer::PeerActivity::default()),
@@ -399,7 +413,36 @@ fn peer_context(
         inbound: Default::default(),
         store: boot.store.clone(),
         hashing: Arc::new(tokio::sync::Semaphore::new(1)),
+        snapshots,
     }
+}
+
+/// `--initial-election-tick-advance` for the raft loop: whether a peer's stream is up, or
+/// None when the flag is off (logged as etcd does for a member of several).
+fn tick_advance(
+    cfg: &Config,
+    boot: &Boot,
+    activity: &Arc<peer::PeerActivity>,
+) -> Option<Arc<dyn Fn(u64) -> bool + Send + Sync>> {
+    let several = boot.conf_state.voters.len() + boot.conf_state.learners.len() > 1;
+    let election_ticks = cfg.election_ms / cfg.heartbeat_ms.max(1);
+    if !cfg.initial_election_tick_advance {
+        if several {
+            tracing::info!(
+                "election-ticks" = election_ticks,
+                "skipping initial election tick advance"
+            );
+        }
+        return None;
+    }
+    if several {
+        tracing::info!(
+            "election-ticks" = election_ticks,
+            "starting initial election tick advance"
+        );
+    }
+    let activity = activity.clone();
+    Some(Arc::new(move |id| activity.since(id).is_some()))
 }
 
 /// Runs the raft loop on a thread of its own; when it ends on its own (removed, or a
@@ -423,7 +466,11 @@ fn spawn_raft_thread(
 
 /// raft-rs's node over the log bootstrap rebuilt from the WAL. A one-member cluster
 /// campaigns at once.
-fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
+fn raft_node(
+    cfg: &Config,
+    boot: &Boot,
+    snapshots: Arc<SnapshotFiles>,
+) -> anyhow::Result<RawNode<LogStore>> {
     let raft_cfg = raft::Config {
         id: boot.member_id,
         election_tick: (cfg.election_ms / cfg.heartbeat_ms) as usize,
@@ -441,6 +488,7 @@ fn raft_node(cfg: &Config, boot: &Boot) -> anyhow::Result<RawNode<LogStore>> {
         mem: boot.mem.clone(),
         store: boot.store.clone(),
         trimmed: (0, 0),
+        snapshots,
     };
     let mut node = RawNode::new(&raft_cfg, store, &raft_logger()).context("cannot start raft")?;
     if boot.conf_state.voters == [boot.member_id] {

@@ -333,9 +333,11 @@ impl Metrics {
             .ok()
             .and_then(|mut h| h.remove(&from));
         if let Some(t) = sent {
+            let rtt = t.elapsed();
             self.peer_rtt
                 .with_label_values(&[&format!("{from:x}")])
-                .observe(t.elapsed().as_secs_f64());
+                .observe(rtt.as_secs_f64());
+            crate::peer_stats::get().round_trip(from, rtt);
         }
     }
 
@@ -351,14 +353,20 @@ impl Metrics {
         self.peer_send_failed(to);
         if heartbeat {
             self.heartbeat_send_failures.inc();
+        } else {
+            crate::peer_stats::get().send_failed(to);
         }
     }
 
     /// A raft message of `bytes` on the wire came in from a peer.
     pub fn peer_message_received(&self, m: &raft::eraftpb::Message, bytes: usize) {
         self.peer_received(m.from, bytes);
-        if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse {
-            self.heartbeat_answered(m.from);
+        match m.get_msg_type() {
+            raft::eraftpb::MessageType::MsgHeartbeatResponse => self.heartbeat_answered(m.from),
+            raft::eraftpb::MessageType::MsgAppend => {
+                crate::peer_stats::get().append_received(bytes)
+            }
+            _ => {}
         }
     }
 
@@ -463,6 +471,7 @@ impl Metrics {
             limit: 0,
             rev: 0,
             count_only: true,
+            ..Default::default()
         };
         let keys = store.range(b"\0", b"\0", all).map(|r| r.count).unwrap_or(0);
         self.keys_total.set(keys as i64);

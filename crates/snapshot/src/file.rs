@@ -168,6 +168,29 @@ pub fn backend_hash(body: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// [`backend_hash`] of the backend as of `view`, read record by record (the same hash as
+/// of the body [`oxcd_storage::Store::snapshot`] would build, without building it).
+pub fn backend_hash_of(
+    view: &oxcd_storage::mvcc::ReadView,
+) -> Result<u32, oxcd_storage::MvccError> {
+    let mut h = crc32fast::Hasher::new();
+    view.for_each_record(|t, key, value| {
+        if t == 1 && key.first().is_some_and(|k| k.starts_with(b"consistent_")) {
+            return Ok(());
+        }
+        let klen: usize = key.iter().map(|p| p.len()).sum();
+        h.update(&[t]);
+        h.update(&(klen as u32).to_le_bytes());
+        for part in key {
+            h.update(part);
+        }
+        h.update(&(value.len() as u32).to_le_bytes());
+        h.update(value);
+        Ok(())
+    })?;
+    Ok(h.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,8 @@ pub mod to_etcd;
 pub mod urls;
 
 pub use file::{
-    backend_hash, encode_snapshot, snapshot_body, SnapshotFileError, SNAPSHOT_ALIGN, SNAPSHOT_MAGIC,
+    backend_hash, backend_hash_of, encode_snapshot, snapshot_body, SnapshotFileError,
+    SNAPSHOT_ALIGN, SNAPSHOT_MAGIC,
 };
 pub use restore::{
     check_options, restore, restore_checked, RestoreConfig, RestoreOptions, Restored,

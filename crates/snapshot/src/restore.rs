@@ -12,9 +12,8 @@
 //! durable, then renamed into place. Errors are one line each, etcdctl's text where it has
 //! one (oxctl prints them after `Error: `).
 
-use std::borrow::Cow;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use oxcd_bbolt::Db;
@@ -22,7 +21,7 @@ use raft::eraftpb::ConfState;
 
 use oxcd_storage::Store;
 
-use crate::file::{go_bytes, snapshot_body, SnapshotFileError, BBOLT_MAGIC, SNAPSHOT_MAGIC};
+use crate::file::{go_bytes, SnapshotFileError, BBOLT_MAGIC, SNAPSHOT_MAGIC};
 use crate::from_etcd::restore_etcd_db;
 use crate::layout::{self, WalMeta};
 use crate::members::{initial_members, Member, AUX_MEMBERS};
@@ -192,24 +191,47 @@ pub fn restore_checked(o: &RestoreOptions, cfg: &RestoreConfig) -> Result<Restor
 
 /// What a snapshot file holds, checked and ready to restore.
 enum Source {
-    /// An oxcd snapshot (`OXCDSNP1`) or backend file: the backend body.
-    Oxcd(Vec<u8>),
+    /// The backend records of an oxcd snapshot (`OXCDSNP1`) or backend file.
+    Oxcd(OxcdBody),
     /// An etcd (bbolt) database, read page by page.
     Etcd(Db),
 }
 
-/// Opens the snapshot `o` names: an oxcd snapshot is read and checked whole (the format of
-/// older oxcd releases), an etcd one is checked against its SHA-256 trailer (unless
-/// `--skip-hash-check`) and opened for reading page by page.
+/// Backend records (`WriteBatch::restore_from`'s format): `len` bytes at `offset` in
+/// `path`, read as they are restored.
+struct OxcdBody {
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+    /// A directory of scratch files the body lives in, removed with it.
+    _scratch: Option<Scratch>,
+}
+
+/// A scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Opens the snapshot `o` names: an oxcd snapshot's SHA-256 trailer (unless
+/// `--skip-hash-check`) and header are checked, an etcd one is checked against its SHA-256
+/// trailer (unless `--skip-hash-check`) and opened for reading page by page. Both are read
+/// as they are restored, never whole into memory.
 fn open_source(o: &RestoreOptions) -> Result<Source, String> {
     let path = o.snapshot.display().to_string();
     let open_err = |e: std::io::Error| format!("open {path}: {}", go_io_error(&e));
     let head = read_head(&o.snapshot).map_err(open_err)?;
-    if head.starts_with(SNAPSHOT_MAGIC) || (o.skip_hash_check && head.starts_with(REDB_MAGIC)) {
-        let data = fs::read(&o.snapshot).map_err(open_err)?;
-        return backend_body(o, &data).map(|b| Source::Oxcd(b.into_owned()));
-    }
     let len = fs::metadata(&o.snapshot).map_err(open_err)?.len();
+    if o.skip_hash_check && head.starts_with(REDB_MAGIC) {
+        // A backend file copied out of a data dir (etcd allows its db file here too).
+        return backend_file_body(&o.snapshot).map(Source::Oxcd);
+    }
+    if head.starts_with(SNAPSHOT_MAGIC) {
+        return oxcd_snapshot_body(o, &head, len).map(Source::Oxcd);
+    }
     let looks_bbolt = head.get(16..20) == Some(&BBOLT_MAGIC[..]);
     if !o.skip_hash_check {
         if head.starts_with(REDB_MAGIC) {
@@ -226,6 +248,40 @@ fn open_source(o: &RestoreOptions) -> Result<Source, String> {
     Db::open(&o.snapshot)
         .map(Source::Etcd)
         .map_err(|e| e.to_string())
+}
+
+/// The body of an `OXCDSNP1` file of `len` bytes starting with `head`: its trailer is
+/// checked as etcd's is (the same shape: padded to 512 bytes, SHA-256 appended), then its
+/// header's body length against the file's.
+fn oxcd_snapshot_body(o: &RestoreOptions, head: &[u8], len: u64) -> Result<OxcdBody, String> {
+    let not = |why: &str| {
+        SnapshotFileError::NotSnapshot {
+            path: o.snapshot.display().to_string(),
+            why: why.to_string(),
+        }
+        .to_string()
+    };
+    let has_hash = oxcd_bbolt::snapshot::has_hash_trailer(len);
+    if !has_hash && !o.skip_hash_check {
+        return Err(SnapshotFileError::MissingHash.to_string());
+    }
+    if has_hash && !o.skip_hash_check {
+        check_etcd_hash(&o.snapshot, len)?;
+    }
+    let body_len = head
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| not("short header"))?;
+    if body_len.checked_add(16).is_none_or(|end| end > len) {
+        return Err(not("it is shorter than its header says (truncated?)"));
+    }
+    Ok(OxcdBody {
+        path: o.snapshot.clone(),
+        offset: 16,
+        len: body_len,
+        _scratch: None,
+    })
 }
 
 /// The first bytes of a file (fewer if it is shorter).
@@ -259,34 +315,38 @@ fn check_etcd_hash(path: &Path, len: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// The backend body to restore from the file's `data`: a snapshot file's (checked unless
-/// `--skip-hash-check`), or, with `--skip-hash-check`, a backend file's.
-fn backend_body<'a>(o: &RestoreOptions, data: &'a [u8]) -> Result<Cow<'a, [u8]>, String> {
-    if o.skip_hash_check && data.starts_with(REDB_MAGIC) {
-        // A backend file copied out of a data dir (etcd allows its db file here too).
-        return backend_file_body(data).map(Cow::Owned);
-    }
-    let path = o.snapshot.display().to_string();
-    let body = snapshot_body(&path, data, o.skip_hash_check).map_err(|e| e.to_string())?;
-    Ok(Cow::Borrowed(body))
-}
-
-/// The snapshot body of a backend file (`member/oxcd.db`) copied out of a data dir: opened
-/// from a private temporary copy, so the original is never written.
-fn backend_file_body(data: &[u8]) -> Result<Vec<u8>, String> {
+/// The records of a backend file (`member/oxcd.db`) copied out of a data dir: the file is
+/// copied to a private scratch directory (so the original is never written), opened there,
+/// and its records written to a scratch file beside it.
+fn backend_file_body(path: &Path) -> Result<OxcdBody, String> {
     let dir = std::env::temp_dir().join(format!("oxcd-restore-{}", std::process::id()));
+    let scratch = Scratch(dir.clone());
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let copy = dir.join("oxcd.db");
-    let result = (|| {
-        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        fs::write(&copy, data).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
+    fs::copy(path, &copy).map_err(|e| format!("cannot write {}: {e}", copy.display()))?;
+    let body = dir.join("records");
+    let len = {
         let store = Store::open(&copy).map_err(|e| format!("not a usable oxcd backend: {e}"))?;
-        let (body, _, _) = store
-            .snapshot()
+        let view = store
+            .read_view()
             .map_err(|e| format!("cannot read the backend: {e}"))?;
-        Ok(body)
-    })();
-    let _ = fs::remove_dir_all(&dir);
-    result
+        let file =
+            fs::File::create(&body).map_err(|e| format!("cannot write {}: {e}", body.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        view.write_records(&mut out)
+            .map_err(|e| format!("cannot read the backend: {e}"))?;
+        out.into_inner()
+            .map_err(|e| format!("cannot write {}: {e}", body.display()))?
+            .metadata()
+            .map_err(|e| format!("cannot write {}: {e}", body.display()))?
+            .len()
+    };
+    Ok(OxcdBody {
+        path: body,
+        offset: 0,
+        len,
+        _scratch: Some(scratch),
+    })
 }
 
 /// Builds the data dir in `dir` (and the WAL in `wal`, else in `dir`), durable on return.
@@ -337,7 +397,14 @@ fn restore_backend(db: &Path, source: &Source) -> Result<i64, String> {
     let old_members = {
         let mut b = store.batch().map_err(bad)?;
         match source {
-            Source::Oxcd(body) => b.restore(body).map_err(bad)?,
+            Source::Oxcd(body) => {
+                let io = |e: std::io::Error| format!("read {}: {e}", body.path.display());
+                let mut file = fs::File::open(&body.path).map_err(io)?;
+                file.seek(std::io::SeekFrom::Start(body.offset))
+                    .map_err(io)?;
+                let mut records = std::io::BufReader::new(file).take(body.len);
+                b.restore_from(&mut records).map_err(bad)?;
+            }
             Source::Etcd(etcd_db) => {
                 restore_etcd_db(&mut b, etcd_db, now_ms()).map_err(|e| e.to_string())?;
             }

@@ -201,3 +201,25 @@ fn a_failed_restore_leaves_nothing() {
     assert!(e.starts_with("cannot restore the backend: "), "{e}");
     assert_eq!(names_in(dir.path()), ["snap.db"]);
 }
+
+/// Maintenance.Hash reads the backend record by record: the hash is the one of the whole
+/// body, and leaves the raft position out.
+#[test]
+fn the_streamed_backend_hash_is_the_bodys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    snapshot_file(dir.path());
+    let store = Store::open(&dir.path().join("src.db")).expect("store");
+    let (body, _, _) = store.snapshot().expect("snapshot");
+    let view = store.read_view().expect("view");
+    let streamed = oxcd_snapshot::backend_hash_of(&view).expect("hash");
+    drop(view);
+    assert_eq!(streamed, oxcd_snapshot::backend_hash(&body));
+    let mut b = store.batch().expect("batch");
+    b.set_consistent_index(7, 2).expect("consistent index");
+    b.commit(true).expect("commit");
+    let view = store.read_view().expect("view");
+    assert_eq!(
+        oxcd_snapshot::backend_hash_of(&view).expect("hash"),
+        streamed
+    );
+}

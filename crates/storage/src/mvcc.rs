@@ -85,6 +85,11 @@ pub enum MvccError {
     Restore(String),
     #[error("import: {0}")]
     Import(String),
+    #[error("snapshot records: {0}")]
+    SnapshotIo(std::io::Error),
+    /// A range read more than its [`RangeOptions::bytes_max`]: `bytes` when it stopped.
+    #[error("range response of at least {bytes} bytes exceeds {max}")]
+    ResponseTooLarge { bytes: usize, max: usize },
 }
 
 /// redb's page cache when the server does not say (`--backend-cache-bytes`). redb keeps the
@@ -260,6 +265,11 @@ pub struct RangeOptions {
     pub rev: i64,
     /// Only count, fetch no values.
     pub count_only: bool,
+    /// Return keys without their values.
+    pub keys_only: bool,
+    /// The bytes the returned KeyValues may take encoded, at most; 0 = no bound. Past it the
+    /// range stops reading and fails with [`MvccError::ResponseTooLarge`].
+    pub bytes_max: usize,
 }
 
 /// What a range read found. `count` is the number of keys in the range, whatever the limit.
@@ -605,40 +615,14 @@ impl Store {
         })
     }
 
-    /// Serialises the whole backend (for a raft snapshot), consistent with one applied index.
-    /// Layout: records of `[table u8][klen u32 LE][key][vlen u32 LE][value]`; table 0 = kv
-    /// (key = main,sub as 16 big-endian bytes), 1 = meta, 2 = aux (key = table byte + key).
+    /// Serialises the whole backend in memory, consistent with one applied index, in the
+    /// format of [`ReadView::write_records`]; returns it with that index and its term. For
+    /// small backends and tests: a raft snapshot is written to a file from a view instead.
     pub fn snapshot(&self) -> Result<(Vec<u8>, u64, u64), MvccError> {
-        let idx = self.read_index();
-        let (ci, ct) = (idx.consistent_index, idx.consistent_term);
-        let txn = self.db().begin_read()?;
-        drop(idx);
+        let view = self.read_view()?;
         let mut out = Vec::new();
-        let mut put = |t: u8, k: &[u8], v: &[u8]| {
-            out.push(t);
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(k);
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            out.extend_from_slice(v);
-        };
-        for item in txn.open_table(KV)?.iter()? {
-            let (k, v) = item?;
-            let (main, sub) = k.value();
-            let mut key = main.to_be_bytes().to_vec();
-            key.extend_from_slice(&sub.to_be_bytes());
-            put(0, &key, v.value());
-        }
-        for item in txn.open_table(META)?.iter()? {
-            let (k, v) = item?;
-            put(1, k.value().as_bytes(), &v.value().to_le_bytes());
-        }
-        for item in txn.open_table(AUX)?.iter()? {
-            let (k, v) = item?;
-            let (t, key) = k.value();
-            let mut full = vec![t];
-            full.extend_from_slice(key);
-            put(2, &full, v.value());
-        }
+        view.write_records(&mut out)?;
+        let (ci, ct) = view.consistent_index();
         Ok((out, ci, ct))
     }
 }
@@ -668,6 +652,7 @@ fn range_in(
     if !end.is_empty() && end != [0] && key >= end {
         return Ok(result);
     }
+    let mut bytes = 0usize;
     for (_, hist) in idx.keys.range::<[u8], _>(key_bounds(key, end)) {
         let Some(rev) = hist.visible_at(at) else {
             continue;
@@ -676,9 +661,26 @@ fn range_in(
         if opts.count_only || (opts.limit > 0 && result.kvs.len() >= opts.limit) {
             continue;
         }
-        result.kvs.push(fetch(rev)?);
+        let mut kv = fetch(rev)?;
+        if opts.keys_only {
+            kv.value = Vec::new();
+        }
+        bytes += response_bytes(&kv);
+        if opts.bytes_max > 0 && bytes > opts.bytes_max {
+            return Err(MvccError::ResponseTooLarge {
+                bytes,
+                max: opts.bytes_max,
+            });
+        }
+        result.kvs.push(kv);
     }
     Ok(result)
+}
+
+/// The bytes a KeyValue takes in a response: its encoding, its field tag and length.
+pub fn response_bytes(kv: &KeyValue) -> usize {
+    let len = kv.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 /// One batch of writes: a redb write transaction plus exclusive use of the index.
@@ -829,11 +831,17 @@ impl<'a> WriteBatch<'a> {
     }
 
     /// Replaces the whole backend with a snapshot made by [`Store::snapshot`].
-    pub fn restore(&mut self, data: &[u8]) -> Result<(), MvccError> {
+    pub fn restore(&mut self, mut data: &[u8]) -> Result<(), MvccError> {
+        self.restore_from(&mut data)
+    }
+
+    /// Replaces the whole backend with the records [`ReadView::write_records`] wrote, read
+    /// one at a time from `r` (memory: one record, not the snapshot).
+    pub fn restore_from(&mut self, r: &mut impl std::io::Read) -> Result<(), MvccError> {
         self.restore_with(|sink| {
             let mut meta = RestoredMeta::default();
-            for record in body_records(data) {
-                let (t, k, v) = record?;
+            let (mut k, mut v) = (Vec::new(), Vec::new());
+            while let Some(t) = next_record(r, &mut k, &mut v)? {
                 match t {
                     0 if k.len() == 16 => {
                         let word = |b: &[u8]| b.try_into().map(u64::from_be_bytes);
@@ -845,12 +853,12 @@ impl<'a> WriteBatch<'a> {
                             main: main as i64,
                             sub: sub as i64,
                         };
-                        sink.raw_revision(rev, v)?;
+                        sink.raw_revision(rev, &v)?;
                     }
                     1 => {
                         let name =
-                            std::str::from_utf8(k).map_err(|_| snapshot_damaged("meta name"))?;
-                        let val = <[u8; 8]>::try_from(v)
+                            std::str::from_utf8(&k).map_err(|_| snapshot_damaged("meta name"))?;
+                        let val = <[u8; 8]>::try_from(v.as_slice())
                             .map(u64::from_le_bytes)
                             .map_err(|_| snapshot_damaged("meta value"))?;
                         match name {
@@ -861,7 +869,7 @@ impl<'a> WriteBatch<'a> {
                             _ => {}
                         }
                     }
-                    2 if !k.is_empty() => sink.aux_put(k[0], &k[1..], v)?,
+                    2 if !k.is_empty() => sink.aux_put(k[0], &k[1..], &v)?,
                     _ => return Err(snapshot_damaged("unknown record")),
                 }
             }
@@ -900,35 +908,47 @@ fn snapshot_damaged(reason: &str) -> MvccError {
     }
 }
 
-/// The records of a [`Store::snapshot`] body: (table, key, value).
-fn body_records(data: &[u8]) -> impl Iterator<Item = Result<(u8, &[u8], &[u8]), MvccError>> {
-    let mut rest = data;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
+/// Reads the next record of a snapshot body into `key` and `value`: its table, or `None` at
+/// the end. A field is read as its bytes come, never allocated from the length it claims.
+fn next_record(
+    r: &mut impl std::io::Read,
+    key: &mut Vec<u8>,
+    value: &mut Vec<u8>,
+) -> Result<Option<u8>, MvccError> {
+    let mut table = [0u8; 1];
+    loop {
+        match r.read(&mut table) {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(MvccError::SnapshotIo(e)),
         }
-        let mut take = |n: usize| -> Result<&[u8], MvccError> {
-            if rest.len() < n {
-                rest = &[];
-                return Err(snapshot_damaged("truncated"));
-            }
-            let (a, b) = rest.split_at(n);
-            rest = b;
-            Ok(a)
-        };
-        Some((|| {
-            let t = take(1)?[0];
-            let klen = u32_le(take(4)?);
-            let key = take(klen)?;
-            let vlen = u32_le(take(4)?);
-            let value = take(vlen)?;
-            Ok((t, key, value))
-        })())
-    })
+    }
+    read_field(r, key)?;
+    read_field(r, value)?;
+    Ok(Some(table[0]))
 }
 
-fn u32_le(b: &[u8]) -> usize {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+/// One `[len u32 LE][bytes]` field of a snapshot record.
+fn read_field(r: &mut impl std::io::Read, buf: &mut Vec<u8>) -> Result<(), MvccError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).map_err(truncated_or_io)?;
+    let len = u32::from_le_bytes(len) as u64;
+    buf.clear();
+    let got = std::io::Read::read_to_end(&mut std::io::Read::take(&mut *r, len), buf)
+        .map_err(MvccError::SnapshotIo)?;
+    if got as u64 != len {
+        return Err(snapshot_damaged("truncated"));
+    }
+    Ok(())
+}
+
+fn truncated_or_io(e: std::io::Error) -> MvccError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        snapshot_damaged("truncated")
+    } else {
+        MvccError::SnapshotIo(e)
+    }
 }
 
 impl TxnWrite<'_, '_> {

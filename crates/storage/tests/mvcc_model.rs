@@ -286,6 +286,7 @@ fn check_store(store: &Store, model: &Model, rng: &mut Rng, sweep: bool) {
         limit: rng.below(4) as usize,
         rev: rng.between(comp - 1, cur + 1),
         count_only: rng.chance(20),
+        ..Default::default()
     };
     let got = store.range(&key, &end, opts);
     check_range(got, model, (&key, &end, opts), cur, "random range");

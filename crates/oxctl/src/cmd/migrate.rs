@@ -17,8 +17,11 @@
 //!
 //! Every step on the oxcd side is one call of oxcd's Import service, one raft log entry,
 //! checked whole before it applies (`expect_revision`: a batch is never applied twice).
-//! Auth changes made on etcd after the snapshot are not carried over.
+//! Auth changes made on etcd after the snapshot are not in etcd's watch stream: the
+//! cut-over compares both sides' users and roles and refuses when they differ ([`auth`]);
+//! `--copy-auth` copies the auth store again from a new snapshot.
 
+mod auth;
 mod copy;
 mod cutover;
 mod follow;
@@ -97,6 +100,9 @@ pub struct RunArgs {
     /// catch up with etcd, compare HashKV and leave import mode (stop writes to etcd first)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
     pub cut_over: bool,
+    /// with --cut-over: copy etcd's users and roles again from a new snapshot (auth changes made on etcd during the migration)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    pub copy_auth: bool,
     /// with --cut-over: how long to wait for oxcd to catch up with etcd
     #[arg(long, default_value = "60s")]
     pub cut_over_timeout: String,
@@ -203,7 +209,7 @@ async fn run_migration(g: &Global, a: RunArgs) -> CtlResult {
     };
     m.follow(watch_from, deadline).await?;
     if a.cut_over {
-        m.cut_over(cut_over_timeout).await?;
+        m.cut_over(cut_over_timeout, a.copy_auth).await?;
     } else {
         emit(
             format!(

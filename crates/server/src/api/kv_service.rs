@@ -23,7 +23,8 @@ impl Kv for Services {
         if !r.serializable {
             self.server.read_index().await?;
         }
-        let mut resp = kv::range(self.server.store.as_ref(), &r)?;
+        let view = kv::BoundedReads::new(&self.server.store, self.server.cfg.response_bytes_max);
+        let mut resp = kv::range(&view, &r)?;
         resp.header = Some(
             self.server
                 .header(resp.header.map(|h| h.revision).unwrap_or(0)),
@@ -68,7 +69,9 @@ impl Kv for Services {
             if !kv::txn_is_serializable(&r) {
                 self.server.read_index().await?;
             }
-            let mut resp = kv::txn_read(self.server.store.as_ref(), &r)?;
+            let view =
+                kv::BoundedReads::new(&self.server.store, self.server.cfg.response_bytes_max);
+            let mut resp = kv::txn_read(&view, &r)?;
             resp.header = Some(self.server.header(self.server.store.current_rev()));
             return Ok(Response::new(resp));
         }

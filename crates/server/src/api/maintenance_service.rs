@@ -28,13 +28,16 @@ impl Maintenance for Services {
         let r = req.into_inner();
         let action = AlarmAction::try_from(r.action).unwrap_or(AlarmAction::Get);
         let alarms = match action {
-            AlarmAction::Get => self
-                .server
-                .tables
-                .alarms
-                .read()
-                .map(|a| crate::state::alarm::to_pb(&a))
-                .map_err(|_| ServerError::Internal("alarms lock".into()))?,
+            // etcd sends every Alarm request, a GET too, through raft: the list is never
+            // older than a change the cluster acknowledged. A ReadIndex gives the same.
+            AlarmAction::Get => self.server.read_index().await.and_then(|()| {
+                self.server
+                    .tables
+                    .alarms
+                    .read()
+                    .map(|a| crate::state::alarm::to_pb(&a))
+                    .map_err(|_| ServerError::Internal("alarms lock".into()))
+            })?,
             AlarmAction::Activate | AlarmAction::Deactivate => {
                 if r.alarm == pb::AlarmType::None as i32 {
                     // etcd ignores a change of alarm NONE.
@@ -114,19 +117,16 @@ impl Maintenance for Services {
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
         let store = self.server.store.clone();
-        let (body, rev) = tokio::task::spawn_blocking(move || {
-            // The whole backend is hashed: first the rows a compaction still has to remove
-            // (their removal is paced differently on each member).
-            store.finish_compaction()?;
-            let rev = store.current_rev();
-            store.snapshot().map(|(body, _, _)| (body, rev))
+        let (hash, rev) = tokio::task::spawn_blocking(move || {
+            let view = store.read_view()?;
+            oxcd_snapshot::backend_hash_of(&view).map(|hash| (hash, view.current_rev()))
         })
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
         .map_err(ServerError::from)?;
         Ok(Response::new(pb::HashResponse {
             header: Some(self.server.header(rev)),
-            hash: oxcd_snapshot::backend_hash(&body),
+            hash,
         }))
     }
 

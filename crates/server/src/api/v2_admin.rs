@@ -3,9 +3,9 @@
 //! `/v2/stats/store`, `/v2/stats/leader`, with etcd's JSON shapes. Membership changes go
 //! through the same checks as the v3 Cluster service (they call it).
 //!
-//! Figures etcd keeps and oxcd does not measure are reported as zero: the append request
-//! counts and rates of `/v2/stats/self` and the follower latencies of `/v2/stats/leader`.
-//! `/v2/stats/store` counts the v2 operations this member served.
+//! The append request counts and rates of `/v2/stats/self` and the per-follower counts
+//! and latencies of `/v2/stats/leader` come from [`crate::peer_stats`] (what they count is
+//! said there). `/v2/stats/store` counts the v2 operations this member served.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -310,7 +310,13 @@ async fn stats_self(State(server): State<Arc<Server>>, method: Method) -> Respon
     } else {
         "StateFollower"
     };
-    let since = LEADER_SINCE.observe(leader);
+    // How long the current leader has led, as this member saw it change (etcd's
+    // `leaderInfo.uptime` and `startTime`).
+    let changed_ms = server.status.leader_changed_ms.load(Ordering::Relaxed);
+    let led = std::time::Duration::from_millis(
+        u64::try_from(crate::clock::now_ms().saturating_sub(changed_ms)).unwrap_or(0),
+    );
+    let traffic = crate::peer_stats::get().self_traffic();
     let body = SelfStats {
         name: server.cfg.name.clone(),
         id: format!("{:x}", server.member_id),
@@ -318,11 +324,17 @@ async fn stats_self(State(server): State<Arc<Server>>, method: Method) -> Respon
         start_time: wall_time_of(server.started),
         leader_info: LeaderInfo {
             leader: format!("{:x}", leader),
-            uptime: oxcd_gocompat::duration::format(since.elapsed()),
-            start_time: wall_time_of(since),
+            uptime: oxcd_gocompat::duration::format(led),
+            start_time: oxcd_gocompat::timestamp::rfc3339_nano(
+                time::OffsetDateTime::now_utc() - led,
+            ),
         },
-        recv_append_request_cnt: 0,
-        send_append_request_cnt: 0,
+        recv_append_request_cnt: traffic.recv_append_requests,
+        recv_pkg_rate: traffic.recv_pkg_rate,
+        recv_bandwidth_rate: traffic.recv_bandwidth_rate,
+        send_append_request_cnt: traffic.send_append_requests,
+        send_pkg_rate: traffic.send_pkg_rate,
+        send_bandwidth_rate: traffic.send_bandwidth_rate,
     };
     json(
         StatusCode::OK,
@@ -331,7 +343,7 @@ async fn stats_self(State(server): State<Arc<Server>>, method: Method) -> Respon
     )
 }
 
-/// etcd's `stats.ServerStats` as JSON (its field order).
+/// etcd's `stats.ServerStats` as JSON (its field order; the rates are `omitempty`).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SelfStats {
@@ -341,7 +353,20 @@ struct SelfStats {
     start_time: String,
     leader_info: LeaderInfo,
     recv_append_request_cnt: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    recv_pkg_rate: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    recv_bandwidth_rate: f64,
     send_append_request_cnt: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    send_pkg_rate: f64,
+    #[serde(skip_serializing_if = "is_zero")]
+    send_bandwidth_rate: f64,
+}
+
+/// Go's `omitempty` for a float.
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Serialize)]
@@ -364,11 +389,18 @@ async fn stats_leader(State(server): State<Arc<Server>>, method: Method) -> Resp
         .iter()
         .filter(|m| m.id != server.member_id)
     {
+        let f = crate::peer_stats::get().follower(m.id);
         followers.insert(
             format!("{:x}", m.id),
             serde_json::json!({
-                "latency": {"current": 0.0, "average": 0.0, "standardDeviation": 0.0, "minimum": 0.0, "maximum": 0.0},
-                "counts": {"fail": 0, "success": 0},
+                "latency": {
+                    "current": f.current_ms,
+                    "average": f.average_ms,
+                    "standardDeviation": f.standard_deviation_ms,
+                    "minimum": f.minimum_ms,
+                    "maximum": f.maximum_ms,
+                },
+                "counts": {"fail": f.fail, "success": f.success},
             }),
         );
     }
@@ -387,27 +419,6 @@ async fn stats_store(State(server): State<Arc<Server>>, method: Method) -> Respo
     }
     json(StatusCode::OK, &server, STORE_STATS.to_json())
 }
-
-/// When this member last saw the leader change (for `leaderInfo`).
-struct LeaderSince(std::sync::Mutex<Option<(u64, std::time::Instant)>>);
-
-impl LeaderSince {
-    fn observe(&self, leader: u64) -> std::time::Instant {
-        let Ok(mut g) = self.0.lock() else {
-            return std::time::Instant::now();
-        };
-        match *g {
-            Some((l, at)) if l == leader => at,
-            _ => {
-                let now = std::time::Instant::now();
-                *g = Some((leader, now));
-                now
-            }
-        }
-    }
-}
-
-static LEADER_SINCE: LeaderSince = LeaderSince(std::sync::Mutex::new(None));
 
 /// The v2 operations this member served, by outcome (etcd's store stats).
 #[derive(Default)]

@@ -461,13 +461,6 @@ impl RawFlags {
         let tls = self.tls(&urls.listen_client, &urls.listen_peer, &mut warnings)?;
         let (log_level, log) = self.log_config()?;
         let corruption = self.corruption()?;
-        if self.given("initial-election-tick-advance")
-            && self.bool("initial-election-tick-advance")?
-        {
-            warnings.push(
-                "--initial-election-tick-advance=true has no effect in oxcd: a restarted member of several waits a whole election timeout before it campaigns, as etcd with the flag off (a one-member cluster campaigns at once)".into(),
-            );
-        }
         let cfg = Config {
             name,
             data_dir,
@@ -487,6 +480,7 @@ impl RawFlags {
             auto_tls: tls.auto,
             enable_v2: self.bool("enable-v2")?,
             request_bytes_max: self.uint("max-request-bytes")? as usize,
+            response_bytes_max: self.uint("max-response-bytes")?.max(1) as usize,
             txn_ops_max: self.uint("max-txn-ops")? as usize,
             quota_backend_bytes: self.quota_backend_bytes()?,
             backend_cache_bytes: self.uint("backend-cache-bytes")? as usize,

@@ -3,6 +3,7 @@
 //! follows `--snapshot-count` applied entries. An `impl RaftLoop` of its own so that
 //! `raft_loop.rs` reads as the raft-rs cycle.
 
+use std::io::BufReader;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -13,11 +14,14 @@ use raft::Storage;
 use crate::consensus::events::ApplyResult;
 use crate::consensus::log_store::encode_snapshot_meta;
 use crate::consensus::raft_loop::{LoopError, RaftLoop, BACKEND_SYNC_INTERVAL};
+use crate::consensus::snapshot_files::{SnapshotFile, SnapshotFileError};
 use crate::state::apply::{Applied, Outcome};
 
 /// Entry data the in-memory raft log may hold for a connected follower that is behind,
 /// beyond the catch-up entries; past it that follower is sent a snapshot instead.
 pub const LOG_MEMORY_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Bytes read from a received snapshot file at a time while restoring it.
+const RESTORE_BUFFER_BYTES: usize = 1024 * 1024;
 
 impl RaftLoop {
     /// Applies committed entries in one backend batch, then answers proposers and watchers.
@@ -146,10 +150,20 @@ impl RaftLoop {
         let (index, term) = (meta.index, meta.term);
         tracing::info!("applying snapshot at index {index} (term {term}) from the leader");
         let save_started = Instant::now();
+        let path = SnapshotFile::decode(&snap.data)
+            .filter(|f| (f.index, f.term) == (index, term))
+            .map(|f| self.node.store().snapshots.received_path(&f))
+            .ok_or(LoopError::SnapshotData(index, term))?;
+        let file = std::fs::File::open(&path).map_err(|source| SnapshotFileError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
         let mut batch = self.applier.store.batch()?;
-        batch.restore(&snap.data)?;
+        batch.restore_from(&mut BufReader::with_capacity(RESTORE_BUFFER_BYTES, file))?;
         batch.set_consistent_index(index, term)?;
         batch.commit(true)?;
+        // The backend holds it now (durably): the file is not needed again.
+        let _ = std::fs::remove_file(&path);
         crate::metrics::get()
             .snap_db_save
             .observe(save_started.elapsed().as_secs_f64());
@@ -194,8 +208,10 @@ impl RaftLoop {
             return Ok(());
         }
         self.last_snapshot_index = applied;
-        // The marker goes where the in-memory log starts (trimmed at least this far).
-        self.trim_memory_log_to(applied.saturating_sub(self.catchup_keep()))?;
+        // The marker goes where the in-memory log starts (trimmed this far, unless a
+        // follower still needs the entries).
+        let upto = self.trim_target(applied.saturating_sub(self.catchup_keep()), applied)?;
+        self.trim_memory_log_to(upto)?;
         let first = self.node.store().first_index()?;
         let upto = first.saturating_sub(1);
         if upto == 0 {
@@ -225,11 +241,40 @@ impl RaftLoop {
             return Ok(());
         }
         self.trim_checked = applied;
-        let mut upto = applied.saturating_sub(keep);
-        if let Some(slowest) = self.slowest_follower().filter(|m| *m < upto) {
-            upto = slowest.max(self.bytes_cap_index(applied)?);
-        }
+        let upto = self.trim_target(applied.saturating_sub(keep), applied)?;
         self.trim_memory_log_to(upto)
+    }
+
+    /// Where to trim the in-memory log to: `upto`, unless a follower still needs entries
+    /// before it (a connected one that is behind, or one waiting for the snapshot being
+    /// built or sent to it, which continues from the snapshot's index), and then never
+    /// more than [`LOG_MEMORY_BYTES_MAX`] of entry data kept for it.
+    fn trim_target(&self, upto: u64, applied: u64) -> Result<u64, LoopError> {
+        let held = [self.slowest_follower(), self.snapshot_in_flight()]
+            .into_iter()
+            .flatten()
+            .min();
+        match held.filter(|h| *h < upto) {
+            Some(h) => Ok(h.max(self.bytes_cap_index(applied)?)),
+            None => Ok(upto),
+        }
+    }
+
+    /// On the leader: the lowest index of a snapshot being built or sent to a follower.
+    fn snapshot_in_flight(&self) -> Option<u64> {
+        if self.node.raft.state != raft::StateRole::Leader {
+            return None;
+        }
+        let sending = self
+            .node
+            .raft
+            .prs()
+            .iter()
+            .filter(|(_, p)| p.state == raft::ProgressState::Snapshot)
+            .map(|(_, p)| p.pending_snapshot);
+        sending
+            .chain(self.node.store().snapshots.building_index())
+            .min()
     }
 
     /// Drops the in-memory entries up to and including `upto` (at most the applied index).

@@ -58,6 +58,9 @@ pub struct RaftStatus {
     /// When this member, as leader, took over the leases (ms since the epoch); 0 when it is
     /// not the leader. Read by TimeToLive to report what this leader will enforce.
     pub lease_promoted_ms: AtomicI64,
+    /// When this member last saw the leader change (`clock::now_ms`), for v2's
+    /// `leaderInfo`; 0 before the first leader.
+    pub leader_changed_ms: AtomicI64,
 }
 
 /// Why a member stops on its own.

@@ -1,6 +1,6 @@
 //! raft-rs's view of our log: entries and hard state in memory (raft-rs's `MemStorage`,
 //! rebuilt from the WAL at start, trimmed behind the applied index by the loop), and
-//! snapshots made from the MVCC backend on demand.
+//! snapshots of the MVCC backend, built as files off the raft thread (`snapshot_files.rs`).
 
 use std::sync::Arc;
 
@@ -9,6 +9,8 @@ use raft::storage::MemStorage;
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use oxcd_storage::Store;
+
+use crate::consensus::snapshot_files::SnapshotFiles;
 
 /// The WAL snapshot marker's codec: the data-dir layout's, shared with `snapshot restore`.
 pub use oxcd_snapshot::layout::{decode_snapshot_meta, encode_snapshot_meta};
@@ -19,6 +21,8 @@ pub struct LogStore {
     /// The last entry the loop dropped from `mem` (index, term), whose term raft still asks
     /// for (the entry before the first one it sends a follower); (0, 0) before any trim.
     pub trimmed: (u64, u64),
+    /// The snapshot files this member builds and receives.
+    pub snapshots: Arc<SnapshotFiles>,
 }
 
 impl Storage for LogStore {
@@ -51,28 +55,34 @@ impl Storage for LogStore {
         self.mem.last_index()
     }
 
-    /// A snapshot is the whole backend as of its last applied entry.
+    /// A snapshot is the whole backend as of an applied entry, as a file. The first call
+    /// starts building it on a thread of its own and answers "temporarily unavailable"
+    /// (raft-rs asks again at the follower's next heartbeat response); once built, the
+    /// message carries only the file's description and the transport sends the file.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         #[cfg(feature = "failpoints")]
         fail::fail_point!("raft_snapshot_send");
-        let (data, index, term) =
-            crate::metrics::timed(&crate::metrics::get().backend_snapshot, || {
-                self.store.snapshot()
-            })
-            .map_err(|e| raft::Error::Store(StorageError::Other(Box::new(e))))?;
-        if index < request_index {
+        // An older snapshot than where the log starts would leave the follower a gap.
+        let min_index = request_index.max(self.mem.first_index()?.saturating_sub(1));
+        let conf_state = self.mem.initial_state()?.conf_state;
+        // The backend is busy when raft asks from inside an apply (its batch holds the
+        // index); the backend and `conf_state` then disagree: ask again later.
+        let ready =
+            self.snapshots
+                .ready_or_build(min_index, || self.store.try_read_view(), conf_state);
+        let Some((file, conf_state)) = ready else {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
-        }
+        };
         let mut snap = Snapshot {
-            data: data.into(),
+            data: file.encode().into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.mem.initial_state()?.conf_state);
+        meta.index = file.index;
+        meta.term = file.term;
+        meta.set_conf_state(conf_state);
         Ok(snap)
     }
 }

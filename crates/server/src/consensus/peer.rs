@@ -1,22 +1,27 @@
 //! The peer transport: raft messages between members over (mutual) TLS on the peer URLs.
 //!
 //! Wire format (our own; etcd's peer protocol is not spoken): the dialer sends the 8-byte
-//! magic `OXCDPR02`, its member ID and the cluster ID (u64 big-endian each) and a flags byte
+//! magic `OXCDPR03`, its member ID and the cluster ID (u64 big-endian each) and a flags byte
 //! (1 = my data dir is new, 2 = my member table says you have been in the cluster before);
 //! the listener answers one byte, 0 = accepted, 1 = refused, or 2 = refused because the
 //! dialer's data dir was wiped, 1 and 2 followed by a u16-length reason; then it closes. Then
-//! frames `[kind u8][len u32 BE][raft Message protobuf]` flow from dialer to listener only
-//! (kind 1: any message but a snapshot; kind 2: a snapshot): each member dials every other
-//! member once, for its own outgoing messages.
+//! frames `[kind u8][len u32 BE][payload]` flow from dialer to listener only: kind 1, a raft
+//! Message protobuf (any message but a snapshot); kind 2, a snapshot message (its data
+//! only describes the snapshot file: `snapshot_files.rs`); kind 3, a chunk of the snapshot
+//! file announced by the last kind 2 frame, whose chunks follow it in order, interleaved
+//! with kind 1 frames (heartbeats keep flowing during a transfer), until the announced size
+//! has arrived; only then, its checksum checked, is the snapshot message given to raft.
+//! Each member dials every other member once, for its own outgoing messages.
 //!
 //! Limits: each peer has a queue of [`PEER_QUEUE_MAX`] messages; when it is full (a slow or
 //! dead peer) messages are dropped (raft retransmits), so a bad peer never blocks the raft
 //! loop or grows memory. A frame is read as its bytes arrive, never allocated from the
-//! length it claims; a message frame larger than [`FrameLimits::message_bytes_max`]
-//! (`--max-request-bytes` or raft's append size, whichever is larger, plus
-//! [`FRAME_OVERHEAD_BYTES`]) or a snapshot frame larger than
-//! [`FrameLimits::snapshot_bytes_max`] (twice `--quota-backend-bytes`) closes the
-//! connection. At most [`PEER_HANDSHAKES_MAX`] connections are in their handshake at a time,
+//! length it claims; a message or snapshot message frame larger than
+//! [`FrameLimits::message_bytes_max`] (`--max-request-bytes` or raft's append size,
+//! whichever is larger, plus [`FRAME_OVERHEAD_BYTES`]), a chunk larger than
+//! [`SNAPSHOT_CHUNK_BYTES_MAX`], or a snapshot file announced larger than
+//! [`FrameLimits::snapshot_bytes_max`] (twice `--quota-backend-bytes`: it goes to disk, not
+//! memory) closes the connection. One snapshot file is received at a time per stream. At most [`PEER_HANDSHAKES_MAX`] connections are in their handshake at a time,
 //! each for at most [`DIAL_TIMEOUT`] per step; a connection is admitted only for a member of
 //! the cluster, from one of that member's peer addresses (when they are IP addresses), and
 //! only one stream per member is kept: a new one replaces the old.
@@ -36,10 +41,14 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use std::sync::{Arc, RwLock};
 
 use crate::consensus::events::{RaftEvent, Stop, StopSender, Transport};
+use crate::consensus::snapshot_files::{
+    Incoming, SnapshotFile, SnapshotFileError, SnapshotFiles, SNAPSHOT_CHUNK_BYTES_MAX,
+};
 use crate::state::members::{Member, Members};
 
-/// The handshake's magic; version 2 has typed frames (version 1, `OXCDPEER`, is refused).
-pub const MAGIC: &[u8; 8] = b"OXCDPR02";
+/// The handshake's magic; version 3 streams snapshot files in chunks (versions 1 and 2,
+/// `OXCDPEER` and `OXCDPR02`, are refused).
+pub const MAGIC: &[u8; 8] = b"OXCDPR03";
 /// A joining member's request for the membership (then 17 zero bytes).
 pub const JOIN_MAGIC: &[u8; 8] = b"OXCDJOIN";
 /// A starting member's request for another's HashKV (the initial corruption check): then,
@@ -64,6 +73,10 @@ pub const MEMBERSHIP_BYTES_MAX: usize = 1024 * 1024;
 const READ_STEP_BYTES: usize = 64 * 1024;
 const FRAME_MESSAGE: u8 = 1;
 const FRAME_SNAPSHOT: u8 = 2;
+const FRAME_CHUNK: u8 = 3;
+/// Snapshot messages a sender holds while it streams another's file to the same peer;
+/// more are reported failed (raft sends them again).
+const SNAPSHOTS_WAITING_MAX: usize = 1;
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -71,7 +84,8 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLimits {
     pub message_bytes_max: usize,
-    pub snapshot_bytes_max: usize,
+    /// The largest snapshot file a peer may announce (received into a file, not memory).
+    pub snapshot_bytes_max: u64,
 }
 
 impl FrameLimits {
@@ -79,12 +93,11 @@ impl FrameLimits {
     /// at most `--max-request-bytes`); a snapshot the whole backend, which grows past the
     /// quota only until the NOSPACE alarm stops it.
     pub fn new(request_bytes_max: usize, quota_backend_bytes: u64) -> FrameLimits {
-        let snapshot = quota_backend_bytes
-            .saturating_mul(2)
-            .saturating_add(FRAME_OVERHEAD_BYTES as u64);
         FrameLimits {
             message_bytes_max: request_bytes_max.max(APPEND_BYTES_MAX) + FRAME_OVERHEAD_BYTES,
-            snapshot_bytes_max: snapshot.min(u32::MAX as u64) as usize,
+            snapshot_bytes_max: quota_backend_bytes
+                .saturating_mul(2)
+                .saturating_add(FRAME_OVERHEAD_BYTES as u64),
         }
     }
 }
@@ -102,6 +115,16 @@ pub enum FrameError {
     Decode(#[from] protobuf::ProtobufError),
     #[error("a {0:?} in a frame of the wrong kind")]
     WrongKind(MessageType),
+    #[error("a snapshot chunk without a snapshot message before it")]
+    StrayChunk,
+    #[error("a snapshot message while the previous snapshot's file was still arriving")]
+    SnapshotOverlap,
+    #[error("a snapshot message that does not describe a snapshot file")]
+    SnapshotData,
+    #[error("a snapshot file of {len} bytes exceeds the limit of {max} bytes")]
+    SnapshotTooLarge { len: u64, max: u64 },
+    #[error("{0}")]
+    SnapshotFile(#[from] SnapshotFileError),
 }
 
 /// Reads one frame: its kind and payload, the payload read in steps as it arrives.
@@ -113,8 +136,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r.read_exact(&mut header).await?;
     let kind = header[0];
     let max = match kind {
-        FRAME_MESSAGE => limits.message_bytes_max,
-        FRAME_SNAPSHOT => limits.snapshot_bytes_max,
+        FRAME_MESSAGE | FRAME_SNAPSHOT => limits.message_bytes_max,
+        FRAME_CHUNK => SNAPSHOT_CHUNK_BYTES_MAX,
         other => return Err(FrameError::Kind(other)),
     };
     let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
@@ -138,6 +161,9 @@ async fn read_bounded<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> std::io::R
 
 /// Decodes a frame's raft message; a snapshot must come in a snapshot frame and only there.
 pub fn decode_frame(kind: u8, payload: &[u8]) -> Result<Message, FrameError> {
+    if kind == FRAME_CHUNK {
+        return Err(FrameError::StrayChunk);
+    }
     let m = Message::parse_from_bytes(payload)?;
     let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
     if snapshot != (kind == FRAME_SNAPSHOT) {
@@ -316,6 +342,8 @@ pub struct PeerContext {
     pub hashing: Arc<tokio::sync::Semaphore>,
     /// The one inbound stream kept per member.
     pub inbound: Arc<InboundStreams>,
+    /// Where snapshot files are sent from and received into.
+    pub snapshots: Arc<SnapshotFiles>,
 }
 
 const FLAG_FRESH: u8 = 1;
@@ -588,48 +616,168 @@ async fn connect(
     Ok(conn)
 }
 
-/// Writes queued messages until the connection fails. Batches what is waiting into one write.
+/// Writes queued messages until the connection fails. Batches what is waiting into one
+/// write; while a snapshot file is being sent, one chunk of it goes after each batch.
 async fn pump(conn: Box<dyn Conn>, rx: &mut mpsc::Receiver<Message>, ctx: &PeerContext) -> String {
     // The other side never writes after the handshake: a read that ends means it went away
     // (so a dead peer is noticed even when there is nothing to send it).
     let (mut r, w) = tokio::io::split(conn);
     let mut w = BufWriter::with_capacity(256 * 1024, w);
     let mut probe = [0u8; 1];
+    let mut sending = Snapshots::default();
     loop {
-        let first = tokio::select! {
-            m = rx.recv() => match m {
-                Some(m) => m,
-                None => return "transport closed".into(),
-            },
-            n = r.read(&mut probe) => return match n {
-                Ok(0) => "the peer closed the connection".into(),
-                Ok(_) => "unexpected data from the peer".into(),
-                Err(e) => e.to_string(),
-            },
-        };
-        let mut batch = vec![first];
+        let mut batch = Vec::new();
+        if sending.current.is_none() {
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => batch.push(m),
+                    None => return "transport closed".into(),
+                },
+                n = r.read(&mut probe) => return match n {
+                    Ok(0) => "the peer closed the connection".into(),
+                    Ok(_) => "unexpected data from the peer".into(),
+                    Err(e) => e.to_string(),
+                },
+            }
+        }
         while batch.len() < 1024 {
             match rx.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        for m in &batch {
-            let Ok(frame) = encode_frame(m) else {
-                continue;
-            };
-            if let Err(e) = w.write_all(&frame).await {
-                crate::metrics::get().peer_send_failed(m.to);
-                report_snapshot_failures(&batch, ctx);
-                return e.to_string();
-            }
-            crate::metrics::get().peer_sent(m.to, frame.len());
-        }
-        if let Err(e) = w.flush().await {
+        let sent = async {
+            write_batch(&mut w, &batch, &mut sending, ctx).await?;
+            sending.next_chunk(&mut w, ctx).await?;
+            w.flush().await
+        };
+        if let Err(e) = sent.await {
             report_snapshot_failures(&batch, ctx);
+            if let Some(out) = sending.current.take() {
+                let _ = ctx.raft_tx.try_send(RaftEvent::SnapshotFailed(out.to));
+            }
             return e.to_string();
         }
     }
+}
+
+/// Writes a batch's frames; a snapshot message starts (or waits for) its file's transfer.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    batch: &[Message],
+    sending: &mut Snapshots,
+    ctx: &PeerContext,
+) -> std::io::Result<()> {
+    for m in batch {
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            sending.push(m.clone(), ctx);
+            continue;
+        }
+        let Ok(frame) = encode_frame(m) else {
+            continue;
+        };
+        if let Err(e) = w.write_all(&frame).await {
+            crate::metrics::get().peer_send_failed(m.to);
+            return Err(e);
+        }
+        crate::metrics::get().peer_sent(m.to, frame.len());
+    }
+    Ok(())
+}
+
+/// The snapshot files a sender streams to its peer: the one being sent, and those waiting.
+#[derive(Default)]
+struct Snapshots {
+    current: Option<Outgoing>,
+    waiting: std::collections::VecDeque<Message>,
+}
+
+/// A snapshot file being sent.
+struct Outgoing {
+    to: u64,
+    file: tokio::fs::File,
+    left: u64,
+}
+
+impl Snapshots {
+    fn push(&mut self, m: Message, ctx: &PeerContext) {
+        if self.waiting.len() >= SNAPSHOTS_WAITING_MAX {
+            let _ = ctx.raft_tx.try_send(RaftEvent::SnapshotFailed(m.to));
+            return;
+        }
+        self.waiting.push_back(m);
+    }
+
+    /// Sends the next chunk of the current file, starting the next waiting one first when
+    /// none is being sent.
+    async fn next_chunk<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        ctx: &PeerContext,
+    ) -> std::io::Result<()> {
+        while self.current.is_none() {
+            let Some(m) = self.waiting.pop_front() else {
+                return Ok(());
+            };
+            self.current = start_snapshot(w, m, ctx).await?;
+        }
+        let Some(out) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let want = out.left.min(SNAPSHOT_CHUNK_BYTES_MAX as u64) as usize;
+        let mut chunk = vec![0u8; 5 + want];
+        out.file.read_exact(&mut chunk[5..]).await?;
+        chunk[0] = FRAME_CHUNK;
+        chunk[1..5].copy_from_slice(&(want as u32).to_be_bytes());
+        w.write_all(&chunk).await?;
+        crate::metrics::get().peer_sent(out.to, chunk.len());
+        out.left -= want as u64;
+        if out.left == 0 {
+            self.current = None;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a snapshot message's frame and opens its file; a file that cannot be opened is
+/// reported failed (raft asks for a new snapshot) and nothing is written.
+async fn start_snapshot<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    m: Message,
+    ctx: &PeerContext,
+) -> std::io::Result<Option<Outgoing>> {
+    let opened = match SnapshotFile::decode(&m.get_snapshot().data) {
+        Some(f) => {
+            let path = ctx.snapshots.built_path(&f);
+            tokio::fs::File::open(&path)
+                .await
+                .map(|file| (f, file))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => Err("the message does not describe a snapshot file".to_string()),
+    };
+    let (f, file) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!("cannot send a snapshot to {:x}: {e}", m.to);
+            let _ = ctx.raft_tx.try_send(RaftEvent::SnapshotFailed(m.to));
+            return Ok(None);
+        }
+    };
+    let frame = encode_frame(&m).map_err(std::io::Error::other)?;
+    w.write_all(&frame).await?;
+    crate::metrics::get().peer_sent(m.to, frame.len());
+    tracing::info!(
+        "sending a snapshot at index {} ({} bytes) to {:x}",
+        f.index,
+        f.size_bytes,
+        m.to
+    );
+    Ok(Some(Outgoing {
+        to: m.to,
+        file,
+        left: f.size_bytes,
+    }))
 }
 
 fn report_snapshot_failures(batch: &[Message], ctx: &PeerContext) {
@@ -1015,23 +1163,85 @@ fn from_its_address(member: &Member, ip: IpAddr) -> bool {
     !checkable
 }
 
-/// Steps the raft loop with every frame until the stream fails; returns why it ended.
+/// Steps the raft loop with every frame until the stream fails; returns why it ended. A
+/// snapshot message is held until its file has arrived whole and checked.
 async fn read_frames(conn: &mut Box<dyn Conn>, ctx: &PeerContext) -> String {
+    let mut incoming: Option<(Message, Incoming)> = None;
     loop {
-        let msg = match read_frame(conn, &ctx.limits).await {
-            Ok((kind, payload)) => decode_frame(kind, &payload).map(|m| (m, payload.len() + 5)),
+        let read = read_frame(conn, &ctx.limits).await;
+        let step = match read {
+            Ok((FRAME_CHUNK, chunk)) => receive_chunk(&mut incoming, &chunk).await,
+            Ok((kind, payload)) => match decode_frame(kind, &payload) {
+                Ok(m) => {
+                    crate::metrics::get().peer_message_received(&m, payload.len() + 5);
+                    receive_message(&mut incoming, m, ctx).await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
-        match msg {
-            Ok((m, frame_bytes)) => {
-                crate::metrics::get().peer_message_received(&m, frame_bytes);
+        match step {
+            Ok(Some(m)) => {
                 if ctx.raft_tx.try_send(RaftEvent::Step(Box::new(m))).is_err() {
                     tracing::debug!("raft loop busy; dropping a peer message");
                 }
             }
+            Ok(None) => {}
             Err(e) => return e.to_string(),
         }
     }
+}
+
+/// A message for raft now, or none yet: a snapshot message starts receiving its file.
+async fn receive_message(
+    incoming: &mut Option<(Message, Incoming)>,
+    m: Message,
+    ctx: &PeerContext,
+) -> Result<Option<Message>, FrameError> {
+    if m.get_msg_type() != MessageType::MsgSnapshot {
+        return Ok(Some(m));
+    }
+    if incoming.is_some() {
+        return Err(FrameError::SnapshotOverlap);
+    }
+    let snap = m.get_snapshot();
+    let f = SnapshotFile::decode(&snap.data)
+        .filter(|f| (f.index, f.term) == (snap.get_metadata().index, snap.get_metadata().term))
+        .ok_or(FrameError::SnapshotData)?;
+    if f.size_bytes > ctx.limits.snapshot_bytes_max {
+        return Err(FrameError::SnapshotTooLarge {
+            len: f.size_bytes,
+            max: ctx.limits.snapshot_bytes_max,
+        });
+    }
+    tracing::info!(
+        "receiving a snapshot at index {} ({} bytes) from {:x}",
+        f.index,
+        f.size_bytes,
+        m.from
+    );
+    let file = ctx.snapshots.receive(f).await?;
+    *incoming = Some((m, file));
+    // An empty file is complete at once.
+    receive_chunk(incoming, &[]).await
+}
+
+/// Appends a chunk to the file being received; once complete and checked, its message is
+/// for raft.
+async fn receive_chunk(
+    incoming: &mut Option<(Message, Incoming)>,
+    chunk: &[u8],
+) -> Result<Option<Message>, FrameError> {
+    let (_, file) = incoming.as_mut().ok_or(FrameError::StrayChunk)?;
+    file.write_chunk(chunk).await?;
+    if !file.complete() {
+        return Ok(None);
+    }
+    let Some((m, file)) = incoming.take() else {
+        return Ok(None);
+    };
+    file.finish().await?;
+    Ok(Some(m))
 }
 
 #[cfg(test)]
@@ -1041,7 +1251,7 @@ mod tests {
 
     const LIMITS: FrameLimits = FrameLimits {
         message_bytes_max: 3 << 20,
-        snapshot_bytes_max: u32::MAX as usize,
+        snapshot_bytes_max: u32::MAX as u64,
     };
 
     fn member(urls: &[&str]) -> Member {
@@ -1106,13 +1316,19 @@ mod tests {
         ));
         let l = FrameLimits::new(1_572_864, 2 << 30);
         assert_eq!(l.message_bytes_max, 1_572_864 + FRAME_OVERHEAD_BYTES);
-        assert_eq!(l.snapshot_bytes_max, u32::MAX as usize);
+        assert_eq!(
+            l.snapshot_bytes_max,
+            (4 << 30) + FRAME_OVERHEAD_BYTES as u64
+        );
         let small = FrameLimits::new(1000, 100 << 20);
         assert_eq!(
             small.message_bytes_max,
             APPEND_BYTES_MAX + FRAME_OVERHEAD_BYTES
         );
-        assert_eq!(small.snapshot_bytes_max, (200 << 20) + FRAME_OVERHEAD_BYTES);
+        assert_eq!(
+            small.snapshot_bytes_max,
+            (200 << 20) + FRAME_OVERHEAD_BYTES as u64
+        );
     }
 
     /// Issue 16 defect 4: a frame claiming 1 GiB made the member allocate it at once. Memory
@@ -1126,13 +1342,17 @@ mod tests {
         let before = rss_bytes();
         let (mut client, mut server) = tokio::io::duplex(64 * 1024);
         let grown = rt.block_on(async {
-            let mut frame = vec![FRAME_SNAPSHOT];
+            let mut frame = vec![FRAME_MESSAGE];
             frame.extend_from_slice(&(1u32 << 30).to_be_bytes());
             frame.extend_from_slice(&[0u8; 1000]);
             client.write_all(&frame).await.expect("write");
             // The peer sends nothing more and keeps the connection open: measure while the
             // read waits for the rest.
-            let read = read_frame(&mut server, &LIMITS);
+            let large = FrameLimits {
+                message_bytes_max: 2 << 30,
+                ..LIMITS
+            };
+            let read = read_frame(&mut server, &large);
             tokio::pin!(read);
             tokio::select! {
                 r = &mut read => panic!("a frame of 1000 bytes ended: {:?}", r.err()),

@@ -65,6 +65,10 @@ pub enum LoopError {
     Encode(#[from] protobuf::ProtobufError),
     #[error("after installing a snapshot: {0}")]
     Tables(#[from] crate::state::TableError),
+    #[error("{0}")]
+    SnapshotFile(#[from] crate::consensus::snapshot_files::SnapshotFileError),
+    #[error("the snapshot at index {0} (term {1}) does not name a received snapshot file")]
+    SnapshotData(u64, u64),
 }
 
 /// How the loop ended without an error.
@@ -102,6 +106,23 @@ pub struct LoopParts {
     pub warning_apply: Duration,
     pub election_ms: u64,
     pub duties: DutySettings,
+    /// `--initial-election-tick-advance`: whether a remote member's stream is up, or None
+    /// when the flag is off (see [`TickAdvance`]).
+    pub peer_up: Option<Arc<dyn Fn(u64) -> bool + Send + Sync>>,
+}
+
+/// How long a starting member of several waits for its peers' streams before it gives up
+/// advancing its election ticks (etcd's `rafthttp.ConnReadTimeout`).
+pub const TICK_ADVANCE_WAIT: Duration = Duration::from_secs(5);
+
+/// etcd's `adjustTicks` with `--initial-election-tick-advance` for a member of several:
+/// once the streams to more than one remote member are up (within [`TICK_ADVANCE_WAIT`]),
+/// the election ticks are fast-forwarded to two short of the election timeout, so that the
+/// member campaigns soon when there is no leader and still hears from a leader there is
+/// before it would campaign. (A one-member cluster campaigns at once, flag or not.)
+struct TickAdvance {
+    peer_up: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+    until: Instant,
 }
 
 pub struct RaftLoop {
@@ -144,6 +165,8 @@ pub struct RaftLoop {
     /// Flipped once this member's attributes are in the member table (etcd's "published"):
     /// client listeners open only then.
     published: tokio::sync::watch::Sender<bool>,
+    /// Pending until the election ticks are advanced or the wait ends.
+    tick_advance: Option<TickAdvance>,
 }
 
 impl RaftLoop {
@@ -183,6 +206,47 @@ impl RaftLoop {
             held_conf: std::collections::VecDeque::new(),
             removed: false,
             published: tokio::sync::watch::channel(false).0,
+            tick_advance: p.peer_up.map(|peer_up| TickAdvance {
+                peer_up,
+                until: Instant::now() + TICK_ADVANCE_WAIT,
+            }),
+        }
+    }
+
+    /// Fast-forwards the election ticks once more than one remote member is connected (see
+    /// [`TickAdvance`]); called once per tick until done or given up.
+    fn maybe_advance_ticks(&mut self) {
+        let Some(adv) = &self.tick_advance else {
+            return;
+        };
+        let cs = &self.conf_state;
+        let remotes: Vec<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
+        if remotes.len() <= 1 {
+            // One member: it campaigned at start.
+            self.tick_advance = None;
+            return;
+        }
+        let me = self.member_id;
+        let up = remotes
+            .iter()
+            .filter(|&&id| id != me && (adv.peer_up)(id))
+            .count();
+        if up > 1 {
+            let election_ticks = self.node.raft.election_timeout();
+            let ticks = election_ticks.saturating_sub(2);
+            tracing::info!(
+                "local-member-id" = %format!("{me:x}"),
+                "forward-ticks" = ticks,
+                "election-ticks" = election_ticks,
+                "active-remote-members" = up,
+                "initialized peer connections; fast-forwarding election ticks"
+            );
+            for _ in 0..ticks {
+                self.node.tick();
+            }
+            self.tick_advance = None;
+        } else if Instant::now() >= adv.until {
+            self.tick_advance = None;
         }
     }
 
@@ -209,6 +273,7 @@ impl RaftLoop {
                 self.warn_late_heartbeat(last_tick.elapsed());
                 last_tick = Instant::now();
                 self.node.tick();
+                self.maybe_advance_ticks();
                 self.run_duties();
                 // A compaction's rows leave the backend in bounded steps (also when idle).
                 if let Err(e) = self.applier.store.compact_step() {
@@ -459,7 +524,7 @@ impl RaftLoop {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
         if !rd.messages().is_empty() {
-            self.transport.send(rd.take_messages());
+            self.send(rd.take_messages());
         }
         if !rd.snapshot().is_empty() {
             self.apply_snapshot(rd.snapshot().clone())?;
@@ -498,7 +563,7 @@ impl RaftLoop {
             fail::fail_point!("raft_after_save");
         }
         if !rd.persisted_messages().is_empty() {
-            self.transport.send(rd.take_persisted_messages());
+            self.send(rd.take_persisted_messages());
         }
         let mut light = self.node.advance(rd);
         if let Some(commit) = light.commit_index() {
@@ -509,7 +574,7 @@ impl RaftLoop {
                 .mut_hard_state()
                 .set_commit(commit);
         }
-        self.transport.send(light.take_messages());
+        self.send(light.take_messages());
         self.apply_committed(light.take_committed_entries())?;
         self.node.advance_apply();
         self.reads.release(self.node.raft.raft_log.applied);
@@ -520,6 +585,19 @@ impl RaftLoop {
         self.maybe_compact_log()?;
         self.trim_memory_log()?;
         Ok(())
+    }
+
+    /// Hands messages to the transport, counting the append requests (v2 stats).
+    fn send(&self, msgs: Vec<raft::eraftpb::Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        for m in &msgs {
+            if m.get_msg_type() == raft::eraftpb::MessageType::MsgAppend {
+                crate::peer_stats::get().append_sent(m.to, m.compute_size() as usize);
+            }
+        }
+        self.transport.send(msgs);
     }
 
     /// Proposes what was held while there was no leader. Only after `advance`: a proposal
@@ -601,6 +679,9 @@ impl RaftLoop {
         // Reads waiting on the old leader's ReadIndex will not be answered.
         self.reads.fail_asked();
         self.leader_id = leader_id;
+        self.status
+            .leader_changed_ms
+            .store(now_ms(), Ordering::Relaxed);
         if leader_id != self.member_id {
             self.duties.demote_leases();
             self.status.lease_promoted_ms.store(0, Ordering::Relaxed);

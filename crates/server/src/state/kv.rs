@@ -51,6 +51,53 @@ impl KvRead for Store {
     }
 }
 
+/// The store as the read path sees it: the ranges of one request (a Range, or every range
+/// of a read-only Txn) return at most `bytes_max` bytes of KeyValues between them
+/// (`--max-response-bytes`), and stop reading once past it. The apply path reads without
+/// this bound: a committed entry applies the same way on every member, whatever its flags.
+pub struct BoundedReads<'s> {
+    store: &'s Store,
+    bytes_max: usize,
+    used: std::cell::Cell<usize>,
+}
+
+impl<'s> BoundedReads<'s> {
+    pub fn new(store: &'s Store, bytes_max: usize) -> Self {
+        BoundedReads {
+            store,
+            bytes_max,
+            used: std::cell::Cell::new(0),
+        }
+    }
+}
+
+impl KvRead for BoundedReads<'_> {
+    fn range_kv(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        mut opts: RangeOptions,
+    ) -> Result<RangeResult, ServerError> {
+        let (used, max) = (self.used.get(), self.bytes_max);
+        // At the bound already, a range that returns anything is over it.
+        opts.bytes_max = max.saturating_sub(used).max(1);
+        match self.store.range(key, end, opts) {
+            Ok(res) => {
+                let got: usize = res.kvs.iter().map(oxcd_storage::mvcc::response_bytes).sum();
+                self.used.set(used + got);
+                Ok(res)
+            }
+            Err(oxcd_storage::MvccError::ResponseTooLarge { bytes, .. }) => {
+                Err(ServerError::ResponseTooLarge {
+                    bytes: used + bytes,
+                    max,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// A write transaction plus the lease check the apply loop supplies.
 pub struct Writer<'t, 'b, 'a, F: Fn(i64) -> bool> {
     pub txn: &'t mut TxnWrite<'b, 'a>,
@@ -113,6 +160,9 @@ pub fn range(view: &impl KvRead, r: &RangeRequest) -> Result<RangeResponse, Serv
             limit,
             rev: r.revision,
             count_only: r.count_only,
+            // Values are dropped as they are read, unless the sort needs them.
+            keys_only: r.keys_only && target != SortTarget::Value,
+            ..Default::default()
         },
     )?;
     let mut kvs = res.kvs;

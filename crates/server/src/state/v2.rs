@@ -170,33 +170,12 @@ fn expire_ms(now_ms: i64, ttl: Option<i64>) -> Option<i64> {
         .map(|t| now_ms.saturating_add(t.min(TTL_MAX_S) * 1000))
 }
 
+/// A node's `expiration` as etcd's v2 store prints it (Go's `time.RFC3339Nano`, UTC). The
+/// time is in range: `expire_ms` caps a TTL at `TTL_MAX_S`.
 fn rfc3339(ms: i64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm), UTC.
-    let secs = ms.div_euclid(1000);
-    let nanos = ms.rem_euclid(1000) * 1_000_000;
-    let days = secs.div_euclid(86400);
-    let sod = secs.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    let frac = if nanos == 0 {
-        String::new()
-    } else {
-        format!(".{:09}", nanos).trim_end_matches('0').to_string()
-    };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
-        sod / 3600,
-        (sod % 3600) / 60,
-        sod % 60
-    )
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    oxcd_gocompat::timestamp::rfc3339_nano(t)
 }
 
 /// Rows to write to or delete from the backend after an apply.

@@ -5,7 +5,9 @@
 //! cut-over; after it, oxcd holds exactly etcd's history (every key at the current revision
 //! and at a past one, the same leases, HashKV equal on every member), a watcher that
 //! followed etcd resumes on oxcd from its last revision and sees the same events, and oxcd
-//! takes writes.
+//! takes writes. Both sides require client certificates, each of its own CA (the `--from-*`
+//! and `--to-*` TLS flags); users and roles added on etcd during the migration make the
+//! cut-over refuse, naming `--copy-auth`, which then carries them over.
 
 use std::time::{Duration, Instant};
 
@@ -154,13 +156,36 @@ async fn write_load(c: &Client) -> (i64, u64) {
     (mid, acked)
 }
 
+/// `oxctl migrate run` from `etcd` to `ox`, each side with its own CA and client
+/// certificate (`--from-cacert`... and `--to-cacert`...).
 fn migrate_args(etcd: &Cluster, ox: &Cluster) -> Vec<String> {
-    vec![
+    let mut args = vec![
         "migrate".into(),
         "run".into(),
         format!("--from={}", etcd.endpoint(0)),
         format!("--to={}", ox.endpoints()),
-    ]
+    ];
+    for (side, c) in [("from", etcd), ("to", ox)] {
+        let certs = c.client_certs().expect("client certificates");
+        args.push(format!("--{side}-cacert={}", certs.ca.display()));
+        args.push(format!("--{side}-cert={}", certs.cert.display()));
+        args.push(format!("--{side}-key={}", certs.key.display()));
+    }
+    args
+}
+
+/// Auth changes on etcd during the migration, which etcd's watch does not carry.
+fn change_auth_on(etcd: &Cluster) {
+    etcd.etcdctl(0, &["user", "add", "alice:secret"], b"").ok();
+    etcd.etcdctl(0, &["role", "add", "reader"], b"").ok();
+    etcd.etcdctl(
+        0,
+        &["role", "grant-permission", "reader", "read", "w/"],
+        b"",
+    )
+    .ok();
+    etcd.etcdctl(0, &["user", "grant-role", "alice", "reader"], b"")
+        .ok();
 }
 
 /// `get -w json` of every key at `rev` (0: current), IDs masked.
@@ -224,8 +249,12 @@ fn refused_in_import_mode(out: Output) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_migration_keeps_every_revision() {
     require("etcdctl");
-    let etcd = Cluster::builder(Impl::Etcd).start();
-    let ox = Cluster::builder(Impl::Oxcd).members(3).start();
+    // Client certificates required on both sides, each with a CA of its own.
+    let etcd = Cluster::builder(Impl::Etcd).client_cert_auth().start();
+    let ox = Cluster::builder(Impl::Oxcd)
+        .members(3)
+        .client_cert_auth()
+        .start();
     for i in 0..50 {
         etcd.etcdctl(0, &["put", &format!("w/{i}"), "before"], b"")
             .ok();
@@ -238,6 +267,7 @@ async fn live_migration_keeps_every_revision() {
     let writer = tokio::spawn(async move { write_load(&source).await });
     tokio::time::sleep(Duration::from_secs(3)).await;
     refused_in_import_mode(ox.etcdctl(1, &["put", "x", "y"], b""));
+    change_auth_on(&etcd);
     let (mid, writes) = writer.await.expect("writer");
     assert!(
         writes >= WRITES_PER_SEC * WRITE_FOR.as_secs() * 9 / 10,
@@ -263,10 +293,25 @@ async fn live_migration_keeps_every_revision() {
         "stopped at {stopped_at}, half time was {mid}:\n{log}"
     );
 
+    // The auth changes are seen at the cut-over, which refuses naming the remedy.
     let mut cut = std::process::Command::new(bin("oxctl"));
     cut.args(migrate_args(&etcd, &ox)).arg("--cut-over");
+    let out = run(&mut cut, b"").failed();
+    assert!(
+        out.stderr.contains("users that differ: alice")
+            && out.stderr.contains("roles that differ: reader")
+            && out.stderr.contains("--copy-auth"),
+        "{}",
+        out.stderr
+    );
+    refused_in_import_mode(ox.etcdctl(1, &["put", "x", "y"], b""));
+    let mut cut = std::process::Command::new(bin("oxctl"));
+    cut.args(migrate_args(&etcd, &ox))
+        .args(["--cut-over", "--copy-auth"]);
     let out = run(&mut cut, b"").ok();
     assert!(out.stdout.contains("cut-over done"), "{}", out.stdout);
+    let alice = ox.etcdctl(2, &["user", "get", "alice"], b"").ok();
+    assert!(alice.stdout.contains("reader"), "{}", alice.stdout);
 
     let want = (
         keys_json(&etcd, 0, 0),

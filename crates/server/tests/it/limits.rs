@@ -1,5 +1,6 @@
 //! etcd's request limits and checks, through the v3 gRPC API (oxcd-api's tonic client):
-//! `--max-txn-ops`, a key written twice in one txn, an empty key, `--max-request-bytes`.
+//! `--max-txn-ops`, a key written twice in one txn, an empty key, `--max-request-bytes`, and
+//! oxcd's `--max-response-bytes`.
 //! Each refusal has etcd's gRPC code and message and leaves the store untouched.
 
 use oxcd_api::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -116,11 +117,15 @@ impl Client {
     }
 
     fn range(&mut self, key: &[u8]) -> Result<(i64, usize), (Code, String)> {
-        let kv = &mut self.kv;
-        let req = RangeRequest {
+        self.range_with(RangeRequest {
             key: key.to_vec(),
             ..Default::default()
-        };
+        })
+    }
+
+    /// A range's revision and number of KeyValues.
+    fn range_with(&mut self, req: RangeRequest) -> Result<(i64, usize), (Code, String)> {
+        let kv = &mut self.kv;
         self.rt
             .block_on(kv.range(req))
             .map(|r| {
@@ -282,7 +287,7 @@ fn empty_keys_are_refused() {
 #[test]
 fn requests_over_max_request_bytes_are_refused_and_write_nothing() {
     let oxcd = Cluster::builder(Impl::Oxcd)
-        .flags(["--max-request-bytes=1024"])
+        .flags(["--max-request-bytes=1024", "--max-response-bytes=100000"])
         .start();
     let mut c = Client::new(&oxcd);
     let before = c.rev();
@@ -303,6 +308,57 @@ fn requests_over_max_request_bytes_are_refused_and_write_nothing() {
     assert_eq!(c.range(b"t1"), Ok((before, 0)), "nothing written");
     assert_eq!(c.put(b"small", &[b'x'; 900]), Ok(()));
     assert_eq!(c.range(b"small"), Ok((before + 1, 1)));
+    ranges_over_max_response_bytes_are_refused(&mut c);
+}
+
+/// Issue 15: a range whose response would pass `--max-response-bytes` fails with grpc's
+/// RESOURCE_EXHAUSTED (etcd's, past its gRPC send limit) once the member has read that
+/// much, not after reading the whole range; a limit, keys only, a count fit.
+fn ranges_over_max_response_bytes_are_refused(c: &mut Client) {
+    for n in 0..150 {
+        assert_eq!(c.put(format!("r/{n:03}").as_bytes(), &[b'v'; 900]), Ok(()));
+    }
+    let all = RangeRequest {
+        key: b"r/".to_vec(),
+        range_end: b"r0".to_vec(),
+        ..Default::default()
+    };
+    let err = c.range_with(all.clone()).expect_err("over the bound");
+    assert_eq!(err.0, Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.1
+            .starts_with("grpc: trying to send message larger than max (")
+            && err.1.ends_with(" vs. 100000)"),
+        "{err:?}"
+    );
+    let rev = c.rev();
+    let limited = RangeRequest {
+        limit: 50,
+        ..all.clone()
+    };
+    assert_eq!(c.range_with(limited), Ok((rev, 50)));
+    let keys = RangeRequest {
+        keys_only: true,
+        ..all.clone()
+    };
+    assert_eq!(c.range_with(keys), Ok((rev, 150)));
+    // The ranges of one read-only txn share the bound.
+    let half = |from: &str, to: &str| RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: from.as_bytes().to_vec(),
+            range_end: to.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    };
+    let both = txn(
+        vec![],
+        vec![half("r/000", "r/075"), half("r/075", "r0")],
+        vec![],
+    );
+    let err = c.txn(both).expect_err("over the bound");
+    assert_eq!(err.0, Code::ResourceExhausted, "{err:?}");
+    let one = txn(vec![], vec![half("r/000", "r/075")], vec![]);
+    assert_eq!(c.txn(one), Ok(()));
 }
 
 /// A message beyond --max-request-bytes plus gRPC's 512 KiB allowance is refused while it is

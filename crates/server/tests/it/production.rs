@@ -557,12 +557,102 @@ fn force_new_cluster_then_edited_initial_cluster() {
     );
 }
 
-/// python-etcd's and node-etcd's calls: /v2/members, /v2/machines, /v2/stats/*.
+/// The keys of a JSON object and of the objects in it, as `a`, `a.b`, ...; the keys of a
+/// map keyed by member ID (`followers`) are named `*`.
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    let Some(obj) = v.as_object() else {
+        return;
+    };
+    for (k, inner) in obj {
+        let name = if prefix.ends_with("followers") {
+            "*"
+        } else {
+            k.as_str()
+        };
+        let path = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        key_paths(inner, &path, out);
+        out.insert(path);
+    }
+}
+
+/// etcd's `omitempty` rates of `/v2/stats/self`: present only while appends flow.
+const SELF_RATES: [&str; 4] = [
+    "recvPkgRate",
+    "recvBandwidthRate",
+    "sendPkgRate",
+    "sendBandwidthRate",
+];
+
+/// The key paths of the leader's `/v2/stats/self` (rates left out) and `/v2/stats/leader`
+/// after ten puts, on the 3-member cluster `c`.
+async fn stats_shape(c: &Cluster) -> (Vec<String>, Vec<String>) {
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let client = c.client(leader).await.expect("client");
+    for i in 0..10 {
+        let put = PutRequest {
+            key: format!("stats/{i}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        };
+        client.kv().put(put).await.expect("put");
+    }
+    let paths = |target: &str| {
+        let v = http_get(c.client_addr(leader), target)
+            .expect("stats")
+            .json();
+        let mut out = std::collections::BTreeSet::new();
+        key_paths(&v, "", &mut out);
+        out.into_iter()
+            .filter(|p| !SELF_RATES.contains(&p.as_str()))
+            .collect::<Vec<_>>()
+    };
+    (paths("/v2/stats/self"), paths("/v2/stats/leader"))
+}
+
+/// python-etcd's and node-etcd's calls: /v2/members, /v2/machines, /v2/stats/*. The stats
+/// count the raft traffic and have the real etcd 3.4's JSON shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_members_and_stats() {
+    let etcd = std::thread::spawn(|| {
+        Cluster::builder(Impl::Etcd)
+            .members(3)
+            .token("v2e")
+            .flags(["--enable-v2=true"])
+            .start()
+    });
     let c = Cluster::builder(Impl::Oxcd).members(3).token("v2m").start();
     let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let leader_known = std::time::Instant::now();
     let addr = c.client_addr(leader);
+    let etcd = etcd.join().expect("etcd cluster");
+    let (ours, theirs) = (stats_shape(&c).await, stats_shape(&etcd).await);
+    assert_eq!(ours, theirs);
+    // After the writes: appends counted, sent by the leader and received by followers, and
+    // round trips measured (heartbeats go out every 100 ms).
+    let me = http_get(addr, "/v2/stats/self").expect("self").json();
+    assert!(me["sendAppendRequestCnt"].as_u64() > Some(0), "{me}");
+    let lead = wait_for(
+        "round trips to both followers",
+        Duration::from_secs(5),
+        || {
+            let lead = http_get(addr, "/v2/stats/leader").ok()?.json();
+            let followers = lead["followers"].as_object()?;
+            followers
+                .values()
+                .all(|f| f["latency"]["average"].as_f64() > Some(0.0))
+                .then_some(lead)
+        },
+    );
+    for (id, f) in lead["followers"].as_object().expect("followers") {
+        assert!(f["counts"]["success"].as_u64() > Some(0), "{id}: {f}");
+        let l = &f["latency"];
+        assert!(l["minimum"].as_f64() <= l["average"].as_f64(), "{id}: {f}");
+        assert!(l["average"].as_f64() <= l["maximum"].as_f64(), "{id}: {f}");
+    }
     let members = http_get(addr, "/v2/members").expect("members").json();
     let list = members["members"].as_array().expect("members array");
     assert_eq!(list.len(), 3);
@@ -573,7 +663,6 @@ async fn v2_members_and_stats() {
     }
     let machines = http_get(addr, "/v2/machines").expect("machines");
     assert_eq!(machines.body.split(", ").count(), 3, "{}", machines.body);
-    let me = http_get(addr, "/v2/stats/self").expect("self").json();
     assert_eq!(me["state"], "StateLeader");
     let follower = (leader + 1) % 3;
     let other = http_get(c.client_addr(follower), "/v2/stats/self")
@@ -581,7 +670,17 @@ async fn v2_members_and_stats() {
         .json();
     assert_eq!(other["state"], "StateFollower");
     assert_eq!(other["leaderInfo"]["leader"], me["id"]);
-    let lead = http_get(addr, "/v2/stats/leader").expect("leader").json();
+    // The leader's uptime counts from the election this member saw, not from a stats call.
+    let uptime = other["leaderInfo"]["uptime"].as_str().expect("uptime");
+    let uptime = oxcd_gocompat::duration::parse(uptime).expect("a Go duration");
+    let led_at_least = leader_known
+        .elapsed()
+        .saturating_sub(Duration::from_millis(500));
+    assert!(
+        uptime >= led_at_least,
+        "{uptime:?} < {led_at_least:?}: {other}"
+    );
+    assert!(other["recvAppendRequestCnt"].as_u64() > Some(0), "{other}");
     assert_eq!(lead["followers"].as_object().map(|f| f.len()), Some(2));
     let not_leader = http_get(c.client_addr(follower), "/v2/stats/leader").expect("leader");
     assert_eq!(not_leader.status, 403);

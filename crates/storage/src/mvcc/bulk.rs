@@ -62,6 +62,13 @@ impl Store {
         self.view_under(&idx)
     }
 
+    /// A consistent view of the whole backend, or `None` while a write batch holds the
+    /// index (the caller is that batch's thread, or would wait for it).
+    pub fn try_read_view(&self) -> Option<Result<ReadView, MvccError>> {
+        let idx = self.index.try_read().ok()?;
+        Some(self.view_under(&idx))
+    }
+
     /// A view, and the revisions a compaction at `at` would keep, of the same state.
     pub fn read_view_keeping(&self, at: i64) -> Result<(ReadView, KeepSet), MvccError> {
         let idx = self.read_index();
@@ -137,6 +144,58 @@ impl ReadView {
                 tombstone,
                 kv_bytes,
             })?;
+        }
+        Ok(())
+    }
+
+    /// Writes the whole backend as of this view to `w`, record by record (a raft snapshot):
+    /// `[table u8][klen u32 LE][key][vlen u32 LE][value]` for each of
+    /// [`ReadView::for_each_record`]'s records. Read back by [`WriteBatch::restore_from`].
+    /// Memory: one record.
+    pub fn write_records(&self, w: &mut impl std::io::Write) -> Result<(), MvccError> {
+        self.for_each_record(|t, key, value| {
+            let klen: usize = key.iter().map(|p| p.len()).sum();
+            let mut head = [0u8; 5];
+            head[0] = t;
+            head[1..].copy_from_slice(&(klen as u32).to_le_bytes());
+            w.write_all(&head).map_err(MvccError::SnapshotIo)?;
+            for part in key {
+                w.write_all(part).map_err(MvccError::SnapshotIo)?;
+            }
+            w.write_all(&(value.len() as u32).to_le_bytes())
+                .map_err(MvccError::SnapshotIo)?;
+            w.write_all(value).map_err(MvccError::SnapshotIo)
+        })
+    }
+
+    /// Calls `f(table, key parts, value)` with every record of the backend, in the order
+    /// of [`ReadView::write_records`]: table 0 = kv (key = main, sub as 8 big-endian bytes
+    /// each; value as stored), 1 = meta (value u64 LE), 2 = aux (key = table byte, key).
+    pub fn for_each_record(
+        &self,
+        mut f: impl FnMut(u8, &[&[u8]], &[u8]) -> Result<(), MvccError>,
+    ) -> Result<(), MvccError> {
+        let mut stale = self.stale.clone();
+        for item in self.txn.open_table(KV)?.iter()? {
+            let (k, v) = item?;
+            let (main, sub) = k.value();
+            let rev = Rev {
+                main: main as i64,
+                sub: sub as i64,
+            };
+            if stale.is_stale(rev) {
+                continue;
+            }
+            f(0, &[&main.to_be_bytes(), &sub.to_be_bytes()], v.value())?;
+        }
+        for item in self.txn.open_table(META)?.iter()? {
+            let (k, v) = item?;
+            f(1, &[k.value().as_bytes()], &v.value().to_le_bytes())?;
+        }
+        for item in self.txn.open_table(AUX)?.iter()? {
+            let (k, v) = item?;
+            let (t, key) = k.value();
+            f(2, &[&[t], key], v.value())?;
         }
         Ok(())
     }

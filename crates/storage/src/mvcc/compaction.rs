@@ -5,7 +5,7 @@
 //! leave the backend [`COMPACT_STEP_ROWS`] at a time, in every later batch and in
 //! [`super::Store::compact_step`], so a compaction of a large database never holds the
 //! apply loop for the whole removal. Until removed, a stale row is skipped by whatever walks
-//! the backend by revision ([`super::Store::history`], [`super::ReadView`]).
+//! the backend ([`super::Store::history`], [`super::ReadView`]'s walks).
 //!
 //! Nothing about the pending rows is stored: the compact revision is, and at open (or after a
 //! restore) the index is compacted at it again, which finds the same stale rows.

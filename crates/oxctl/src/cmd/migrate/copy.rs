@@ -104,6 +104,32 @@ impl Migrator {
         Ok(revs.current)
     }
 
+    /// `--copy-auth`: replaces oxcd's auth store (users with their password hashes, roles,
+    /// the enabled flag, the auth revision) with the one of a new etcd snapshot; nothing
+    /// else is taken from it. etcd's watch stream does not carry auth changes.
+    pub(super) async fn copy_auth(&mut self) -> CtlResult {
+        let path =
+            std::env::temp_dir().join(format!("oxctl-migrate-auth-{}.db", std::process::id()));
+        let _remove = TempFile(path.clone());
+        self.download_snapshot(&path).await?;
+        let db = Db::open(&path).map_err(|e| ctl_err(e.to_string()))?;
+        let auth = read_auth(&db)?;
+        let (users, roles, enabled) = (auth.users.len(), auth.roles.len(), auth.enabled);
+        self.apply(ipb::ImportApplyRequest {
+            auth: Some(auth),
+            advance_revision: self.revision,
+            ..Default::default()
+        })
+        .await?;
+        if enabled {
+            self.reconnect_target().await?;
+        }
+        emit(
+            format!("auth: etcd's users and roles copied again ({users} users, {roles} roles)\n")
+                .as_bytes(),
+        )
+    }
+
     /// Saves etcd's snapshot stream to `path` and checks its SHA-256 trailer.
     async fn download_snapshot(&self, path: &Path) -> CtlResult {
         let io = |e: std::io::Error| ctl_err(format!("{}: {e}", path.display()));

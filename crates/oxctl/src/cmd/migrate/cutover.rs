@@ -1,7 +1,8 @@
 //! The cut-over: with writes to etcd stopped, oxcd catches up to etcd's revision (which must
 //! stay put for [`QUIET_PERIOD`]), takes etcd's leases and compaction, and every oxcd
-//! member's HashKV at that revision must equal etcd's. Only then does oxcd leave import mode
-//! and take writes. A HashKV that differs leaves oxcd in import mode and says so.
+//! member's HashKV at that revision must equal etcd's, and both sides' users and roles must
+//! agree (`auth.rs`). Only then does oxcd leave import mode and take writes. A HashKV or an
+//! auth store that differs leaves oxcd in import mode and says so.
 
 use std::time::Duration;
 
@@ -57,9 +58,13 @@ impl Migrator {
     }
 
     /// Runs the cut-over (see the module doc).
-    pub(super) async fn cut_over(&mut self, timeout: Duration) -> CtlResult {
+    pub(super) async fn cut_over(&mut self, timeout: Duration, copy_auth: bool) -> CtlResult {
         let deadline = Instant::now() + timeout;
         let revision = self.catch_up(deadline).await?;
+        if copy_auth {
+            self.copy_auth().await?;
+        }
+        self.check_auth().await?;
         self.sync_leases().await?;
         let source = self.source_hash().await?;
         if source.header.as_ref().map_or(0, |h| h.revision) != revision {

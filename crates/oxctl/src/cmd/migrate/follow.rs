@@ -24,6 +24,8 @@ use crate::error::{status_message, CtlResult};
 const LEASE_SYNC_PERIOD: Duration = Duration::from_secs(2);
 /// How often progress is printed while following.
 const PROGRESS_PERIOD: Duration = Duration::from_secs(5);
+/// Events gathered from the watch responses already received before one apply.
+const EVENTS_PER_APPLY_MAX: usize = 10_000;
 /// Snapshot copies in a row after etcd compacted past the watch, before giving up.
 const RECOPIES_MAX: u32 = 3;
 
@@ -141,25 +143,31 @@ impl Migrator {
         let mut next_progress = Instant::now() + PROGRESS_PERIOD;
         let stop = interrupted();
         tokio::pin!(stop);
+        // A response read ahead while gathering a batch that must be handled on its own.
+        let mut stashed = None;
         loop {
             let wake = next_sync.min(next_progress).min(stop_at);
-            let msg = tokio::select! {
-                m = stream.next() => m,
-                _ = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= stop_at {
-                        return Ok(WatchEnd::Stopped(Stopped::Done));
+            let msg = if let Some(m) = stashed.take() {
+                m
+            } else {
+                tokio::select! {
+                    m = stream.next() => m,
+                    _ = tokio::time::sleep_until(wake) => {
+                        if Instant::now() >= stop_at {
+                            return Ok(WatchEnd::Stopped(Stopped::Done));
+                        }
+                        if Instant::now() >= next_sync {
+                            self.sync_leases().await?;
+                            next_sync = Instant::now() + LEASE_SYNC_PERIOD;
+                        }
+                        if Instant::now() >= next_progress {
+                            emit(format!("at revision {}\n", self.revision).as_bytes())?;
+                            next_progress = Instant::now() + PROGRESS_PERIOD;
+                        }
+                        continue;
                     }
-                    if Instant::now() >= next_sync {
-                        self.sync_leases().await?;
-                        next_sync = Instant::now() + LEASE_SYNC_PERIOD;
-                    }
-                    if Instant::now() >= next_progress {
-                        emit(format!("at revision {}\n", self.revision).as_bytes())?;
-                        next_progress = Instant::now() + PROGRESS_PERIOD;
-                    }
-                    continue;
+                    _ = &mut stop => return Ok(WatchEnd::Stopped(Stopped::Done)),
                 }
-                _ = &mut stop => return Ok(WatchEnd::Stopped(Stopped::Done)),
             };
             let Some(resp) = msg else {
                 return Err(ctl_err("etcd closed the watch stream"));
@@ -175,7 +183,22 @@ impl Migrator {
                     resp.cancel_reason
                 )));
             }
-            self.apply_events(&resp.events).await?;
+            // Responses already waiting join this batch: when applying falls behind etcd's
+            // pace, batches grow instead of the lag.
+            let mut events = resp.events;
+            while events.len() < EVENTS_PER_APPLY_MAX {
+                match futures::FutureExt::now_or_never(stream.next()) {
+                    Some(Some(Ok(more))) if more.compact_revision == 0 && !more.canceled => {
+                        events.extend(more.events)
+                    }
+                    Some(other) => {
+                        stashed = Some(other);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            self.apply_events(&events).await?;
             if target.is_some_and(|t| self.revision >= t) {
                 return Ok(WatchEnd::Stopped(Stopped::CaughtUp));
             }

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use super::{closed_within, connect_from, send};
 
-const MAGIC: &[u8; 8] = b"OXCDPR02";
+use oxcd_server::consensus::peer::MAGIC;
 
 /// Dials member 0's peer port from `from` claiming to be `member` of `cluster`; the stream
 /// and the listener's answer (0 = admitted, else the refusal code and reason).
@@ -48,6 +48,32 @@ fn rss_bytes(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// A snapshot message frame from `from` to `to` announcing a file of `size` bytes with
+/// CRC-32 `crc` (at index 1, term 1: stale for raft, were it ever stepped).
+fn snapshot_frame(from: u64, to: u64, size: u64, crc: u32) -> Vec<u8> {
+    use oxcd_server::consensus::snapshot_files::SnapshotFile;
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+    (m.from, m.to) = (from, to);
+    let snap = m.mut_snapshot();
+    (snap.mut_metadata().index, snap.mut_metadata().term) = (1, 1);
+    let file = SnapshotFile {
+        index: 1,
+        term: 1,
+        size_bytes: size,
+        crc32: crc,
+    };
+    snap.data = file.encode().into();
+    oxcd_server::consensus::peer::encode_frame(&m).expect("encode")
+}
+
+/// A snapshot file chunk frame.
+fn chunk_frame(chunk: &[u8]) -> Vec<u8> {
+    let mut f = header(3, chunk.len() as u32);
+    f.extend_from_slice(chunk);
+    f
 }
 
 /// A frame header: kind, then the length it claims.
@@ -91,20 +117,62 @@ pub async fn a_peer_cannot_pose_as_a_member_or_claim_memory(c: &Cluster) {
         closed_within(&mut s, Duration::from_secs(2)).await,
         "a message frame over its limit closes the stream"
     );
+    // Issue 15: a snapshot message only describes its file; its frame has the message limit.
+    let (mut s, code, _) = hello(c, learner_at.ip().into(), learner, cluster).await;
+    assert_eq!(code, 0);
+    send(&mut s, &header(2, 1 << 30)).await;
+    assert!(
+        closed_within(&mut s, Duration::from_secs(2)).await,
+        "a snapshot message frame over its limit closes the stream"
+    );
+    // The file it announces arrives in chunks, into a file: memory does not follow it.
     let pid = c.pid(0).expect("member 0 runs");
     let before = rss_bytes(pid);
     let (mut s, code, _) = hello(c, learner_at.ip().into(), learner, cluster).await;
     assert_eq!(code, 0);
-    send(&mut s, &header(2, 1 << 30)).await;
-    send(&mut s, &[0u8; 64 * 1024]).await;
+    send(&mut s, &snapshot_frame(learner, me, 1 << 30, 0)).await;
+    for _ in 0..16 {
+        send(&mut s, &chunk_frame(&[7u8; 1 << 20])).await;
+    }
     assert!(
         !closed_within(&mut s, Duration::from_millis(500)).await,
-        "a snapshot frame waits for the rest of its bytes"
+        "a snapshot file waits for the rest of its chunks"
     );
     let grown = rss_bytes(pid).saturating_sub(before);
     assert!(
         grown < 128 << 20,
         "the member's memory grew by {grown} bytes"
+    );
+    drop(s);
+    // A file whose checksum is not the announced one is refused: the stream closes and the
+    // snapshot never reaches raft.
+    let (mut s, code, _) = hello(c, learner_at.ip().into(), learner, cluster).await;
+    assert_eq!(code, 0);
+    let body = [1u8; 4096];
+    let mut damaged = body;
+    damaged[100] ^= 1;
+    send(
+        &mut s,
+        &snapshot_frame(learner, me, 4096, crc32fast::hash(&body)),
+    )
+    .await;
+    send(&mut s, &chunk_frame(&damaged)).await;
+    assert!(
+        closed_within(&mut s, Duration::from_secs(2)).await,
+        "a damaged snapshot file closes the stream"
+    );
+    assert!(
+        c.log(0).contains("is damaged: CRC-32"),
+        "the member says why; log:\n{}",
+        c.log(0)
+    );
+    // A chunk with no snapshot message before it closes the stream too.
+    let (mut s, code, _) = hello(c, learner_at.ip().into(), learner, cluster).await;
+    assert_eq!(code, 0);
+    send(&mut s, &chunk_frame(&body)).await;
+    assert!(
+        closed_within(&mut s, Duration::from_secs(2)).await,
+        "a chunk without a snapshot closes the stream"
     );
     drop(s);
     let remove = MemberRemoveRequest { id: learner };
