@@ -198,8 +198,14 @@ fn bad_files_are_refused(good: &Path, dir: &Path) {
     let bytes = std::fs::read(good).expect("read");
     let bad = dir.join("bad");
     std::fs::create_dir_all(&bad).expect("mkdir");
+    // Every page's header past the two meta pages: whichever pages this history's file
+    // uses (the layout varies from run to run, and a free page may hold nothing), the
+    // restore meets a damaged one.
     let mut damaged = bytes.clone();
-    damaged[4096 * 3..4096 * 3 + 64].fill(0x5a);
+    let data_bytes = bytes.len() - 32; // less the trailing SHA-256
+    for page in (2 * 4096..data_bytes).step_by(4096) {
+        damaged[page..page + 16].fill(0x5a);
+    }
     let random: Vec<u8> = (0..40_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
