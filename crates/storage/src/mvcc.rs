@@ -37,11 +37,13 @@ use redb::{
 };
 
 mod bulk;
+mod compaction;
 
 pub use bulk::{
     check_import_changes, ImportChange, KeepSet, ReadView, RestoreSink, RestoredMeta,
     RevisionRecord,
 };
+pub use compaction::{StaleFilter, COMPACT_STEP_ROWS};
 
 const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -167,6 +169,8 @@ struct Index {
     /// Set by a restore until the next consistent index is set: that one names the restored
     /// state and may be lower (`snapshot restore` starts a new cluster's log at 1).
     restored: bool,
+    /// Rows of compacted revisions not yet removed from the backend.
+    pending: compaction::Pending,
 }
 
 /// The revision of an empty store. etcd starts at 1, so the first write gets revision 2;
@@ -182,6 +186,7 @@ impl Default for Index {
             consistent_index: 0,
             consistent_term: 0,
             restored: false,
+            pending: compaction::Pending::default(),
         }
     }
 }
@@ -195,6 +200,16 @@ impl Index {
             .or_default()
             .revs
             .push((rev, tombstone));
+    }
+
+    /// Drops from the index what a compaction at `at` drops, and queues the rows.
+    fn compact(&mut self, at: i64) {
+        let mut dropped = Vec::new();
+        self.keys.retain(|_, hist| {
+            dropped.extend(hist.compact(at));
+            !hist.revs.is_empty()
+        });
+        self.pending.add(dropped);
     }
 }
 
@@ -219,6 +234,10 @@ fn load_index(db: &Database) -> Result<Index, MvccError> {
             sub: sub as i64,
         };
         index.push_loaded(record.key, rev, tomb);
+    }
+    // Rows a compaction had not removed yet (see `compaction`) are found again.
+    if index.compact_rev > 0 {
+        index.compact(index.compact_rev);
     }
     Ok(index)
 }
@@ -436,6 +455,8 @@ impl Store {
     /// Gives free pages back to the file system (etcd's defragment): compacts the redb file
     /// while no transaction is open, retrying for a bounded time while one is.
     pub fn defragment(&self) -> Result<(), MvccError> {
+        // The rows of the last compaction go first, or their pages would not be freed.
+        self.finish_compaction()?;
         let deadline = std::time::Instant::now() + DEFRAG_WAIT_MAX;
         loop {
             let done = {
@@ -503,6 +524,7 @@ impl Store {
             return Err(MvccError::Compacted);
         }
         let txn = self.db().begin_read()?;
+        let mut stale = idx.pending.filter();
         drop(idx);
         let table = txn.open_table(KV)?;
         let mut out = Vec::new();
@@ -518,6 +540,13 @@ impl Store {
                     .is_some_and(|e: &Event| e.kv.mod_revision != main as i64)
             {
                 break;
+            }
+            let rev = Rev {
+                main: main as i64,
+                sub: sub as i64,
+            };
+            if stale.is_stale(rev) {
+                continue;
             }
             let (tomb, kv) = decode_record(main, sub, v.value())?;
             out.push(Event {
@@ -548,6 +577,28 @@ impl Store {
             out.push((key.to_vec(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// How many rows of compacted revisions are still to be removed from the backend.
+    pub fn compaction_pending(&self) -> usize {
+        self.read_index().pending.len()
+    }
+
+    /// Removes the next [`COMPACT_STEP_ROWS`] rows of compacted revisions in a batch of their
+    /// own (every batch removes as many; this is for when no writes come). Returns how many
+    /// are left.
+    pub fn compact_step(&self) -> Result<usize, MvccError> {
+        if self.compaction_pending() == 0 {
+            return Ok(0);
+        }
+        self.batch()?.commit(false)?;
+        Ok(self.compaction_pending())
+    }
+
+    /// Removes every row of compacted revisions, one bounded batch at a time.
+    pub fn finish_compaction(&self) -> Result<(), MvccError> {
+        while self.compact_step()? > 0 {}
+        Ok(())
     }
 
     /// Starts the batch of writes the apply loop makes for a group of log entries.
@@ -728,20 +779,25 @@ impl<'a> WriteBatch<'a> {
         if rev > self.index.current_rev {
             return Err(MvccError::FutureRev);
         }
-        let mut dropped = Vec::new();
-        self.index.keys.retain(|_, hist| {
-            dropped.extend(hist.compact(rev));
-            !hist.revs.is_empty()
-        });
-        let mut table = self.txn.open_table(KV)?;
-        for r in dropped {
-            table.remove(rev_key(r))?;
-        }
-        drop(table);
+        // The index drops the revisions now; their rows leave the backend in bounded steps.
+        self.index.compact(rev);
         self.index.compact_rev = rev;
         self.txn
             .open_table(META)?
             .insert("compact_rev", rev as u64)?;
+        Ok(())
+    }
+
+    /// Removes up to `max` rows of compacted revisions (module `compaction`).
+    fn remove_compacted(&mut self, max: usize) -> Result<(), MvccError> {
+        if self.index.pending.len() == 0 {
+            return Ok(());
+        }
+        let (revs, range) = self.index.pending.take(max);
+        let mut table = self.txn.open_table(KV)?;
+        for r in &revs[range] {
+            table.remove(rev_key(*r))?;
+        }
         Ok(())
     }
 
@@ -829,6 +885,7 @@ impl<'a> WriteBatch<'a> {
             self.index.compact_rev,
             self.index.current_rev
         );
+        self.remove_compacted(COMPACT_STEP_ROWS)?;
         let rev = self.index.current_rev as u64;
         self.txn.open_table(META)?.insert("current_rev", rev)?;
         self.txn.set_durability(if durable {

@@ -106,6 +106,7 @@ impl Maintenance for Services {
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
         .map_err(ServerError::from)?;
+        self.server.clear_own_nospace_if_under_quota();
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.server.header(self.server.store.current_rev())),
         }))

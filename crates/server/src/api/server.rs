@@ -214,6 +214,32 @@ impl Server {
         (self.next_id.fetch_add(1, Ordering::Relaxed) & (i64::MAX as u64)) as i64
     }
 
+    /// After a defragmentation: clears this member's own NOSPACE alarm once its backend file
+    /// is under `--quota-backend-bytes` again (etcd needs a manual `alarm disarm`, etcd issue
+    /// 16779). The clearing goes through the log like `alarm disarm`, so every member applies
+    /// it at the same point; a full queue drops it, and the next defragmentation retries.
+    pub fn clear_own_nospace_if_under_quota(&self) {
+        let own = (self.member_id, crate::state::alarm::NOSPACE);
+        let raised = self
+            .tables
+            .alarms
+            .read()
+            .map(|a| a.contains(&own))
+            .unwrap_or(false);
+        let size = self.db_size() as u64;
+        if raised && size <= self.cfg.quota_backend_bytes {
+            tracing::warn!(
+                "backend is {size} bytes, under --quota-backend-bytes={} again: clearing NOSPACE",
+                self.cfg.quota_backend_bytes
+            );
+            self.propose_internal(Op::Alarm(crate::request::AlarmOp {
+                activate: false,
+                member_id: self.member_id,
+                alarm: crate::state::alarm::NOSPACE,
+            }));
+        }
+    }
+
     /// Size of the backend file in bytes.
     pub fn db_size(&self) -> i64 {
         std::fs::metadata(&self.db_path)

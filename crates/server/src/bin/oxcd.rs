@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use oxcd_server::config::{self, Parsed};
 
+/// mimalloc instead of glibc's malloc: glibc's malloc/free were a quarter of a member's CPU
+/// under a put load (docs/BENCHMARKS.md, CPU per write).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // Chaos builds only: arm the FAILPOINTS variable, and make a panic (the failpoints'
     // `panic` action) crash the whole process at once, like kill -9.

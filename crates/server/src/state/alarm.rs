@@ -6,7 +6,8 @@
 //! - NOSPACE: a member whose backend file exceeds `--quota-backend-bytes` raises it for
 //!   itself; while any member's is active, writes that add data (puts, txns with puts, lease
 //!   grants, v2 writes) fail with `etcdserver: mvcc: database space exceeded`; reads,
-//!   deletes and compaction still work. `alarm disarm` (after compaction and defrag) clears it.
+//!   deletes and compaction still work. `alarm disarm` clears it, and so does the member
+//!   itself once a defragmentation brings its file under the quota (docs/design.md).
 //! - CORRUPT: raised when a member finds its data differs from the leader's at the same
 //!   revision (see the corruption check in `consensus::duties`); v3 puts, deletes, write txns,
 //!   compactions, lease grants and revokes then fail with `etcdserver: corrupt cluster`

@@ -43,6 +43,8 @@ impl RevisionRecord<'_> {
 /// [`Store::defragment`] waiting (bounded by `DEFRAG_WAIT_MAX`).
 pub struct ReadView {
     txn: redb::ReadTransaction,
+    /// Compacted revisions whose rows may still be in `txn` (skipped).
+    stale: super::StaleFilter,
     current_rev: i64,
     compact_rev: i64,
     consistent_index: u64,
@@ -81,6 +83,7 @@ impl Store {
     fn view_under(&self, idx: &Index) -> Result<ReadView, MvccError> {
         Ok(ReadView {
             txn: self.db().begin_read()?,
+            stale: idx.pending.filter(),
             current_rev: idx.current_rev,
             compact_rev: idx.compact_rev,
             consistent_index: idx.consistent_index,
@@ -112,10 +115,18 @@ impl ReadView {
         mut f: impl FnMut(RevisionRecord<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let table = self.txn.open_table(KV).map_err(MvccError::from)?;
+        let mut stale = self.stale.clone();
         let end = (upto.max(0) as u64, u64::MAX);
         for item in table.range((0u64, 0u64)..=end).map_err(MvccError::from)? {
             let (k, v) = item.map_err(MvccError::from)?;
             let (main, sub) = k.value();
+            let rev = Rev {
+                main: main as i64,
+                sub: sub as i64,
+            };
+            if stale.is_stale(rev) {
+                continue;
+            }
             let bytes = v.value();
             let corrupt = |reason: &str| MvccError::Corrupt {
                 main,
@@ -129,10 +140,7 @@ impl ReadView {
                 _ => return Err(corrupt("unknown flag").into()),
             };
             f(RevisionRecord {
-                rev: Rev {
-                    main: main as i64,
-                    sub: sub as i64,
-                },
+                rev,
                 tombstone,
                 kv_bytes,
             })?;
@@ -167,9 +175,17 @@ impl ReadView {
         &self,
         mut f: impl FnMut(u8, &[&[u8]], &[u8]) -> Result<(), MvccError>,
     ) -> Result<(), MvccError> {
+        let mut stale = self.stale.clone();
         for item in self.txn.open_table(KV)?.iter()? {
             let (k, v) = item?;
             let (main, sub) = k.value();
+            let rev = Rev {
+                main: main as i64,
+                sub: sub as i64,
+            };
+            if stale.is_stale(rev) {
+                continue;
+            }
             f(0, &[&main.to_be_bytes(), &sub.to_be_bytes()], v.value())?;
         }
         for item in self.txn.open_table(META)?.iter()? {
@@ -306,6 +322,10 @@ impl WriteBatch<'_> {
             .into());
         }
         index.compact_rev = meta.compact_rev.max(0);
+        if index.compact_rev > 0 {
+            // A snapshot taken mid-compaction holds rows compacted away: queue them again.
+            index.compact(index.compact_rev);
+        }
         index.consistent_index = meta.consistent_index;
         index.consistent_term = meta.consistent_term;
         index.restored = true;
