@@ -332,26 +332,10 @@ fn start_member(
         warning_apply: cfg.warning_apply_duration,
         election_ms: cfg.election_ms,
         peer_up,
-        duties: DutySettings {
-            compactor: cfg
-                .auto_compaction
-                .map(consensus::compactor::Compactor::new),
-            corrupt_check_every: cfg.corrupt_check,
-            attrs: MemberAttrs {
-                id: boot.member_id,
-                name: cfg.name.clone(),
-                client_urls: cfg
-                    .advertise_client_urls
-                    .iter()
-                    .map(|u| u.to_string())
-                    .collect(),
-            },
-        },
+        duties: duty_settings(cfg, boot.member_id),
     });
     let published = raft_loop.published();
     let raft_thread = spawn_raft_thread(raft_loop, stop)?;
-    let id_prefix = (boot.member_id & 0xffff) << 48;
-    let start = ((clock::now_ms() as u64) & 0xff_ffff_ffff) << 8;
     let server = Arc::new(Server {
         request_timeout: Duration::from_millis(5000 + 2 * cfg.election_ms),
         db_path: bootstrap::member_dir(&cfg.data_dir).join("oxcd.db"),
@@ -365,7 +349,7 @@ fn start_member(
         watch,
         raft_tx: raft_tx.clone(),
         waiters,
-        next_id: AtomicU64::new(id_prefix | (start & ((1 << 48) - 1))),
+        next_id: AtomicU64::new(first_request_id(boot.member_id)),
         started: Instant::now(),
         peer_activity: peer_ctx.activity,
     });
@@ -375,6 +359,33 @@ fn start_member(
         raft_tx,
         raft_thread,
     })
+}
+
+/// The leader's periodic duties as the flags set them.
+fn duty_settings(cfg: &Config, member_id: u64) -> DutySettings {
+    DutySettings {
+        compactor: cfg
+            .auto_compaction
+            .map(consensus::compactor::Compactor::new),
+        corrupt_check_every: cfg.corrupt_check,
+        attrs: MemberAttrs {
+            id: member_id,
+            name: cfg.name.clone(),
+            client_urls: cfg
+                .advertise_client_urls
+                .iter()
+                .map(|u| u.to_string())
+                .collect(),
+        },
+    }
+}
+
+/// The first request ID this member hands out: its member ID's low 16 bits, then the start
+/// time, so that IDs differ across members and restarts (etcd's idutil).
+fn first_request_id(member_id: u64) -> u64 {
+    let id_prefix = (member_id & 0xffff) << 48;
+    let start = ((clock::now_ms() as u64) & 0xff_ffff_ffff) << 8;
+    id_prefix | (start & ((1 << 48) - 1))
 }
 
 /// What the peer transport needs to know, in both directions.

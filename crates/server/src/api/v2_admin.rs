@@ -158,7 +158,7 @@ async fn members(
     body: axum::body::Body,
 ) -> Response {
     // The same limit as every other request, read as it arrives.
-    let body = match crate::api::http::read_body(body, server.cfg.request_bytes_max).await {
+    let body = match crate::api::body::read_body(body, server.cfg.request_bytes_max).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -211,7 +211,7 @@ async fn member(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let body = match crate::api::http::read_body(body, server.cfg.request_bytes_max).await {
+    let body = match crate::api::body::read_body(body, server.cfg.request_bytes_max).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

@@ -393,7 +393,7 @@ async fn keys(
     body: axum::body::Body,
 ) -> Response {
     // The same limit as every other request; read as it arrives, never all at once.
-    let body = match crate::api::http::read_body(body, server.cfg.request_bytes_max).await {
+    let body = match crate::api::body::read_body(body, server.cfg.request_bytes_max).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
