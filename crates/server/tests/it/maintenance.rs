@@ -226,6 +226,12 @@ fn corruption_check_raises_corrupt_and_stops_writes() {
     assert_eq!(ctl(&c, 0, &["alarm", "list"]).ok().stdout, "");
     c.kill9(2);
     damage_oldest_value(&c.data_dir(2).join("member").join("oxcd.db"));
+    // The damaged member must not lead: the members compare their hashes with the leader's,
+    // so a damaged leader would have the others raise CORRUPT for themselves. With a 30 s
+    // election timeout it never campaigns while this test runs, even if a loaded machine
+    // delays heartbeats (it happened in CI, once the restart fast-forwarded its ticks).
+    let mut c = c;
+    c.set_flags(2, ["--election-timeout=30000"]);
     c.spawn(2);
     let id = super::member_id(&c, 2);
     let want = format!("memberID:{id} alarm:CORRUPT \n");
