@@ -95,11 +95,17 @@ impl Tables {
     }
 }
 
-/// Loads the lease table: its rows, and the keys that name a lease.
+/// Loads the lease table: its rows, and the keys that name a lease. Keys only: the values
+/// are not needed, and holding them all would take the size of the keyspace in memory on
+/// every start and every snapshot a follower applies.
 fn load_leases(store: &Store) -> Result<LeaseTable, TableError> {
     let lease_rows = rows(store, "lease", AUX_LEASES)?;
+    let keys_only = oxcd_storage::RangeOptions {
+        keys_only: true,
+        ..Default::default()
+    };
     let all = store
-        .range(&[0], &[0], Default::default())
+        .range(&[0], &[0], keys_only)
         .map_err(|source| TableError::Backend {
             table: "key",
             source,

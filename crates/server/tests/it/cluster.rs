@@ -504,7 +504,7 @@ async fn proposals_held_without_a_leader_survive_the_next_election() {
     );
 }
 
-/// Issue 15: a follower catches up by a raft snapshot of a database of some tens of MB that
+/// Issue 15: a follower catches up by a raft snapshot of a database of some hundreds of MB that
 /// the leader builds off its raft thread and streams in chunks: no election happens
 /// meanwhile (heartbeats go on), and the follower's peak memory stays well below the
 /// database's size (the file is received to disk and restored record by record). The
@@ -514,7 +514,7 @@ async fn proposals_held_without_a_leader_survive_the_next_election() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_catches_up_by_a_large_snapshot_in_bounded_memory() {
     const VALUE_BYTES: usize = 128 * 1024;
-    const KEYS: usize = 256;
+    const KEYS: usize = 768;
     let c = three(&["--snapshot-count=100", "--backend-cache-bytes=8388608"]);
     c.wait_writable(0, Duration::from_secs(15)).await;
     let leader = c.wait_leader(Duration::from_secs(15)).await;
@@ -573,11 +573,15 @@ async fn a_follower_catches_up_by_a_large_snapshot_in_bounded_memory() {
         (before.leader, before.raft_term),
         "no election while the snapshot was built and sent"
     );
-    assert!(db_bytes > 30 << 20, "a database of {db_bytes} bytes");
+    let values_bytes = (KEYS * VALUE_BYTES) as u64;
+    assert!(db_bytes > values_bytes, "a database of {db_bytes} bytes");
+    // A member has fixed costs besides the snapshot (its backend cache, buffers, what the
+    // allocator keeps): about 30 MB here whether the values take 32 MiB or 96 MiB. A
+    // snapshot held in memory would add all of its 96 MiB.
     let grown = peak.saturating_sub(rss_before);
     assert!(
-        grown < db_bytes / 3,
-        "the follower's peak memory is {grown} bytes above its usual for a database of {db_bytes}"
+        grown < values_bytes / 2,
+        "the follower's peak memory is {grown} bytes above its usual for {values_bytes} bytes of values"
     );
 }
 
