@@ -9,5 +9,7 @@
 pub mod mvcc;
 pub mod wal;
 
-pub use mvcc::{Event, EventKind, MvccError, RangeOptions, RangeResult, Store, WriteBatch};
+pub use mvcc::{
+    Deleted, Event, EventKind, MvccError, RangeOptions, RangeResult, Store, WriteBatch,
+};
 pub use wal::{Wal, WalError, WalRecord};

@@ -677,6 +677,34 @@ fn range_in(
     Ok(result)
 }
 
+/// The keys live in a range at revision `at`, with the revision that holds each one's value.
+fn live_keys(
+    idx: &Index,
+    key: &[u8],
+    end: &[u8],
+    at: i64,
+) -> Result<Vec<(Vec<u8>, Rev)>, MvccError> {
+    if at < idx.compact_rev {
+        return Err(MvccError::Compacted);
+    }
+    if !end.is_empty() && end != [0] && key >= end {
+        return Ok(Vec::new());
+    }
+    Ok(idx
+        .keys
+        .range::<[u8], _>(key_bounds(key, end))
+        .filter_map(|(k, hist)| hist.visible_at(at).map(|rev| (k.clone(), rev)))
+        .collect())
+}
+
+/// What [`TxnWrite::delete_range`] removed.
+#[derive(Debug, Default)]
+pub struct Deleted {
+    pub count: usize,
+    /// The previous key-values, when asked for (in key order).
+    pub prev: Vec<KeyValue>,
+}
+
 /// The bytes a KeyValue takes in a response: its encoding, its field tag and length.
 pub fn response_bytes(kv: &KeyValue) -> usize {
     let len = kv.encoded_len();
@@ -1031,24 +1059,32 @@ impl TxnWrite<'_, '_> {
         Ok(prev)
     }
 
-    /// Deletes the keys in a range; returns their previous values.
-    pub fn delete_range(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, MvccError> {
+    /// Deletes the keys in a range; returns how many, and their previous values when
+    /// `with_prev` asks for them. Without it no value is read: the index knows which keys
+    /// are live, and the events carry no previous value (a watcher that wants one reads
+    /// it at the revision before, as etcd's watch stream does).
+    pub fn delete_range(
+        &mut self,
+        key: &[u8],
+        end: &[u8],
+        with_prev: bool,
+    ) -> Result<Deleted, MvccError> {
         let newest = self.main;
         // One table handle for the whole range: deleting a large prefix must not pay a table
         // lookup per key.
         let mut table = self.batch.txn.open_table(KV)?;
-        let found = range_in(
-            &self.batch.index,
-            key,
-            end,
-            RangeOptions::default(),
-            newest,
-            |rev| fetch_in(&table, rev),
-        )?;
-        self.events.reserve(found.kvs.len());
-        for prev in &found.kvs {
+        let live = live_keys(&self.batch.index, key, end, newest)?;
+        let prev = if with_prev {
+            live.iter()
+                .map(|(_, rev)| fetch_in(&table, *rev))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
+        self.events.reserve(live.len());
+        for (i, (k, _)) in live.iter().enumerate() {
             let tomb = KeyValue {
-                key: prev.key.clone(),
+                key: k.clone(),
                 mod_revision: self.main,
                 ..Default::default()
             };
@@ -1063,10 +1099,13 @@ impl TxnWrite<'_, '_> {
             self.events.push(Event {
                 kind: EventKind::Delete,
                 kv: tomb,
-                prev_kv: Some(prev.clone()),
+                prev_kv: prev.get(i).cloned(),
             });
         }
-        Ok(found.kvs)
+        Ok(Deleted {
+            count: live.len(),
+            prev,
+        })
     }
 
     /// Ends the transaction; the store's revision moves on only if something changed.

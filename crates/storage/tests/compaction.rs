@@ -20,7 +20,7 @@ fn filled(path: &std::path::Path) -> Store {
         }
     }
     let mut t = b.txn();
-    t.delete_range(b"k0000", b"").expect("delete");
+    t.delete_range(b"k0000", b"", false).expect("delete");
     t.end();
     b.commit(true).expect("commit");
     s

@@ -501,11 +501,21 @@ impl Harness {
                 }
                 6..=7 => {
                     let end = rng.range_end(&key);
-                    let events = self.model_delete(main, &mut sub, &key, &end);
-                    let deleted = txn.delete_range(&key, &end).expect("delete");
+                    let mut events = self.model_delete(main, &mut sub, &key, &end);
+                    // Without prev the delete reads no value: its events carry none.
+                    let with_prev = rng.chance(50);
+                    let deleted = txn.delete_range(&key, &end, with_prev).expect("delete");
                     let prevs: Vec<KeyValue> =
                         events.iter().filter_map(|e| e.prev_kv.clone()).collect();
-                    assert_eq!(deleted, prevs, "delete {key:?}..{end:?}");
+                    assert_eq!(deleted.count, prevs.len(), "delete {key:?}..{end:?}: count");
+                    if with_prev {
+                        assert_eq!(deleted.prev, prevs, "delete {key:?}..{end:?}");
+                    } else {
+                        assert!(deleted.prev.is_empty(), "prev without asking");
+                        for e in &mut events {
+                            e.prev_kv = None;
+                        }
+                    }
                     want.extend(events);
                 }
                 _ => {

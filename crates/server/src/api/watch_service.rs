@@ -424,10 +424,19 @@ impl WatchStreamTask {
         w.sent_rev = msg.rev;
         w.sent_since_tick = true;
         let fragment = w.fragment;
+        let mut events = Arc::unwrap_or_clone(msg.events);
+        if w.spec.prev_kv {
+            // A delete's event carries no previous value (the apply does not read the values
+            // it deletes): read it here, for the watchers that ask, as etcd's stream does.
+            let store = &self.server.store;
+            for pb in events.iter_mut().filter(|pb| pb.prev_kv.is_none()) {
+                read_prev(store, pb);
+            }
+        }
         let resp = WatchResponse {
             header: self.header(msg.rev),
             watch_id: msg.watch_id,
-            events: Arc::unwrap_or_clone(msg.events),
+            events,
             ..Default::default()
         };
         self.send_events(resp, fragment).await
@@ -540,19 +549,8 @@ impl WatchStreamTask {
         let mut matching: Vec<mvccpb::Event> = Vec::new();
         for e in events.iter().filter(|e| w.spec.wants(e)) {
             let mut pb = to_pb(e, false);
-            // As etcd: prev_kv is read at the revision before, for all but creations.
-            if w.spec.prev_kv && e.kv.version != 1 {
-                pb.prev_kv = store
-                    .range(
-                        &e.kv.key,
-                        &[],
-                        oxcd_storage::RangeOptions {
-                            rev: e.kv.mod_revision - 1,
-                            ..Default::default()
-                        },
-                    )
-                    .ok()
-                    .and_then(|r| r.kvs.into_iter().next());
+            if w.spec.prev_kv {
+                read_prev(&store, &mut pb);
             }
             matching.push(pb);
         }
@@ -584,4 +582,26 @@ impl WatchStreamTask {
         };
         self.send(resp).await
     }
+}
+
+/// Sets an event's previous key-value, read at the revision before it, as etcd does; not for
+/// a creation, which has none. A revision compacted meanwhile leaves it unset (etcd too).
+fn read_prev(store: &oxcd_storage::Store, pb: &mut mvccpb::Event) {
+    let Some(kv) = pb.kv.as_ref() else {
+        return;
+    };
+    if kv.version == 1 {
+        return;
+    }
+    pb.prev_kv = store
+        .range(
+            &kv.key,
+            &[],
+            oxcd_storage::RangeOptions {
+                rev: kv.mod_revision - 1,
+                ..Default::default()
+            },
+        )
+        .ok()
+        .and_then(|r| r.kvs.into_iter().next());
 }

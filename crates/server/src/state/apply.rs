@@ -105,12 +105,11 @@ impl Applier {
                 .lock()
                 .expect("lease table lock poisoned");
             for e in &events {
-                let old = e.prev_kv.as_ref().map(|p| p.lease).unwrap_or(0);
                 let new = match e.kind {
                     oxcd_storage::EventKind::Put => e.kv.lease,
                     oxcd_storage::EventKind::Delete => 0,
                 };
-                leases.reattach(&e.kv.key, old, new);
+                leases.reattach(&e.kv.key, new);
             }
         }
         Outcome {
@@ -332,8 +331,8 @@ impl Applier {
         batch.aux_delete(AUX_LEASES, &r.id.to_be_bytes())?;
         let mut t = batch.txn();
         for key in &keys {
-            let gone = t.delete_range(key, &[])?;
-            crate::metrics::get().deleted(gone.len());
+            let gone = t.delete_range(key, &[], false)?;
+            crate::metrics::get().deleted(gone.count);
         }
         events.extend(t.end());
         crate::metrics::get().lease_revoked.inc();

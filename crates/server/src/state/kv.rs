@@ -33,7 +33,13 @@ pub trait KvWrite: KvRead {
         value: Vec<u8>,
         lease: i64,
     ) -> Result<Option<KeyValue>, ServerError>;
-    fn delete_kv(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, ServerError>;
+    /// Deletes a range; the previous key-values only when `with_prev` asks for them.
+    fn delete_kv(
+        &mut self,
+        key: &[u8],
+        end: &[u8],
+        with_prev: bool,
+    ) -> Result<oxcd_storage::Deleted, ServerError>;
     /// True if a lease exists (puts to an unknown lease fail).
     fn lease_exists(&self, lease: i64) -> bool;
     /// The revision a read sees now: the write's own once it changed something.
@@ -125,8 +131,13 @@ impl<F: Fn(i64) -> bool> KvWrite for Writer<'_, '_, '_, F> {
         Ok(self.txn.put(key, value, lease)?)
     }
 
-    fn delete_kv(&mut self, key: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, ServerError> {
-        Ok(self.txn.delete_range(key, end)?)
+    fn delete_kv(
+        &mut self,
+        key: &[u8],
+        end: &[u8],
+        with_prev: bool,
+    ) -> Result<oxcd_storage::Deleted, ServerError> {
+        Ok(self.txn.delete_range(key, end, with_prev)?)
     }
 
     fn lease_exists(&self, lease: i64) -> bool {
@@ -259,12 +270,12 @@ pub fn delete(
     w: &mut impl KvWrite,
     r: &DeleteRangeRequest,
 ) -> Result<DeleteRangeResponse, ServerError> {
-    let deleted = w.delete_kv(&r.key, &r.range_end)?;
-    crate::metrics::get().deleted(deleted.len());
+    let deleted = w.delete_kv(&r.key, &r.range_end, r.prev_kv)?;
+    crate::metrics::get().deleted(deleted.count);
     Ok(DeleteRangeResponse {
         header: Some(header(w.read_rev())),
-        deleted: deleted.len() as i64,
-        prev_kvs: if r.prev_kv { deleted } else { Vec::new() },
+        deleted: deleted.count as i64,
+        prev_kvs: deleted.prev,
     })
 }
 
@@ -374,7 +385,12 @@ impl<V: KvRead> KvWrite for ReadOnly<'_, V> {
         Err(ServerError::Internal("write in a read-only txn".into()))
     }
 
-    fn delete_kv(&mut self, _: &[u8], _: &[u8]) -> Result<Vec<KeyValue>, ServerError> {
+    fn delete_kv(
+        &mut self,
+        _: &[u8],
+        _: &[u8],
+        _: bool,
+    ) -> Result<oxcd_storage::Deleted, ServerError> {
         Err(ServerError::Internal("write in a read-only txn".into()))
     }
 

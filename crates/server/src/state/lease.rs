@@ -7,7 +7,7 @@
 //! granted TTL and last renewal (i64 big-endian each). Attached keys are not stored twice:
 //! they are rebuilt from the keys' `lease` field when the member starts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The row layout is shared with snapshots (`oxcd_snapshot::rows`).
 pub use oxcd_snapshot::rows::AUX_LEASES;
@@ -74,6 +74,9 @@ pub fn ttl_min_secs(election_ms: u64, heartbeat_ms: u64) -> i64 {
 #[derive(Debug, Default)]
 pub struct LeaseTable {
     pub leases: BTreeMap<i64, Lease>,
+    /// The lease each attached key names (etcd's `itemMap`): a write that detaches a key
+    /// learns its lease here, so a delete never reads the values it removes for it.
+    of_key: HashMap<Vec<u8>, i64>,
 }
 
 impl LeaseTable {
@@ -103,9 +106,7 @@ impl LeaseTable {
             );
         }
         for (key, id) in attached {
-            if let Some(l) = t.leases.get_mut(&id) {
-                l.keys.insert(key);
-            }
+            t.reattach(&key, id);
         }
         t
     }
@@ -170,8 +171,15 @@ impl LeaseTable {
         due.into_iter().take(limit).map(|(_, id)| id).collect()
     }
 
-    /// Moves `key` from the lease it had to the one it has now (0 = none).
-    pub fn reattach(&mut self, key: &[u8], old: i64, new: i64) {
+    /// Moves `key` from the lease it had to the one it has now (0 = none, as after a
+    /// delete). A lease that does not exist takes no key.
+    pub fn reattach(&mut self, key: &[u8], new: i64) {
+        let old = if new != 0 && self.leases.contains_key(&new) {
+            self.of_key.insert(key.to_vec(), new)
+        } else {
+            self.of_key.remove(key)
+        }
+        .unwrap_or(0);
         if old != 0 && old != new {
             if let Some(l) = self.leases.get_mut(&old) {
                 l.keys.remove(key);
@@ -216,10 +224,15 @@ mod tests {
         assert_eq!(t.expired(16_000, new, 10), vec![7]);
         assert_eq!(t.remaining_secs(7, 10_500, None), Some(1));
         assert_eq!(t.remaining_secs(7, 10_500, Some(new)), Some(6));
-        t.reattach(b"k", 0, 7);
+        t.reattach(b"k", 7);
         assert!(t.leases[&7].keys.contains(b"k".as_slice()));
-        t.reattach(b"k", 7, 0);
+        // A lease that does not exist takes nothing, and the key leaves lease 7.
+        t.reattach(b"k", 8);
         assert!(t.leases[&7].keys.is_empty());
+        t.reattach(b"k", 7);
+        t.reattach(b"k", 0);
+        assert!(t.leases[&7].keys.is_empty());
+        assert!(t.of_key.is_empty());
     }
 
     #[test]
