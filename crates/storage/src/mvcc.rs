@@ -27,8 +27,8 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::path::Path;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use oxcd_api::mvccpb::{event::EventType, KeyValue};
 use prost::Message;
@@ -38,12 +38,14 @@ use redb::{
 
 mod bulk;
 mod compaction;
+mod defrag;
 
 pub use bulk::{
     check_import_changes, ImportChange, KeepSet, ReadView, RestoreSink, RestoredMeta,
     RevisionRecord,
 };
 pub use compaction::{StaleFilter, COMPACT_STEP_ROWS};
+pub use defrag::{defrag_path, DefragStats, DEFRAG_HELD_ROWS_MAX};
 
 const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -97,9 +99,6 @@ pub enum MvccError {
 /// this size (redb's own default is 1 GiB); the kernel's page cache, which it can reclaim,
 /// holds the rest of the file. See docs/design.md, Memory.
 pub const CACHE_BYTES_DEFAULT: usize = 64 * 1024 * 1024;
-
-/// How long [`Store::defragment`] waits for open transactions to finish.
-pub const DEFRAG_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl From<redb::Error> for MvccError {
     fn from(e: redb::Error) -> Self {
@@ -171,6 +170,11 @@ struct Index {
     restored: bool,
     /// Rows of compacted revisions not yet removed from the backend.
     pending: compaction::Pending,
+    /// A defragmentation is copying the backend: no row may be removed (see `defrag`).
+    defragging: bool,
+    /// Counts replacements of the backend's rows other than compaction (a restore, an
+    /// import's dropped history), which a defragmentation cannot follow.
+    rewrites: u64,
 }
 
 /// The revision of an empty store. etcd starts at 1, so the first write gets revision 2;
@@ -187,6 +191,8 @@ impl Default for Index {
             consistent_term: 0,
             restored: false,
             pending: compaction::Pending::default(),
+            defragging: false,
+            rewrites: 0,
         }
     }
 }
@@ -307,8 +313,15 @@ impl Event {
 pub struct Store {
     /// Behind a lock only so that [`Store::defragment`] can have it alone; transactions do
     /// not borrow it, so every other use holds the read side for an instant.
-    db: RwLock<Database>,
+    /// In an `Arc` so that a read transaction's user can keep the file it reads open after
+    /// a defragmentation replaced it (redb fails read transactions of a closed database).
+    db: RwLock<Arc<Database>>,
     index: RwLock<Index>,
+    /// The backend file (a defragmentation replaces it) and its page cache bound.
+    path: PathBuf,
+    cache_bytes: usize,
+    /// Held by the one defragmentation that may run.
+    defrag_lock: Mutex<()>,
 }
 
 fn decode_record(main: u64, sub: u64, bytes: &[u8]) -> Result<(bool, KeyValue), MvccError> {
@@ -400,6 +413,8 @@ impl Store {
             reason,
         };
         let existed = path.exists();
+        // A defragmentation a crash interrupted: the backend is still the old file.
+        let _ = std::fs::remove_file(defrag_path(path));
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes)
             .set_check_integrity_on_open(true)
@@ -443,40 +458,21 @@ impl Store {
         }
         let index = load_index(&db)?;
         Ok(Store {
-            db: RwLock::new(db),
+            db: RwLock::new(Arc::new(db)),
             index: RwLock::new(index),
+            path: path.to_path_buf(),
+            cache_bytes,
+            defrag_lock: Mutex::new(()),
         })
     }
 
-    fn db(&self) -> RwLockReadGuard<'_, Database> {
-        self.db.read().expect("backend lock poisoned")
+    /// The backend; hold it as long as a transaction begun on it.
+    fn db(&self) -> Arc<Database> {
+        self.db.read().expect("backend lock poisoned").clone()
     }
 
-    /// Gives free pages back to the file system (etcd's defragment): compacts the redb file
-    /// while no transaction is open, retrying for a bounded time while one is.
-    pub fn defragment(&self) -> Result<(), MvccError> {
-        // The rows of the last compaction go first, or their pages would not be freed.
-        self.finish_compaction()?;
-        let deadline = std::time::Instant::now() + DEFRAG_WAIT_MAX;
-        loop {
-            let done = {
-                let mut db = self.db.write().expect("backend lock poisoned");
-                match db.compact() {
-                    Ok(_) => true,
-                    Err(redb::CompactionError::TransactionInProgress) => false,
-                    Err(e) => return Err(MvccError::Defrag(e.to_string())),
-                }
-            };
-            if done {
-                return Ok(());
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(MvccError::Defrag(
-                    "the backend stayed busy; try again".into(),
-                ));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+    fn index_mut(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().expect("mvcc index lock poisoned")
     }
 
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
@@ -508,7 +504,8 @@ impl Store {
         opts: RangeOptions,
     ) -> Result<RangeResult, MvccError> {
         let idx = self.read_index();
-        let txn = self.db().begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         let table = txn.open_table(KV)?;
         range_in(&idx, key, end, opts, idx.current_rev, |rev| {
             fetch_in(&table, rev)
@@ -523,7 +520,8 @@ impl Store {
         if from < idx.compact_rev {
             return Err(MvccError::Compacted);
         }
-        let txn = self.db().begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         let mut stale = idx.pending.filter();
         drop(idx);
         let table = txn.open_table(KV)?;
@@ -564,7 +562,8 @@ impl Store {
 
     /// Reads every row of an auxiliary table (v2 keys, leases, members) at open.
     pub fn aux_load(&self, table: u8) -> Result<Vec<AuxRow>, MvccError> {
-        let txn = self.db().begin_read()?;
+        let db = self.db();
+        let txn = db.begin_read()?;
         let aux = txn.open_table(AUX)?;
         let mut out = Vec::new();
         let start: (u8, &[u8]) = (table, &[]);
@@ -587,8 +586,9 @@ impl Store {
     /// Removes the next [`COMPACT_STEP_ROWS`] rows of compacted revisions in a batch of their
     /// own (every batch removes as many; this is for when no writes come). Returns how many
     /// are left.
+    /// Returns 0 while a defragmentation runs: no row can be removed until it ends.
     pub fn compact_step(&self) -> Result<usize, MvccError> {
-        if self.compaction_pending() == 0 {
+        if self.compaction_pending() == 0 || self.read_index().defragging {
             return Ok(0);
         }
         self.batch()?.commit(false)?;
@@ -722,7 +722,7 @@ pub struct WriteBatch<'a> {
 /// backend before the lock is released (an aborted batch is rare: an I/O error or a bug).
 struct IndexWrite<'a> {
     index: RwLockWriteGuard<'a, Index>,
-    db: &'a RwLock<Database>,
+    db: &'a RwLock<Arc<Database>>,
     committed: bool,
 }
 
@@ -747,7 +747,14 @@ impl Drop for IndexWrite<'_> {
         }
         let loaded = load_index(&self.db.read().expect("backend lock poisoned"));
         match loaded {
-            Ok(index) => *self.index = index,
+            Ok(index) => {
+                // A defragmentation running goes on refusing removals, and gives up: it
+                // cannot tell what the aborted batch left.
+                let (defragging, rewrites) = (self.index.defragging, self.index.rewrites);
+                *self.index = index;
+                self.index.defragging = defragging;
+                self.index.rewrites = rewrites + 1;
+            }
             // The index would list writes the backend does not hold: stop here (the panic
             // poisons the lock, so every later use fails too).
             Err(e) => panic!("mvcc: cannot rebuild the key index after an aborted batch: {e}"),
@@ -818,7 +825,7 @@ impl<'a> WriteBatch<'a> {
 
     /// Removes up to `max` rows of compacted revisions (module `compaction`).
     fn remove_compacted(&mut self, max: usize) -> Result<(), MvccError> {
-        if self.index.pending.len() == 0 {
+        if self.index.pending.len() == 0 || self.index.defragging {
             return Ok(());
         }
         let (revs, range) = self.index.pending.take(max);

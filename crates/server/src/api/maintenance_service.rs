@@ -98,14 +98,21 @@ impl Maintenance for Services {
             .auth_check(req.metadata(), Need::Maintenance)
             .await?;
         // redb reuses freed pages itself; defragmenting gives the free ones back to the file
-        // system, so that the backend file shrinks below the quota again.
+        // system, so that the backend file shrinks below the quota again. Writes go on while
+        // the backend is copied; they wait only for the last rows and the swap.
         let store = self.server.store.clone();
-        tokio::task::spawn_blocking(move || {
+        let stats = tokio::task::spawn_blocking(move || {
             crate::metrics::get().defragmenting(|| store.defragment())
         })
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?
         .map_err(ServerError::from)?;
+        tracing::info!(
+            "defragmented the backend: {} rows copied while writes went on, {} with writes held for {:?}",
+            stats.rows_online,
+            stats.rows_held,
+            stats.held
+        );
         self.server.clear_own_nospace_if_under_quota();
         Ok(Response::new(pb::DefragmentResponse {
             header: Some(self.server.header(self.server.store.current_rev())),

@@ -39,8 +39,8 @@ impl RevisionRecord<'_> {
 }
 
 /// One consistent state of the backend, read at leisure: the revisions and aux rows of one
-/// redb read transaction, and the revisions it was taken at. Holding a view keeps
-/// [`Store::defragment`] waiting (bounded by `DEFRAG_WAIT_MAX`).
+/// redb read transaction, and the revisions it was taken at. A view outlives a
+/// [`Store::defragment`] that replaces the file: it goes on reading the old one.
 pub struct ReadView {
     txn: redb::ReadTransaction,
     /// Compacted revisions whose rows may still be in `txn` (skipped).
@@ -49,6 +49,9 @@ pub struct ReadView {
     compact_rev: i64,
     consistent_index: u64,
     consistent_term: u64,
+    /// The file `txn` reads, kept open (after `txn` in drop order) should a
+    /// defragmentation replace it.
+    _db: std::sync::Arc<redb::Database>,
 }
 
 /// The revisions a compaction at some revision would keep (etcd's `kvindex.Keep`): each
@@ -81,8 +84,10 @@ impl Store {
     }
 
     fn view_under(&self, idx: &Index) -> Result<ReadView, MvccError> {
+        let db = self.db();
         Ok(ReadView {
-            txn: self.db().begin_read()?,
+            txn: db.begin_read()?,
+            _db: db,
             stale: idx.pending.filter(),
             current_rev: idx.current_rev,
             compact_rev: idx.compact_rev,
@@ -300,6 +305,7 @@ impl WriteBatch<'_> {
         &mut self,
         fill: impl FnOnce(&mut RestoreSink<'_>) -> Result<RestoredMeta, E>,
     ) -> Result<(), E> {
+        let (defragging, rewrites) = (self.index.defragging, self.index.rewrites + 1);
         self.txn.delete_table(KV).map_err(MvccError::from)?;
         self.txn.delete_table(META).map_err(MvccError::from)?;
         self.txn.delete_table(AUX).map_err(MvccError::from)?;
@@ -329,6 +335,8 @@ impl WriteBatch<'_> {
         index.consistent_index = meta.consistent_index;
         index.consistent_term = meta.consistent_term;
         index.restored = true;
+        index.defragging = defragging;
+        index.rewrites = rewrites;
         {
             let mut t = self.txn.open_table(META).map_err(MvccError::from)?;
             let mut put = |name: &str, v: u64| t.insert(name, v).map(|_| ());
@@ -435,6 +443,7 @@ impl WriteBatch<'_> {
         if rev > self.index.current_rev {
             return Err(MvccError::FutureRev);
         }
+        self.index.rewrites += 1;
         let mut table = self.txn.open_table(KV)?;
         for key in keys {
             let Some(hist) = self.index.keys.get_mut(key) else {
