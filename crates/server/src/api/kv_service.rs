@@ -23,8 +23,7 @@ impl Kv for Services {
         if !r.serializable {
             self.server.read_index().await?;
         }
-        let view = kv::BoundedReads::new(&self.server.store, self.server.cfg.response_bytes_max);
-        let mut resp = kv::range(&view, &r)?;
+        let mut resp = self.read(|view| kv::range(view, &r))?;
         resp.header = Some(
             self.server
                 .header(resp.header.map(|h| h.revision).unwrap_or(0)),
@@ -69,10 +68,8 @@ impl Kv for Services {
             if !kv::txn_is_serializable(&r) {
                 self.server.read_index().await?;
             }
-            let view =
-                kv::BoundedReads::new(&self.server.store, self.server.cfg.response_bytes_max);
-            let mut resp = kv::txn_read(&view, &r)?;
-            resp.header = Some(self.server.header(self.server.store.current_rev()));
+            let (mut resp, rev) = self.read(|view| Ok((kv::txn_read(view, &r)?, view.rev())))?;
+            resp.header = Some(self.server.header(rev));
             return Ok(Response::new(resp));
         }
         match self.write(Op::Txn(r)).await? {
@@ -99,3 +96,30 @@ impl Kv for Services {
         }
     }
 }
+
+impl Services {
+    /// Runs a read against one revision of the store ([`kv::BoundedReads`]). A compaction
+    /// past that revision while it reads (it asked for no revision of its own, so the error
+    /// would be wrong) makes it start again at the new current revision, a few times at most.
+    fn read<T>(
+        &self,
+        f: impl Fn(&kv::BoundedReads<'_>) -> Result<T, ServerError>,
+    ) -> Result<T, ServerError> {
+        let mut tries = 0;
+        loop {
+            let view =
+                kv::BoundedReads::new(&self.server.store, self.server.cfg.response_bytes_max);
+            match f(&view) {
+                Err(ServerError::Compacted)
+                    if tries < READ_RETRIES_MAX && view.rev() < self.server.store.compact_rev() =>
+                {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Times a read that a compaction overtook starts again, at most.
+const READ_RETRIES_MAX: usize = 3;

@@ -57,12 +57,17 @@ impl KvRead for Store {
     }
 }
 
-/// The store as the read path sees it: the ranges of one request (a Range, or every range
-/// of a read-only Txn) return at most `bytes_max` bytes of KeyValues between them
-/// (`--max-response-bytes`), and stop reading once past it. The apply path reads without
-/// this bound: a committed entry applies the same way on every member, whatever its flags.
+/// The store as the read path sees it, for one request (a Range, or every compare and
+/// range of a read-only Txn):
+/// - one revision: every read without a revision of its own reads at the revision current
+///   when the view was made, so a read-only Txn never sees half of a write that committed
+///   between two of its ranges (etcd reads a Txn from one read transaction);
+/// - one bound: the ranges return at most `bytes_max` bytes of KeyValues between them
+///   (`--max-response-bytes`), and stop reading once past it. The apply path reads without
+///   this bound: a committed entry applies the same way on every member, whatever its flags.
 pub struct BoundedReads<'s> {
     store: &'s Store,
+    rev: i64,
     bytes_max: usize,
     used: std::cell::Cell<usize>,
 }
@@ -71,9 +76,15 @@ impl<'s> BoundedReads<'s> {
     pub fn new(store: &'s Store, bytes_max: usize) -> Self {
         BoundedReads {
             store,
+            rev: store.current_rev(),
             bytes_max,
             used: std::cell::Cell::new(0),
         }
+    }
+
+    /// The revision the view reads at (its responses' header revision).
+    pub fn rev(&self) -> i64 {
+        self.rev
     }
 }
 
@@ -87,10 +98,14 @@ impl KvRead for BoundedReads<'_> {
         let (used, max) = (self.used.get(), self.bytes_max);
         // At the bound already, a range that returns anything is over it.
         opts.bytes_max = max.saturating_sub(used).max(1);
+        if opts.rev <= 0 {
+            opts.rev = self.rev;
+        }
         match self.store.range(key, end, opts) {
-            Ok(res) => {
+            Ok(mut res) => {
                 let got: usize = res.kvs.iter().map(oxcd_storage::mvcc::response_bytes).sum();
                 self.used.set(used + got);
+                res.rev = self.rev;
                 Ok(res)
             }
             Err(oxcd_storage::MvccError::ResponseTooLarge { bytes, .. }) => {
