@@ -108,7 +108,8 @@ impl Maintenance for Services {
         .map_err(|e| ServerError::Internal(e.to_string()))?
         .map_err(ServerError::from)?;
         tracing::info!(
-            "defragmented the backend: {} rows copied while writes went on, {} with writes held for {:?}",
+            "defragmented the backend: compacted rows removed first in {:?}, {} rows copied while writes went on, {} with writes held for {:?}",
+            stats.removing,
             stats.rows_online,
             stats.rows_held,
             stats.held
