@@ -44,7 +44,7 @@ pub use bulk::{
     check_import_changes, ImportChange, KeepSet, ReadView, RestoreSink, RestoredMeta,
     RevisionRecord,
 };
-pub use compaction::{StaleFilter, COMPACT_STEP_ROWS};
+pub use compaction::{StaleFilter, COMPACT_STEP_KEYS, COMPACT_STEP_ROWS};
 pub use defrag::{defrag_path, DefragStats, DEFRAG_HELD_ROWS_MAX};
 
 const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
@@ -170,6 +170,8 @@ struct Index {
     restored: bool,
     /// Rows of compacted revisions not yet removed from the backend.
     pending: compaction::Pending,
+    /// The index pass of a compaction still going (module `compaction`).
+    pass: Option<compaction::IndexPass>,
     /// A defragmentation is copying the backend: no row may be removed (see `defrag`).
     defragging: bool,
     /// Counts replacements of the backend's rows other than compaction (a restore, an
@@ -191,6 +193,7 @@ impl Default for Index {
             consistent_term: 0,
             restored: false,
             pending: compaction::Pending::default(),
+            pass: None,
             defragging: false,
             rewrites: 0,
         }
@@ -208,14 +211,63 @@ impl Index {
             .push((rev, tombstone));
     }
 
-    /// Drops from the index what a compaction at `at` drops, and queues the rows.
+    /// Drops from the index what a compaction at `at` drops, and queues the rows, at once
+    /// (at open, after a restore).
     fn compact(&mut self, at: i64) {
-        let mut dropped = Vec::new();
-        self.keys.retain(|_, hist| {
-            dropped.extend(hist.compact(at));
-            !hist.revs.is_empty()
+        self.start_compaction(at);
+        self.compact_keys(usize::MAX);
+    }
+
+    /// Starts the index pass of a compaction at `at` and makes its first step (see
+    /// `compaction`): the rest goes [`compaction::COMPACT_STEP_KEYS`] keys per batch. A pass
+    /// not finished starts over at the new revision, keeping what it dropped.
+    fn start_compaction(&mut self, at: i64) {
+        let dropped = self.pass.take().map(|p| p.dropped).unwrap_or_default();
+        self.pass = Some(compaction::IndexPass {
+            at,
+            next: None,
+            dropped,
         });
-        self.pending.add(dropped);
+        self.compact_keys(compaction::COMPACT_STEP_KEYS);
+    }
+
+    /// The next `max` keys of the index pass; at its end, its rows join the pending ones.
+    fn compact_keys(&mut self, max: usize) {
+        let Some(pass) = self.pass.as_mut() else {
+            return;
+        };
+        let start = match &pass.next {
+            Some(k) => Bound::Included(k.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let mut emptied = Vec::new();
+        let mut stopped_at = None;
+        for (n, (key, hist)) in self
+            .keys
+            .range_mut::<[u8], _>((start, Bound::Unbounded))
+            .enumerate()
+        {
+            if n == max {
+                stopped_at = Some(key.clone());
+                break;
+            }
+            pass.dropped.extend(hist.compact(pass.at));
+            if hist.revs.is_empty() {
+                emptied.push(key.clone());
+            }
+        }
+        for key in &emptied {
+            self.keys.remove(key);
+        }
+        match stopped_at {
+            // The key stopped at is not processed yet: the next step starts there.
+            Some(key) => pass.next = Some(key),
+            None => {
+                if let Some(done) = self.pass.take() {
+                    self.pending.add(done.dropped);
+                }
+            }
+        }
     }
 }
 
@@ -579,8 +631,10 @@ impl Store {
     }
 
     /// How many rows of compacted revisions are still to be removed from the backend.
+    /// An index pass not finished counts as one.
     pub fn compaction_pending(&self) -> usize {
-        self.read_index().pending.len()
+        let idx = self.read_index();
+        idx.pending.len() + usize::from(idx.pass.is_some())
     }
 
     /// Removes the next [`COMPACT_STEP_ROWS`] rows of compacted revisions in a batch of their
@@ -814,8 +868,9 @@ impl<'a> WriteBatch<'a> {
         if rev > self.index.current_rev {
             return Err(MvccError::FutureRev);
         }
-        // The index drops the revisions now; their rows leave the backend in bounded steps.
-        self.index.compact(rev);
+        // The index drops the revisions in bounded steps from now on (reads below `rev` are
+        // refused at once), their rows leave the backend after it in bounded steps too.
+        self.index.start_compaction(rev);
         self.index.compact_rev = rev;
         self.txn
             .open_table(META)?
@@ -920,6 +975,7 @@ impl<'a> WriteBatch<'a> {
             self.index.compact_rev,
             self.index.current_rev
         );
+        self.index.compact_keys(compaction::COMPACT_STEP_KEYS);
         self.remove_compacted(COMPACT_STEP_ROWS)?;
         let rev = self.index.current_rev as u64;
         self.txn.open_table(META)?.insert("current_rev", rev)?;

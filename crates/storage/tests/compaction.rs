@@ -71,3 +71,79 @@ fn a_large_compaction_leaves_its_rows_in_bounded_steps_hidden_until_removed() {
     assert_eq!(events[0].kind, EventKind::Put);
     assert_eq!(events[0].kv.version, 3);
 }
+
+/// The index pass of a compaction over more keys than one step takes goes on in later
+/// batches; meanwhile reads at and above the compact revision are exactly those of a
+/// finished compaction, reads below it are refused, and the end state (index and rows) is
+/// the one a whole pass gives, also after a reopen.
+#[test]
+fn a_compaction_over_many_keys_passes_the_index_in_steps() {
+    use oxcd_storage::mvcc::COMPACT_STEP_KEYS;
+    use oxcd_storage::{MvccError, RangeOptions};
+    let keys = COMPACT_STEP_KEYS * 2 + 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let s = Store::open(&path).expect("open");
+    let mut b = s.batch().expect("batch");
+    for round in 0..2u8 {
+        for k in 0..keys {
+            let mut t = b.txn();
+            t.put(format!("k{k:06}").as_bytes(), vec![round], 0)
+                .expect("put");
+            t.end();
+        }
+    }
+    // The last key deleted: at the compact revision it has only its tombstone.
+    let mut t = b.txn();
+    t.delete_range(format!("k{:06}", keys - 1).as_bytes(), b"", false)
+        .expect("delete");
+    t.end();
+    b.commit(true).expect("commit");
+    let at = s.current_rev();
+    let all = |rev: i64| {
+        s.range(
+            b"k",
+            b"l",
+            RangeOptions {
+                rev,
+                ..Default::default()
+            },
+        )
+    };
+    let before = all(at).expect("range").kvs;
+    let mut b = s.batch().expect("batch");
+    b.compact(at).expect("compact");
+    // A put in the same batch, to a key the pass has not reached.
+    let mut t = b.txn();
+    t.put(format!("k{:06}", keys - 2).as_bytes(), vec![7], 0)
+        .expect("put");
+    t.end();
+    b.commit(true).expect("commit");
+    // The pass is not over: counted as pending, no row removed yet.
+    assert!(s.compaction_pending() > 0);
+    assert_eq!(all(at).expect("range at the compact revision").kvs, before);
+    assert!(matches!(all(at - 1), Err(MvccError::Compacted)));
+    let newest = all(0).expect("range").kvs;
+    assert_eq!(newest.len(), keys - 1);
+    assert_eq!(newest[keys - 2].value, vec![7]);
+    s.finish_compaction().expect("finish");
+    assert_eq!(s.compaction_pending(), 0);
+    assert_eq!(all(at).expect("range").kvs, before);
+    // Every first version and the tombstone went: one row per key is left, plus the put.
+    let rows = |s: &Store| {
+        let mut n = 0;
+        s.read_view()
+            .expect("view")
+            .for_each_record(|t, _, _| {
+                n += usize::from(t == 0);
+                Ok::<(), MvccError>(())
+            })
+            .expect("walk");
+        n
+    };
+    assert_eq!(rows(&s), keys - 1 + 1, "rows left");
+    drop(s);
+    let s = Store::open(&path).expect("reopen");
+    assert_eq!(s.compaction_pending(), 0);
+    assert_eq!(rows(&s), keys);
+}

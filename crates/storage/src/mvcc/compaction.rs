@@ -1,14 +1,22 @@
 //! Compaction in bounded steps (etcd's `--experimental-compaction-batch-limit`).
 //!
-//! A compaction drops the revisions it no longer needs from the in-memory index at once (so
-//! reads see the compacted store from that log entry on) and records them here; their rows
-//! leave the backend [`COMPACT_STEP_ROWS`] at a time, in every later batch and in
+//! A compaction sets the compact revision at once (reads below it are refused from that log
+//! entry on), then drops the revisions it no longer needs from the in-memory index
+//! [`COMPACT_STEP_KEYS`] keys at a time (the index pass), and records them here; their rows
+//! leave the backend [`COMPACT_STEP_ROWS`] at a time. Both go on in every later batch and in
 //! [`super::Store::compact_step`], so a compaction of a large database never holds the
-//! apply loop for the whole removal. Until removed, a stale row is skipped by whatever walks
-//! the backend ([`super::Store::history`], [`super::ReadView`]'s walks).
+//! apply loop for a pass over every key or for the whole removal. Until removed, a stale row
+//! is skipped by whatever walks the backend ([`super::Store::history`], [`super::ReadView`]'s
+//! walks).
+//!
+//! While the index pass goes on, keys it has not reached still list revisions below the
+//! compact revision; no read sees them (every read is at or above it, and `visible_at` is
+//! the same with or without them), and their rows are not yet stale: a snapshot taken then
+//! carries them, and the member that restores it compacts its index again, which finds
+//! them. HashKV reads through the keep set, which is the same too.
 //!
 //! Nothing about the pending rows is stored: the compact revision is, and at open (or after a
-//! restore) the index is compacted at it again, which finds the same stale rows.
+//! restore) the index is compacted at it again, in one pass, which finds the same stale rows.
 
 use std::sync::Arc;
 
@@ -19,6 +27,20 @@ use super::Rev;
 /// one-put batch that also removes 1000 rows took 7.6 ms at the median and 82 ms at p99,
 /// with 250 rows 1.7 ms and 35 ms.
 pub const COMPACT_STEP_ROWS: usize = 250;
+
+/// Keys a batch takes through the index pass of a compaction at most. The whole pass over
+/// 262,144 keys took 29 ms in one batch (release build, loaded 2-core machine): 16,384 keys
+/// are about 2 ms.
+pub const COMPACT_STEP_KEYS: usize = 16_384;
+
+/// The index pass of a compaction going on: the revision it compacts at, the key its next
+/// step starts at, and the revisions it dropped so far (pending once the pass ends).
+#[derive(Debug, Default)]
+pub(super) struct IndexPass {
+    pub at: i64,
+    pub next: Option<Vec<u8>>,
+    pub dropped: Vec<Rev>,
+}
 
 /// Revisions dropped from the index whose rows may still be in the backend, sorted;
 /// `revs[done..]` are left to remove.
