@@ -565,6 +565,14 @@ fn make_pki(oxcert: &Path, out: &Path) -> anyhow::Result<PathBuf> {
 
 /// Runs one spec in a fresh namespace; the namespace and everything in it is gone after.
 fn one_run(spec: &Spec) -> anyhow::Result<Outcome> {
+    // A failed run of an earlier invocation keeps its directory, members' data included:
+    // this run starts from nothing, not from that run's keys.
+    match std::fs::remove_dir_all(&spec.dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow::anyhow!("removing {}: {e}", spec.dir.display()))
+        }
+        _ => {}
+    }
     std::fs::create_dir_all(&spec.dir)?;
     let spec_path = spec.dir.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_vec_pretty(spec)?)?;
