@@ -135,11 +135,8 @@ impl Store {
         copy_whole(&txn, &new)?;
         drop(txn);
         std::fs::rename(tmp, &self.path).map_err(|e| io("renaming", &e))?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("syncing the directory of", &e))?;
-        }
+        // From the rename on, the new file is the backend: writes go there whatever follows
+        // (the old file has no name left to be found by).
         // Views begun on the old file keep reading it; redb closes it after the last.
         let replaced = std::mem::replace(
             &mut *self.db.write().expect("backend lock poisoned"),
@@ -152,6 +149,14 @@ impl Store {
         // under them, it held every put for 270 ms at 0.5 GiB).
         drop(replaced);
         drop(old);
+        // Until the directory is synced, a crash can bring the old name back: the old file
+        // then holds every write up to the swap (and the WAL the ones after, replayed from
+        // the consistent index it records), as after any crash.
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("syncing the directory of", &e))?;
+        }
         Ok(stats)
     }
 }
