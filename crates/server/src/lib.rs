@@ -315,6 +315,7 @@ fn start_member(
         applier: Applier {
             store: boot.store.clone(),
             tables: tables.clone(),
+            interest: watch.interest(),
         },
         rx: raft_rx,
         self_tx: raft_tx.clone(),

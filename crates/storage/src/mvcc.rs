@@ -737,6 +737,8 @@ fn live_keys(
     key: &[u8],
     end: &[u8],
     at: i64,
+    after: Option<&[u8]>,
+    max: usize,
 ) -> Result<Vec<(Vec<u8>, Rev)>, MvccError> {
     if at < idx.compact_rev {
         return Err(MvccError::Compacted);
@@ -744,12 +746,21 @@ fn live_keys(
     if !end.is_empty() && end != [0] && key >= end {
         return Ok(Vec::new());
     }
+    let (mut lo, hi) = key_bounds(key, end);
+    if let Some(a) = after {
+        lo = Bound::Excluded(a);
+    }
     Ok(idx
         .keys
-        .range::<[u8], _>(key_bounds(key, end))
+        .range::<[u8], _>((lo, hi))
         .filter_map(|(k, hist)| hist.visible_at(at).map(|rev| (k.clone(), rev)))
+        .take(max)
         .collect())
 }
+
+/// Keys a range delete takes from the index at a time: its memory for keys is this many
+/// (plus the events it keeps), not the whole range's.
+const DELETE_CHUNK_KEYS: usize = 1024;
 
 /// What [`TxnWrite::delete_range`] removed.
 #[derive(Debug, Default)]
@@ -1048,10 +1059,16 @@ impl TxnWrite<'_, '_> {
         self.main
     }
 
+    /// Whether this transaction wrote a row (every write takes a sub-revision; a range
+    /// delete may keep no event for what it wrote, so the events cannot tell).
+    fn changed(&self) -> bool {
+        self.sub > 0
+    }
+
     /// The revision a read sees at this point of the transaction: its own once it has
     /// changed something, the store's before (etcd's `storeTxnWrite.Range`).
     pub fn read_rev(&self) -> i64 {
-        if self.events.is_empty() {
+        if !self.changed() {
             self.batch.index.current_rev
         } else {
             self.main
@@ -1132,48 +1149,75 @@ impl TxnWrite<'_, '_> {
         end: &[u8],
         with_prev: bool,
     ) -> Result<Deleted, MvccError> {
+        self.delete_range_where(key, end, with_prev, &|_| true)
+    }
+
+    /// [`Self::delete_range`], keeping an event only for the deleted keys `wants_event`
+    /// accepts (those a watcher or a lease needs). Deleting a large range with nobody
+    /// watching then holds no event per key: the keys are taken from the index
+    /// [`DELETE_CHUNK_KEYS`] at a time and dropped once their tombstones are written.
+    pub fn delete_range_where(
+        &mut self,
+        key: &[u8],
+        end: &[u8],
+        with_prev: bool,
+        wants_event: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Deleted, MvccError> {
         let newest = self.main;
         // One table handle for the whole range: deleting a large prefix must not pay a table
         // lookup per key.
         let mut table = self.batch.txn.open_table(KV)?;
-        let live = live_keys(&self.batch.index, key, end, newest)?;
-        let prev = if with_prev {
-            live.iter()
-                .map(|(_, rev)| fetch_in(&table, *rev))
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            Vec::new()
-        };
-        self.events.reserve(live.len());
-        for (i, (k, _)) in live.iter().enumerate() {
-            let tomb = KeyValue {
-                key: k.clone(),
-                mod_revision: self.main,
-                ..Default::default()
-            };
-            record_in(
-                &mut table,
-                &mut self.batch.index,
-                &mut self.sub,
-                self.main,
-                true,
-                &tomb,
+        let mut deleted = Deleted::default();
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let live = live_keys(
+                &self.batch.index,
+                key,
+                end,
+                newest,
+                last.as_deref(),
+                DELETE_CHUNK_KEYS,
             )?;
-            self.events.push(Event {
-                kind: EventKind::Delete,
-                kv: tomb,
-                prev_kv: prev.get(i).cloned(),
-            });
+            let Some((next, _)) = live.last() else {
+                break;
+            };
+            last = Some(next.clone());
+            deleted.count += live.len();
+            for (k, rev) in live {
+                let prev = if with_prev {
+                    Some(fetch_in(&table, rev)?)
+                } else {
+                    None
+                };
+                let tomb = KeyValue {
+                    key: k,
+                    mod_revision: self.main,
+                    ..Default::default()
+                };
+                record_in(
+                    &mut table,
+                    &mut self.batch.index,
+                    &mut self.sub,
+                    self.main,
+                    true,
+                    &tomb,
+                )?;
+                if wants_event(&tomb.key) {
+                    self.events.push(Event {
+                        kind: EventKind::Delete,
+                        kv: tomb,
+                        prev_kv: prev.clone(),
+                    });
+                }
+                deleted.prev.extend(prev);
+            }
         }
-        Ok(Deleted {
-            count: live.len(),
-            prev,
-        })
+        Ok(deleted)
     }
 
     /// Ends the transaction; the store's revision moves on only if something changed.
     pub fn end(self) -> Vec<Event> {
-        if !self.events.is_empty() {
+        if self.changed() {
             let index = &mut self.batch.index;
             assert_eq!(
                 self.main,

@@ -17,6 +17,7 @@ use crate::state::kv::{self, KvRead, Writer};
 use crate::state::lease::{Lease, LeaseTable, AUX_LEASES, TTL_MAX};
 use crate::state::members::AUX_MEMBERS;
 use crate::state::v2::{Changes, V2Error, V2Event, V2Store, AUX_V2_META, AUX_V2_NODES};
+use crate::state::watch::Interest;
 use crate::state::Tables;
 
 /// The result of applying one request, handed to the member that proposed it.
@@ -70,6 +71,8 @@ struct RequestId {
 pub struct Applier {
     pub store: Arc<Store>,
     pub tables: Tables,
+    /// The ranges this member's watchers cover (see [`crate::state::watch::Interest`]).
+    pub interest: Arc<Interest>,
 }
 
 impl Applier {
@@ -219,6 +222,8 @@ impl Applier {
         let mut w = Writer {
             txn: &mut t,
             lease_exists,
+            interest: &self.interest,
+            leases: &self.tables.leases,
         };
         let res = match op {
             Op::Put(p) => kv::put(&mut w, &p).map(Applied::Put),
@@ -561,7 +566,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
         let tables = Tables::load(&store, Vec::new()).expect("tables");
-        (dir, Applier { store, tables })
+        (
+            dir,
+            Applier {
+                store,
+                tables,
+                interest: Arc::default(),
+            },
+        )
     }
 
     /// A member holds at most `LEASES_MAX` leases: a grant past it fails alike on every
@@ -609,6 +621,7 @@ mod tests {
         let applier = Applier {
             store: store.clone(),
             tables,
+            interest: Arc::default(),
         };
         let data = entry(77, nested(60));
         assert!(
@@ -625,5 +638,113 @@ mod tests {
         );
         assert!(out.events.is_empty());
         assert_eq!(out.rev, 1, "nothing was written");
+    }
+}
+
+#[cfg(test)]
+mod delete_events {
+    use oxcd_api::etcdserverpb::{DeleteRangeRequest, PutRequest};
+
+    use super::*;
+    use crate::request::LeaseOp;
+    use crate::state::watch::{WatchHub, WatchSpec};
+
+    fn apply(a: &Applier, index: u64, op: Op) -> Outcome {
+        let data = LogRequest {
+            id: index,
+            op: Some(op),
+        }
+        .encode_to_vec();
+        let mut batch = a.store.batch().expect("batch");
+        let out = a.apply(&mut batch, index, &data);
+        batch.commit(true).expect("commit");
+        assert!(out.result.is_ok(), "entry {index}: {:?}", out.result.err());
+        out
+    }
+
+    fn put(key: &str, lease: i64) -> Op {
+        Op::Put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease,
+            ..Default::default()
+        })
+    }
+
+    fn delete(key: &str, end: &str) -> Op {
+        Op::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            ..Default::default()
+        })
+    }
+
+    fn keys(out: &Outcome) -> Vec<&[u8]> {
+        out.events.iter().map(|e| e.kv.key.as_slice()).collect()
+    }
+
+    /// A range delete keeps events for the keys a watcher covers and the keys with a lease,
+    /// and none for the rest; the lease table lets go of a deleted key either way, so a
+    /// later revoke does not delete the key put again without a lease.
+    #[test]
+    fn a_range_delete_keeps_events_only_for_watched_or_leased_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(&dir.path().join("db")).expect("store"));
+        let tables = Tables::load(&store, Vec::new()).expect("tables");
+        let hub = WatchHub::new(10);
+        let a = Applier {
+            store,
+            tables,
+            interest: hub.interest(),
+        };
+        let stream = hub.open_stream(0);
+        let spec = WatchSpec {
+            key: b"a/2".to_vec(),
+            ..Default::default()
+        };
+        hub.register(stream.id, 1, spec, i64::MAX, || 0)
+            .expect("register");
+        let grant = Op::LeaseGrant(LeaseOp {
+            id: 5,
+            ttl: 60,
+            now_ms: 1,
+        });
+        apply(&a, 1, grant);
+        for (i, op) in [put("a/1", 5), put("a/2", 0), put("a/3", 0), put("b", 0)]
+            .into_iter()
+            .enumerate()
+        {
+            apply(&a, 2 + i as u64, op);
+        }
+        let out = apply(&a, 6, delete("a/", "a0"));
+        assert_eq!(keys(&out), [b"a/1".as_slice(), b"a/2"]);
+        match out.result {
+            Ok(Applied::Delete(d)) => assert_eq!(d.deleted, 3),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.tables.leases.lock().expect("leases").lease_of(b"a/1"), 0);
+        assert!(keys(&apply(&a, 7, delete("b", ""))).is_empty());
+        // Once the watcher is gone, nothing is kept for its key either.
+        assert!(hub.cancel(stream.id, 1));
+        apply(&a, 8, put("a/2", 0));
+        assert!(keys(&apply(&a, 9, delete("a/", "a0"))).is_empty());
+        // The key put again without a lease outlives the lease it had.
+        apply(&a, 10, put("a/1", 0));
+        apply(
+            &a,
+            11,
+            Op::LeaseRevoke(LeaseOp {
+                id: 5,
+                ..Default::default()
+            }),
+        );
+        let left = a
+            .store
+            .range(b"a/1", b"", Default::default())
+            .expect("range");
+        assert_eq!(
+            left.count, 1,
+            "a/1 was deleted by the revoke of a lease it left"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! put/delete with their flags, transactions with compares, and request validation.
 //! Used by the apply loop for writes and by the read path for ranges and read-only txns.
 
+use std::sync::Mutex;
+
 use oxcd_api::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
     range_request::{SortOrder, SortTarget},
@@ -14,6 +16,8 @@ use oxcd_storage::mvcc::TxnWrite;
 use oxcd_storage::{Event, RangeOptions, RangeResult, Store};
 
 use crate::error::ServerError;
+use crate::state::lease::LeaseTable;
+use crate::state::watch::Interest;
 
 /// Something ranges can be read from: the store (reads) or a write transaction (txns).
 pub trait KvRead {
@@ -123,6 +127,11 @@ impl KvRead for BoundedReads<'_> {
 pub struct Writer<'t, 'b, 'a, F: Fn(i64) -> bool> {
     pub txn: &'t mut TxnWrite<'b, 'a>,
     pub lease_exists: F,
+    /// What a range delete keeps an event for: a key some watcher covers, or one with a
+    /// lease (the lease table follows the events). Watchers differ per member; leases do
+    /// not, so every member changes its lease table alike.
+    pub interest: &'t Interest,
+    pub leases: &'t Mutex<LeaseTable>,
 }
 
 impl<F: Fn(i64) -> bool> KvRead for Writer<'_, '_, '_, F> {
@@ -152,7 +161,15 @@ impl<F: Fn(i64) -> bool> KvWrite for Writer<'_, '_, '_, F> {
         end: &[u8],
         with_prev: bool,
     ) -> Result<oxcd_storage::Deleted, ServerError> {
-        Ok(self.txn.delete_range(key, end, with_prev)?)
+        let watched = self.interest.meeting(key, end);
+        let leases = self.leases;
+        let wants_event = |k: &[u8]| {
+            watched.iter().any(|w| w.covers(k))
+                || leases.lock().map_or(true, |t| t.lease_of(k) != 0)
+        };
+        Ok(self
+            .txn
+            .delete_range_where(key, end, with_prev, &wants_event)?)
     }
 
     fn lease_exists(&self, lease: i64) -> bool {

@@ -173,6 +173,11 @@ impl LeaseTable {
 
     /// Moves `key` from the lease it had to the one it has now (0 = none, as after a
     /// delete). A lease that does not exist takes no key.
+    /// The lease `key` is attached to (0: none).
+    pub fn lease_of(&self, key: &[u8]) -> i64 {
+        self.of_key.get(key).copied().unwrap_or(0)
+    }
+
     pub fn reattach(&mut self, key: &[u8], new: i64) {
         let old = if new != 0 && self.leases.contains_key(&new) {
             self.of_key.insert(key.to_vec(), new)

@@ -12,10 +12,16 @@
 //! [`STREAM_QUEUE_BYTES_MAX`] bytes of events). When a revision does not fit, the watchers
 //! it was for become unsynced and the stream is woken to catch them up later: a client
 //! that stops reading costs the server one full queue, never more, and stalls nobody else.
+//!
+//! The applier asks [`Interest`] which keys of a range delete any watcher covers, and keeps
+//! an event only for those (and for keys with a lease): deleting a million keys nobody
+//! watches holds no event per key. A watcher's range joins the interest before its stream
+//! reads the store's revision, which waits for a batch being applied; so a range delete
+//! that did not see the watcher is at or below the revision the watcher starts after.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use oxcd_api::mvccpb;
 use oxcd_storage::{Event, EventKind};
@@ -63,12 +69,81 @@ impl WatchSpec {
         }
     }
 
+    /// The range's keys: from `key` (inclusive) to an upper bound (`None`: no bound), and
+    /// whether that bound is inclusive (a one-key range).
+    fn bounds(&self) -> (&[u8], Option<(&[u8], bool)>) {
+        if self.end.is_empty() {
+            (&self.key, Some((&self.key, true)))
+        } else if self.end == [0] {
+            (&self.key, None)
+        } else {
+            (&self.key, Some((&self.end, false)))
+        }
+    }
+
+    /// Whether some key is in both ranges (an empty range meets nothing).
+    pub fn meets(&self, other: &WatchSpec) -> bool {
+        // Each range starts below where the other ends.
+        let below = |start: &[u8], upper: Option<(&[u8], bool)>| match upper {
+            None => true,
+            Some((end, true)) => start <= end,
+            Some((end, false)) => start < end,
+        };
+        let (a, a_end) = self.bounds();
+        let (b, b_end) = other.bounds();
+        below(a, a_end) && below(b, b_end) && below(a, b_end) && below(b, a_end)
+    }
+
     pub fn wants(&self, e: &Event) -> bool {
         self.covers(&e.kv.key)
             && match e.kind {
                 EventKind::Put => !self.no_put,
                 EventKind::Delete => !self.no_delete,
             }
+    }
+}
+
+/// The key ranges of every registered watcher, by serial: read by the applier while it
+/// holds the store's index (so nothing here may wait for the index).
+#[derive(Debug, Default)]
+pub struct Interest {
+    ranges: RwLock<HashMap<u64, WatchSpec>>,
+}
+
+impl Interest {
+    fn add(&self, serial: u64, spec: &WatchSpec) {
+        let range = WatchSpec {
+            key: spec.key.clone(),
+            end: spec.end.clone(),
+            ..WatchSpec::default()
+        };
+        self.write().insert(serial, range);
+    }
+
+    fn remove(&self, serials: impl IntoIterator<Item = u64>) {
+        let mut ranges = self.write();
+        for s in serials {
+            ranges.remove(&s);
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, WatchSpec>> {
+        self.ranges.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The watched ranges that share a key with etcd's range `key`..`end`.
+    pub fn meeting(&self, key: &[u8], end: &[u8]) -> Vec<WatchSpec> {
+        let probe = WatchSpec {
+            key: key.to_vec(),
+            end: end.to_vec(),
+            ..WatchSpec::default()
+        };
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        ranges
+            .values()
+            .filter(|r| r.meets(&probe))
+            .cloned()
+            .collect()
     }
 }
 
@@ -138,6 +213,7 @@ pub enum RegisterError {
 
 pub struct WatchHub {
     inner: Mutex<Inner>,
+    interest: Arc<Interest>,
     next_stream: AtomicU64,
     next_serial: AtomicU64,
     pub watchers_max: usize,
@@ -208,11 +284,17 @@ impl WatchHub {
     pub fn new(watchers_max: usize) -> WatchHub {
         WatchHub {
             inner: Mutex::new(Inner::default()),
+            interest: Arc::default(),
             next_stream: AtomicU64::new(1),
             next_serial: AtomicU64::new(1),
             watchers_max,
             watchers_per_conn_max: (watchers_max / WATCHERS_PER_CONNECTION_SHARE).max(1),
         }
+    }
+
+    /// The watched ranges, for the applier.
+    pub fn interest(&self) -> Arc<Interest> {
+        self.interest.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -253,6 +335,7 @@ impl WatchHub {
     pub fn close_stream(&self, stream: u64) {
         let mut inner = self.lock();
         if let Some(s) = inner.streams.remove(&stream) {
+            self.interest.remove(s.watchers.values().map(|w| w.serial));
             inner.watchers -= s.watchers.len();
             inner.forget_conn_watchers(s.conn, s.watchers.len());
         }
@@ -285,12 +368,14 @@ impl WatchHub {
         {
             return Err(RegisterError::TooManyOnConnection);
         }
-        let rev = current_rev();
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        let s = inner
-            .streams
-            .get_mut(&stream)
-            .ok_or(RegisterError::StreamGone)?;
+        // Before the revision is read: see the module docs.
+        self.interest.add(serial, &spec);
+        let rev = current_rev();
+        let Some(s) = inner.streams.get_mut(&stream) else {
+            self.interest.remove([serial]);
+            return Err(RegisterError::StreamGone);
+        };
         let synced = after_rev >= rev;
         let w = Watcher {
             spec,
@@ -299,6 +384,7 @@ impl WatchHub {
         };
         if let Some(old) = s.watchers.insert(watch_id, w) {
             // The stream task checks IDs first; replacing would be a bug there.
+            self.interest.remove([old.serial]);
             debug_assert!(false, "watch {watch_id} registered twice ({})", old.serial);
         } else {
             inner.watchers += 1;
@@ -319,8 +405,9 @@ impl WatchHub {
         let removed = inner
             .streams
             .get_mut(&stream)
-            .and_then(|s| s.watchers.remove(&watch_id).map(|_| s.conn));
-        if let Some(conn) = removed {
+            .and_then(|s| s.watchers.remove(&watch_id).map(|w| (s.conn, w.serial)));
+        if let Some((conn, serial)) = removed {
+            self.interest.remove([serial]);
             inner.watchers -= 1;
             inner.forget_conn_watchers(conn, 1);
         }
@@ -462,6 +549,52 @@ mod tests {
             },
             prev_kv: None,
         }
+    }
+
+    fn range(key: &str, end: &[u8]) -> WatchSpec {
+        WatchSpec {
+            key: key.as_bytes().to_vec(),
+            end: end.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// `meets` against a brute force over every short key: one key, half-open ranges,
+    /// "from key", and empty ranges.
+    #[test]
+    fn ranges_meet_when_they_share_a_key() {
+        let specs = [
+            range("b", b""),
+            range("a", b"c"),
+            range("b", b"c"),
+            range("c", b"d"),
+            range("c", b"b"),
+            range("bb", &[0]),
+            range("", &[0]),
+            range("d", &[0]),
+            prefix("b"),
+        ];
+        let keys: Vec<Vec<u8>> = std::iter::once(Vec::new())
+            .chain((b'a'..=b'e').map(|a| vec![a]))
+            .chain((b'a'..=b'e').flat_map(|a| (b'a'..=b'e').map(move |b| vec![a, b])))
+            .collect();
+        for x in &specs {
+            for y in &specs {
+                let shared = keys.iter().any(|k| x.covers(k) && y.covers(k));
+                assert_eq!(x.meets(y), shared, "{x:?} and {y:?}");
+            }
+        }
+        let hub = WatchHub::new(10);
+        let s = hub.open_stream(0);
+        hub.register(s.id, 1, prefix("b"), 0, || 0)
+            .expect("register");
+        assert_eq!(hub.interest().meeting(b"a", b"z").len(), 1);
+        assert!(hub.interest().meeting(b"c", b"z").is_empty());
+        hub.close_stream(s.id);
+        assert!(
+            hub.interest().meeting(b"a", b"z").is_empty(),
+            "gone with its stream"
+        );
     }
 
     fn prefix(p: &str) -> WatchSpec {
