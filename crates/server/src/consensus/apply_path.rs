@@ -85,6 +85,8 @@ impl RaftLoop {
             }
         }
         let rev = self.applier.store.current_rev();
+        // A revision may have kept no event (a delete nobody watches): the hub is still at it.
+        self.watch.advance_to(rev);
         for (id, res) in conf_replies {
             self.reply(id, res.map(|(a, _)| (a, rev)));
         }

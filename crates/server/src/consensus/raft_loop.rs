@@ -172,7 +172,7 @@ pub struct RaftLoop {
 impl RaftLoop {
     pub fn new(p: LoopParts) -> RaftLoop {
         let durable_index = p.applier.store.consistent_index().0;
-        p.watch.start_at(p.applier.store.current_rev());
+        p.watch.advance_to(p.applier.store.current_rev());
         crate::metrics::get().recount_keys(&p.applier.store);
         // Status requests see the backend's index until the first entry is applied.
         p.status.applied.store(durable_index, Ordering::Relaxed);

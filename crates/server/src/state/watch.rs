@@ -301,8 +301,9 @@ impl WatchHub {
         self.inner.lock().expect("watch hub lock poisoned")
     }
 
-    /// Sets the revision the hub starts from (the store's, when the member starts).
-    pub fn start_at(&self, rev: i64) {
+    /// Sets the revision the hub starts from (the store's, when the member starts), or has
+    /// reached (after a batch, whose last revisions may have kept no events).
+    pub fn advance_to(&self, rev: i64) {
         let mut inner = self.lock();
         inner.notified_rev = inner.notified_rev.max(rev);
     }
