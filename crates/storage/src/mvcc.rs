@@ -48,6 +48,19 @@ pub use compaction::{StaleFilter, COMPACT_STEP_KEYS, COMPACT_STEP_ROWS};
 pub use defrag::{defrag_path, DefragStats, DEFRAG_HELD_ROWS_MAX};
 
 const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
+type KvTable<'t> = redb::Table<'t, (u64, u64), &'static [u8]>;
+
+/// The KV table of `slot`, opened in `txn` if it is not yet.
+fn open_kv<'s, 't>(
+    slot: &'s mut Option<KvTable<'t>>,
+    txn: &'t redb::WriteTransaction,
+) -> Result<&'s mut KvTable<'t>, MvccError> {
+    let table = match slot.take() {
+        Some(t) => t,
+        None => txn.open_table(KV)?,
+    };
+    Ok(slot.insert(table))
+}
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const AUX: TableDefinition<(u8, &[u8]), &[u8]> = TableDefinition::new("aux");
 
@@ -829,7 +842,12 @@ impl Drop for IndexWrite<'_> {
 
 /// One write transaction of etcd's (one request): all its changes share a main revision.
 pub struct TxnWrite<'b, 'a> {
-    batch: &'b mut WriteBatch<'a>,
+    index: &'b mut IndexWrite<'a>,
+    txn: &'b redb::WriteTransaction,
+    /// The KV table, opened once for the request (opening it is a lookup in redb's table
+    /// tree: per read and per write it cost a put more than its own row). `None` if opening
+    /// failed: each use then tries again and returns the error.
+    table: Option<KvTable<'b>>,
     main: i64,
     sub: i64,
     events: Vec<Event>,
@@ -840,7 +858,9 @@ impl<'a> WriteBatch<'a> {
     pub fn txn(&mut self) -> TxnWrite<'_, 'a> {
         let main = self.index.current_rev + 1;
         TxnWrite {
-            batch: self,
+            index: &mut self.index,
+            txn: &self.txn,
+            table: self.txn.open_table(KV).ok(),
             main,
             sub: 0,
             events: Vec::new(),
@@ -1069,7 +1089,7 @@ impl TxnWrite<'_, '_> {
     /// changed something, the store's before (etcd's `storeTxnWrite.Range`).
     pub fn read_rev(&self) -> i64 {
         if !self.changed() {
-            self.batch.index.current_rev
+            self.index.current_rev
         } else {
             self.main
         }
@@ -1082,27 +1102,32 @@ impl TxnWrite<'_, '_> {
         end: &[u8],
         opts: RangeOptions,
     ) -> Result<RangeResult, MvccError> {
-        range_in(&self.batch.index, key, end, opts, self.read_rev(), |rev| {
-            self.batch.fetch(rev)
-        })
-    }
-
-    fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
-        let at = self.main;
-        let Some(hist) = self.batch.index.keys.get(key) else {
-            return Ok(None);
-        };
-        match hist.visible_at(at) {
-            Some(rev) => Ok(Some(self.batch.fetch(rev)?)),
-            None => Ok(None),
+        match &self.table {
+            Some(t) => range_in(self.index, key, end, opts, self.read_rev(), |rev| {
+                fetch_in(t, rev)
+            }),
+            None => {
+                let t = self.txn.open_table(KV)?;
+                range_in(self.index, key, end, opts, self.read_rev(), |rev| {
+                    fetch_in(&t, rev)
+                })
+            }
         }
     }
 
+    fn latest(&mut self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
+        let at = self.main;
+        let Some(rev) = self.index.keys.get(key).and_then(|h| h.visible_at(at)) else {
+            return Ok(None);
+        };
+        Ok(Some(fetch_in(open_kv(&mut self.table, self.txn)?, rev)?))
+    }
+
     fn record(&mut self, tombstone: bool, kv: &KeyValue) -> Result<Rev, MvccError> {
-        let mut table = self.batch.txn.open_table(KV)?;
+        let table = open_kv(&mut self.table, self.txn)?;
         record_in(
-            &mut table,
-            &mut self.batch.index,
+            table,
+            self.index,
             &mut self.sub,
             self.main,
             tombstone,
@@ -1166,12 +1191,12 @@ impl TxnWrite<'_, '_> {
         let newest = self.main;
         // One table handle for the whole range: deleting a large prefix must not pay a table
         // lookup per key.
-        let mut table = self.batch.txn.open_table(KV)?;
+        let table = open_kv(&mut self.table, self.txn)?;
         let mut deleted = Deleted::default();
         let mut last: Option<Vec<u8>> = None;
         loop {
             let live = live_keys(
-                &self.batch.index,
+                self.index,
                 key,
                 end,
                 newest,
@@ -1185,7 +1210,7 @@ impl TxnWrite<'_, '_> {
             deleted.count += live.len();
             for (k, rev) in live {
                 let prev = if with_prev {
-                    Some(fetch_in(&table, rev)?)
+                    Some(fetch_in(table, rev)?)
                 } else {
                     None
                 };
@@ -1195,8 +1220,8 @@ impl TxnWrite<'_, '_> {
                     ..Default::default()
                 };
                 record_in(
-                    &mut table,
-                    &mut self.batch.index,
+                    table,
+                    self.index,
                     &mut self.sub,
                     self.main,
                     true,
@@ -1216,9 +1241,9 @@ impl TxnWrite<'_, '_> {
     }
 
     /// Ends the transaction; the store's revision moves on only if something changed.
-    pub fn end(self) -> Vec<Event> {
+    pub fn end(mut self) -> Vec<Event> {
         if self.changed() {
-            let index = &mut self.batch.index;
+            let index = &mut self.index;
             assert_eq!(
                 self.main,
                 index.current_rev + 1,

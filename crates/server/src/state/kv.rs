@@ -269,11 +269,16 @@ pub fn header(revision: i64) -> ResponseHeader {
 }
 
 pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerError> {
-    let prev = w
-        .range_kv(&r.key, &[], RangeOptions::default())?
-        .kvs
-        .into_iter()
-        .next();
+    // Read first only when the request keeps the old value or lease; the put itself returns
+    // the previous key-value.
+    let prev = if r.ignore_value || r.ignore_lease {
+        w.range_kv(&r.key, &[], RangeOptions::default())?
+            .kvs
+            .into_iter()
+            .next()
+    } else {
+        None
+    };
     let value = if r.ignore_value {
         prev.as_ref().ok_or(ServerError::KeyNotFound)?.value.clone()
     } else {
