@@ -1125,14 +1125,7 @@ impl TxnWrite<'_, '_> {
 
     fn record(&mut self, tombstone: bool, kv: &KeyValue) -> Result<Rev, MvccError> {
         let table = open_kv(&mut self.table, self.txn)?;
-        record_in(
-            table,
-            self.index,
-            &mut self.sub,
-            self.main,
-            tombstone,
-            kv,
-        )
+        record_in(table, self.index, &mut self.sub, self.main, tombstone, kv)
     }
 
     /// Puts a key; returns the previous value if the key existed.
@@ -1219,14 +1212,7 @@ impl TxnWrite<'_, '_> {
                     mod_revision: self.main,
                     ..Default::default()
                 };
-                record_in(
-                    table,
-                    self.index,
-                    &mut self.sub,
-                    self.main,
-                    true,
-                    &tomb,
-                )?;
+                record_in(table, self.index, &mut self.sub, self.main, true, &tomb)?;
                 if wants_event(&tomb.key) {
                     self.events.push(Event {
                         kind: EventKind::Delete,

@@ -668,6 +668,8 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     sending: &mut Snapshots,
     ctx: &PeerContext,
 ) -> std::io::Result<()> {
+    // Counted once per batch (one peer's): the metric's label lookup is not per message.
+    let mut sent: Option<(u64, usize)> = None;
     for m in batch {
         if m.get_msg_type() == MessageType::MsgSnapshot {
             sending.push(m.clone(), ctx);
@@ -678,9 +680,23 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         };
         if let Err(e) = w.write_all(&frame).await {
             crate::metrics::get().peer_send_failed(m.to);
+            if let Some((to, bytes)) = sent {
+                crate::metrics::get().peer_sent(to, bytes);
+            }
             return Err(e);
         }
-        crate::metrics::get().peer_sent(m.to, frame.len());
+        match &mut sent {
+            Some((to, bytes)) if *to == m.to => *bytes += frame.len(),
+            _ => {
+                if let Some((to, bytes)) = sent {
+                    crate::metrics::get().peer_sent(to, bytes);
+                }
+                sent = Some((m.to, frame.len()));
+            }
+        }
+    }
+    if let Some((to, bytes)) = sent {
+        crate::metrics::get().peer_sent(to, bytes);
     }
     Ok(())
 }
