@@ -353,6 +353,7 @@ fn start_member(
         next_id: AtomicU64::new(first_request_id(boot.member_id)),
         started: Instant::now(),
         peer_activity: peer_ctx.activity,
+        quota_size: Default::default(),
     });
     Ok(Member {
         server,

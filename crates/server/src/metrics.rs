@@ -401,13 +401,10 @@ impl Metrics {
             .inc();
     }
 
-    /// A WAL sync ended: observed when it wrote something (entries or a hard state; a sync
-    /// with nothing buffered does no I/O). The time covers the buffered write and the
-    /// fdatasync; `entries` is the group commit's size.
-    pub fn wal_synced(&self, started: Instant, entries: usize, state: bool) {
-        if entries == 0 && !state {
-            return;
-        }
+    /// A WAL sync wrote and fdatasynced (a sync with nothing that must be durable does no
+    /// I/O and is not observed). The time covers the buffered write and the fdatasync;
+    /// `entries` is the group commit's size.
+    pub fn wal_synced(&self, started: Instant, entries: usize) {
         self.wal_fsync.observe(started.elapsed().as_secs_f64());
         if entries > 0 {
             self.group_commit_entries.observe(entries as f64);

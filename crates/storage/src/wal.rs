@@ -156,7 +156,15 @@ pub struct Wal {
     failed: bool,
     segment_bytes_max: u64,
     buf: Vec<u8>,
+    /// True when `buf` holds a record that must be durable before `sync` returns (an entry,
+    /// a marker, a hard state with a new term or vote); false when it holds only hard states
+    /// that moved the commit index, which may wait for the next record that must.
+    must_sync: bool,
 }
+
+/// Bytes of records that need not be durable (commit-only hard states) that `sync` keeps
+/// buffered, at most; past it they are written and synced.
+pub const LAZY_BUFFER_BYTES_MAX: usize = 64 * 1024;
 
 fn segment_name(seq: u64, first_index: u64) -> String {
     format!("{seq:016x}-{first_index:016x}.wal")
@@ -305,6 +313,7 @@ impl Wal {
             failed: false,
             segment_bytes_max: SEGMENT_BYTES_MAX,
             buf: Vec::new(),
+            must_sync: false,
         };
         wal.start_segment(0, 1)?;
         Ok(wal)
@@ -384,6 +393,7 @@ impl Wal {
             failed: false,
             segment_bytes_max: SEGMENT_BYTES_MAX,
             buf: Vec::new(),
+            must_sync: false,
         };
         Ok((wal, replay))
     }
@@ -456,6 +466,7 @@ impl Wal {
             "wal: entry {index} appended at or below the snapshot marker {snapshot_index}"
         );
         encode(&mut self.buf, KIND_ENTRY, index, entry);
+        self.must_sync = true;
         self.last_index = index;
     }
 
@@ -466,6 +477,17 @@ impl Wal {
     /// Buffers the raft hard state for the next [`Wal::sync`].
     pub fn append_state(&mut self, state: &[u8]) {
         encode(&mut self.buf, KIND_STATE, 0, state);
+        self.must_sync = true;
+        self.last_state = Some(state.to_vec());
+    }
+
+    /// Buffers a raft hard state that differs from the last one only in its commit index.
+    /// It need not be durable (etcd's `raft.MustSync`: only entries, the term and the vote
+    /// must be): a commit index lost in a crash is learned again from the leader, and a
+    /// restart raises it to what the backend applied. So [`Wal::sync`] writes it with the
+    /// next record that must be durable, not with an fdatasync of its own.
+    pub fn append_commit_state(&mut self, state: &[u8]) {
+        encode(&mut self.buf, KIND_STATE, 0, state);
         self.last_state = Some(state.to_vec());
     }
 
@@ -474,6 +496,7 @@ impl Wal {
     pub fn append_snapshot(&mut self, index: u64, meta: &[u8]) {
         self.check_marker(index);
         encode(&mut self.buf, KIND_SNAPSHOT, index, meta);
+        self.must_sync = true;
         self.last_index = self.last_index.max(index);
         self.last_snapshot = Some((index, meta.to_vec()));
     }
@@ -485,6 +508,7 @@ impl Wal {
     pub fn append_restore(&mut self, index: u64, meta: &[u8]) {
         self.check_marker(index);
         encode(&mut self.buf, KIND_RESTORE, index, meta);
+        self.must_sync = true;
         self.last_index = index;
         self.last_snapshot = Some((index, meta.to_vec()));
     }
@@ -497,14 +521,17 @@ impl Wal {
         );
     }
 
-    /// Writes what was buffered and makes it durable (one write, one fdatasync).
+    /// Writes what was buffered and makes it durable (one write, one fdatasync). When the
+    /// buffer holds only commit-only hard states ([`Wal::append_commit_state`]), under
+    /// [`LAZY_BUFFER_BYTES_MAX`], it writes nothing: they go with the next sync that must.
     ///
     /// A failure poisons the log: part of the batch may be on disk, and after a failed
     /// fdatasync the kernel may have dropped the dirty pages while a retry reports success.
-    pub fn sync(&mut self) -> Result<(), WalError> {
+    /// Returns true when it wrote and synced, false when there was nothing that had to be.
+    pub fn sync(&mut self) -> Result<bool, WalError> {
         self.check_usable()?;
-        if self.buf.is_empty() {
-            return Ok(());
+        if self.buf.is_empty() || (!self.must_sync && self.buf.len() < LAZY_BUFFER_BYTES_MAX) {
+            return Ok(false);
         }
         let path = self
             .segments
@@ -521,8 +548,9 @@ impl Wal {
         }
         self.size += self.buf.len() as u64;
         self.buf.clear();
+        self.must_sync = false;
         self.durable_snapshot_index = self.snapshot_index();
-        Ok(())
+        Ok(true)
     }
 
     /// Starts a new segment when the current one is full. `next_index` is the index of the

@@ -613,3 +613,60 @@ mod props {
         }
     }
 }
+
+/// A hard state that only moves the commit index is not synced on its own (etcd's
+/// `MustSync`): it is lost if nothing follows it, written with the next entry otherwise, and
+/// written anyway once such states fill `LAZY_BUFFER_BYTES_MAX`.
+#[test]
+fn commit_only_states_wait_for_the_next_sync_that_must_happen() {
+    let dir = scratch_dir();
+    let mut wal = Wal::create(dir.path(), b"me").expect("create");
+    wal.append_entry(1, &payload(1, 20));
+    wal.append_state(b"term 2 vote 1 commit 0");
+    assert!(
+        wal.sync().expect("sync"),
+        "an entry and a new term are synced"
+    );
+    wal.append_commit_state(b"term 2 vote 1 commit 1");
+    assert!(
+        !wal.sync().expect("sync"),
+        "a commit-only state alone is not"
+    );
+    drop(wal); // a crash: the commit-only state was never written
+    let (mut wal, replay) = Wal::open(dir.path()).expect("reopen");
+    assert_eq!(
+        replay.state.as_deref(),
+        Some(&b"term 2 vote 1 commit 0"[..])
+    );
+    assert_eq!(indexes(&replay), vec![1]);
+
+    wal.append_commit_state(b"term 2 vote 1 commit 1");
+    wal.append_entry(2, &payload(2, 20));
+    assert!(
+        wal.sync().expect("sync"),
+        "an entry makes the buffer durable"
+    );
+    drop(wal);
+    let (mut wal, replay) = Wal::open(dir.path()).expect("reopen");
+    assert_eq!(
+        replay.state.as_deref(),
+        Some(&b"term 2 vote 1 commit 1"[..])
+    );
+    assert_eq!(indexes(&replay), vec![1, 2]);
+
+    // Commit-only states alone are written once they fill the lazy buffer.
+    let state = vec![b's'; 1000];
+    let fill = oxcd_storage::wal::LAZY_BUFFER_BYTES_MAX.div_ceil(record_bytes(1000) as usize);
+    for _ in 1..fill {
+        wal.append_commit_state(&state);
+        assert!(!wal.sync().expect("sync"), "under the bound: kept buffered");
+    }
+    wal.append_commit_state(&state);
+    assert!(
+        wal.sync().expect("sync"),
+        "at the bound: written and synced"
+    );
+    drop(wal);
+    let (_wal, replay) = Wal::open(dir.path()).expect("reopen");
+    assert_eq!(replay.state.as_deref(), Some(&state[..]));
+}

@@ -33,7 +33,8 @@ impl RaftLoop {
         #[cfg(feature = "failpoints")]
         fail::fail_point!("raft_before_apply");
         let apply_started = Instant::now();
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(entries.len());
+        let mut outcomes: Vec<Outcome> = std::mem::take(&mut self.outcomes);
+        outcomes.reserve(entries.len());
         let mut conf_replies: Vec<(u64, ApplyResult)> = Vec::new();
         {
             let store = self.applier.store.clone();
@@ -73,7 +74,7 @@ impl RaftLoop {
         }
         self.status.applied.store(last_index, Ordering::Relaxed);
         crate::metrics::get().applied_batch(apply_started.elapsed(), entries.len());
-        for o in outcomes {
+        for o in outcomes.drain(..) {
             if let Ok(Applied::HashCheck(h)) = &o.result {
                 self.compare_hash(h.clone());
             }
@@ -84,6 +85,7 @@ impl RaftLoop {
                 self.reply(o.id, o.result.map(|a| (a, o.rev)));
             }
         }
+        self.outcomes = outcomes;
         let rev = self.applier.store.current_rev();
         // A revision may have kept no event (a delete nobody watches): the hub is still at it.
         self.watch.advance_to(rev);
@@ -223,8 +225,9 @@ impl RaftLoop {
         self.wal
             .append_snapshot(upto, &encode_snapshot_meta(term, &self.conf_state));
         let wal_started = Instant::now();
-        self.wal.sync()?;
-        crate::metrics::get().wal_synced(wal_started, 0, true);
+        if self.wal.sync()? {
+            crate::metrics::get().wal_synced(wal_started, 0);
+        }
         self.wal.release_to(upto)?;
         tracing::info!("compacted the raft log up to index {upto} (applied {applied})");
         Ok(())

@@ -625,8 +625,11 @@ async fn pump(conn: Box<dyn Conn>, rx: &mut mpsc::Receiver<Message>, ctx: &PeerC
     let mut w = BufWriter::with_capacity(256 * 1024, w);
     let mut probe = [0u8; 1];
     let mut sending = Snapshots::default();
+    // Kept between batches (cleared, not reallocated): growing a fresh one to a large
+    // batch faulted in new pages each time.
+    let mut batch = Vec::new();
     loop {
-        let mut batch = Vec::new();
+        batch.clear();
         if sending.current.is_none() {
             tokio::select! {
                 m = rx.recv() => match m {

@@ -156,6 +156,9 @@ pub struct RaftLoop {
     hashing: Arc<AtomicBool>,
     /// Proposals that arrived while no leader was known.
     held: Vec<(u64, Vec<u8>)>,
+    /// The applied batch's outcomes, kept between batches: a fresh vector of a large batch's
+    /// outcomes (a few hundred bytes each) faulted in new pages at every batch.
+    pub(super) outcomes: Vec<crate::state::apply::Outcome>,
     /// Membership changes that reached this leader while an earlier one was not applied yet
     /// (raft-rs would turn them into empty entries and the proposer would only time out);
     /// proposed one at a time as the earlier ones apply.
@@ -203,6 +206,7 @@ impl RaftLoop {
             leader_id: 0,
             hashing: Arc::new(AtomicBool::new(false)),
             held: Vec::new(),
+            outcomes: Vec::new(),
             held_conf: std::collections::VecDeque::new(),
             removed: false,
             published: tokio::sync::watch::channel(false).0,
@@ -555,9 +559,10 @@ impl RaftLoop {
             }
         )));
         let sync_started = Instant::now();
-        self.wal.sync()?;
-        warn_slow_fdatasync(sync_started.elapsed());
-        crate::metrics::get().wal_synced(sync_started, rd.entries().len(), rd.hs().is_some());
+        if self.wal.sync()? {
+            warn_slow_fdatasync(sync_started.elapsed());
+            crate::metrics::get().wal_synced(sync_started, rd.entries().len());
+        }
         #[cfg(feature = "failpoints")]
         if !rd.entries().is_empty() {
             fail::fail_point!("raft_after_save");
@@ -641,8 +646,22 @@ impl RaftLoop {
         }
     }
 
+    /// Buffers the hard state for this turn's sync. Only a new term or vote must be durable
+    /// before the turn's messages go out (etcd's `raft.MustSync`); a state that only moved
+    /// the commit index rides along with the next sync that must happen, so a leader does not
+    /// pay an fdatasync for each commit it learns.
     fn persist_hard_state(&mut self, hs: HardState) -> Result<(), LoopError> {
-        self.wal.append_state(&hs.write_to_bytes()?);
+        let commit_only = {
+            let store = self.node.store().mem.rl();
+            let prev = store.hard_state();
+            prev.term == hs.term && prev.vote == hs.vote
+        };
+        let bytes = hs.write_to_bytes()?;
+        if commit_only {
+            self.wal.append_commit_state(&bytes);
+        } else {
+            self.wal.append_state(&bytes);
+        }
         self.node.mut_store().mem.wl().set_hardstate(hs);
         Ok(())
     }
