@@ -4,9 +4,14 @@
 //! never send a request cannot lock out the clients that do:
 //!
 //! 1. **Handshake**: from `accept` until the first bytes of a request arrive (after the TLS
-//!    handshake on https ports). At most [`HANDSHAKES_MAX`] connections per listener are in
-//!    this stage, at most [`HANDSHAKES_PER_IP_MAX`] from one IP address, each for at most
-//!    [`HANDSHAKE_TIMEOUT`]; past any of these the connection is closed.
+//!    handshake on https ports), at most [`HANDSHAKE_TIMEOUT`]. At most [`HANDSHAKES_MAX`]
+//!    connections per listener are in their handshake at a time, at most
+//!    [`HANDSHAKES_PER_IP_MAX`] from one IP address; the others wait for a turn (in order,
+//!    within the same timeout) rather than being closed, as a client that opens hundreds of
+//!    connections at once (`etcdctl check perf --load=l`) would otherwise be refused and
+//!    back off for seconds. Waiting is bounded too: at most [`ConnLimits::admitted_max`]
+//!    connections per listener and [`ConnLimits::admitted_per_ip_max`] per address are
+//!    waiting or in their handshake; past these the connection is closed.
 //! 2. **Established**: at most `--max-connections` per listener (etcd's flag) and at most
 //!    [`ConnLimits::connections_per_ip_max`] from one IP address. A connection that gets
 //!    no slot is closed; the established ones are served as before, whatever arrives.
@@ -47,7 +52,7 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
 }
 
-/// The bounds of one listener's established connections.
+/// The bounds of one listener's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
     pub connections_max: usize,
@@ -61,6 +66,17 @@ impl ConnLimits {
             connections_max: connections_max.max(1),
             connections_per_ip_max: (connections_max / CONNECTIONS_PER_IP_SHARE).max(1),
         }
+    }
+
+    /// Connections waiting for their handshake or in it, at most: as many as may be
+    /// established, or [`HANDSHAKES_MAX`] if that is more.
+    pub fn admitted_max(&self) -> usize {
+        self.connections_max.max(HANDSHAKES_MAX)
+    }
+
+    /// The same from one IP address.
+    pub fn admitted_per_ip_max(&self) -> usize {
+        self.connections_per_ip_max.max(HANDSHAKES_PER_IP_MAX)
     }
 }
 
@@ -117,10 +133,59 @@ impl<K: std::hash::Hash + Eq + Copy> Drop for KeySlot<K> {
 type PerIp = PerKey<IpAddr>;
 type IpSlot = KeySlot<IpAddr>;
 
+/// One semaphore per IP address, made when an address first needs one and dropped once
+/// nobody holds or waits for its permits.
+#[derive(Debug)]
+struct IpSemaphores {
+    permits: usize,
+    map: Mutex<IpSemaphoreMap>,
+}
+
+#[derive(Debug, Default)]
+struct IpSemaphoreMap {
+    by_ip: HashMap<IpAddr, Arc<Semaphore>>,
+    /// The map is swept of idle semaphores when it reaches this many entries.
+    sweep_at: usize,
+}
+
+/// Entries below which the per-address semaphores are never swept.
+const IP_SEMAPHORES_SWEEP_MIN: usize = 64;
+
+impl IpSemaphores {
+    fn new(permits: usize) -> IpSemaphores {
+        IpSemaphores {
+            permits,
+            map: Mutex::new(IpSemaphoreMap {
+                by_ip: HashMap::new(),
+                sweep_at: IP_SEMAPHORES_SWEEP_MIN,
+            }),
+        }
+    }
+
+    fn of(&self, ip: IpAddr) -> Option<Arc<Semaphore>> {
+        let mut map = self.map.lock().ok()?;
+        if map.by_ip.len() >= map.sweep_at {
+            // An entry only the map holds has no permit out and no waiter (both hold a
+            // clone). The entries are bounded by the admitted connections' addresses.
+            map.by_ip.retain(|_, s| Arc::strong_count(s) > 1);
+            map.sweep_at = (map.by_ip.len() * 2).max(IP_SEMAPHORES_SWEEP_MIN);
+        }
+        let permits = self.permits;
+        Some(
+            map.by_ip
+                .entry(ip)
+                .or_insert_with(|| Arc::new(Semaphore::new(permits)))
+                .clone(),
+        )
+    }
+}
+
 /// Why a connection was closed by the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
+    /// More than [`ConnLimits::admitted_max`] waiting for their handshake or in it.
     HandshakesFull,
+    /// More than [`ConnLimits::admitted_per_ip_max`] of them from this address.
     HandshakesPerIp,
     ConnectionsFull,
     ConnectionsPerIp,
@@ -129,19 +194,31 @@ pub enum Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Refusal::HandshakesFull => "too many connections in their handshake",
-            Refusal::HandshakesPerIp => "too many connections in their handshake from this address",
+            Refusal::HandshakesFull => "too many connections waiting for their handshake",
+            Refusal::HandshakesPerIp => {
+                "too many connections waiting for their handshake from this address"
+            }
             Refusal::ConnectionsFull => "--max-connections reached",
             Refusal::ConnectionsPerIp => "too many connections from this address",
         })
     }
 }
 
+/// A connection let in, waiting for its turn to handshake ([`Admitted::handshake`]).
+#[derive(Debug)]
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    _ip: IpSlot,
+    gate: Arc<Gate>,
+    peer: SocketAddr,
+}
+
 /// A connection in its handshake stage; [`Handshake::establish`] moves it on.
 #[derive(Debug)]
 pub struct Handshake {
-    _slot: OwnedSemaphorePermit,
-    _ip: IpSlot,
+    _admitted: Admitted,
+    _turn: OwnedSemaphorePermit,
+    _ip_turn: OwnedSemaphorePermit,
     gate: Arc<Gate>,
     peer: SocketAddr,
 }
@@ -157,8 +234,10 @@ pub struct Established {
 /// The two stages' bounds of one listener.
 #[derive(Debug)]
 pub struct Gate {
+    admitted: Arc<Semaphore>,
+    admitted_per_ip: Arc<PerIp>,
     handshakes: Arc<Semaphore>,
-    handshakes_per_ip: Arc<PerIp>,
+    handshakes_per_ip: IpSemaphores,
     connections: Arc<Semaphore>,
     connections_per_ip: Arc<PerIp>,
 }
@@ -169,28 +248,54 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 impl Gate {
     pub fn new(limits: ConnLimits) -> Arc<Gate> {
         Arc::new(Gate {
+            admitted: Arc::new(Semaphore::new(limits.admitted_max())),
+            admitted_per_ip: PerIp::new(limits.admitted_per_ip_max()),
             handshakes: Arc::new(Semaphore::new(HANDSHAKES_MAX)),
-            handshakes_per_ip: PerIp::new(HANDSHAKES_PER_IP_MAX),
+            handshakes_per_ip: IpSemaphores::new(HANDSHAKES_PER_IP_MAX),
             connections: Arc::new(Semaphore::new(limits.connections_max)),
             connections_per_ip: PerIp::new(limits.connections_per_ip_max),
         })
     }
 
-    /// A just-accepted connection from `peer` enters its handshake stage, if there is room.
-    pub fn handshake(self: &Arc<Gate>, peer: SocketAddr) -> Result<Handshake, Refusal> {
+    /// A just-accepted connection from `peer` is let in to wait for its handshake, if
+    /// there is room.
+    pub fn admit(self: &Arc<Gate>, peer: SocketAddr) -> Result<Admitted, Refusal> {
         let ip = self
-            .handshakes_per_ip
+            .admitted_per_ip
             .take(peer.ip())
             .ok_or(Refusal::HandshakesPerIp)?;
         let slot = self
-            .handshakes
+            .admitted
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::HandshakesFull)?;
-        Ok(Handshake {
+        Ok(Admitted {
             _slot: slot,
             _ip: ip,
             gate: self.clone(),
+            peer,
+        })
+    }
+}
+
+impl Admitted {
+    /// Waits for a turn to handshake: a place among its address's and the listener's
+    /// connections in their handshake, in the order they asked. None if the gate is gone.
+    pub async fn handshake(self) -> Option<Handshake> {
+        let gate = self.gate.clone();
+        let ip_turn = gate
+            .handshakes_per_ip
+            .of(self.peer.ip())?
+            .acquire_owned()
+            .await
+            .ok()?;
+        let turn = gate.handshakes.clone().acquire_owned().await.ok()?;
+        let peer = self.peer;
+        Some(Handshake {
+            _admitted: self,
+            _turn: turn,
+            _ip_turn: ip_turn,
+            gate,
             peer,
         })
     }
@@ -295,52 +400,132 @@ mod tests {
         SocketAddr::new(ip.parse().expect("ip"), port)
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    /// A turn to handshake, or None if it does not come within 50 ms.
+    async fn turn(admitted: Admitted) -> Option<Handshake> {
+        tokio::time::timeout(Duration::from_millis(50), admitted.handshake())
+            .await
+            .ok()
+            .flatten()
+    }
+
     #[test]
     fn one_address_cannot_take_every_slot() {
-        let gate = Gate::new(ConnLimits::new(8));
-        let mut held = Vec::new();
-        for port in 0..HANDSHAKES_PER_IP_MAX as u16 {
-            held.push(gate.handshake(addr("10.0.0.1", port)).expect("room"));
-        }
-        assert_eq!(
-            gate.handshake(addr("10.0.0.1", 99)).err(),
-            Some(Refusal::HandshakesPerIp)
-        );
-        let other = gate
-            .handshake(addr("10.0.0.2", 1))
-            .expect("another address");
-        // Established: half of --max-connections per address.
-        let a = held.pop().expect("one").establish().expect("room");
-        let b = held.pop().expect("one").establish().expect("room");
-        let more: Vec<Established> = (0..2)
-            .map(|_| held.pop().expect("one").establish().expect("room"))
-            .collect();
-        assert_eq!(
-            held.pop().expect("one").establish().err(),
-            Some(Refusal::ConnectionsPerIp)
-        );
-        assert_ne!(a.info.id, b.info.id);
-        let c = other.establish().expect("another address still gets in");
-        drop((a, b, c, more));
-        // Slots come back when connections end.
-        let again = gate.handshake(addr("10.0.0.1", 7)).expect("room again");
-        assert!(again.establish().is_ok());
+        block_on(async {
+            let gate = Gate::new(ConnLimits::new(8));
+            let mut held = Vec::new();
+            for port in 0..HANDSHAKES_PER_IP_MAX as u16 {
+                let a = gate.admit(addr("10.0.0.1", port)).expect("room");
+                held.push(turn(a).await.expect("a turn"));
+            }
+            // Past the bound an address waits (8 / 2 established < 64: 64 admitted at most).
+            assert_eq!(
+                gate.admit(addr("10.0.0.1", 99)).err(),
+                Some(Refusal::HandshakesPerIp)
+            );
+            let other = gate.admit(addr("10.0.0.2", 1)).expect("another address");
+            let other = turn(other).await.expect("another address gets a turn");
+            // Established: half of --max-connections per address.
+            let a = held.pop().expect("one").establish().expect("room");
+            let b = held.pop().expect("one").establish().expect("room");
+            let more: Vec<Established> = (0..2)
+                .map(|_| held.pop().expect("one").establish().expect("room"))
+                .collect();
+            assert_eq!(
+                held.pop().expect("one").establish().err(),
+                Some(Refusal::ConnectionsPerIp)
+            );
+            assert_ne!(a.info.id, b.info.id);
+            let c = other.establish().expect("another address still gets in");
+            drop((a, b, c, more));
+            // Slots come back when connections end.
+            let again = gate.admit(addr("10.0.0.1", 7)).expect("room again");
+            let again = turn(again).await.expect("a turn again");
+            assert!(again.establish().is_ok());
+        });
+    }
+
+    /// A burst from one address over the handshake bound waits for turns, in order, instead
+    /// of being closed: each turn given back lets the next waiter in.
+    #[test]
+    fn a_burst_from_one_address_waits_for_turns() {
+        block_on(async {
+            let gate = Gate::new(ConnLimits::new(1024));
+            let mut turns = Vec::new();
+            for port in 0..HANDSHAKES_PER_IP_MAX as u16 {
+                let a = gate.admit(addr("10.0.0.1", port)).expect("room");
+                turns.push(turn(a).await.expect("a turn"));
+            }
+            let waiting: Vec<Admitted> = (0..100)
+                .map(|i| {
+                    gate.admit(addr("10.0.0.1", 1000 + i))
+                        .expect("admitted to wait")
+                })
+                .collect();
+            let mut waiters = tokio::task::JoinSet::new();
+            for (i, a) in waiting.into_iter().enumerate() {
+                waiters.spawn(async move { (i, a.handshake().await) });
+                tokio::task::yield_now().await; // queued in this order
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(
+                waiters.try_join_next().is_none(),
+                "no turn while 64 are taken"
+            );
+            let mut order = Vec::new();
+            for _ in 0..100 {
+                turns.pop(); // a handshake ends: one waiter goes on
+                let (i, h) = waiters
+                    .join_next()
+                    .await
+                    .expect("a waiter")
+                    .expect("joined");
+                turns.insert(0, h.expect("a turn"));
+                order.push(i);
+            }
+            assert_eq!(
+                order,
+                (0..100).collect::<Vec<_>>(),
+                "turns in arrival order"
+            );
+            // The waiting room is bounded: 512 (half of 1024) per address, waiting or not.
+            let more: Vec<Admitted> = (0..512 - 64)
+                .map(|i| {
+                    gate.admit(addr("10.0.0.1", 5000 + i))
+                        .expect("room to wait")
+                })
+                .collect();
+            assert_eq!(
+                gate.admit(addr("10.0.0.1", 9999)).err(),
+                Some(Refusal::HandshakesPerIp)
+            );
+            drop(more);
+        });
     }
 
     #[test]
     fn the_listener_bound_holds_across_addresses() {
-        let gate = Gate::new(ConnLimits::new(2));
-        let e1 = gate
-            .handshake(addr("10.0.0.1", 1))
-            .and_then(Handshake::establish);
-        let e2 = gate
-            .handshake(addr("10.0.0.2", 1))
-            .and_then(Handshake::establish);
-        assert!(e1.is_ok() && e2.is_ok());
-        let third = gate
-            .handshake(addr("10.0.0.3", 1))
-            .expect("handshakes have room");
-        assert_eq!(third.establish().err(), Some(Refusal::ConnectionsFull));
+        block_on(async {
+            let gate = Gate::new(ConnLimits::new(2));
+            let mut est = Vec::new();
+            for ip in ["10.0.0.1", "10.0.0.2"] {
+                let a = gate.admit(addr(ip, 1)).expect("room");
+                est.push(turn(a).await.expect("a turn").establish());
+            }
+            assert!(est.iter().all(|e| e.is_ok()));
+            let third = gate
+                .admit(addr("10.0.0.3", 1))
+                .expect("handshakes have room");
+            let third = turn(third).await.expect("a turn");
+            assert_eq!(third.establish().err(), Some(Refusal::ConnectionsFull));
+        });
     }
 
     #[test]

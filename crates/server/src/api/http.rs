@@ -338,8 +338,8 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let handshake = match gate.handshake(peer) {
-            Ok(h) => h,
+        let admitted = match gate.admit(peer) {
+            Ok(a) => a,
             Err(why) => {
                 refusals.note(peer, why);
                 continue;
@@ -350,7 +350,16 @@ pub async fn serve(
         let tls = tls.clone();
         let opts = opts.clone();
         tokio::spawn(async move {
-            let Some(first) = first_request(stream, peer, tls).await else {
+            // The wait for a turn and the handshake share one timeout from `accept`.
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            let Ok(Some(handshake)) = tokio::time::timeout_at(deadline, admitted.handshake()).await
+            else {
+                tracing::debug!(
+                    "closed connection from {peer}: no turn to handshake within {HANDSHAKE_TIMEOUT:?}"
+                );
+                return;
+            };
+            let Some(first) = first_request(stream, peer, tls, deadline).await else {
                 return;
             };
             let established = match handshake.establish() {
@@ -403,11 +412,13 @@ struct FirstRequest {
 }
 
 /// The handshake stage: TLS when the port is https, then the first bytes of a request, all
-/// within [`HANDSHAKE_TIMEOUT`]. None when the connection ends or times out first.
+/// by `deadline` ([`HANDSHAKE_TIMEOUT`] after `accept`). None when the connection ends or
+/// times out first.
 async fn first_request(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    deadline: tokio::time::Instant,
 ) -> Option<FirstRequest> {
     let work = async {
         match tls {
@@ -447,7 +458,7 @@ async fn first_request(
             }
         }
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, work).await {
+    match tokio::time::timeout_at(deadline, work).await {
         Ok(Ok(io)) => Some(io),
         Ok(Err(why)) => {
             tracing::warn!("rejected connection from {peer}: {why}");
