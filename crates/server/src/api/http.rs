@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::api::coalesce::Coalesce;
 pub use crate::api::conn_gate::ConnLimits;
 use crate::api::conn_gate::{ConnInfo, Gate, Prefixed, Refusal, HANDSHAKE_TIMEOUT};
 use crate::api::server::Server;
@@ -518,7 +519,7 @@ async fn serve_conn(
         .keep_alive_interval(opts.keepalive_interval)
         .keep_alive_timeout(opts.keepalive_timeout);
     let res = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .serve_connection_with_upgrades(TokioIo::new(Coalesce::new(io)), svc)
         .await;
     if let Err(e) = res {
         tracing::debug!("connection from {} ended: {e}", info.peer);

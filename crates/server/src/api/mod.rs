@@ -10,6 +10,7 @@ pub mod auth_check;
 pub mod auth_service;
 pub mod body;
 pub mod cluster_service;
+pub mod coalesce;
 pub mod conn_gate;
 pub mod election_service;
 pub mod gateway;
