@@ -1,4 +1,4 @@
-//! go-grpc-prometheus's server metrics for every gRPC call, as a layer on the gRPC router:
+//! go-grpc-prometheus's server metrics for every gRPC call, in the one client layer (`http.rs`):
 //! `grpc_server_started_total` when a call comes in, `grpc_server_msg_received_total` and
 //! `grpc_server_msg_sent_total` per length-prefixed message on the request and response
 //! bodies, `grpc_server_handled_total` with the call's `grpc-status` (in the headers of a
@@ -19,13 +19,15 @@ use crate::metrics::{self, GrpcType, MethodMetrics};
 /// gRPC code 1: the client went away before the call ended.
 const CANCELED: usize = 1;
 
-/// The layer: counts the call if its path is a gRPC method this member serves.
-pub async fn layer(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+/// Runs `call` on the request, counting it if its path is a gRPC method this member serves.
+/// Part of the one client layer (`http.rs`), not a layer of its own.
+pub async fn observed<F, Fut>(req: axum::extract::Request, call: F) -> axum::response::Response
+where
+    F: FnOnce(axum::extract::Request) -> Fut,
+    Fut: std::future::Future<Output = axum::response::Response>,
+{
     let Some(m) = metrics::get().grpc.method(req.uri().path()) else {
-        return next.run(req).await;
+        return call(req).await;
     };
     m.started().inc();
     let version = req
@@ -45,9 +47,7 @@ pub async fn layer(
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let body = Body::new(Counted::new(body, Side::Received, m, started));
-    let resp = next
-        .run(axum::extract::Request::from_parts(parts, body))
-        .await;
+    let resp = call(axum::extract::Request::from_parts(parts, body)).await;
     let (parts, body) = resp.into_parts();
     let mut counted = Counted::new(body, Side::Sent, m, started);
     if let Some(code) = status_of(&parts.headers) {

@@ -81,7 +81,6 @@ fn grpc_routes(server: Arc<Server>) -> Router {
         .add_service(ImportServer::new(svc).max_decoding_message_size(limit))
         .add_service(crate::api::health::grpc_health(&server))
         .into_axum_router()
-        .layer(axum::middleware::from_fn(crate::api::grpc_metrics::layer))
 }
 
 /// The HTTP services: v2 keys, `/metrics`, the v3 JSON gateway (unless
@@ -105,8 +104,9 @@ fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {
 /// What every client request passes through, in one layer (each layer boxes a future and
 /// clones the router per request: three of them were about 4 % of a member's CPU under a put
 /// load), in this order: etcd's access controller (`--host-whitelist` for HTTP requests on
-/// plain connections), the learner gate, the gRPC call (timed against
-/// `--warning-unary-request-duration`), and grpc-go's error for a request over the size limit.
+/// plain connections), the learner gate, go-grpc-prometheus's counts (`grpc_metrics.rs`), the
+/// gRPC call (timed against `--warning-unary-request-duration`), and grpc-go's error for a
+/// request over the size limit.
 async fn client_layer(
     axum::extract::State(server): axum::extract::State<Arc<Server>>,
     req: axum::extract::Request,
@@ -121,12 +121,14 @@ async fn client_layer(
     if let Some(refused) = learner_refusal(&server, req.uri().path()) {
         return refused;
     }
-    let resp = if grpc {
-        timed_grpc(&server, req, next).await
-    } else {
-        next.run(req).await
-    };
-    etcd_size_error(resp)
+    if grpc {
+        // Counted with the status the client gets (after the size error's rewrite).
+        return crate::api::grpc_metrics::observed(req, |req| async {
+            etcd_size_error(timed_grpc(&server, req, next).await)
+        })
+        .await;
+    }
+    etcd_size_error(next.run(req).await)
 }
 
 /// Whether a request came over TLS (set per connection by [`with_client_cn`]).
