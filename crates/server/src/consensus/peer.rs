@@ -1186,13 +1186,18 @@ fn from_its_address(member: &Member, ip: IpAddr) -> bool {
 /// snapshot message is held until its file has arrived whole and checked.
 async fn read_frames(conn: &mut Box<dyn Conn>, ctx: &PeerContext) -> String {
     let mut incoming: Option<(Message, Incoming)> = None;
+    let mut counted = crate::metrics::ReceivedFrom::default();
     loop {
         let read = read_frame(conn, &ctx.limits).await;
         let step = match read {
             Ok((FRAME_CHUNK, chunk)) => receive_chunk(&mut incoming, &chunk).await,
             Ok((kind, payload)) => match decode_frame(kind, &payload) {
                 Ok(m) => {
-                    crate::metrics::get().peer_message_received(&m, payload.len() + 5);
+                    crate::metrics::get().peer_message_received(
+                        &m,
+                        payload.len() + 5,
+                        &mut counted,
+                    );
                     receive_message(&mut incoming, m, ctx).await
                 }
                 Err(e) => Err(e),
