@@ -90,7 +90,7 @@ pub const FLAGS: &[Flag] = &[
     f("max-snapshots", Uint, "5", N("oxcd writes no snapshot files: the backend is the snapshot"), "Maximum number of snapshot files to retain (0 is unlimited)."),
     f("max-wals", Uint, "5", N("oxcd releases WAL segments as soon as the backend holds their entries durably"), "Maximum number of wal files to retain (0 is unlimited)."),
     f("quota-backend-bytes", Int, "0", H, "Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB)."),
-    f("backend-cache-bytes", Uint, "67108864", H, "oxcd's own: bytes of backend pages cached in memory, also from OXCD_BACKEND_CACHE_BYTES (see docs/design.md, Memory)."),
+    f("backend-cache-bytes", Uint, "33554432", H, "oxcd's own: bytes of backend pages cached in memory, also from OXCD_BACKEND_CACHE_BYTES (see docs/design.md, Memory)."),
     f("backend-bbolt-freelist-type", Str, "map", N(NO_BBOLT), "BackendFreelistType specifies the type of freelist that boltdb backend uses (array and map are supported types)."),
     f("experimental-backend-bbolt-freelist-type", Str, "map", N(NO_BBOLT), "BackendFreelistType specifies the type of freelist that boltdb backend uses (etcd 3.4 name)."),
     f("backend-batch-interval", Dur, "0", N("the backend commits once per raft loop turn (group commit)"), "BackendBatchInterval is the maximum time before commit the backend transaction."),

@@ -708,7 +708,7 @@ fn config_file_wins_over_flags() {
 /// oxcd's own `--backend-cache-bytes` is read from `OXCD_BACKEND_CACHE_BYTES` (not `ETCD_*`).
 #[test]
 fn backend_cache_bytes_flag_and_oxcd_variable() {
-    assert_eq!(run(&[]).backend_cache_bytes, 64 << 20);
+    assert_eq!(run(&[]).backend_cache_bytes, 32 << 20);
     assert_eq!(
         run(&["--backend-cache-bytes=1048576"]).backend_cache_bytes,
         1 << 20
@@ -723,7 +723,7 @@ fn backend_cache_bytes_flag_and_oxcd_variable() {
         [("ETCD_BACKEND_CACHE_BYTES".to_string(), "4096".to_string())].into();
     match parse(&[], &etcd_style) {
         Ok(Parsed::Run(c)) => {
-            assert_eq!(c.backend_cache_bytes, 64 << 20);
+            assert_eq!(c.backend_cache_bytes, 32 << 20);
             assert!(c
                 .warnings
                 .iter()
