@@ -5,9 +5,10 @@
 //! held by the [`Addr`] for its whole life. The lock works across threads (each reservation
 //! opens its own file description, and flock locks conflict between descriptions) and across
 //! processes, so cargo may run the test binaries of several crates at once. Dropping the
-//! `Addr` releases the lock; the kernel releases it when a crashed test's process dies. An
-//! address whose ports are still bound by someone else (a member that outlived a killed test
-//! process) is skipped.
+//! `Addr` releases the lock (a process spawned by another thread shares the file description
+//! until its exec, and delays the release by that long); the kernel releases it when a crashed
+//! test's process dies. An address whose ports are still bound by someone else (a member that
+//! outlived a killed test process) is skipped.
 //!
 //! The range is `127.77.0.1` to `127.77.15.254`, away from `127.0.0.0/24`, where the reference
 //! cluster and the demo run (127.0.0.1, 127.0.0.11-13) and the scripts bind.
@@ -140,7 +141,20 @@ mod tests {
         let a = try_reserve(&path, ip).expect("reserve");
         assert!(try_reserve(&path, ip).is_none(), "held twice");
         drop(a);
-        assert!(try_reserve(&path, ip).is_some(), "not released");
+        // Another test of this binary may be spawning a process at this moment: between fork
+        // and exec the child shares every open file description, this lock's too, so the
+        // release can lag by the length of one fork. Wait for it, within bounds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let again = loop {
+            match try_reserve(&path, ip) {
+                Some(again) => break Some(again),
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                None => break None,
+            }
+        };
+        assert!(again.is_some(), "not released within 5 s");
     }
 
     #[test]
