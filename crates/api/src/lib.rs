@@ -47,3 +47,54 @@ pub mod oxcdimportpb {
 /// code that works on messages by name (proto3's JSON mapping in the server's gateway).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptors.bin"));
+
+/// The codec every generated server and client uses: prost's, with a smaller first buffer.
+///
+/// tonic allocates `buffer_size` bytes per call for the encoded response (and per request
+/// for its decoding), 8 KiB by default. Nearly every etcd message on the hot path is far
+/// smaller (a `PutResponse` is about 30 bytes), and an 8 KiB block per call sent the
+/// allocator to its slow path on every few responses under a put load. A larger message
+/// grows the buffer once: the decoder reserves a message's whole length when it reads its
+/// header, and prost's encoder asks for the encoded length before writing.
+pub mod codec {
+    use tonic::codec::{BufferSettings, Codec};
+    use tonic_prost::{ProstDecoder, ProstEncoder};
+
+    /// First size of a call's encode and decode buffers (tonic's default: 8 KiB).
+    pub const CALL_BUFFER_BYTES: usize = 1024;
+    /// tonic's default: how much a stream batches before it yields (32 KiB).
+    pub const STREAM_YIELD_BYTES: usize = 32 * 1024;
+
+    fn settings() -> BufferSettings {
+        BufferSettings::new(CALL_BUFFER_BYTES, STREAM_YIELD_BYTES)
+    }
+
+    /// [`tonic_prost::ProstCodec`] with [`CALL_BUFFER_BYTES`].
+    #[derive(Debug, Clone)]
+    pub struct EtcdCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+    impl<T, U> Default for EtcdCodec<T, U> {
+        fn default() -> Self {
+            Self(std::marker::PhantomData)
+        }
+    }
+
+    impl<T, U> Codec for EtcdCodec<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstEncoder::new(settings())
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            ProstDecoder::new(settings())
+        }
+    }
+}

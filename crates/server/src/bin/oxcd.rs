@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use oxcd_server::config::{self, Parsed};
 
-/// mimalloc instead of glibc's malloc: glibc's malloc/free were a quarter of a member's CPU
-/// under a put load (docs/BENCHMARKS.md, CPU per write).
+/// jemalloc instead of glibc's malloc: glibc's malloc/free were a quarter of a member's CPU
+/// under a put load. mimalloc (used before) spent 9-13 % of the member's samples in its slow
+/// path, initialising fresh pages; jemalloc's whole share is about 3 %, and its peak RSS is
+/// lower (docs/BENCHMARKS.md, "Session of 2026-12-03 (2)").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     // Chaos builds only: arm the FAILPOINTS variable, and make a panic (the failpoints'
