@@ -10,6 +10,6 @@ pub mod mvcc;
 pub mod wal;
 
 pub use mvcc::{
-    Deleted, Event, EventKind, MvccError, RangeOptions, RangeResult, Store, WriteBatch,
+    Deleted, Event, EventKind, MvccError, Put, RangeOptions, RangeResult, Store, WriteBatch,
 };
 pub use wal::{Wal, WalError, WalRecord};

@@ -146,6 +146,11 @@ pub struct Rev {
 #[derive(Debug, Default, Clone)]
 struct KeyHistory {
     revs: Vec<(Rev, bool)>,
+    /// `create_revision` and `version` of the newest record, `None` if it is a tombstone
+    /// (or there is none). A put takes its own from here without reading the previous value
+    /// from the backend, as etcd takes them from its key index's generations; a compaction
+    /// may drop the revision that created the key, never this.
+    live: Option<(i64, i64)>,
 }
 
 impl KeyHistory {
@@ -214,14 +219,12 @@ impl Default for Index {
 }
 
 impl Index {
-    /// Adds a revision of a key read back from the backend, which lists them in order.
-    fn push_loaded(&mut self, key: Vec<u8>, rev: Rev, tombstone: bool) {
+    /// Adds a record read back from the backend, which lists them in revision order.
+    fn push_loaded(&mut self, key: Vec<u8>, rev: Rev, tombstone: bool, created: i64, version: i64) {
         self.current_rev = self.current_rev.max(rev.main);
-        self.keys
-            .entry(key)
-            .or_default()
-            .revs
-            .push((rev, tombstone));
+        let hist = self.keys.entry(key).or_default();
+        hist.revs.push((rev, tombstone));
+        hist.live = (!tombstone).then_some((created, version));
     }
 
     /// Drops from the index what a compaction at `at` drops, and queues the rows, at once
@@ -304,7 +307,13 @@ fn load_index(db: &Database) -> Result<Index, MvccError> {
             main: main as i64,
             sub: sub as i64,
         };
-        index.push_loaded(record.key, rev, tomb);
+        index.push_loaded(
+            record.key,
+            rev,
+            tomb,
+            record.create_revision,
+            record.version,
+        );
     }
     // Rows a compaction had not removed yet (see `compaction`) are found again.
     if index.compact_rev > 0 {
@@ -349,6 +358,15 @@ pub struct RangeResult {
     pub kvs: Vec<KeyValue>,
     pub count: usize,
     pub rev: i64,
+}
+
+/// What [`TxnWrite::put_with`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Put {
+    /// The key existed before (the put did not create it).
+    pub existed: bool,
+    /// Its previous key-value, when asked for.
+    pub prev: Option<KeyValue>,
 }
 
 /// A change made by a write, for watchers.
@@ -451,6 +469,7 @@ fn record_in(
         .is_some();
     assert!(!replaced, "mvcc: revision {rev:?} written twice");
     hist.revs.push((rev, tombstone));
+    hist.live = (!tombstone).then_some((kv.create_revision, kv.version));
     Ok(rev)
 }
 
@@ -1135,9 +1154,32 @@ impl TxnWrite<'_, '_> {
         value: Vec<u8>,
         lease: i64,
     ) -> Result<Option<KeyValue>, MvccError> {
-        let prev = self.latest(key)?;
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
+        Ok(self.put_with(key, value, lease, true)?.prev)
+    }
+
+    /// Puts a key. The previous value is read from the backend only when `with_prev` asks
+    /// for it: the key's creation revision and version come from the index. Without it, the
+    /// event carries no previous value either; a watcher that wants one reads it at the
+    /// revision before, as etcd's watch stream does (and as for deletes).
+    pub fn put_with(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+        with_prev: bool,
+    ) -> Result<Put, MvccError> {
+        let live = self.index.keys.get(key).and_then(|h| h.live);
+        #[cfg(debug_assertions)]
+        {
+            let read = self.latest(key)?.map(|p| (p.create_revision, p.version));
+            debug_assert_eq!(read, live, "mvcc: the index's newest record of {key:?}");
+        }
+        let prev = match (with_prev, live) {
+            (true, Some(_)) => self.latest(key)?,
+            _ => None,
+        };
+        let (create_revision, version) = match live {
+            Some((created, version)) => (created, version + 1),
             None => (self.main, 1),
         };
         let kv = KeyValue {
@@ -1154,7 +1196,10 @@ impl TxnWrite<'_, '_> {
             kv,
             prev_kv: prev.clone(),
         });
-        Ok(prev)
+        Ok(Put {
+            existed: live.is_some(),
+            prev,
+        })
     }
 
     /// Deletes the keys in a range; returns how many, and their previous values when

@@ -147,3 +147,57 @@ fn a_compaction_over_many_keys_passes_the_index_in_steps() {
     assert_eq!(s.compaction_pending(), 0);
     assert_eq!(rows(&s), keys);
 }
+
+/// A put takes its creation revision and version from the index, not from the previous
+/// record: they stay right after a compaction removed the revision that created the key,
+/// after a reopen (the index rebuilt from the backend), and after a delete (a new
+/// generation). Without `with_prev` neither the put nor its event carries a previous value.
+#[test]
+fn a_put_numbers_its_generation_from_the_index_across_compaction_and_reopen() {
+    use oxcd_storage::RangeOptions;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let put = |s: &Store, value: &[u8], with_prev: bool| {
+        let mut b = s.batch().expect("batch");
+        let mut t = b.txn();
+        let put = t.put_with(b"k", value.to_vec(), 0, with_prev).expect("put");
+        let events = t.end();
+        b.commit(true).expect("commit");
+        (put, events)
+    };
+    let newest = |s: &Store| {
+        let got = s.range(b"k", b"", RangeOptions::default()).expect("range");
+        let kv = got.kvs.into_iter().next().expect("k exists");
+        (kv.create_revision, kv.mod_revision, kv.version)
+    };
+    {
+        let s = Store::open(&path).expect("open");
+        let (first, _) = put(&s, b"v1", false); // revision 2 creates k
+        assert!(!first.existed && first.prev.is_none());
+        put(&s, b"v2", false); // 3
+        let mut b = s.batch().expect("batch");
+        b.compact(3).expect("compact");
+        b.commit(true).expect("commit");
+        let (third, events) = put(&s, b"v3", false); // 4: revision 2 is gone
+        assert!(third.existed);
+        assert!(third.prev.is_none(), "no previous value unless asked");
+        assert!(events.iter().all(|e| e.prev_kv.is_none()));
+        assert_eq!(newest(&s), (2, 4, 3));
+    }
+    let s = Store::open(&path).expect("reopen");
+    let (fourth, events) = put(&s, b"v4", true); // 5, with the index rebuilt
+    assert_eq!(
+        fourth.prev.as_ref().map(|p| p.value.as_slice()),
+        Some(&b"v3"[..])
+    );
+    assert_eq!(events[0].prev_kv.as_ref().map(|p| p.version), Some(3));
+    assert_eq!(newest(&s), (2, 5, 4));
+    let mut b = s.batch().expect("batch");
+    let mut t = b.txn();
+    t.delete_range(b"k", b"", false).expect("delete"); // 6
+    t.end();
+    b.commit(true).expect("commit");
+    let (fifth, _) = put(&s, b"v5", true); // 7: a new generation
+    assert!(!fifth.existed && fifth.prev.is_none());
+    assert_eq!(newest(&s), (7, 7, 1));
+}

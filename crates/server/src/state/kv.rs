@@ -31,12 +31,14 @@ pub trait KvRead {
 
 /// Something writes go to: a write transaction of the apply loop.
 pub trait KvWrite: KvRead {
+    /// Puts a key; its previous key-value is read only when `with_prev` asks for it.
     fn put_kv(
         &mut self,
         key: &[u8],
         value: Vec<u8>,
         lease: i64,
-    ) -> Result<Option<KeyValue>, ServerError>;
+        with_prev: bool,
+    ) -> Result<oxcd_storage::Put, ServerError>;
     /// Deletes a range; the previous key-values only when `with_prev` asks for them.
     fn delete_kv(
         &mut self,
@@ -151,8 +153,9 @@ impl<F: Fn(i64) -> bool> KvWrite for Writer<'_, '_, '_, F> {
         key: &[u8],
         value: Vec<u8>,
         lease: i64,
-    ) -> Result<Option<KeyValue>, ServerError> {
-        Ok(self.txn.put(key, value, lease)?)
+        with_prev: bool,
+    ) -> Result<oxcd_storage::Put, ServerError> {
+        Ok(self.txn.put_with(key, value, lease, with_prev)?)
     }
 
     fn delete_kv(
@@ -293,13 +296,13 @@ pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerEr
         return Err(ServerError::LeaseNotFound);
     }
     let size = r.key.len() + value.len();
-    let prev = w.put_kv(&r.key, value, lease)?;
-    crate::metrics::get().put_applied(size, prev.is_none());
+    let put = w.put_kv(&r.key, value, lease, r.prev_kv)?;
+    crate::metrics::get().put_applied(size, !put.existed);
     // Inside a txn etcd leaves this header (revision only) in the response; outside one the
     // server replaces it with a full header.
     Ok(PutResponse {
         header: Some(header(w.read_rev())),
-        prev_kv: if r.prev_kv { prev } else { None },
+        prev_kv: put.prev,
     })
 }
 
@@ -418,7 +421,13 @@ impl<V: KvRead> KvRead for ReadOnly<'_, V> {
 }
 
 impl<V: KvRead> KvWrite for ReadOnly<'_, V> {
-    fn put_kv(&mut self, _: &[u8], _: Vec<u8>, _: i64) -> Result<Option<KeyValue>, ServerError> {
+    fn put_kv(
+        &mut self,
+        _: &[u8],
+        _: Vec<u8>,
+        _: i64,
+        _: bool,
+    ) -> Result<oxcd_storage::Put, ServerError> {
         Err(ServerError::Internal("write in a read-only txn".into()))
     }
 

@@ -246,20 +246,20 @@ pub struct RestoreSink<'t> {
 impl RestoreSink<'_> {
     /// Adds one revision record. Records come in strictly increasing revision order.
     pub fn revision(&mut self, rev: Rev, tombstone: bool, kv: &KeyValue) -> Result<(), MvccError> {
-        self.record(rev, tombstone, &kv.key, &encode_record(tombstone, kv))
+        self.record(rev, tombstone, kv, &encode_record(tombstone, kv))
     }
 
     /// Adds a record in the stored form (flag byte, then the KeyValue).
     pub(super) fn raw_revision(&mut self, rev: Rev, record: &[u8]) -> Result<(), MvccError> {
         let (tombstone, kv) = decode_record(rev.main as u64, rev.sub as u64, record)?;
-        self.record(rev, tombstone, &kv.key, record)
+        self.record(rev, tombstone, &kv, record)
     }
 
     fn record(
         &mut self,
         rev: Rev,
         tombstone: bool,
-        key: &[u8],
+        kv: &KeyValue,
         record: &[u8],
     ) -> Result<(), MvccError> {
         if rev.main < 1 || rev.sub < 0 {
@@ -275,7 +275,13 @@ impl RestoreSink<'_> {
             )));
         }
         self.last = Some(rev);
-        self.index.push_loaded(key.to_vec(), rev, tombstone);
+        self.index.push_loaded(
+            kv.key.clone(),
+            rev,
+            tombstone,
+            kv.create_revision,
+            kv.version,
+        );
         self.kv.insert(rev_key(rev), record)?;
         Ok(())
     }
