@@ -457,7 +457,11 @@ fn record_in(
         "mvcc: writing revision {main} at or below the compact revision {}",
         index.compact_rev
     );
-    let hist = index.keys.entry(kv.key.clone()).or_default();
+    // A key already indexed is found without copying it (the common case: an update).
+    let hist = match index.keys.get_mut(kv.key.as_slice()) {
+        Some(hist) => hist,
+        None => index.keys.entry(kv.key.clone()).or_default(),
+    };
     if let Some((last, _)) = hist.revs.last() {
         assert!(
             *last < rev,

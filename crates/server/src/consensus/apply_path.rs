@@ -74,6 +74,7 @@ impl RaftLoop {
         }
         self.status.applied.store(last_index, Ordering::Relaxed);
         crate::metrics::get().applied_batch(apply_started.elapsed(), entries.len());
+        let mut replies = Vec::with_capacity(outcomes.len());
         for o in outcomes.drain(..) {
             if let Ok(Applied::HashCheck(h)) = &o.result {
                 self.compare_hash(h.clone());
@@ -82,9 +83,10 @@ impl RaftLoop {
                 self.watch.notify(o.rev, &o.events);
             }
             if o.id != 0 {
-                self.reply(o.id, o.result.map(|a| (a, o.rev)));
+                replies.push((o.id, o.result.map(|a| (a, o.rev))));
             }
         }
+        self.reply_all(&mut replies);
         self.outcomes = outcomes;
         let rev = self.applier.store.current_rev();
         // A revision may have kept no event (a delete nobody watches): the hub is still at it.

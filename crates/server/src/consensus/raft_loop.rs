@@ -433,6 +433,25 @@ impl RaftLoop {
         }
     }
 
+    /// [`Self::reply`] for a batch's results, taking the waiters' lock once.
+    pub(super) fn reply_all(&self, replies: &mut Vec<(u64, ApplyResult)>) {
+        if replies.is_empty() {
+            return;
+        }
+        let txs: Vec<_> = {
+            let mut waiters = self.waiters.lock().expect("waiters lock poisoned");
+            replies
+                .drain(..)
+                .map(|(id, res)| (waiters.remove(&id), res))
+                .collect()
+        };
+        for (tx, res) in txs {
+            if let Some(tx) = tx {
+                let _ = tx.send(res);
+            }
+        }
+    }
+
     /// Carries out what [`Duties::due`] says is due now.
     fn run_duties(&mut self) {
         let view = LoopView {
