@@ -226,7 +226,7 @@ impl Applier {
             leases: &self.tables.leases,
         };
         let res = match op {
-            Op::Put(p) => kv::put(&mut w, &p).map(Applied::Put),
+            Op::Put(p) => kv::put_owned(&mut w, p).map(Applied::Put),
             Op::DeleteRange(d) => kv::delete(&mut w, &d).map(Applied::Delete),
             Op::Txn(r) => kv::txn(&mut w, &r).map(Applied::Txn),
             _ => Err(ServerError::unexpected_apply()),

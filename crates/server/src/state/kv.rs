@@ -272,6 +272,21 @@ pub fn header(revision: i64) -> ResponseHeader {
 }
 
 pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerError> {
+    put_value(w, r, None)
+}
+
+/// [`put`] of a request the caller gives away: its value is moved into the store, not copied.
+pub fn put_owned(w: &mut impl KvWrite, mut r: PutRequest) -> Result<PutResponse, ServerError> {
+    let value = std::mem::take(&mut r.value);
+    put_value(w, &r, Some(value))
+}
+
+/// A put with its value taken from `value` when given (else copied from the request).
+fn put_value(
+    w: &mut impl KvWrite,
+    r: &PutRequest,
+    value: Option<Vec<u8>>,
+) -> Result<PutResponse, ServerError> {
     // Read first only when the request keeps the old value or lease; the put itself returns
     // the previous key-value.
     let prev = if r.ignore_value || r.ignore_lease {
@@ -285,7 +300,7 @@ pub fn put(w: &mut impl KvWrite, r: &PutRequest) -> Result<PutResponse, ServerEr
     let value = if r.ignore_value {
         prev.as_ref().ok_or(ServerError::KeyNotFound)?.value.clone()
     } else {
-        r.value.clone()
+        value.unwrap_or_else(|| r.value.clone())
     };
     let lease = if r.ignore_lease {
         prev.as_ref().ok_or(ServerError::KeyNotFound)?.lease
