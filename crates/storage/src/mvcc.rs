@@ -50,6 +50,56 @@ pub use defrag::{defrag_path, DefragStats, DEFRAG_HELD_ROWS_MAX};
 const KV: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("kv");
 type KvTable<'t> = redb::Table<'t, (u64, u64), &'static [u8]>;
 
+self_cell::self_cell!(
+    /// A batch's redb transaction and its KV table, which stays open from the first request
+    /// that uses it to the commit. Opening a table is a lookup in redb's table tree and
+    /// closing it writes its root back there: per request, that cost more than the
+    /// request's own row.
+    struct BatchTxn {
+        owner: redb::WriteTransaction,
+        #[covariant]
+        dependent: KvSlot,
+    }
+);
+
+/// The KV table of a [`BatchTxn`], once opened.
+type KvSlot<'t> = Option<KvTable<'t>>;
+
+impl BatchTxn {
+    fn begin(txn: redb::WriteTransaction) -> BatchTxn {
+        BatchTxn::new(txn, |_| None)
+    }
+
+    /// Runs `f` on the KV table, opening it first if it is not open.
+    fn with_kv<R>(
+        &mut self,
+        f: impl FnOnce(&mut KvTable<'_>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        self.with_dependent_mut(|txn, slot| f(open_kv(slot, txn)?))
+    }
+
+    /// Reads through the KV table: the open one, or one opened for this read.
+    fn read_kv<R>(
+        &self,
+        f: impl FnOnce(&KvTable<'_>) -> Result<R, MvccError>,
+    ) -> Result<R, MvccError> {
+        match self.borrow_dependent() {
+            Some(t) => f(t),
+            None => f(&self.borrow_owner().open_table(KV)?),
+        }
+    }
+
+    /// Closes the KV table (its root goes back to the transaction), for code that opens or
+    /// deletes it by itself.
+    fn close_kv(&mut self) {
+        self.with_dependent_mut(|_, slot| *slot = None);
+    }
+
+    fn txn(&self) -> &redb::WriteTransaction {
+        self.borrow_owner()
+    }
+}
+
 /// The KV table of `slot`, opened in `txn` if it is not yet.
 fn open_kv<'s, 't>(
     slot: &'s mut Option<KvTable<'t>>,
@@ -701,7 +751,7 @@ impl Store {
                 db: &self.db,
                 committed: false,
             },
-            txn,
+            tx: BatchTxn::begin(txn),
         })
     }
 
@@ -815,7 +865,7 @@ pub fn response_bytes(kv: &KeyValue) -> usize {
 /// One batch of writes: a redb write transaction plus exclusive use of the index.
 pub struct WriteBatch<'a> {
     index: IndexWrite<'a>,
-    txn: redb::WriteTransaction,
+    tx: BatchTxn,
 }
 
 /// A batch's hold on the index. The batch changes the index as it writes; if it ends without
@@ -866,11 +916,8 @@ impl Drop for IndexWrite<'_> {
 /// One write transaction of etcd's (one request): all its changes share a main revision.
 pub struct TxnWrite<'b, 'a> {
     index: &'b mut IndexWrite<'a>,
-    txn: &'b redb::WriteTransaction,
-    /// The KV table, opened once for the request (opening it is a lookup in redb's table
-    /// tree: per read and per write it cost a put more than its own row). `None` if opening
-    /// failed: each use then tries again and returns the error.
-    table: Option<KvTable<'b>>,
+    /// The batch's transaction, whose KV table stays open across requests.
+    tx: &'b mut BatchTxn,
     main: i64,
     sub: i64,
     events: Vec<Event>,
@@ -882,8 +929,7 @@ impl<'a> WriteBatch<'a> {
         let main = self.index.current_rev + 1;
         TxnWrite {
             index: &mut self.index,
-            txn: &self.txn,
-            table: self.txn.open_table(KV).ok(),
+            tx: &mut self.tx,
             main,
             sub: 0,
             events: Vec::new(),
@@ -899,7 +945,7 @@ impl<'a> WriteBatch<'a> {
     }
 
     fn fetch(&self, rev: Rev) -> Result<KeyValue, MvccError> {
-        fetch_in(&self.txn.open_table(KV)?, rev)
+        self.tx.read_kv(|t| fetch_in(t, rev))
     }
 
     /// Reads inside the batch, seeing its own writes.
@@ -926,7 +972,8 @@ impl<'a> WriteBatch<'a> {
         // refused at once), their rows leave the backend after it in bounded steps too.
         self.index.start_compaction(rev);
         self.index.compact_rev = rev;
-        self.txn
+        self.tx
+            .txn()
             .open_table(META)?
             .insert("compact_rev", rev as u64)?;
         Ok(())
@@ -938,11 +985,12 @@ impl<'a> WriteBatch<'a> {
             return Ok(());
         }
         let (revs, range) = self.index.pending.take(max);
-        let mut table = self.txn.open_table(KV)?;
-        for r in &revs[range] {
-            table.remove(rev_key(*r))?;
-        }
-        Ok(())
+        self.tx.with_kv(|table| {
+            for r in &revs[range] {
+                table.remove(rev_key(*r))?;
+            }
+            Ok(())
+        })
     }
 
     /// Records the last applied raft entry; written in the same transaction as its effects.
@@ -956,7 +1004,7 @@ impl<'a> WriteBatch<'a> {
         self.index.restored = false;
         self.index.consistent_index = index;
         self.index.consistent_term = term;
-        let mut meta = self.txn.open_table(META)?;
+        let mut meta = self.tx.txn().open_table(META)?;
         meta.insert("consistent_index", index)?;
         meta.insert("consistent_term", term)?;
         Ok(())
@@ -964,13 +1012,13 @@ impl<'a> WriteBatch<'a> {
 
     /// Writes a row of an auxiliary table.
     pub fn aux_put(&mut self, table: u8, key: &[u8], value: &[u8]) -> Result<(), MvccError> {
-        self.txn.open_table(AUX)?.insert((table, key), value)?;
+        self.tx.txn().open_table(AUX)?.insert((table, key), value)?;
         Ok(())
     }
 
     /// Removes a row of an auxiliary table.
     pub fn aux_delete(&mut self, table: u8, key: &[u8]) -> Result<(), MvccError> {
-        self.txn.open_table(AUX)?.remove((table, key))?;
+        self.tx.txn().open_table(AUX)?.remove((table, key))?;
         Ok(())
     }
 
@@ -1032,13 +1080,14 @@ impl<'a> WriteBatch<'a> {
         self.index.compact_keys(compaction::COMPACT_STEP_KEYS);
         self.remove_compacted(COMPACT_STEP_ROWS)?;
         let rev = self.index.current_rev as u64;
-        self.txn.open_table(META)?.insert("current_rev", rev)?;
-        self.txn.set_durability(if durable {
+        let mut txn = self.tx.into_owner();
+        txn.open_table(META)?.insert("current_rev", rev)?;
+        txn.set_durability(if durable {
             Durability::Immediate
         } else {
             Durability::None
         })?;
-        self.txn.commit()?;
+        txn.commit()?;
         self.index.committed = true;
         Ok(())
     }
@@ -1125,17 +1174,9 @@ impl TxnWrite<'_, '_> {
         end: &[u8],
         opts: RangeOptions,
     ) -> Result<RangeResult, MvccError> {
-        match &self.table {
-            Some(t) => range_in(self.index, key, end, opts, self.read_rev(), |rev| {
-                fetch_in(t, rev)
-            }),
-            None => {
-                let t = self.txn.open_table(KV)?;
-                range_in(self.index, key, end, opts, self.read_rev(), |rev| {
-                    fetch_in(&t, rev)
-                })
-            }
-        }
+        let at = self.read_rev();
+        self.tx
+            .read_kv(|t| range_in(self.index, key, end, opts, at, |rev| fetch_in(t, rev)))
     }
 
     fn latest(&mut self, key: &[u8]) -> Result<Option<KeyValue>, MvccError> {
@@ -1143,12 +1184,13 @@ impl TxnWrite<'_, '_> {
         let Some(rev) = self.index.keys.get(key).and_then(|h| h.visible_at(at)) else {
             return Ok(None);
         };
-        Ok(Some(fetch_in(open_kv(&mut self.table, self.txn)?, rev)?))
+        Ok(Some(self.tx.with_kv(|t| fetch_in(t, rev))?))
     }
 
     fn record(&mut self, tombstone: bool, kv: &KeyValue) -> Result<Rev, MvccError> {
-        let table = open_kv(&mut self.table, self.txn)?;
-        record_in(table, self.index, &mut self.sub, self.main, tombstone, kv)
+        let (index, sub, main) = (&mut *self.index, &mut self.sub, self.main);
+        self.tx
+            .with_kv(|table| record_in(table, index, sub, main, tombstone, kv))
     }
 
     /// Puts a key; returns the previous value if the key existed.
@@ -1231,48 +1273,43 @@ impl TxnWrite<'_, '_> {
         wants_event: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Deleted, MvccError> {
         let newest = self.main;
+        let (index, sub, events) = (&mut *self.index, &mut self.sub, &mut self.events);
         // One table handle for the whole range: deleting a large prefix must not pay a table
         // lookup per key.
-        let table = open_kv(&mut self.table, self.txn)?;
-        let mut deleted = Deleted::default();
-        let mut last: Option<Vec<u8>> = None;
-        loop {
-            let live = live_keys(
-                self.index,
-                key,
-                end,
-                newest,
-                last.as_deref(),
-                DELETE_CHUNK_KEYS,
-            )?;
-            let Some((next, _)) = live.last() else {
-                break;
-            };
-            last = Some(next.clone());
-            deleted.count += live.len();
-            for (k, rev) in live {
-                let prev = if with_prev {
-                    Some(fetch_in(table, rev)?)
-                } else {
-                    None
+        self.tx.with_kv(|table| {
+            let mut deleted = Deleted::default();
+            let mut last: Option<Vec<u8>> = None;
+            loop {
+                let live = live_keys(index, key, end, newest, last.as_deref(), DELETE_CHUNK_KEYS)?;
+                let Some((next, _)) = live.last() else {
+                    break;
                 };
-                let tomb = KeyValue {
-                    key: k,
-                    mod_revision: self.main,
-                    ..Default::default()
-                };
-                record_in(table, self.index, &mut self.sub, self.main, true, &tomb)?;
-                if wants_event(&tomb.key) {
-                    self.events.push(Event {
-                        kind: EventKind::Delete,
-                        kv: tomb,
-                        prev_kv: prev.clone(),
-                    });
+                last = Some(next.clone());
+                deleted.count += live.len();
+                for (k, rev) in live {
+                    let prev = if with_prev {
+                        Some(fetch_in(table, rev)?)
+                    } else {
+                        None
+                    };
+                    let tomb = KeyValue {
+                        key: k,
+                        mod_revision: newest,
+                        ..Default::default()
+                    };
+                    record_in(table, index, sub, newest, true, &tomb)?;
+                    if wants_event(&tomb.key) {
+                        events.push(Event {
+                            kind: EventKind::Delete,
+                            kv: tomb,
+                            prev_kv: prev.clone(),
+                        });
+                    }
+                    deleted.prev.extend(prev);
                 }
-                deleted.prev.extend(prev);
             }
-        }
-        Ok(deleted)
+            Ok(deleted)
+        })
     }
 
     /// Ends the transaction; the store's revision moves on only if something changed.

@@ -74,19 +74,15 @@ impl RaftLoop {
         }
         self.status.applied.store(last_index, Ordering::Relaxed);
         crate::metrics::get().applied_batch(apply_started.elapsed(), entries.len());
-        let mut replies = Vec::with_capacity(outcomes.len());
-        for o in outcomes.drain(..) {
+        for o in &outcomes {
             if let Ok(Applied::HashCheck(h)) = &o.result {
                 self.compare_hash(h.clone());
             }
             if !o.events.is_empty() {
                 self.watch.notify(o.rev, &o.events);
             }
-            if o.id != 0 {
-                replies.push((o.id, o.result.map(|a| (a, o.rev))));
-            }
         }
-        self.reply_all(&mut replies);
+        self.reply_all(&mut outcomes);
         self.outcomes = outcomes;
         let rev = self.applier.store.current_rev();
         // A revision may have kept no event (a delete nobody watches): the hub is still at it.

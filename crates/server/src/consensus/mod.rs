@@ -6,6 +6,7 @@
 //! Only [`raft_loop::RaftLoop`] calls `RawNode`; everything else sends it a
 //! [`events::RaftEvent`].
 
+mod append_merge;
 mod apply_path;
 pub mod bootstrap;
 pub mod compactor;

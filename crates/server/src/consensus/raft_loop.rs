@@ -21,6 +21,7 @@ use raft::eraftpb::{ConfState, Entry, EntryType, HardState};
 use raft::{RawNode, StateRole};
 
 use crate::clock::now_ms;
+use crate::consensus::append_merge::merge_appends;
 use crate::consensus::duties::{Duties, Duty, DutySettings, View};
 use crate::consensus::events::EVENT_QUEUE_MAX;
 use crate::consensus::events::{ApplyResult, RaftEvent, RaftStatus, Transport, Waiters};
@@ -159,6 +160,9 @@ pub struct RaftLoop {
     /// The applied batch's outcomes, kept between batches: a fresh vector of a large batch's
     /// outcomes (a few hundred bytes each) faulted in new pages at every batch.
     pub(super) outcomes: Vec<crate::state::apply::Outcome>,
+    /// The waiting proposers of the applied batch with their results, kept between batches
+    /// for the same reason.
+    answers: Vec<(tokio::sync::oneshot::Sender<ApplyResult>, ApplyResult)>,
     /// Membership changes that reached this leader while an earlier one was not applied yet
     /// (raft-rs would turn them into empty entries and the proposer would only time out);
     /// proposed one at a time as the earlier ones apply.
@@ -207,6 +211,7 @@ impl RaftLoop {
             hashing: Arc::new(AtomicBool::new(false)),
             held: Vec::new(),
             outcomes: Vec::new(),
+            answers: Vec::new(),
             held_conf: std::collections::VecDeque::new(),
             removed: false,
             published: tokio::sync::watch::channel(false).0,
@@ -433,23 +438,30 @@ impl RaftLoop {
         }
     }
 
-    /// [`Self::reply`] for a batch's results, taking the waiters' lock once.
-    pub(super) fn reply_all(&self, replies: &mut Vec<(u64, ApplyResult)>) {
-        if replies.is_empty() {
-            return;
-        }
-        let txs: Vec<_> = {
+    /// [`Self::reply`] for a batch's outcomes, taking the waiters' lock once. Only the
+    /// proposers waiting on this member are answered: the results of other members'
+    /// requests (all of them, on a follower) are dropped where they lie. Leaves `outcomes`
+    /// empty.
+    pub(super) fn reply_all(&mut self, outcomes: &mut Vec<crate::state::apply::Outcome>) {
+        let mut answers = std::mem::take(&mut self.answers);
+        {
             let mut waiters = self.waiters.lock().expect("waiters lock poisoned");
-            replies
-                .drain(..)
-                .map(|(id, res)| (waiters.remove(&id), res))
-                .collect()
-        };
-        for (tx, res) in txs {
-            if let Some(tx) = tx {
-                let _ = tx.send(res);
+            if !waiters.is_empty() {
+                for o in outcomes.drain(..) {
+                    if o.id == 0 {
+                        continue;
+                    }
+                    if let Some(tx) = waiters.remove(&o.id) {
+                        answers.push((tx, o.result.map(|a| (a, o.rev))));
+                    }
+                }
             }
         }
+        outcomes.clear();
+        for (tx, res) in answers.drain(..) {
+            let _ = tx.send(res);
+        }
+        self.answers = answers;
     }
 
     /// Carries out what [`Duties::due`] says is due now.
@@ -612,10 +624,12 @@ impl RaftLoop {
     }
 
     /// Hands messages to the transport, counting the append requests (v2 stats).
+    /// A turn's appends to each follower are joined first ([`merge_appends`]).
     fn send(&self, msgs: Vec<raft::eraftpb::Message>) {
         if msgs.is_empty() {
             return;
         }
+        let msgs = merge_appends(msgs, crate::consensus::peer::APPEND_BYTES_MAX);
         for m in &msgs {
             if m.get_msg_type() == raft::eraftpb::MessageType::MsgAppend {
                 crate::peer_stats::get().append_sent(m.to, m.compute_size() as usize);

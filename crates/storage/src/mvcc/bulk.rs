@@ -312,13 +312,15 @@ impl WriteBatch<'_> {
         fill: impl FnOnce(&mut RestoreSink<'_>) -> Result<RestoredMeta, E>,
     ) -> Result<(), E> {
         let (defragging, rewrites) = (self.index.defragging, self.index.rewrites + 1);
-        self.txn.delete_table(KV).map_err(MvccError::from)?;
-        self.txn.delete_table(META).map_err(MvccError::from)?;
-        self.txn.delete_table(AUX).map_err(MvccError::from)?;
+        self.tx.close_kv();
+        let txn = self.tx.txn();
+        txn.delete_table(KV).map_err(MvccError::from)?;
+        txn.delete_table(META).map_err(MvccError::from)?;
+        txn.delete_table(AUX).map_err(MvccError::from)?;
         let (mut index, meta) = {
             let mut sink = RestoreSink {
-                kv: self.txn.open_table(KV).map_err(MvccError::from)?,
-                aux: self.txn.open_table(AUX).map_err(MvccError::from)?,
+                kv: txn.open_table(KV).map_err(MvccError::from)?,
+                aux: txn.open_table(AUX).map_err(MvccError::from)?,
                 index: Index::default(),
                 last: None,
             };
@@ -344,7 +346,7 @@ impl WriteBatch<'_> {
         index.defragging = defragging;
         index.rewrites = rewrites;
         {
-            let mut t = self.txn.open_table(META).map_err(MvccError::from)?;
+            let mut t = txn.open_table(META).map_err(MvccError::from)?;
             let mut put = |name: &str, v: u64| t.insert(name, v).map(|_| ());
             put("format", FORMAT_VERSION).map_err(MvccError::from)?;
             put("current_rev", index.current_rev as u64).map_err(MvccError::from)?;
@@ -358,7 +360,7 @@ impl WriteBatch<'_> {
 
     /// Removes every row of an auxiliary table.
     pub fn aux_clear(&mut self, table: u8) -> Result<(), MvccError> {
-        let mut aux = self.txn.open_table(AUX)?;
+        let mut aux = self.tx.txn().open_table(AUX)?;
         let start: (u8, &[u8]) = (table, &[]);
         let mut keys = Vec::new();
         for item in aux.range(start..)? {
@@ -397,46 +399,37 @@ impl WriteBatch<'_> {
         changes: &[ImportChange],
     ) -> Result<Vec<Event>, MvccError> {
         self.check_import(main, changes)?;
-        let mut table = self.txn.open_table(KV)?;
-        let mut events = Vec::with_capacity(changes.len());
-        for c in changes {
-            let prev = match self
-                .index
-                .keys
-                .get(&c.kv.key)
-                .and_then(|h| h.visible_at(main))
-            {
-                Some(rev) => Some(fetch_in(&table, rev)?),
-                None => None,
-            };
-            let kv = if c.tombstone {
-                KeyValue {
-                    key: c.kv.key.clone(),
-                    mod_revision: main,
-                    ..Default::default()
-                }
-            } else {
-                c.kv.clone()
-            };
-            let mut sub = c.sub;
-            record_in(
-                &mut table,
-                &mut self.index,
-                &mut sub,
-                main,
-                c.tombstone,
-                &kv,
-            )?;
-            events.push(Event {
-                kind: if c.tombstone {
-                    EventKind::Delete
+        let index = &mut *self.index;
+        let events = self.tx.with_kv(|table| {
+            let mut events = Vec::with_capacity(changes.len());
+            for c in changes {
+                let prev = match index.keys.get(&c.kv.key).and_then(|h| h.visible_at(main)) {
+                    Some(rev) => Some(fetch_in(table, rev)?),
+                    None => None,
+                };
+                let kv = if c.tombstone {
+                    KeyValue {
+                        key: c.kv.key.clone(),
+                        mod_revision: main,
+                        ..Default::default()
+                    }
                 } else {
-                    EventKind::Put
-                },
-                kv,
-                prev_kv: prev,
-            });
-        }
+                    c.kv.clone()
+                };
+                let mut sub = c.sub;
+                record_in(table, index, &mut sub, main, c.tombstone, &kv)?;
+                events.push(Event {
+                    kind: if c.tombstone {
+                        EventKind::Delete
+                    } else {
+                        EventKind::Put
+                    },
+                    kv,
+                    prev_kv: prev,
+                });
+            }
+            Ok(events)
+        })?;
         self.index.current_rev = main;
         Ok(events)
     }
@@ -450,20 +443,22 @@ impl WriteBatch<'_> {
             return Err(MvccError::FutureRev);
         }
         self.index.rewrites += 1;
-        let mut table = self.txn.open_table(KV)?;
-        for key in keys {
-            let Some(hist) = self.index.keys.get_mut(key) else {
-                continue;
-            };
-            let pos = hist.revs.partition_point(|(r, _)| r.main <= rev);
-            for (r, _) in hist.revs.drain(..pos) {
-                table.remove(rev_key(r))?;
+        let index = &mut *self.index;
+        self.tx.with_kv(|table| {
+            for key in keys {
+                let Some(hist) = index.keys.get_mut(key) else {
+                    continue;
+                };
+                let pos = hist.revs.partition_point(|(r, _)| r.main <= rev);
+                for (r, _) in hist.revs.drain(..pos) {
+                    table.remove(rev_key(r))?;
+                }
+                if hist.revs.is_empty() {
+                    index.keys.remove(key);
+                }
             }
-            if hist.revs.is_empty() {
-                self.index.keys.remove(key);
-            }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Moves the current revision forward to `rev` without writing a key (a source whose
