@@ -1,4 +1,4 @@
-//! One append per follower per loop turn. raft-rs sends a `MsgAppend` to every follower for
+//! One append per follower per loop turn (and one forwarded proposal per leader). raft-rs sends a `MsgAppend` to every follower for
 //! each proposal, so a turn that proposed a hundred requests hands the transport a hundred
 //! appends per follower; each is framed, sent, decoded and stepped on its own, and each
 //! follower answers every one. [`merge_appends`] joins the appends of one `Ready` that
@@ -14,10 +14,11 @@
 use protobuf::Message as PbMessage;
 use raft::eraftpb::{Message, MessageType};
 
-/// Joins consecutive appends to the same follower. Only the latest message to a peer is
-/// ever extended, so the order of what each peer receives is unchanged; an append joins
-/// the previous one only if it continues it exactly (same term, previous index and term
-/// equal to the previous append's last entry) and the entries together stay within
+/// Joins consecutive appends to the same follower, and consecutive proposals forwarded to
+/// the leader. Only the latest message to a peer is ever extended, so the order of what
+/// each peer receives is unchanged; an append joins the previous one only if it continues
+/// it exactly (same term, previous index and term equal to the previous append's last
+/// entry), and any message joins only while the entries together stay within
 /// `entry_bytes_max`.
 pub fn merge_appends(msgs: Vec<Message>, entry_bytes_max: usize) -> Vec<Message> {
     if msgs.len() < 2 {
@@ -49,8 +50,16 @@ pub fn merge_appends(msgs: Vec<Message>, entry_bytes_max: usize) -> Vec<Message>
     out
 }
 
-/// True when `next` is an append that starts right after `prev`, an append of the same term.
+/// True when `next` can join `prev`: an append that starts right after `prev`, an append
+/// of the same term; or, on a follower, a proposal forwarded to the leader right after
+/// another (raft-rs forwards each proposal in a message of its own; the leader appends a
+/// proposal's entries in order, as many as it holds).
 fn continues(prev: &Message, next: &Message) -> bool {
+    if prev.get_msg_type() == MessageType::MsgPropose
+        && next.get_msg_type() == MessageType::MsgPropose
+    {
+        return prev.term == next.term;
+    }
     if prev.get_msg_type() != MessageType::MsgAppend
         || next.get_msg_type() != MessageType::MsgAppend
         || prev.term != next.term
@@ -155,6 +164,37 @@ mod tests {
                 (MessageType::MsgAppend, 13),
                 (MessageType::MsgAppend, 14),
                 (MessageType::MsgAppend, 15),
+            ]
+        );
+    }
+
+    fn proposal(to: u64, index_hint: u64) -> Message {
+        let mut m = Message {
+            to,
+            ..Default::default()
+        };
+        m.set_msg_type(MessageType::MsgPropose);
+        m.set_entries(vec![entry(index_hint, 0, 8)].into());
+        m
+    }
+
+    #[test]
+    fn proposals_forwarded_to_the_leader_become_one_message() {
+        let msgs = vec![
+            proposal(1, 1),
+            proposal(1, 2),
+            heartbeat(1),
+            proposal(1, 3),
+            proposal(1, 4),
+        ];
+        let out = merge_appends(msgs, 1 << 20);
+        let shape: Vec<_> = out.iter().map(|m| (m.get_msg_type(), indexes(m))).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (MessageType::MsgPropose, vec![1, 2]),
+                (MessageType::MsgHeartbeat, vec![]),
+                (MessageType::MsgPropose, vec![3, 4]),
             ]
         );
     }
