@@ -502,19 +502,37 @@ fn record_in(
 ) -> Result<Rev, MvccError> {
     let rev = Rev { main, sub: *sub };
     *sub += 1;
-    assert!(
-        main > index.compact_rev,
-        "mvcc: writing revision {main} at or below the compact revision {}",
-        index.compact_rev
-    );
     // A key already indexed is found without copying it (the common case: an update).
+    let compact_rev = index.compact_rev;
     let hist = match index.keys.get_mut(kv.key.as_slice()) {
         Some(hist) => hist,
         None => index.keys.entry(kv.key.clone()).or_default(),
     };
-    if let Some((last, _)) = hist.revs.last() {
+    let last = hist.revs.last().map(|(r, _)| *r);
+    write_row(table, compact_rev, last, rev, tombstone, kv)?;
+    hist.revs.push((rev, tombstone));
+    hist.live = (!tombstone).then_some((kv.create_revision, kv.version));
+    Ok(rev)
+}
+
+/// Writes one revision's row, after the checks every write makes: above the compact
+/// revision, after the key's `last` revision, never over an existing row.
+fn write_row(
+    table: &mut redb::Table<(u64, u64), &'static [u8]>,
+    compact_rev: i64,
+    last: Option<Rev>,
+    rev: Rev,
+    tombstone: bool,
+    kv: &KeyValue,
+) -> Result<(), MvccError> {
+    assert!(
+        rev.main > compact_rev,
+        "mvcc: writing revision {} at or below the compact revision {compact_rev}",
+        rev.main
+    );
+    if let Some(last) = last {
         assert!(
-            *last < rev,
+            last < rev,
             "mvcc: writing {rev:?} after {last:?} of the same key: revisions go back"
         );
     }
@@ -522,9 +540,7 @@ fn record_in(
         .insert(rev_key(rev), encode_record(tombstone, kv).as_slice())?
         .is_some();
     assert!(!replaced, "mvcc: revision {rev:?} written twice");
-    hist.revs.push((rev, tombstone));
-    hist.live = (!tombstone).then_some((kv.create_revision, kv.version));
-    Ok(rev)
+    Ok(())
 }
 
 fn rev_key(rev: Rev) -> (u64, u64) {
@@ -1187,12 +1203,6 @@ impl TxnWrite<'_, '_> {
         Ok(Some(self.tx.with_kv(|t| fetch_in(t, rev))?))
     }
 
-    fn record(&mut self, tombstone: bool, kv: &KeyValue) -> Result<Rev, MvccError> {
-        let (index, sub, main) = (&mut *self.index, &mut self.sub, self.main);
-        self.tx
-            .with_kv(|table| record_in(table, index, sub, main, tombstone, kv))
-    }
-
     /// Puts a key; returns the previous value if the key existed.
     pub fn put(
         &mut self,
@@ -1214,29 +1224,50 @@ impl TxnWrite<'_, '_> {
         lease: i64,
         with_prev: bool,
     ) -> Result<Put, MvccError> {
-        let live = self.index.keys.get(key).and_then(|h| h.live);
         #[cfg(debug_assertions)]
         {
+            let live = self.index.keys.get(key).and_then(|h| h.live);
             let read = self.latest(key)?.map(|p| (p.create_revision, p.version));
             debug_assert_eq!(read, live, "mvcc: the index's newest record of {key:?}");
         }
-        let prev = match (with_prev, live) {
-            (true, Some(_)) => self.latest(key)?,
-            _ => None,
+        let prev = if with_prev && self.index.keys.get(key).is_some_and(|h| h.live.is_some()) {
+            self.latest(key)?
+        } else {
+            None
         };
+        // The key index is searched once for an update (it was twice: for the key's numbers,
+        // then to record the revision); a new key is searched again to insert it.
+        let main = self.main;
+        let index = &mut **self.index;
+        let compact_rev = index.compact_rev;
+        let mut found = index.keys.get_mut(key);
+        let live = found.as_ref().and_then(|h| h.live);
         let (create_revision, version) = match live {
             Some((created, version)) => (created, version + 1),
-            None => (self.main, 1),
+            None => (main, 1),
         };
         let kv = KeyValue {
             key: key.to_vec(),
             create_revision,
-            mod_revision: self.main,
+            mod_revision: main,
             version,
             value,
             lease,
         };
-        self.record(false, &kv)?;
+        let rev = Rev {
+            main,
+            sub: self.sub,
+        };
+        let last = found.as_ref().and_then(|h| h.revs.last().map(|(r, _)| *r));
+        self.tx
+            .with_kv(|table| write_row(table, compact_rev, last, rev, false, &kv))?;
+        self.sub += 1;
+        let hist = match found.take() {
+            Some(hist) => hist,
+            None => index.keys.entry(kv.key.clone()).or_default(),
+        };
+        hist.revs.push((rev, false));
+        hist.live = Some((kv.create_revision, kv.version));
         self.events.push(Event {
             kind: EventKind::Put,
             kv,
