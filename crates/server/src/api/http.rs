@@ -191,14 +191,21 @@ const STREAMING_RPCS: &[&str] = &[
 /// A unary gRPC call slower than `--warning-unary-request-duration` is logged (etcd's
 /// "request stats" warning).
 async fn timed_grpc(
-    server: &Server,
+    server: &Arc<Server>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let uri = req.uri().clone(); // shares the request's bytes: no copy per call
     let path = uri.path();
     let started = std::time::Instant::now();
-    let resp = next.run(req).await;
+    let services = Services {
+        server: server.clone(),
+    };
+    let limit = server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    let resp = match crate::api::kv_unary::serve(&services, limit, req).await {
+        Ok(resp) => resp,
+        Err(req) => next.run(req).await,
+    };
     let took = started.elapsed();
     let limit = server.cfg.warning_unary_request_duration;
     if took > limit && !STREAMING_RPCS.contains(&path) {

@@ -20,6 +20,7 @@ pub mod health;
 pub mod http;
 pub mod import_service;
 pub mod kv_service;
+pub mod kv_unary;
 pub mod lease_service;
 pub mod lock_service;
 pub mod maintenance_service;

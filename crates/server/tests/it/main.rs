@@ -11,6 +11,7 @@ mod etcd_snapshots;
 mod etcdctl_parity;
 mod flag_effects;
 mod gateway;
+mod grpc_framing;
 mod grpc_parity;
 mod h2_authority;
 mod hostile;
