@@ -11,6 +11,7 @@
 //! (`Status::into_http`). Under a put load tonic's routing, decoding stream and encoding body
 //! were about a tenth of a member's CPU (docs/BENCHMARKS.md).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -124,7 +125,7 @@ async fn read_message(mut body: Body, limit: usize) -> (Bytes, Rest) {
                     // Trailers: tonic merges them into the request's metadata.
                     let rest = Body::new(Prefixed {
                         prefix: None,
-                        rest: Body::new(OneFrame(Some(frame))),
+                        rest: Body::new(Frames(VecDeque::from([frame]))),
                     });
                     return (collect(first, more), Rest::More(rest));
                 }
@@ -175,10 +176,8 @@ fn answer<Resp: Message>(resp: tonic::Response<Resp>) -> axum::response::Respons
     msg.encode_raw(&mut buf);
     let mut trailers = http::HeaderMap::with_capacity(1);
     trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-    let mut resp = http::Response::new(Body::new(UnaryBody {
-        data: Some(buf.freeze()),
-        trailers: Some(trailers),
-    }));
+    let frames = [Frame::data(buf.freeze()), Frame::trailers(trailers)];
+    let mut resp = http::Response::new(Body::new(Frames(VecDeque::from(frames))));
     *resp.headers_mut() = headers;
     *resp.extensions_mut() = extensions;
     resp
@@ -193,13 +192,11 @@ const RESERVED_HEADERS: [&str; 5] = [
     "grpc-status",
 ];
 
-/// One message, then the trailers.
-struct UnaryBody {
-    data: Option<Bytes>,
-    trailers: Option<http::HeaderMap>,
-}
+/// A body of frames known in advance: an answer's message and trailers, or the trailers
+/// read past.
+struct Frames(VecDeque<Frame<Bytes>>);
 
-impl http_body::Body for UnaryBody {
+impl http_body::Body for Frames {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -207,14 +204,11 @@ impl http_body::Body for UnaryBody {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(data) = self.data.take() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+        Poll::Ready(self.0.pop_front().map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none() && self.trailers.is_none()
+        self.0.is_empty()
     }
 }
 
@@ -236,21 +230,6 @@ impl http_body::Body for Prefixed {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));
         }
         Pin::new(&mut self.rest).poll_frame(cx)
-    }
-}
-
-/// A body of one frame (the trailers read past).
-struct OneFrame(Option<Frame<Bytes>>);
-
-impl http_body::Body for OneFrame {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.take().map(Ok))
     }
 }
 
