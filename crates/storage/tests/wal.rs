@@ -49,11 +49,17 @@ fn record_bytes(payload_len: usize) -> u64 {
 
 const BIG: usize = 1300;
 
+/// The segment size of the tests' logs (the default, 64 MiB, would be preallocated in memory
+/// for each log in /dev/shm).
+const SEGMENT: u64 = 16 * 1024;
+
 /// A log of one segment: meta, snapshot at 1, entries 2..=6 and a state record, synced in
 /// three batches; then one more batch (entry 7 of `BIG` bytes, spanning sectors, and a new
-/// state). Returns the segment's bytes and where the last batch's two records start.
+/// state). Returns the segment's record bytes (without the preallocated zeros after them) and
+/// where the last batch's two records start.
 fn write_log(dir: &Path) -> (Vec<u8>, u64, u64) {
     let mut wal = Wal::create(dir, b"me").expect("create");
+    wal.set_segment_bytes_max(SEGMENT);
     wal.append_snapshot(1, b"snap1");
     wal.sync().expect("sync");
     for i in 2..=4 {
@@ -66,13 +72,16 @@ fn write_log(dir: &Path) -> (Vec<u8>, u64, u64) {
     }
     wal.sync().expect("sync");
     let seg = &segments(dir)[0];
-    let before = fs::metadata(seg).expect("stat").len();
+    let before = wal.segment_bytes();
     wal.append_entry(7, &payload(7, BIG));
     wal.append_state(b"hs-new");
     wal.sync().expect("sync");
-    let data = fs::read(seg).expect("read");
+    let mut data = fs::read(seg).expect("read");
+    assert_eq!(data.len() as u64, SEGMENT, "the segment is preallocated");
     let state_at = before + record_bytes(BIG);
-    assert_eq!(data.len() as u64, state_at + record_bytes(6));
+    assert_eq!(wal.segment_bytes(), state_at + record_bytes(6));
+    let records = data.split_off(wal.segment_bytes() as usize);
+    assert!(records.iter().all(|b| *b == 0), "zeros after the records");
     (data, before, state_at)
 }
 
@@ -101,12 +110,17 @@ fn check_repaired(dir: &Path, replay: &Replay, kept_to: u64, entry7_at: u64, sta
     } else {
         entry7_at
     };
-    let len = fs::metadata(&segments(dir)[0]).expect("stat").len();
-    assert_eq!(len, expect_len, "repaired to the last whole record");
+    let data = fs::read(&segments(dir)[0]).expect("read");
+    assert!(data.len() as u64 >= expect_len, "{} bytes", data.len());
+    assert!(
+        data[expect_len as usize..].iter().all(|b| *b == 0),
+        "repaired to the last whole record: only zeros after it"
+    );
 }
 
 /// The log goes on after a repair: a new batch lands after the kept records.
 fn check_appendable(dir: &Path, mut wal: Wal, next: u64) {
+    wal.set_segment_bytes_max(SEGMENT);
     wal.append_entry(next, b"after repair");
     wal.append_state(b"hs-after");
     wal.sync().expect("sync after repair");
@@ -114,6 +128,27 @@ fn check_appendable(dir: &Path, mut wal: Wal, next: u64) {
     let (_, replay) = Wal::open(dir).expect("reopen after repair");
     assert_eq!(replay.entries.last().map(|(i, _)| *i), Some(next));
     assert_eq!(replay.state.as_deref(), Some(&b"hs-after"[..]));
+}
+
+/// The zeros after the records of a preallocated segment are its free space, not damage: a
+/// reopen keeps the file as it is and writes on where the records end.
+#[test]
+fn preallocated_space_is_kept_and_written_on() {
+    let dir = scratch_dir();
+    let (full, _, _) = write_log(dir.path());
+    let seg = &segments(dir.path())[0];
+    let (wal, replay) = Wal::open(dir.path()).expect("open");
+    assert_eq!(indexes(&replay), (2..=7).collect::<Vec<_>>());
+    assert_eq!(wal.segment_bytes(), full.len() as u64);
+    assert_eq!(
+        fs::read(seg).expect("read").len() as u64,
+        SEGMENT,
+        "not cut"
+    );
+    check_appendable(dir.path(), wal, 8);
+    let data = fs::read(seg).expect("read");
+    assert_eq!(data.len() as u64, SEGMENT);
+    assert_eq!(&data[..full.len()], &full[..], "earlier records untouched");
 }
 
 #[test]
@@ -506,13 +541,20 @@ fn failed_write_stops_the_log() {
     }
     let dir = scratch_dir();
     let mut wal = Wal::create(dir.path(), b"me").expect("create");
+    wal.set_segment_bytes_max(4096);
     wal.append_entry(1, b"e1");
     wal.append_entry(2, b"e2");
     wal.append_state(b"hs");
     wal.sync().expect("sync");
+    let synced = wal.segment_bytes();
     drop(wal);
     let seg = segments(dir.path()).remove(0);
-    let synced = fs::metadata(&seg).expect("stat").len();
+    assert_eq!(
+        fs::metadata(&seg).expect("stat").len(),
+        4096,
+        "preallocated"
+    );
+    // The child's batch goes into the preallocated space, and stops at the limit.
     let limit = synced + 100;
     let exe = std::env::current_exe().expect("test binary");
     let status = Command::new("sh")
@@ -526,9 +568,12 @@ fn failed_write_stops_the_log() {
         .status()
         .expect("run the child (needs sh and prlimit)");
     assert!(status.success(), "the child failed: {status}");
-    assert_eq!(
-        fs::metadata(&seg).expect("stat").len(),
-        limit,
+    let on_disk = fs::read(&seg).expect("read");
+    assert!(
+        on_disk[synced as usize..limit as usize]
+            .iter()
+            .any(|b| *b != 0)
+            && on_disk[limit as usize..].iter().all(|b| *b == 0),
         "part of the failed batch is on disk, nothing after it"
     );
     let (wal, replay) = Wal::open(dir.path()).expect("open after the failed write");
@@ -546,9 +591,11 @@ mod props {
 
     use super::*;
 
-    /// Writes `payloads` as entries 1.., synced in batches of `batch`; the segment's bytes.
+    /// Writes `payloads` as entries 1.., synced in batches of `batch`; the segment's record
+    /// bytes (without the preallocated zeros after them).
     fn written(dir: &Path, payloads: &[Vec<u8>], batch: usize) -> Vec<u8> {
         let mut wal = Wal::create(dir, b"me").expect("create");
+        wal.set_segment_bytes_max(4096);
         wal.append_snapshot(0, b"snap0");
         for (i, p) in payloads.iter().enumerate() {
             wal.append_entry(i as u64 + 1, p);
@@ -557,8 +604,11 @@ mod props {
             }
         }
         wal.sync().expect("sync");
+        let used = wal.segment_bytes() as usize;
         drop(wal);
-        fs::read(&segments(dir)[0]).expect("read")
+        let mut bytes = fs::read(&segments(dir)[0]).expect("read");
+        bytes.truncate(used);
+        bytes
     }
 
     /// Opening `bytes` as the only segment: Ok with a prefix of `payloads`, or an error.
