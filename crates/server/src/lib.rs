@@ -93,7 +93,7 @@ pub async fn run(
         &server,
         listeners.metrics,
         tls.client.clone(),
-        http::metrics_router(server.clone()),
+        http::metrics_router(server.clone()).into(),
         "metrics and health",
         &shutdown_rx,
     )?;
@@ -562,7 +562,7 @@ fn serve_http(
     server: &Arc<Server>,
     listeners: Vec<(Url, TcpListener)>,
     tls: Option<TlsAcceptor>,
-    app: axum::Router,
+    app: http::ClientApp,
     what: &str,
     shutdown: &tokio_watch::Receiver<bool>,
 ) -> anyhow::Result<()> {

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use oxcd_api::etcdserverpb::{
     auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -40,22 +39,95 @@ pub const H2_SEND_BUFFER_BYTES_MAX: usize = 400 * 1024;
 /// Bytes allowed on top of `--max-request-bytes` for gRPC framing (etcd allows the same).
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Builds the router that serves every client request: gRPC and HTTP on one port.
-pub fn router(server: Arc<Server>) -> Router {
-    with_client_layers(
-        server.clone(),
-        grpc_routes(server.clone()).merge(http_routes(server)),
-    )
+/// What a client listener serves: its router and, on a listener that serves gRPC, KV's
+/// unary calls taken before the router ([`KvDirect`]).
+#[derive(Clone)]
+pub struct ClientApp {
+    router: Router,
+    kv: Option<KvDirect>,
+}
+
+impl From<Router> for ClientApp {
+    fn from(router: Router) -> ClientApp {
+        ClientApp { router, kv: None }
+    }
+}
+
+/// KV's unary calls (Range, Put, DeleteRange, Txn) without the router: the same steps as
+/// [`client_layer`] takes for a gRPC request (the learner gate, the call counted, timed and
+/// its size error rewritten), without a router lookup, boxed layer futures and a router clone
+/// per call. A call `kv_unary` does not take goes on to tonic's routes, past the layer.
+#[derive(Clone)]
+struct KvDirect {
+    server: Arc<Server>,
+    /// The gRPC routes without [`client_layer`] (it has run already).
+    grpc: Router,
+}
+
+impl KvDirect {
+    fn new(server: Arc<Server>) -> KvDirect {
+        KvDirect {
+            grpc: grpc_routes(server.clone()),
+            server,
+        }
+    }
+
+    async fn serve(self, req: axum::extract::Request) -> axum::response::Response {
+        if let Some(refused) = learner_refusal(&self.server, req.uri().path()) {
+            return refused;
+        }
+        let KvDirect { server, grpc } = self;
+        crate::api::grpc_metrics::observed(req, |req| async move {
+            let to_tonic = |req| async move {
+                use tower::ServiceExt;
+                match grpc.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            };
+            etcd_size_error(timed_grpc(&server, req, to_tonic).await)
+        })
+        .await
+    }
+}
+
+impl ClientApp {
+    async fn call(self, req: axum::extract::Request) -> axum::response::Response {
+        if let Some(kv) = self.kv {
+            if crate::api::kv_unary::takes(req.uri().path()) && is_grpc(&req) {
+                return kv.serve(req).await;
+            }
+        }
+        use tower::ServiceExt;
+        match self.router.oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Builds what serves every client request: gRPC and HTTP on one port.
+pub fn router(server: Arc<Server>) -> ClientApp {
+    ClientApp {
+        router: with_client_layers(
+            server.clone(),
+            grpc_routes(server.clone()).merge(http_routes(server.clone())),
+        ),
+        kv: Some(KvDirect::new(server)),
+    }
 }
 
 /// `--listen-client-urls` when `--listen-client-http-urls` is set: gRPC only, as etcd 3.5.
-pub fn grpc_router(server: Arc<Server>) -> Router {
-    with_client_layers(server.clone(), grpc_routes(server))
+pub fn grpc_router(server: Arc<Server>) -> ClientApp {
+    ClientApp {
+        router: with_client_layers(server.clone(), grpc_routes(server.clone())),
+        kv: Some(KvDirect::new(server)),
+    }
 }
 
 /// `--listen-client-http-urls`: the HTTP services only (v2, /version, /health...).
-pub fn http_router(server: Arc<Server>) -> Router {
-    with_client_layers(server.clone(), http_routes(server))
+pub fn http_router(server: Arc<Server>) -> ClientApp {
+    with_client_layers(server.clone(), http_routes(server)).into()
 }
 
 /// `--listen-metrics-urls`: `/metrics`, health and probes.
@@ -101,7 +173,8 @@ fn with_client_layers(server: Arc<Server>, routes: Router) -> Router {
         .layer(axum::middleware::from_fn_with_state(server, client_layer))
 }
 
-/// What every client request passes through, in one layer (each layer boxes a future and
+/// What every client request passes through (KV's unary calls on a gRPC listener take the
+/// same steps in [`KvDirect`], before the router), in one layer (each layer boxes a future and
 /// clones the router per request: three of them were about 4 % of a member's CPU under a put
 /// load), in this order: etcd's access controller (`--host-whitelist` for HTTP requests on
 /// plain connections), the learner gate, go-grpc-prometheus's counts (`grpc_metrics.rs`), the
@@ -124,7 +197,7 @@ async fn client_layer(
     if grpc {
         // Counted with the status the client gets (after the size error's rewrite).
         return crate::api::grpc_metrics::observed(req, |req| async {
-            etcd_size_error(timed_grpc(&server, req, next).await)
+            etcd_size_error(timed_grpc(&server, req, |req| next.run(req)).await)
         })
         .await;
     }
@@ -190,11 +263,15 @@ const STREAMING_RPCS: &[&str] = &[
 
 /// A unary gRPC call slower than `--warning-unary-request-duration` is logged (etcd's
 /// "request stats" warning).
-async fn timed_grpc(
+async fn timed_grpc<F, Fut>(
     server: &Arc<Server>,
     req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+    next: F,
+) -> axum::response::Response
+where
+    F: FnOnce(axum::extract::Request) -> Fut,
+    Fut: std::future::Future<Output = axum::response::Response>,
+{
     let uri = req.uri().clone(); // shares the request's bytes: no copy per call
     let path = uri.path();
     let started = std::time::Instant::now();
@@ -204,7 +281,7 @@ async fn timed_grpc(
     let limit = server.cfg.request_bytes_max + GRPC_OVERHEAD_BYTES;
     let resp = match crate::api::kv_unary::serve(&services, limit, req).await {
         Ok(resp) => resp,
-        Err(req) => next.run(req).await,
+        Err(req) => next(req).await,
     };
     let took = started.elapsed();
     let limit = server.cfg.warning_unary_request_duration;
@@ -344,7 +421,7 @@ fn bind_one(addr: SocketAddr, opts: &crate::config::HttpOptions) -> std::io::Res
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Router,
+    app: ClientApp,
     limits: ConnLimits,
     mut shutdown: watch::Receiver<bool>,
     opts: crate::config::HttpOptions,
@@ -511,13 +588,12 @@ pub const CLIENT_CN_HEADER: &str = "x-oxcd-client-cn";
 async fn serve_conn(
     first: FirstRequest,
     info: ConnInfo,
-    app: Router,
+    app: ClientApp,
     opts: &crate::config::HttpOptions,
 ) {
-    use tower::ServiceExt;
     let FirstRequest { io, over_tls, cn } = first;
     let cn = cn.and_then(|c| http::HeaderValue::from_str(&c).ok());
-    let app = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(info);
         req.extensions_mut().insert(OverTls(over_tls));
         let h = req.headers_mut();
@@ -525,9 +601,9 @@ async fn serve_conn(
         if let Some(cn) = &cn {
             h.insert(CLIENT_CN_HEADER, cn.clone());
         }
-        req
+        let app = app.clone();
+        async move { Ok::<_, std::convert::Infallible>(app.call(req.map(axum::body::Body::new)).await) }
     });
-    let svc = TowerToHyperService::new(app);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -31,6 +31,17 @@ pub type Pass = axum::extract::Request;
 /// The gRPC message prefix: compression flag and length.
 const PREFIX_BYTES: usize = 5;
 
+/// The calls [`serve`] may take (it hands back any other).
+pub fn takes(path: &str) -> bool {
+    matches!(
+        path,
+        "/etcdserverpb.KV/Put"
+            | "/etcdserverpb.KV/Range"
+            | "/etcdserverpb.KV/DeleteRange"
+            | "/etcdserverpb.KV/Txn"
+    )
+}
+
 /// Serves `req` if it is a KV unary call in the common form; else hands it back.
 pub async fn serve(
     services: &Services,
