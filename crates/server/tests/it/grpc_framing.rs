@@ -182,6 +182,35 @@ fn kv_calls_in_every_body_form_get_tonics_answers() {
         assert_eq!(kvs, vec![("k".to_string(), 40_000), ("two".to_string(), 5)]);
         assert_eq!(got.header.map(|h| h.revision), Some(4));
     });
+
+    // Each Put counted once, with the code its client got, whichever path answered it
+    // (`KvDirect` counts before it hands a form it does not take to tonic).
+    let metrics = http_get(addr, "/metrics");
+    let count = |name: &str, code: Option<&str>| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains("grpc_method=\"Put\""))
+            .filter(|l| code.is_none_or(|c| l.contains(&format!("grpc_code=\"{c}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(count("grpc_server_started_total", None), 8, "{metrics}");
+    assert_eq!(count("grpc_server_handled_total", Some("OK")), 3);
+    assert_eq!(count("grpc_server_handled_total", Some("Internal")), 4);
+    assert_eq!(count("grpc_server_handled_total", Some("Unimplemented")), 1);
+    assert_eq!(count("grpc_server_handled_total", None), 8);
+}
+
+/// The body of a plain HTTP/1.0 GET.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// grpc-message is percent-encoded (gRPC's rule for non-ASCII and '%').
