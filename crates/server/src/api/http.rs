@@ -80,7 +80,8 @@ impl KvDirect {
         crate::api::grpc_metrics::observed(req, |req| async move {
             let to_tonic = |req| async move {
                 use tower::ServiceExt;
-                match grpc.oneshot(req).await {
+                // Boxed: the rare way, kept out of the common call's state machine.
+                match Box::pin(grpc.oneshot(req)).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 }
@@ -95,7 +96,9 @@ impl ClientApp {
     async fn call(self, req: axum::extract::Request) -> axum::response::Response {
         if let Some(kv) = self.kv {
             if crate::api::kv_unary::takes(req.uri().path()) && is_grpc(&req) {
-                return kv.serve(req).await;
+                // Boxed: the call's state machine is kilobytes, and hyper moves the future
+                // of every request into a task of its own; this way only a pointer moves.
+                return Box::pin(kv.serve(req)).await;
             }
         }
         use tower::ServiceExt;
